@@ -1,0 +1,49 @@
+# shopcast: `make run` and `make test` work on a fresh Debian machine (they install what they need).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+NATIVE := native/.built
+APT_PACKAGES := ffmpeg
+
+.PHONY: run test test-fast lint bench system-deps install native clean
+
+$(STAMP): requirements.txt requirements-dev.txt setup.py pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	$(BIN)/pip install -q --no-build-isolation --no-deps -e .
+	touch $@
+
+$(NATIVE): $(STAMP) $(wildcard native/*.pyx native/*.pxd)
+	$(BIN)/python setup.py -q build_ext --inplace
+	touch $@
+
+install: $(STAMP) $(NATIVE)
+native: $(NATIVE)
+
+# Debian packages the tests drive (real clients); apt-get update only when something is missing.
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+run: install
+	$(BIN)/shopcast serve --config shopcast.toml
+
+test: install system-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	SHOPCAST_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/ingest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy shopcast ingest transcode packager cdn_edge benchmarks
+
+bench: install system-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider benchmarks --benchmark-only
+
+clean:
+	rm -rf build $(VENV) native/*.so native/*.c $(NATIVE)

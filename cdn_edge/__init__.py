@@ -1,0 +1,1 @@
+"""Edge tier: caches parts and segments in front of the origin."""

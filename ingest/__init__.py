@@ -1,0 +1,1 @@
+"""Ingest: publishers (RTMP, WHIP) write media units into a per-stream hub."""

@@ -1,0 +1,1 @@
+"""Cython twins of hot pure-Python modules; see ``setup.py``."""

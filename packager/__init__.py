@@ -1,0 +1,1 @@
+"""Packager: fMP4/CMAF parts, LL-HLS playlists, timed metadata."""

@@ -1,0 +1,1 @@
+"""Transcode: decode once, vertical crop/scale, encode the rendition ladder."""
