@@ -1,0 +1,159 @@
+"""The stream hub: one per live stream; fans media units out to readers through bounded queues.
+
+The publisher never waits on a reader (MediaMTX ``internal/stream`` habit): a full queue drops
+the unit, counts the drop and makes that reader skip video until the next keyframe, so what a
+slow reader does get stays decodable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ingest.media import MediaKind, MediaUnit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReaderStats:
+    """What one reader received and lost."""
+
+    delivered: int = 0
+    dropped: int = 0
+
+
+class HubReader:
+    """A reader's bounded queue; ``await get()`` returns units in order, ``None`` at end of stream."""
+
+    def __init__(self, hub: StreamHub, name: str, maxsize: int) -> None:
+        self.hub = hub
+        self.name = name
+        self.maxsize = maxsize
+        self.stats = ReaderStats()
+        self._queue: collections.deque[MediaUnit] = collections.deque()
+        self._wakeup: asyncio.Event = asyncio.Event()
+        self._closed = False
+        self._await_keyframe = False
+
+    def _offer(self, unit: MediaUnit) -> None:
+        if self._closed:
+            return
+        if unit.kind is MediaKind.VIDEO and not unit.is_config:
+            if self._await_keyframe and not unit.keyframe:
+                self.stats.dropped += 1
+                return
+            self._await_keyframe = False
+        if len(self._queue) >= self.maxsize and not unit.is_config:
+            self.stats.dropped += 1
+            if unit.kind is MediaKind.VIDEO:
+                # A lost frame breaks the decode chain until the next IDR.
+                self._await_keyframe = True
+            if self.stats.dropped == 1 or self.stats.dropped % 1000 == 0:
+                log.warning(
+                    "[%s] reader %s is too slow: %d units dropped",
+                    self.hub.stream_id,
+                    self.name,
+                    self.stats.dropped,
+                )
+            return
+        self._queue.append(unit)
+        self._wakeup.set()
+
+    def _end(self) -> None:
+        self._closed = True
+        self._wakeup.set()
+
+    def get_nowait(self) -> MediaUnit | None:
+        """Next queued unit, or ``None`` if the queue is empty."""
+        if self._queue:
+            self.stats.delivered += 1
+            return self._queue.popleft()
+        return None
+
+    async def get(self) -> MediaUnit | None:
+        """Wait for the next unit; ``None`` once the hub has ended and the queue is drained."""
+        while not self._queue:
+            if self._closed:
+                return None
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        self.stats.delivered += 1
+        return self._queue.popleft()
+
+    def __aiter__(self) -> HubReader:
+        return self
+
+    async def __anext__(self) -> MediaUnit:
+        unit = await self.get()
+        if unit is None:
+            raise StopAsyncIteration
+        return unit
+
+    def close(self) -> None:
+        """Detach from the hub."""
+        self.hub.remove_reader(self)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+
+class StreamHub:
+    """Fan-out point of one stream's media: ``publish()`` never blocks, readers attach at any time.
+
+    A reader that attaches late first receives the latest codec configuration of each track and
+    then waits for the next video keyframe.
+    """
+
+    def __init__(self, stream_id: str, default_queue_size: int = 512) -> None:
+        self.stream_id = stream_id
+        self.default_queue_size = default_queue_size
+        self._readers: list[HubReader] = []
+        self._configs: dict[MediaKind, MediaUnit] = {}
+        self.ended = False
+        self.units_published = 0
+
+    def add_reader(self, name: str, maxsize: int | None = None) -> HubReader:
+        """Attach a reader with its own bounded queue."""
+        reader = HubReader(self, name, maxsize or self.default_queue_size)
+        for cfg in self._configs.values():
+            reader._offer(cfg)
+        if self.units_published:
+            reader._await_keyframe = MediaKind.VIDEO in self._configs
+        if self.ended:
+            reader._end()
+        self._readers.append(reader)
+        return reader
+
+    def remove_reader(self, reader: HubReader) -> None:
+        if reader in self._readers:
+            self._readers.remove(reader)
+        reader._end()
+
+    def publish(self, unit: MediaUnit) -> None:
+        """Offer ``unit`` to every reader; full queues drop it (counted), nothing waits."""
+        if self.ended:
+            raise RuntimeError(f"stream {self.stream_id}: publish after end")
+        if unit.is_config:
+            self._configs[unit.kind] = unit
+        self.units_published += 1
+        for reader in self._readers:
+            reader._offer(unit)
+
+    def end(self) -> None:
+        """The publisher is gone: readers drain their queues and then get ``None``."""
+        self.ended = True
+        for reader in self._readers:
+            reader._end()
+
+    @property
+    def readers(self) -> Iterator[HubReader]:
+        return iter(list(self._readers))
+
+    @property
+    def dropped(self) -> int:
+        return sum(r.stats.dropped for r in self._readers)

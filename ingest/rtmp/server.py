@@ -1,0 +1,232 @@
+"""asyncio RTMP server: moves bytes between sockets and :class:`RTMPServerConnection`, nothing more."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ingest.media import MediaUnit
+from ingest.rtmp.connection import RTMPLimits, RTMPServerConnection
+from ingest.rtmp.errors import RTMPProtocolError
+from ingest.rtmp.events import (
+    NEED_DATA,
+    ConnectionClosed,
+    ConnectRequested,
+    DataMessage,
+    HandshakeComplete,
+    MetaData,
+    PublishEnded,
+    PublishRequested,
+)
+from ingest.sessions import LiveStreams, PublishRefused, PublishSession
+
+log = logging.getLogger(__name__)
+_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class RTMPServerSettings:
+    app: str = "live"
+    handshake_timeout: float = 10.0  # connect → publish must finish within this
+    idle_timeout: float = 30.0  # no bytes for this long closes the connection
+    limits: RTMPLimits = RTMPLimits()
+
+
+class _ConnLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self.extra['conn']}] {msg}", kwargs  # type: ignore[index]
+
+
+class RTMPPublisherProtocol(asyncio.Protocol):
+    """One RTMP client connection; also the session's :class:`ingest.sessions.Publisher`."""
+
+    protocol = "rtmp"
+
+    def __init__(self, server: RTMPServer) -> None:
+        self.server = server
+        self.peer = "?"
+        self.conn = RTMPServerConnection(limits=server.settings.limits, clock=time.time)
+        self.session: PublishSession | None = None
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.log = _ConnLog(log, {"conn": f"rtmp#{next(_ids)}"})
+        self._last_data = 0.0
+        self._timers: list[asyncio.TimerHandle] = []
+        self._published = False
+
+    # -- asyncio callbacks -------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        host, port = transport.get_extra_info("peername")[:2]
+        self.peer = f"{host}:{port}"
+        self.log.extra["conn"] = f"{self.log.extra['conn']} {self.peer}"  # type: ignore[index]
+        self.server.connections.add(self)
+        loop = asyncio.get_running_loop()
+        self._last_data = loop.time()
+        settings = self.server.settings
+        self._timers.append(loop.call_later(settings.handshake_timeout, self._check_published))
+        self._timers.append(loop.call_later(settings.idle_timeout / 2, self._check_idle))
+        self.log.debug("connected")
+
+    def data_received(self, data: bytes) -> None:
+        self._last_data = asyncio.get_running_loop().time()
+        try:
+            self.conn.receive_data(data)
+            self._pump()
+        except RTMPProtocolError as exc:
+            self._fail(f"protocol error: {exc}")
+
+    def eof_received(self) -> bool | None:
+        self.conn.receive_data(b"")
+        try:
+            self._pump()
+        except RTMPProtocolError as exc:
+            self._fail(f"protocol error: {exc}")
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        for timer in self._timers:
+            timer.cancel()
+        self.server.connections.discard(self)
+        if self.session is not None:
+            reason = f"connection lost: {exc}" if exc else None
+            self.server.streams.end(self.session, reason)
+            self.log.info("stream %s offline (%s)", self.session.stream_id, reason or "closed")
+            self.session = None
+
+    # -- the core's events -------------------------------------------------------------
+    def _pump(self) -> None:
+        while not self.closed:
+            event = self.conn.next_event()
+            if event is NEED_DATA:
+                break
+            if isinstance(event, MediaUnit):
+                if self.session is not None:
+                    self.session.write(event)
+            else:
+                self._handle(event)
+        self._flush()
+
+    def _handle(self, event: object) -> None:
+        if isinstance(event, HandshakeComplete):
+            self.log.debug("handshake done (digest=%s)", event.digest)
+        elif isinstance(event, ConnectRequested):
+            if event.app != self.server.settings.app:
+                self.conn.reject_connect(event, f"unknown application {event.app!r}")
+                self._fail(f"connect to unknown application {event.app!r}")
+            else:
+                self.conn.accept_connect(event)
+                self.log.info("connect app=%s flashVer=%s", event.app, event.flash_ver)
+        elif isinstance(event, PublishRequested):
+            self._publish(event)
+        elif isinstance(event, MetaData):
+            if self.session is not None:
+                self.session.stats.set_metadata(event.values)
+        elif isinstance(event, DataMessage):
+            self.log.debug("data message %s at %d ms", event.name, event.timestamp)
+        elif isinstance(event, PublishEnded):
+            if self.session is not None:
+                self.log.info("unpublished stream %s", self.session.stream_id)
+                self.server.streams.end(self.session)
+                self.session = None
+        elif isinstance(event, ConnectionClosed):
+            self._close()
+
+    def _publish(self, event: PublishRequested) -> None:
+        if self.session is not None:
+            self._fail("second publish on one connection")
+            return
+        try:
+            self.session = self.server.streams.start(event.stream_name, self)
+        except PublishRefused as exc:
+            self.conn.reject_publish(event, code=exc.code, description=exc.description)
+            self._fail(f"publish refused: {exc.description}")
+            return
+        self._published = True
+        self.conn.accept_publish(event)
+        self.log.extra["conn"] = f"{self.log.extra['conn']} stream={self.session.stream_id}"  # type: ignore[index]
+        self.log.info("publishing (type=%s)", event.publish_type)
+
+    # -- closing -----------------------------------------------------------------------
+    def kick(self, reason: str) -> None:
+        """Server-side close (takeover, API kick, shutdown): tell the client why, then close."""
+        if self.closed:
+            return
+        self.session = None  # the registry already ended it
+        self.log.info("closing: %s", reason)
+        self.conn.end_publish(reason)
+        self._flush()
+        self._close()
+
+    def _fail(self, reason: str) -> None:
+        self.log.warning("disconnecting: %s", reason)
+        if self.session is not None:
+            self.server.streams.end(self.session, reason)
+            self.session = None
+        self._flush()
+        self._close()
+
+    def _close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+
+    def _flush(self) -> None:
+        out = self.conn.data_to_send()
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(out)
+
+    def _check_published(self) -> None:
+        if not self._published and not self.closed:
+            self._fail(f"no publish within {self.server.settings.handshake_timeout:g} s")
+
+    def _check_idle(self) -> None:
+        if self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        idle = self.server.settings.idle_timeout
+        if loop.time() - self._last_data >= idle:
+            self._fail(f"idle for {idle:g} s")
+            return
+        self._timers.append(loop.call_later(idle / 2, self._check_idle))
+
+
+class RTMPServer:
+    """Listens for RTMP publishers and hands their streams to :class:`LiveStreams`."""
+
+    def __init__(self, streams: LiveStreams, settings: RTMPServerSettings) -> None:
+        self.streams = streams
+        self.settings = settings
+        self.connections: set[RTMPPublisherProtocol] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: RTMPPublisherProtocol(self), host, port)
+        log.info("RTMP listening on %s:%d", host, self.port)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self, reason: str = "server shutting down") -> None:
+        """Stop listening, tell every publisher why, and wait for their sockets to close."""
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            if conn.session is not None:
+                self.streams.end(conn.session, None)
+            conn.kick(reason)
+        for _ in range(50):
+            if not self.connections:
+                break
+            await asyncio.sleep(0.02)
+        if self._server is not None:
+            await self._server.wait_closed()

@@ -1,0 +1,235 @@
+"""Live publish sessions: who publishes which stream, its hub, and what the ingest looks like.
+
+Protocol-neutral: the RTMP server (and later WHIP) asks :class:`LiveStreams` to start a
+session, writes media units into it and ends it.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ingest.hub import StreamHub
+from ingest.media import MILLISECONDS, MediaKind, MediaUnit
+
+log = logging.getLogger(__name__)
+
+_RATE_WINDOW = 5.0  # seconds of arrivals behind the bitrate and fps figures
+
+
+class PublishRefused(Exception):
+    """A publish attempt is refused; ``code`` is the RTMP onStatus code to send."""
+
+    def __init__(self, code: str, description: str) -> None:
+        super().__init__(description)
+        self.code = code
+        self.description = description
+
+
+class Publisher(Protocol):
+    """The ingest connection behind a session, as the registry sees it."""
+
+    protocol: str
+    peer: str
+
+    def kick(self, reason: str) -> None:
+        """Tell the publisher why, then close its connection."""
+
+
+@dataclass
+class IngestStats:
+    """Running figures of one publish session, for the status API and metrics."""
+
+    video_codec: str | None = None
+    width: int | None = None
+    height: int | None = None
+    audio_codec: str | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    video_frames: int = 0
+    audio_frames: int = 0
+    bytes_received: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+    _window: collections.deque[tuple[float, int, int]] = field(
+        default_factory=collections.deque, repr=False
+    )  # (arrival, payload bytes, video dts in ms or -1)
+
+    def add(self, unit: MediaUnit) -> None:
+        if unit.is_config:
+            if unit.kind is MediaKind.VIDEO:
+                self.video_codec = unit.codec
+                self._describe_video(unit)
+            else:
+                self.audio_codec = unit.codec
+                self._describe_audio(unit)
+            return
+        self.bytes_received += len(unit.payload)
+        if unit.kind is MediaKind.VIDEO:
+            self.video_frames += 1
+            self.video_codec = self.video_codec or unit.codec
+            dts_ms = unit.rescale(unit.dts, MILLISECONDS)
+        else:
+            self.audio_frames += 1
+            self.audio_codec = self.audio_codec or unit.codec
+            dts_ms = -1
+        win = self._window
+        win.append((unit.arrival, len(unit.payload), dts_ms))
+        while win and win[0][0] < unit.arrival - _RATE_WINDOW:
+            win.popleft()
+
+    def _describe_video(self, unit: MediaUnit) -> None:
+        if unit.codec != "h264":
+            return
+        from ingest.h264 import H264Error, parse_avcc
+
+        try:
+            avcc = parse_avcc(unit.payload)
+        except H264Error as exc:
+            log.warning("unreadable avcC: %s", exc)
+            return
+        if avcc.sps_info is not None:
+            self.width = avcc.sps_info.width
+            self.height = avcc.sps_info.height
+
+    def _describe_audio(self, unit: MediaUnit) -> None:
+        if unit.codec != "aac":
+            return
+        from ingest.rtmp.flv import parse_audio_specific_config
+
+        try:
+            asc = parse_audio_specific_config(unit.payload)
+        except ValueError as exc:
+            log.warning("unreadable AudioSpecificConfig: %s", exc)
+            return
+        self.sample_rate = asc.sample_rate
+        self.channels = asc.channels
+
+    def set_metadata(self, values: dict[str, Any]) -> None:
+        self.metadata = values
+        if self.width is None and isinstance(values.get("width"), int | float):
+            self.width = int(values["width"])
+            self.height = int(values.get("height") or 0) or None
+
+    @property
+    def bitrate(self) -> int:
+        """Ingest bits per second over the last few seconds of arrivals."""
+        win = self._window
+        if len(win) < 2:
+            return 0
+        span = win[-1][0] - win[0][0]
+        return int(sum(n for _, n, _ in win) * 8 / span) if span > 0 else 0
+
+    @property
+    def fps(self) -> float | None:
+        """Video frames per second from the stream's own timestamps (not arrival jitter)."""
+        dts = [d for _, _, d in self._window if d >= 0]
+        if len(dts) < 2 or dts[-1] <= dts[0]:
+            return None
+        return round((len(dts) - 1) * 1000 / (dts[-1] - dts[0]), 2)
+
+
+
+class PublishSession:
+    """One publisher feeding one stream's hub, from publish to unpublish."""
+
+    def __init__(self, stream_id: str, publisher: Publisher, hub_queue_size: int) -> None:
+        self.stream_id = stream_id
+        self.publisher = publisher
+        self.hub = StreamHub(stream_id, hub_queue_size)
+        self.stats = IngestStats()
+        self.started_at = time.time()
+        self.ended = False
+
+    def write(self, unit: MediaUnit) -> None:
+        self.stats.add(unit)
+        self.hub.publish(unit)
+
+
+@dataclass
+class StreamState:
+    """Per-stream facts that outlive a session (for the status API)."""
+
+    last_error: str | None = None
+    last_session_end: float | None = None
+
+
+SessionListener = Callable[[PublishSession], None]
+
+
+class LiveStreams:
+    """Which streams are live; starts, takes over and ends publish sessions."""
+
+    def __init__(
+        self,
+        authorize: Callable[[str], str | None],
+        *,
+        on_duplicate: str = "takeover",
+        hub_queue_size: int = 512,
+    ) -> None:
+        self._authorize = authorize
+        self.on_duplicate = on_duplicate
+        self.hub_queue_size = hub_queue_size
+        self.sessions: dict[str, PublishSession] = {}
+        self.states: collections.defaultdict[str, StreamState] = collections.defaultdict(
+            StreamState
+        )
+        self.on_session_start: list[SessionListener] = []
+        self.on_session_end: list[SessionListener] = []
+
+    def start(self, stream_key: str, publisher: Publisher) -> PublishSession:
+        """Authorize ``stream_key`` and open a session; ``PublishRefused`` if not allowed."""
+        stream_id = self._authorize(stream_key)
+        if stream_id is None:
+            raise PublishRefused("NetStream.Publish.BadName", "unknown or invalid stream key")
+        current = self.sessions.get(stream_id)
+        if current is not None:
+            if self.on_duplicate == "reject":
+                raise PublishRefused(
+                    "NetStream.Publish.BadName", f"stream {stream_id} is already being published"
+                )
+            log.info(
+                "[%s] %s publisher %s takes over from %s",
+                stream_id,
+                publisher.protocol,
+                publisher.peer,
+                current.publisher.peer,
+            )
+            self.end(current, f"taken over by a new publisher from {publisher.peer}")
+            current.publisher.kick("stream taken over by another publisher")
+        session = PublishSession(stream_id, publisher, self.hub_queue_size)
+        self.sessions[stream_id] = session
+        for listener in self.on_session_start:
+            listener(session)
+        return session
+
+    def end(self, session: PublishSession, error: str | None = None) -> None:
+        """Close ``session`` (idempotent); its hub readers drain and see end of stream."""
+        if session.ended:
+            return
+        session.ended = True
+        session.hub.end()
+        if self.sessions.get(session.stream_id) is session:
+            del self.sessions[session.stream_id]
+        state = self.states[session.stream_id]
+        state.last_session_end = time.time()
+        if error:
+            state.last_error = error
+        for listener in self.on_session_end:
+            listener(session)
+
+    def kick(self, stream_id: str, reason: str) -> bool:
+        """Disconnect the stream's publisher; False if it is not live."""
+        session = self.sessions.get(stream_id)
+        if session is None:
+            return False
+        self.end(session, reason)
+        session.publisher.kick(reason)
+        return True
+
+    def close_all(self, reason: str) -> None:
+        for session in list(self.sessions.values()):
+            self.kick(session.stream_id, reason)

@@ -1,0 +1,142 @@
+"""Configuration: one TOML file, every key overridable by env ``SHOPCAST_<SECTION>_<KEY>``."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """The configuration file or an environment override is invalid."""
+
+
+@dataclass(frozen=True)
+class ServerSection:
+    rtmp_host: str = "0.0.0.0"
+    rtmp_port: int = 1935
+    http_host: str = "0.0.0.0"
+    http_port: int = 8080
+    #: Host name put into the URLs the server prints and returns (publish, playback).
+    public_host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class StoreSection:
+    path: str = "var/shopcast.sqlite3"
+
+
+@dataclass(frozen=True)
+class ApiSection:
+    #: Bearer tokens for the control API; empty = generate one on first start and keep it in the store.
+    tokens: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class IngestSection:
+    #: RTMP application name in ``rtmp://host/<app>/<stream_key>``.
+    rtmp_app: str = "live"
+    #: What a second publisher on a live stream gets: "takeover" (old one is closed) or "reject".
+    on_duplicate_publisher: str = "takeover"
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 30.0
+    max_message_size: int = 8 << 20
+    max_chunk_size: int = 0xFFFFFF
+    max_buffered: int = 16 << 20
+    #: Each hub reader's queue length in media units.
+    hub_queue_size: int = 512
+
+
+@dataclass(frozen=True)
+class LogSection:
+    level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerSection = field(default_factory=ServerSection)
+    store: StoreSection = field(default_factory=StoreSection)
+    api: ApiSection = field(default_factory=ApiSection)
+    ingest: IngestSection = field(default_factory=IngestSection)
+    log: LogSection = field(default_factory=LogSection)
+
+    def __post_init__(self) -> None:
+        if self.ingest.on_duplicate_publisher not in ("takeover", "reject"):
+            raise ConfigError("ingest.on_duplicate_publisher must be 'takeover' or 'reject'")
+        for port in (self.server.rtmp_port, self.server.http_port):
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"port {port} out of range")
+
+
+def _convert(value: Any, target: Any, where: str) -> Any:
+    """Coerce a TOML or env value to the field's declared type."""
+    origin = typing.get_origin(target)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list")
+        return tuple(str(v) for v in value)
+    try:
+        if target is bool:
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError(value)
+                return low in ("1", "true", "yes", "on")
+            return bool(value)
+        if target is int:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if target is float:
+            return float(value)
+        return str(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {value!r} is not a valid {target.__name__}") from exc
+
+
+def _build_section(cls: type, values: Mapping[str, Any], env: Mapping[str, str], name: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(f"[{name}]: unknown key(s) {', '.join(sorted(unknown))}")
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        env_key = f"SHOPCAST_{name.upper()}_{f.name.upper()}"
+        if env_key in env:
+            kwargs[f.name] = _convert(env[env_key], hints[f.name], env_key)
+        elif f.name in values:
+            kwargs[f.name] = _convert(values[f.name], hints[f.name], f"[{name}] {f.name}")
+    return cls(**kwargs)
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (if given) and apply ``SHOPCAST_*`` overrides from ``env`` (default: os.environ)."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} not found") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+    hints = typing.get_type_hints(Config)
+    unknown = set(data) - set(hints)
+    if unknown:
+        raise ConfigError(f"unknown section(s) {', '.join(sorted(unknown))}")
+    sections = {}
+    for name, cls in hints.items():
+        values = data.get(name, {})
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{name}] must be a table")
+        sections[name] = _build_section(cls, values, env, name)
+    return Config(**sections)

@@ -1,0 +1,117 @@
+"""The origin process: store, RTMP ingest, HTTP app — started and stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from ingest.rtmp.connection import RTMPLimits
+from ingest.rtmp.server import RTMPServer, RTMPServerSettings
+from ingest.sessions import LiveStreams
+from shopcast.api import make_app
+from shopcast.config import Config
+from shopcast.store import Store, new_secret
+
+log = logging.getLogger(__name__)
+API_TOKEN_SETTING = "api_token"
+DEMO_STREAM = "demo"
+
+
+@dataclass(frozen=True)
+class Welcome:
+    """What a newcomer needs after the first start (printed by the CLI)."""
+
+    api_token: str | None  # set only when the token was generated now
+    demo_key: str | None  # set only when the demo stream was created now
+
+
+class ShopcastServer:
+    """start → run → close life cycle of the origin."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store = Store(config.store.path)
+        self.tokens, new_token = self._api_tokens()
+        demo_key = None
+        if self.store.is_empty():
+            demo_key = self.store.create_stream(DEMO_STREAM).stream_key
+        self.welcome = Welcome(new_token, demo_key)
+        ing = config.ingest
+        self.streams = LiveStreams(
+            self._authorize,
+            on_duplicate=ing.on_duplicate_publisher,
+            hub_queue_size=ing.hub_queue_size,
+        )
+        self.rtmp = RTMPServer(
+            self.streams,
+            RTMPServerSettings(
+                app=ing.rtmp_app,
+                handshake_timeout=ing.handshake_timeout,
+                idle_timeout=ing.idle_timeout,
+                limits=RTMPLimits(
+                    max_message_size=ing.max_message_size,
+                    max_chunk_size=ing.max_chunk_size,
+                    max_buffered=ing.max_buffered,
+                ),
+            ),
+        )
+        self.app = make_app(self.store, self.streams, self.tokens)
+        self._runner: web.AppRunner | None = None
+        self.http_port = 0
+
+    def _api_tokens(self) -> tuple[tuple[str, ...], str | None]:
+        if self.config.api.tokens:
+            return self.config.api.tokens, None
+        token = self.store.get_setting(API_TOKEN_SETTING)
+        if token:
+            return (token,), None
+        token = new_secret()
+        self.store.set_setting(API_TOKEN_SETTING, token)
+        return (token,), token
+
+    def _authorize(self, stream_key: str) -> str | None:
+        rec = self.store.stream_for_key(stream_key)
+        return rec.id if rec else None
+
+    async def start(self) -> None:
+        srv = self.config.server
+        await self.rtmp.start(srv.rtmp_host, srv.rtmp_port)
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, srv.http_host, srv.http_port)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.http_port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        log.info("HTTP listening on %s:%d", srv.http_host, self.http_port)
+
+    def urls(self, stream_id: str, stream_key: str) -> dict[str, str]:
+        host = self.config.server.public_host
+        return {
+            "rtmp_url": f"rtmp://{host}:{self.rtmp.port}/{self.config.ingest.rtmp_app}/{stream_key}",
+            "whip_url": f"http://{host}:{self.http_port}/whip/{stream_id}",
+            "playback_url": f"http://{host}:{self.http_port}/hls/{stream_id}/master.m3u8",
+        }
+
+    async def close(self) -> None:
+        await self.rtmp.close("server shutting down")
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self.store.close()
+
+    async def run_until_signal(self) -> None:
+        """Run until SIGINT/SIGTERM, then shut down cleanly."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            log.info("shutting down")
+            await self.close()

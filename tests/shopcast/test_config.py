@@ -1,0 +1,55 @@
+import pytest
+
+from shopcast.config import ConfigError, load_config
+
+
+def test_defaults_without_file() -> None:
+    cfg = load_config(None, env={})
+    assert cfg.server.rtmp_port == 1935
+    assert cfg.server.http_port == 8080
+    assert cfg.ingest.on_duplicate_publisher == "takeover"
+
+
+def test_committed_example_loads() -> None:
+    cfg = load_config("shopcast.toml", env={})
+    assert cfg.ingest.rtmp_app == "live"
+    assert cfg.store.path.endswith(".sqlite3")
+
+
+def test_env_overrides_every_type(tmp_path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[server]\nhttp_port = 9000\n[api]\ntokens = ["a"]\n')
+    env = {
+        "SHOPCAST_SERVER_HTTP_PORT": "9191",
+        "SHOPCAST_API_TOKENS": "t1, t2",
+        "SHOPCAST_INGEST_IDLE_TIMEOUT": "2.5",
+        "SHOPCAST_INGEST_ON_DUPLICATE_PUBLISHER": "reject",
+    }
+    cfg = load_config(path, env=env)
+    assert cfg.server.http_port == 9191
+    assert cfg.api.tokens == ("t1", "t2")
+    assert cfg.ingest.idle_timeout == 2.5
+    assert cfg.ingest.on_duplicate_publisher == "reject"
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "message"),
+    [
+        ("[server]\nhttp_prot = 1\n", {}, "unknown key"),
+        ("[nope]\n", {}, "unknown section"),
+        ("[server]\nhttp_port = 'x'\n", {}, "not a valid int"),
+        ("", {"SHOPCAST_SERVER_RTMP_PORT": "70000"}, "out of range"),
+        ("", {"SHOPCAST_INGEST_ON_DUPLICATE_PUBLISHER": "both"}, "takeover"),
+        ("[server\n", {}, "Expected"),
+    ],
+)
+def test_bad_config_is_a_clear_error(tmp_path, toml: str, env: dict, message: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, env=env)
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("/nonexistent/shopcast.toml", env={})
