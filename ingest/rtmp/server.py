@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import logging
 import time
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,8 +61,8 @@ class RTMPPublisherProtocol(asyncio.Protocol):
 
     # -- asyncio callbacks -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but have its interface.
+        self.transport = typing.cast(asyncio.Transport, transport)
         host, port = transport.get_extra_info("peername")[:2]
         self.peer = f"{host}:{port}"
         self.log.extra["conn"] = f"{self.log.extra['conn']} {self.peer}"  # type: ignore[index]

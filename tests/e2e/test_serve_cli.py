@@ -1,0 +1,97 @@
+"""`shopcast serve` as a newcomer runs it: printed URLs work, ffmpeg publishes, SIGTERM is clean."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from .conftest import ffmpeg_publish_args, requires_ffmpeg, run_ffmpeg
+
+pytestmark = [pytest.mark.e2e, requires_ffmpeg]
+SHOPCAST = str(Path(sys.executable).with_name("shopcast"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def read_until(stream: asyncio.StreamReader, pattern: str, timeout: float = 20) -> str:
+    seen = ""
+    async with asyncio.timeout(timeout):
+        while not re.search(pattern, seen):
+            line = await stream.readline()
+            if not line:
+                break
+            seen += line.decode()
+    return seen
+
+
+async def test_serve_prints_urls_accepts_publish_and_stops_cleanly(tmp_path: Path) -> None:
+    rtmp_port, http_port = free_port(), free_port()
+    env = dict(
+        os.environ,
+        SHOPCAST_SERVER_RTMP_HOST="127.0.0.1",
+        SHOPCAST_SERVER_HTTP_HOST="127.0.0.1",
+        SHOPCAST_SERVER_RTMP_PORT=str(rtmp_port),
+        SHOPCAST_SERVER_HTTP_PORT=str(http_port),
+        SHOPCAST_STORE_PATH=str(tmp_path / "store.sqlite3"),
+    )
+    env.pop("SHOPCAST_API_TOKENS", None)
+    proc = await asyncio.create_subprocess_exec(
+        SHOPCAST, "serve", "--config", "shopcast.toml",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        out = await read_until(proc.stdout, r"status:")
+        token = re.search(r"API token \(keep it secret\): (\S+)", out)
+        url = re.search(r"publish to: (rtmp://\S+)", out)
+        assert token and url, out
+        assert url.group(1).startswith(f"rtmp://127.0.0.1:{rtmp_port}/live/")
+        assert f"http://127.0.0.1:{http_port}/hls/demo/master.m3u8" in out
+
+        publish = asyncio.ensure_future(
+            run_ffmpeg(ffmpeg_publish_args(url.group(1), seconds=20, size="360x640", realtime=True))
+        )
+        headers = {"Authorization": f"Bearer {token.group(1)}"}
+        st: dict = {}
+        async with aiohttp.ClientSession(headers=headers) as http:
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                async with http.get(f"http://127.0.0.1:{http_port}/api/v1/streams/demo") as r:
+                    assert r.status == 200
+                    st = await r.json()
+                if st["state"] == "live" and st["ingest"]["video"]["frames_received"] > 45:
+                    break
+            async with http.get(f"http://127.0.0.1:{http_port}/api/v1/streams/demo") as r:
+                assert r.status == 200
+            async with aiohttp.ClientSession() as anon:
+                async with anon.get(f"http://127.0.0.1:{http_port}/api/v1/streams/demo") as r:
+                    assert r.status == 401
+                    assert (await r.json())["error"]["code"] == "unauthorized"
+        assert st["state"] == "live", st
+        video = st["ingest"]["video"]
+        assert (video["width"], video["height"]) == (360, 640)
+        assert video["fps"] == pytest.approx(30, abs=1.5)
+
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+        code, _ = await asyncio.wait_for(publish, 10)  # the publisher was closed by the shutdown
+        assert code != 0
+        log = (await proc.stderr.read()).decode()
+        assert "shutting down" in log
+        assert "stream=demo" in log  # log lines say which stream they are about
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
