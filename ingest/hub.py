@@ -27,7 +27,7 @@ class ReaderStats:
 
 
 class HubReader:
-    """A reader's bounded queue; ``await get()`` returns units in order, ``None`` at end of stream."""
+    """A reader's bounded queue; ``await get()`` gives units in order, ``None`` at the end."""
 
     def __init__(self, hub: StreamHub, name: str, maxsize: int) -> None:
         self.hub = hub

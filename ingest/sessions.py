@@ -132,7 +132,6 @@ class IngestStats:
         return round((len(dts) - 1) * 1000 / (dts[-1] - dts[0]), 2)
 
 
-
 class PublishSession:
     """One publisher feeding one stream's hub, from publish to unpublish."""
 

@@ -14,7 +14,7 @@ from shopcast.store import Store, StreamRecord
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STORE_KEY = web.AppKey("store", Store)
 STREAMS_KEY = web.AppKey("streams", LiveStreams)
-TOKENS_KEY = web.AppKey("tokens", tuple)
+TOKENS_KEY: web.AppKey[tuple[str, ...]] = web.AppKey("tokens")
 
 
 def json_error(status: int, code: str, message: str, **headers: str) -> web.Response:

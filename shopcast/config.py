@@ -33,7 +33,7 @@ class StoreSection:
 
 @dataclass(frozen=True)
 class ApiSection:
-    #: Bearer tokens for the control API; empty = generate one on first start and keep it in the store.
+    #: Bearer tokens for the control API; empty: one is generated on first start and stored.
     tokens: tuple[str, ...] = ()
 
 
@@ -118,7 +118,7 @@ def _build_section(cls: type, values: Mapping[str, Any], env: Mapping[str, str],
 
 
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """Read ``path`` (if given) and apply ``SHOPCAST_*`` overrides from ``env`` (default: os.environ)."""
+    """Read ``path`` (if given), then apply ``SHOPCAST_*`` overrides from ``env`` (os.environ)."""
     env = os.environ if env is None else env
     data: dict[str, Any] = {}
     if path is not None:

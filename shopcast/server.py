@@ -84,9 +84,7 @@ class ShopcastServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, srv.http_host, srv.http_port)
         await site.start()
-        server = site._server
-        assert server is not None
-        self.http_port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.http_port = int(self._runner.addresses[0][1])
         log.info("HTTP listening on %s:%d", srv.http_host, self.http_port)
 
     def urls(self, stream_id: str, stream_key: str) -> dict[str, str]:

@@ -15,7 +15,7 @@ if not os.environ.get("SHOPCAST_NO_EXTENSIONS"):
     except ImportError:
         pass
     else:
-        ChunkStreamReader = _NativeReader  # type: ignore[assignment,misc]
+        ChunkStreamReader = _NativeReader
         NATIVE = True
 
 __all__ = ["NATIVE", "ChunkMessage", "ChunkStreamReader", "ChunkWriter", "PyChunkStreamReader"]

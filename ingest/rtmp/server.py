@@ -1,4 +1,4 @@
-"""asyncio RTMP server: moves bytes between sockets and :class:`RTMPServerConnection`, nothing more."""
+"""asyncio RTMP server: moves bytes between sockets and the sans-I/O core, nothing more."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import itertools
 import logging
 import time
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ingest.media import MediaUnit
@@ -34,7 +34,7 @@ class RTMPServerSettings:
     app: str = "live"
     handshake_timeout: float = 10.0  # connect → publish must finish within this
     idle_timeout: float = 30.0  # no bytes for this long closes the connection
-    limits: RTMPLimits = RTMPLimits()
+    limits: RTMPLimits = field(default_factory=RTMPLimits)
 
 
 class _ConnLog(logging.LoggerAdapter):  # type: ignore[type-arg]

@@ -29,13 +29,15 @@ pytestmark = [pytest.mark.e2e, requires_ffmpeg]
 
 
 async def status(origin: Origin, stream_id: str = "demo") -> dict:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
             f"{origin.http}/api/v1/streams/{stream_id}",
             headers={"Authorization": f"Bearer {API_TOKEN}"},
-        ) as resp:
-            assert resp.status == 200
-            return await resp.json()
+        ) as resp,
+    ):
+        assert resp.status == 200
+        return await resp.json()
 
 
 def assert_matches_file(capture: Capture, flv: Path) -> None:
@@ -117,8 +119,12 @@ async def test_bframes_keep_composition_offsets(origin: Origin, tmp_path: Path) 
     assert_matches_file(capture, ref)
 
 
-@pytest.mark.parametrize(("video", "audio"), [(False, True), (True, False)], ids=["audio-only", "video-only"])
-async def test_single_track_publish(origin: Origin, tmp_path: Path, video: bool, audio: bool) -> None:
+@pytest.mark.parametrize(
+    ("video", "audio"), [(False, True), (True, False)], ids=["audio-only", "video-only"]
+)
+async def test_single_track_publish(
+    origin: Origin, tmp_path: Path, video: bool, audio: bool
+) -> None:
     ref = tmp_path / "ref.flv"
     code, err = await run_ffmpeg(
         ffmpeg_publish_args(origin.rtmp_url(origin.key()), video=video, audio=audio, copy_to=ref)
@@ -216,7 +222,9 @@ async def test_second_publisher_rejected_when_configured(tmp_path: Path) -> None
     origin = Origin(server)
     try:
         url = origin.rtmp_url(origin.key())
-        first = asyncio.ensure_future(run_ffmpeg(ffmpeg_publish_args(url, seconds=3, realtime=True)))
+        first = asyncio.ensure_future(
+            run_ffmpeg(ffmpeg_publish_args(url, seconds=3, realtime=True))
+        )
         while not origin.captures:
             await asyncio.sleep(0.05)
         code2, _ = await run_ffmpeg(ffmpeg_publish_args(url, seconds=1))
@@ -228,7 +236,9 @@ async def test_second_publisher_rejected_when_configured(tmp_path: Path) -> None
         await server.close()
 
 
-async def test_bad_client_disconnected_other_stream_unharmed(origin: Origin, tmp_path: Path) -> None:
+async def test_bad_client_disconnected_other_stream_unharmed(
+    origin: Origin, tmp_path: Path
+) -> None:
     """Garbage and bound violations drop only that client; a concurrent real publish is intact."""
     origin.server.store.create_stream("other")
     ref = tmp_path / "ref.flv"

@@ -48,8 +48,13 @@ async def test_serve_prints_urls_accepts_publish_and_stops_cleanly(tmp_path: Pat
     )
     env.pop("SHOPCAST_API_TOKENS", None)
     proc = await asyncio.create_subprocess_exec(
-        SHOPCAST, "serve", "--config", "shopcast.toml",
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        SHOPCAST,
+        "serve",
+        "--config",
+        "shopcast.toml",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         assert proc.stdout is not None and proc.stderr is not None
@@ -75,10 +80,12 @@ async def test_serve_prints_urls_accepts_publish_and_stops_cleanly(tmp_path: Pat
                     break
             async with http.get(f"http://127.0.0.1:{http_port}/api/v1/streams/demo") as r:
                 assert r.status == 200
-            async with aiohttp.ClientSession() as anon:
-                async with anon.get(f"http://127.0.0.1:{http_port}/api/v1/streams/demo") as r:
-                    assert r.status == 401
-                    assert (await r.json())["error"]["code"] == "unauthorized"
+            async with (
+                aiohttp.ClientSession() as anon,
+                anon.get(f"http://127.0.0.1:{http_port}/api/v1/streams/demo") as r,
+            ):
+                assert r.status == 401
+                assert (await r.json())["error"]["code"] == "unauthorized"
         assert st["state"] == "live", st
         video = st["ingest"]["video"]
         assert (video["width"], video["height"]) == (360, 640)
