@@ -41,7 +41,8 @@ async def api_auth(request: web.Request, handler: Handler) -> web.StreamResponse
             return json_error(
                 401, "unauthorized", "missing bearer token", **{"WWW-Authenticate": "Bearer"}
             )
-        if not token_matches(presented.strip(), request.app[TOKENS_KEY]):
+        tokens: tuple[str, ...] = request.app[TOKENS_KEY]
+        if not token_matches(presented.strip(), tokens):
             return json_error(
                 401, "unauthorized", "invalid bearer token", **{"WWW-Authenticate": "Bearer"}
             )
