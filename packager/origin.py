@@ -1,0 +1,167 @@
+"""Origin HTTP for ``/hls/<stream_id>/…``: blocking playlist reload, hinted parts, caching rules."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable
+from fractions import Fraction
+
+from aiohttp import web
+
+from packager.live import LivePackage, RenditionOutput
+from packager.playlist import advance_part_limit
+
+PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+PackageLookup = Callable[[str], LivePackage | None]
+LOOKUP_KEY: web.AppKey[PackageLookup] = web.AppKey("hls_packages")
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    # hls.js reads Age to correct its latency estimate (LLHLS_RULES "Caching").
+    "Access-Control-Expose-Headers": "Age",
+}
+
+
+def _cache(seconds: float | Fraction, immutable: bool = False) -> str:
+    value = f"public, max-age={max(int(seconds), 1)}"
+    return value + ", immutable" if immutable else value
+
+
+def _error(status: int, message: str, target_duration: int = 1) -> web.Response:
+    # S Appendix B: errors cacheable for at most one target duration.
+    return web.Response(
+        status=status,
+        text=message + "\n",
+        headers={**CORS, "Cache-Control": _cache(target_duration)},
+    )
+
+
+def _package(request: web.Request) -> LivePackage | None:
+    return request.app[LOOKUP_KEY](request.match_info["stream"])
+
+
+async def multivariant(request: web.Request) -> web.StreamResponse:
+    package = _package(request)
+    if package is None:
+        return _error(404, "no such live stream")
+    wait = 3 * package.config.target_duration
+    if not package.ladder_ready.is_set():
+        # A player that arrives with the first GOP waits for the ladder instead of failing.
+        try:
+            await asyncio.wait_for(package.ladder_ready.wait(), wait)
+        except TimeoutError:
+            return _error(503, "the stream's renditions are not ready yet")
+    resp = web.Response(
+        text=package.multivariant(),
+        content_type=PLAYLIST_TYPE,
+        headers={**CORS, "Cache-Control": _cache(Fraction(package.config.target_duration, 2))},
+    )
+    resp.enable_compression()
+    return resp
+
+
+def _rendition(request: web.Request) -> RenditionOutput | None:
+    package = _package(request)
+    if package is None:
+        return None
+    return package.renditions.get(request.match_info["rendition"])
+
+
+def _int_param(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if not raw.isdigit() or len(raw) > 19:
+        raise ValueError(f"{name} must be a decimal integer")
+    return int(raw)
+
+
+async def media_playlist(request: web.Request) -> web.StreamResponse:
+    rendition = _rendition(request)
+    if rendition is None:
+        return _error(404, "no such rendition")
+    state = rendition.state
+    td = state.target_duration
+    try:
+        msn = _int_param(request, "_HLS_msn")
+        part = _int_param(request, "_HLS_part")
+    except ValueError as exc:
+        return _error(400, str(exc), td)
+    blocking = msn is not None and not state.ended  # S 6.2.5.2: ignored once ENDLIST is there
+    if part is not None and msn is None:
+        return _error(400, "S 6.2.5.2: _HLS_part requires _HLS_msn", td)
+    if blocking and msn is not None:
+        last = state.last_position or (state.next_part[0] - 1, -1)
+        if msn > last[0] + 2:
+            return _error(
+                400,
+                "S 6.2.5.2: _HLS_msn is greater than the last Media Sequence Number plus two",
+                td,
+            )
+        if part is not None:
+            per_segment = math.ceil(rendition.package.config.segment_duration / state.part_target)
+            ahead = (msn - last[0]) * per_segment + part - last[1]
+            if ahead > advance_part_limit(state.part_target):
+                return _error(
+                    400, "S 6.2.5.2: _HLS_part exceeds the last part by the Advance Part Limit", td
+                )
+        if not await rendition.wait_until(lambda: rendition.has(msn, part), 3 * td):
+            # S 6.2.5.2: not satisfiable within three target durations.
+            return _error(503, "the requested part did not appear in time", td)
+    # Delta updates only when the playlist offers them (it always sets CAN-SKIP-UNTIL).
+    skip = request.query.get("_HLS_skip") in ("YES", "v2")
+    resp = web.Response(
+        text=rendition.playlist(skip=skip),
+        content_type=PLAYLIST_TYPE,
+        headers={
+            **CORS,
+            # S Appendix B: blocking responses 6 target durations, plain ones half of one.
+            "Cache-Control": _cache(6 * td) if msn is not None else _cache(Fraction(td, 2)),
+        },
+    )
+    resp.enable_compression()
+    return resp
+
+
+async def media_file(request: web.Request) -> web.StreamResponse:
+    rendition = _rendition(request)
+    if rendition is None:
+        return _error(404, "no such rendition")
+    name = request.match_info["file"]
+    td = rendition.state.target_duration
+    data = rendition.files.get(name)
+    if data is None and rendition.hinted(name):
+        # S 6.2.6: a hinted part is requestable at once; hold the request until it exists.
+        await rendition.wait_until(lambda: name in rendition.files, 3 * td)
+        data = rendition.files.get(name)
+        if data is None:
+            return _error(503, "the hinted part did not appear in time", td)
+    if data is None:
+        return _error(404, "no such part or segment", td)
+    ctype = "video/mp4" if name.endswith(".mp4") else "video/iso.segment"
+    return web.Response(
+        body=data,
+        content_type=ctype,
+        headers={**CORS, "Cache-Control": _cache(24 * 3600, immutable=True)},
+    )
+
+
+async def preflight(request: web.Request) -> web.Response:
+    return web.Response(
+        status=204,
+        headers={
+            **CORS,
+            "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+            "Access-Control-Allow-Headers": "*",
+            "Access-Control-Max-Age": "86400",
+        },
+    )
+
+
+def add_hls_routes(app: web.Application, lookup: PackageLookup) -> None:
+    """Mount the origin's ``/hls`` routes on ``app``."""
+    app[LOOKUP_KEY] = lookup
+    app.router.add_get("/hls/{stream}/master.m3u8", multivariant)
+    app.router.add_get("/hls/{stream}/{rendition}/index.m3u8", media_playlist)
+    app.router.add_get("/hls/{stream}/{rendition}/{file}", media_file)
+    app.router.add_route("OPTIONS", "/hls/{tail:.*}", preflight)

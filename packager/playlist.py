@@ -1,0 +1,228 @@
+"""LL-HLS playlist model and text rendering (draft-pantos-hls-rfc8216bis), pure: no I/O, no clocks.
+
+Section numbers ("S 4.4.4.9") refer to the HLS draft, "A x.y" to Apple's authoring spec.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from fractions import Fraction
+
+
+def format_pdt(epoch_seconds: float) -> str:
+    """ISO 8601 with milliseconds and Z, as EXT-X-PROGRAM-DATE-TIME and DATERANGE use it."""
+    dt = datetime.fromtimestamp(epoch_seconds, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def _dec(value: Fraction | float, places: int = 5) -> str:
+    return f"{float(value):.{places}f}"
+
+
+@dataclass
+class Part:
+    """A published partial segment (S 4.4.4.9)."""
+
+    index: int
+    duration: Fraction  # seconds
+    independent: bool
+    uri: str
+
+
+@dataclass
+class Segment:
+    """A media segment; ``complete`` once its last part is cut (then it has an EXTINF)."""
+
+    msn: int
+    start: Fraction  # seconds on the packaged timeline
+    program_date_time: float  # epoch seconds of its first frame
+    uri: str
+    discontinuity: bool = False
+    parts: list[Part] = field(default_factory=list)
+    complete: bool = False
+
+    @property
+    def duration(self) -> Fraction:
+        return sum((p.duration for p in self.parts), Fraction(0))
+
+
+@dataclass(frozen=True)
+class RenditionReport:
+    """``#EXT-X-RENDITION-REPORT`` for a sibling rendition (S 4.4.5.4)."""
+
+    uri: str
+    last_msn: int
+    last_part: int
+
+
+@dataclass
+class MediaPlaylistState:
+    """What a media playlist shows; the live packager mutates it, ``render`` prints it."""
+
+    target_duration: int
+    part_target: Fraction
+    init_uri: str = "init.mp4"
+    segments: list[Segment] = field(default_factory=list)
+    discontinuity_sequence: int = 0
+    ended: bool = False
+    dateranges: list[str] = field(default_factory=list)
+
+    @property
+    def part_hold_back(self) -> Fraction:
+        # A 14.3: PART-HOLD-BACK at least three part targets (S 4.4.3.8 allows 2×, Apple wants 3×).
+        return 3 * self.part_target
+
+    @property
+    def can_skip_until(self) -> Fraction:
+        # S 4.4.3.8: CAN-SKIP-UNTIL at least six target durations.
+        return Fraction(6 * self.target_duration)
+
+    @property
+    def last_position(self) -> tuple[int, int] | None:
+        """(msn, part index) of the newest part listed, or ``None`` before the first part."""
+        for seg in reversed(self.segments):
+            if seg.parts:
+                return seg.msn, seg.parts[-1].index
+        return None
+
+    @property
+    def next_part(self) -> tuple[int, int]:
+        """Where the next part will go: the PRELOAD-HINT target (S 4.4.5.3)."""
+        if not self.segments:
+            return 0, 0
+        last = self.segments[-1]
+        if last.complete:
+            return last.msn + 1, 0
+        return last.msn, len(last.parts)
+
+    @property
+    def media_sequence(self) -> int:
+        return self.segments[0].msn if self.segments else 0
+
+
+def render_media_playlist(
+    state: MediaPlaylistState,
+    reports: Sequence[RenditionReport] = (),
+    *,
+    skip: bool = False,
+) -> str:
+    """The media playlist text; ``skip`` renders a delta update (S 6.2.5.1, ``_HLS_skip=YES``)."""
+    segs = state.segments
+    skipped = _skippable(state) if skip and not state.ended else 0
+    version = 9 if skipped else 6  # S 8: EXT-X-SKIP needs version 9; fMP4 parts need 6
+    lines = [
+        "#EXTM3U",
+        f"#EXT-X-VERSION:{version}",
+        f"#EXT-X-TARGETDURATION:{state.target_duration}",
+        # S 6.2.4: the same SERVER-CONTROL on every media playlist of the stream.
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,"
+        f"CAN-SKIP-UNTIL={_dec(state.can_skip_until, 1)},"
+        f"PART-HOLD-BACK={_dec(state.part_hold_back, 3)}",
+        # S 4.4.3.7: PART-INF whenever EXT-X-PART appears.
+        f"#EXT-X-PART-INF:PART-TARGET={_dec(state.part_target)}",
+        f"#EXT-X-MEDIA-SEQUENCE:{state.media_sequence}",
+    ]
+    if state.discontinuity_sequence:
+        lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{state.discontinuity_sequence}")
+    lines.append(f'#EXT-X-MAP:URI="{state.init_uri}"')
+    if skipped:
+        lines.append(f"#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}")
+    lines.extend(state.dateranges)
+    parts_from = _parts_listed_from(state)
+    for seg in segs[skipped:]:
+        if seg.discontinuity:
+            lines.append("#EXT-X-DISCONTINUITY")
+        # A 8.4: PROGRAM-DATE-TIME on every segment, ahead of its parts.
+        lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(seg.program_date_time)}")
+        if seg.msn >= parts_from:
+            # S 3.2: parts come before the EXTINF of their parent segment.
+            for part in seg.parts:
+                attrs = f'DURATION={_dec(part.duration)},URI="{part.uri}"'
+                if part.independent:
+                    attrs += ",INDEPENDENT=YES"
+                lines.append(f"#EXT-X-PART:{attrs}")
+        if seg.complete:
+            lines.append(f"#EXTINF:{_dec(seg.duration)},")
+            lines.append(seg.uri)
+    if state.ended:
+        lines.append("#EXT-X-ENDLIST")
+    else:
+        msn, idx = state.next_part
+        # S 4.4.5.3: one hint per type, for the part that comes next; none after ENDLIST.
+        lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{part_uri(msn, idx)}"')
+    for r in reports:
+        lines.append(
+            f'#EXT-X-RENDITION-REPORT:URI="{r.uri}",LAST-MSN={r.last_msn},LAST-PART={r.last_part}'
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _parts_listed_from(state: MediaPlaylistState) -> int:
+    """First msn whose parts are still listed: S 6.2.2 drops parts > 3 target durations old."""
+    horizon = Fraction(3 * state.target_duration)
+    age = Fraction(0)
+    first = state.segments[-1].msn if state.segments else 0
+    for seg in reversed(state.segments):
+        if age > horizon:
+            break
+        first = seg.msn
+        age += seg.duration
+    return first
+
+
+def _skippable(state: MediaPlaylistState) -> int:
+    """Leading segments a delta update may replace: what lies beyond the skip boundary."""
+    total_after = sum((s.duration for s in state.segments), Fraction(0))
+    count = 0
+    for seg in state.segments:
+        total_after -= seg.duration
+        if total_after < state.can_skip_until or not seg.complete:
+            break
+        count += 1
+    return count
+
+
+def part_uri(msn: int, index: int) -> str:
+    return f"{msn}.{index}.m4s"
+
+
+def segment_uri(msn: int) -> str:
+    return f"{msn}.m4s"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One ``#EXT-X-STREAM-INF`` entry (S 4.4.6.2, A 9.x)."""
+
+    uri: str
+    bandwidth: int
+    average_bandwidth: int
+    codecs: str
+    width: int = 0
+    height: int = 0
+    frame_rate: Fraction | None = None
+
+
+def render_multivariant_playlist(variants: Sequence[Variant]) -> str:
+    lines = ["#EXTM3U", "#EXT-X-VERSION:6", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    for v in variants:
+        attrs = [
+            f"BANDWIDTH={v.bandwidth}",
+            f"AVERAGE-BANDWIDTH={v.average_bandwidth}",
+            f'CODECS="{v.codecs}"',
+        ]
+        if v.width:
+            attrs.append(f"RESOLUTION={v.width}x{v.height}")
+        if v.frame_rate:
+            attrs.append(f"FRAME-RATE={float(v.frame_rate):.3f}")
+        lines.append("#EXT-X-STREAM-INF:" + ",".join(attrs))
+        lines.append(v.uri)
+    return "\n".join(lines) + "\n"
+
+
+def advance_part_limit(part_target: Fraction) -> int:
+    """S 6.2.5.2: how far past the last part ``_HLS_part`` may reach before it is a 400."""
+    return math.ceil(3 / part_target) if part_target < 1 else 3

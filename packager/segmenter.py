@@ -1,0 +1,153 @@
+"""Where to cut: parts of at most PART-TARGET, segments at IDRs, audio riding along (sans-I/O).
+
+Audio is muxed into every video rendition rather than offered as its own rendition: one
+request per part per viewer (half the blocking requests an origin or edge has to hold), and
+audio and video of a part always arrive together, which is what a sub-second buffer wants.
+The AAC track is ~128 kbit/s, so repeating it per rung costs little.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+from fractions import Fraction
+
+from packager.fmp4 import Emsg, Sample, TrackRun, fragment
+from transcode.output import EncodedPacket
+
+VIDEO_TRACK_ID = 1
+AUDIO_TRACK_ID = 2
+
+
+@dataclass(frozen=True, slots=True)
+class TrackTiming:
+    """A track's id and timescale as this rendition's fragments carry them."""
+
+    track_id: int
+    timescale: int
+
+
+@dataclass(frozen=True, slots=True)
+class CutPart:
+    """A finished part: its bytes and where it sits on the lead track's timeline."""
+
+    data: bytes
+    start: int  # lead-track dts of its first sample, in the lead timescale
+    duration: int  # lead-track ticks
+    independent: bool  # starts with an IDR (S 4.4.4.9: INDEPENDENT=YES)
+    starts_segment: bool
+    ends_segment: bool
+    first_arrival: float  # ingest wall clock of its first lead sample
+    sample_pts: tuple[int, ...]  # lead-track pts of its samples (for tag placement)
+
+
+class PartCutter:
+    """Groups one rendition's packets into CMAF chunks (parts) and marks segment starts.
+
+    The lead track (video, or audio for an audio-only stream) decides the cuts; audio packets
+    join the part being closed when their time falls before its end. ``offset`` (in seconds)
+    is added to every timestamp so decode times stay positive across B-frames, AAC priming and
+    publisher reconnects.
+    """
+
+    def __init__(
+        self,
+        lead: TrackTiming,
+        audio: TrackTiming | None,
+        part_target: Fraction,
+        segment_target: Fraction,
+    ) -> None:
+        self.lead = lead
+        self.audio = audio
+        self.part_target_ticks = int(part_target * lead.timescale)
+        self.segment_target_ticks = int(segment_target * lead.timescale)
+        self.offset = Fraction(0)
+        self._lead_offset = 0
+        self._audio_offset = 0
+        self._part: list[EncodedPacket] = []
+        self._audio: collections.deque[EncodedPacket] = collections.deque()
+        self._segment_start: int | None = None
+        self._part_starts_segment = False
+        self._sequence = 0
+        self._emsgs: list[Emsg] = []
+
+    def set_offset(self, seconds: Fraction) -> None:
+        """Shift every later timestamp by ``seconds`` (a reconnect continues the timeline)."""
+        self.offset = seconds
+        self._lead_offset = int(seconds * self.lead.timescale)
+        if self.audio is not None:
+            self._audio_offset = int(seconds * self.audio.timescale)
+
+    def lead_time(self, ticks: int) -> int:
+        """A lead-track timestamp of the input as the output carries it."""
+        return ticks + self._lead_offset
+
+    def add_emsg(self, emsg: Emsg) -> None:
+        """Put ``emsg`` in front of the next part that is cut."""
+        self._emsgs.append(emsg)
+
+    def push_audio(self, packet: EncodedPacket) -> None:
+        self._audio.append(packet)
+
+    def push_lead(self, packet: EncodedPacket) -> CutPart | None:
+        """Add a lead packet; returns the part it closed, if it closed one."""
+        # A segment starts at the first IDR once the segment target is reached (half a frame of
+        # slack absorbs millisecond-rounded source timestamps).
+        new_segment = self._segment_start is None or (
+            packet.keyframe
+            and packet.dts - self._segment_start >= self.segment_target_ticks - packet.duration // 2
+        )
+        done = None
+        if self._part:
+            too_long = packet.dts + packet.duration - self._part[0].dts > self.part_target_ticks
+            if new_segment or too_long:
+                done = self._cut(packet.dts, ends_segment=new_segment)
+        if new_segment:
+            self._segment_start = packet.dts
+            self._part_starts_segment = True
+        self._part.append(packet)
+        return done
+
+    def flush(self) -> CutPart | None:
+        """Close the last part at the end of the stream."""
+        if not self._part:
+            return None
+        last = self._part[-1]
+        return self._cut(last.dts + last.duration, ends_segment=True)
+
+    def _cut(self, end_dts: int, ends_segment: bool) -> CutPart:
+        lead = self._part
+        self._part = []
+        samples = []
+        for i, p in enumerate(lead):
+            nxt = lead[i + 1].dts if i + 1 < len(lead) else end_dts
+            samples.append(Sample(max(nxt - p.dts, 1), p.payload, p.keyframe, p.pts - p.dts))
+        runs = [TrackRun(self.lead.track_id, lead[0].dts + self._lead_offset, samples)]
+        if self.audio is not None:
+            # Audio whose time falls before the part's end rides in this part.
+            limit = Fraction(end_dts, self.lead.timescale)
+            taken = []
+            while self._audio and Fraction(self._audio[0].dts, self.audio.timescale) < limit:
+                taken.append(self._audio.popleft())
+            if taken:
+                runs.append(
+                    TrackRun(
+                        self.audio.track_id,
+                        taken[0].dts + self._audio_offset,
+                        [Sample(a.duration, a.payload, True) for a in taken],
+                    )
+                )
+        self._sequence += 1
+        emsgs, self._emsgs = self._emsgs, []
+        first = lead[0]
+        starts_segment, self._part_starts_segment = self._part_starts_segment, False
+        return CutPart(
+            data=fragment(self._sequence, runs, emsgs),
+            start=first.dts + self._lead_offset,
+            duration=end_dts - first.dts,
+            independent=first.keyframe,
+            starts_segment=starts_segment,
+            ends_segment=ends_segment,
+            first_arrival=first.arrival,
+            sample_pts=tuple(p.pts + self._lead_offset for p in lead),
+        )
