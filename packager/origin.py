@@ -161,7 +161,10 @@ async def preflight(request: web.Request) -> web.Response:
 def add_hls_routes(app: web.Application, lookup: PackageLookup) -> None:
     """Mount the origin's ``/hls`` routes on ``app``."""
     app[LOOKUP_KEY] = lookup
-    app.router.add_get("/hls/{stream}/master.m3u8", multivariant)
-    app.router.add_get("/hls/{stream}/{rendition}/index.m3u8", media_playlist)
-    app.router.add_get("/hls/{stream}/{rendition}/{file}", media_file)
-    app.router.add_route("OPTIONS", "/hls/{tail:.*}", preflight)
+    for path, handler in (
+        ("/hls/{stream}/master.m3u8", multivariant),
+        ("/hls/{stream}/{rendition}/index.m3u8", media_playlist),
+        ("/hls/{stream}/{rendition}/{file}", media_file),
+    ):
+        app.router.add_get(path, handler)
+        app.router.add_route("OPTIONS", path, preflight)
