@@ -1,0 +1,236 @@
+"""FLV tag bodies → MediaUnit: legacy AVC/AAC, Enhanced RTMP, refusals, timestamps, fuzz."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ingest.media import MILLISECONDS, MediaKind, MediaUnit
+from ingest.rtmp.errors import RTMPProtocolError
+from ingest.rtmp.flv import (
+    AudioSpecificConfig,
+    FLVFormatError,
+    TimestampUnwrapper,
+    UnsupportedMediaError,
+    parse_audio,
+    parse_audio_specific_config,
+    parse_video,
+)
+
+AVCC = bytes.fromhex("0164000dffe1001a6764000dacd943029e7f0110000003001000000303c0f14299600100")
+
+
+def video(payload: bytes, dts: int = 1000) -> MediaUnit | None:
+    return parse_video(payload, dts, 5.0)
+
+
+def test_legacy_avc_sequence_header_frame_and_end() -> None:
+    cfg = video(b"\x17\x00\x00\x00\x00" + AVCC)
+    assert cfg == MediaUnit(
+        MediaKind.VIDEO, "h264", 1000, 1000, MILLISECONDS, True, AVCC, 5.0, is_config=True
+    )
+    key = video(b"\x17\x01\x00\x00\x43nalus")
+    assert key is not None and (key.pts, key.dts, key.keyframe, key.payload) == (
+        1067,
+        1000,
+        True,
+        b"nalus",
+    )
+    inter = video(b"\x27\x01\xff\xff\xdfnal")  # cts -33: SI24
+    assert inter is not None and (inter.pts, inter.keyframe) == (967, False)
+    assert video(b"\x17\x02\x00\x00\x00") is None  # end of sequence
+
+
+def test_command_frames_and_empty_bodies_are_ignored() -> None:
+    assert video(b"\x57\x00") is None
+    assert video(b"") is None
+    assert parse_audio(b"", 0, 0.0) is None
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"\x12\x00", "Sorenson H.263"),
+        (b"\x14\x00", "On2 VP6"),
+        (b"\x1c\x00\x00\x00\x00", "HEVC with non-standard codec id 12"),
+        (b"\x1f\x00", "unknown codec id 15"),
+    ],
+)
+def test_unsupported_legacy_video(payload: bytes, message: str) -> None:
+    with pytest.raises(UnsupportedMediaError, match=message):
+        video(payload)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"\x17\x01\x00", "shorter than 5"),
+        (b"\x17\x03\x00\x00\x00", "invalid AVCPacketType 3"),
+        (b"\x07\x01\x00\x00\x00", "invalid video frame type 0"),
+        (b"\x67\x01\x00\x00\x00", "invalid video frame type 6"),
+    ],
+)
+def test_malformed_legacy_video(payload: bytes, message: str) -> None:
+    with pytest.raises(FLVFormatError, match=message):
+        video(payload)
+
+
+def ex(frame_type: int, packet_type: int, fourcc: bytes, body: bytes = b"") -> bytes:
+    return bytes((0x80 | frame_type << 4 | packet_type,)) + fourcc + body
+
+
+@pytest.mark.parametrize(
+    ("fourcc", "codec"), [(b"hvc1", "hevc"), (b"av01", "av1"), (b"vp09", "vp9"), (b"avc1", "h264")]
+)
+def test_enhanced_video(fourcc: bytes, codec: str) -> None:
+    cfg = video(ex(1, 0, fourcc, b"config"))
+    assert cfg is not None and cfg.is_config and (cfg.codec, cfg.payload) == (codec, b"config")
+    has_cts = fourcc in (b"hvc1", b"avc1")
+    frame = video(ex(2, 1, fourcc, (b"\x00\x00\x21" if has_cts else b"") + b"frame"))
+    assert frame is not None and frame.payload == b"frame" and not frame.keyframe
+    assert frame.pts == 1000 + (33 if has_cts else 0)
+    x = video(ex(1, 3, fourcc, b"framex"))
+    assert x is not None and (x.pts, x.dts, x.keyframe, x.payload) == (1000, 1000, True, b"framex")
+    assert video(ex(1, 2, fourcc)) is None  # SequenceEnd
+    assert video(ex(1, 4, fourcc, b"\x02\x00\x0acolorInfo")) is None  # Metadata
+    assert video(ex(5, 1, fourcc, b"\x00")) is None  # command frame
+
+
+def test_enhanced_modex_and_one_track_multitrack() -> None:
+    # ModEx (TimestampOffsetNano, 3 bytes) then CodedFrames; nanoseconds are dropped.
+    modex = bytes((0x80 | 1 << 4 | 7, 2)) + b"\x00\x01\x02" + bytes((0 << 4 | 1,)) + b"hvc1"
+    unit = video(modex + b"\x00\x00\x00nal")
+    assert unit is not None and (unit.codec, unit.payload, unit.keyframe) == ("hevc", b"nal", True)
+    one_track = bytes((0x80 | 1 << 4 | 6, 0 << 4 | 3)) + b"av01"
+    unit = video(one_track + b"\x00obus")
+    assert unit is not None and (unit.codec, unit.payload) == ("av1", b"obus")
+    assert video(one_track + b"\x01obus") is None  # track 1 is not carried
+    with pytest.raises(UnsupportedMediaError, match="several tracks"):
+        video(bytes((0x80 | 1 << 4 | 6, 1 << 4 | 1)) + b"av01\x00\x00\x00\x05")
+
+
+@pytest.mark.parametrize(
+    ("payload", "error", "message"),
+    [
+        (ex(1, 1, b"vvc1", b"x"), UnsupportedMediaError, "video codec 'vvc1' is not supported"),
+        (ex(1, 1, b"vp08"), UnsupportedMediaError, "'vp08'"),
+        (ex(1, 1, b"\x00\x01\x02\x03"), UnsupportedMediaError, "FourCC 0x00010203"),
+        (ex(1, 5, b"hvc1"), UnsupportedMediaError, "MPEG-2 TS"),
+        (ex(1, 9, b"hvc1"), FLVFormatError, "invalid enhanced VideoPacketType 9"),
+        (ex(1, 1, b"hvc1", b"\x00"), FLVFormatError, "composition time truncated"),
+        (ex(0, 1, b"av01", b"x"), FLVFormatError, "invalid video frame type 0"),
+        (b"\x91hvc", FLVFormatError, "FourCC truncated"),
+        (b"\x97\xff", FLVFormatError, "ModEx size truncated"),
+        (b"\x97\x05\x00", FLVFormatError, "ModEx data truncated"),
+    ],
+)
+def test_enhanced_video_refusals(payload: bytes, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        video(payload)
+
+
+def test_aac() -> None:
+    cfg = parse_audio(b"\xaf\x00\x11\x90", 20, 1.0)
+    assert cfg is not None and cfg.is_config and (cfg.codec, cfg.payload) == ("aac", b"\x11\x90")
+    raw = parse_audio(b"\xaf\x01frame", 43, 1.0)
+    assert raw == MediaUnit(MediaKind.AUDIO, "aac", 43, 43, MILLISECONDS, True, b"frame", 1.0)
+    with pytest.raises(FLVFormatError, match="invalid AACPacketType 2"):
+        parse_audio(b"\xaf\x02", 0, 0.0)
+    with pytest.raises(FLVFormatError, match="shorter than 2"):
+        parse_audio(b"\xaf", 0, 0.0)
+
+
+def test_mp3_and_enhanced_audio() -> None:
+    mp3 = parse_audio(b"\x2fmp3frame", 0, 0.0)
+    assert mp3 is not None and (mp3.codec, mp3.payload, mp3.keyframe) == ("mp3", b"mp3frame", True)
+    head = parse_audio(b"\x90Opus" + b"OpusHead", 0, 0.0)
+    assert head is not None and head.is_config and head.codec == "opus"
+    frame = parse_audio(b"\x91Opus" + b"pkt", 0, 0.0)
+    assert frame is not None and (frame.codec, frame.payload) == ("opus", b"pkt")
+    asc = parse_audio(b"\x90mp4a\x11\x90", 0, 0.0)
+    assert asc is not None and asc.codec == "aac" and asc.is_config
+    assert parse_audio(b"\x92Opus", 0, 0.0) is None
+    assert parse_audio(b"\x94Opus\x00\x02", 0, 0.0) is None  # MultichannelConfig
+    assert parse_audio(b"\x95\x01Opus\x01pkt", 0, 0.0) is None  # one-track, track 1
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"\xbf\x00", "audio codec Speex is not supported"),
+        (b"\x7f", "G.711 A-law"),
+        (b"\x3f", r"Linear PCM \(little endian\)"),
+        (b"\x91fLaC", "audio codec 'fLaC' is not supported"),
+        (b"\x91ac-3", "'ac-3'"),
+    ],
+)
+def test_unsupported_audio(payload: bytes, message: str) -> None:
+    with pytest.raises(UnsupportedMediaError, match=message):
+        parse_audio(payload, 0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("asc", "expected"),
+    [
+        ("1188", AudioSpecificConfig(2, 48000, 1)),
+        ("1210", AudioSpecificConfig(2, 44100, 2)),
+        ("118856e500", AudioSpecificConfig(2, 48000, 1)),
+        ("2b8a", AudioSpecificConfig(5, 22050, 1)),
+        ("17805dc010", AudioSpecificConfig(2, 48000, 2)),  # explicit 24-bit rate (index 15)
+        ("f8e200", AudioSpecificConfig(39, 88200, 0)),  # escape: object type 32 + 7
+    ],
+)
+def test_audio_specific_config(asc: str, expected: AudioSpecificConfig) -> None:
+    assert parse_audio_specific_config(bytes.fromhex(asc)) == expected
+    assert expected.codec_string() == f"mp4a.40.{expected.object_type}"
+
+
+@pytest.mark.parametrize(
+    ("asc", "message"),
+    [("", "truncated"), ("12", "truncated"), ("1688", "index 13 is reserved"), ("0010", "type 0")],
+)
+def test_bad_audio_specific_config(asc: str, message: str) -> None:
+    with pytest.raises(FLVFormatError, match=message):
+        parse_audio_specific_config(bytes.fromhex(asc))
+    assert issubclass(FLVFormatError, ValueError)  # callers may catch ValueError
+
+
+def test_timestamp_unwrapper() -> None:
+    u = TimestampUnwrapper()
+    assert [u.unwrap(t) for t in (100, 90, 200)] == [100, 90, 200]  # backward jitter followed
+    assert u.unwrap(0xFFFFFF00) == -256  # a small step back, not a jump of 49 days
+    u = TimestampUnwrapper()
+    steps = [0xFFFFFF00, 0xFFFFFFF0, 0x10, 0xFFFFFFFA, 0x1000]
+    assert [u.unwrap(t) for t in steps] == [
+        0xFFFFFF00,
+        0xFFFFFFF0,
+        (1 << 32) + 0x10,
+        0xFFFFFFFA,  # jitter back across the wrap
+        (1 << 32) + 0x1000,
+    ]
+    for k in range(1, 5):  # keeps extending over several wraps
+        assert (
+            u.unwrap((0x1000 + k * 0x7FFFFFFF) & 0xFFFFFFFF) == (1 << 32) + 0x1000 + k * 0x7FFFFFFF
+        )
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=40), st.booleans())
+def test_fuzz_tag_bodies(payload: bytes, is_video: bool) -> None:
+    parse = parse_video if is_video else parse_audio
+    try:
+        unit = parse(payload, 7, 0.0)
+    except RTMPProtocolError:
+        return
+    assert unit is None or (isinstance(unit, MediaUnit) and unit.dts == 7)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.binary(max_size=12))
+def test_fuzz_audio_specific_config(data: bytes) -> None:
+    try:
+        asc = parse_audio_specific_config(data)
+    except FLVFormatError:
+        return
+    assert asc.sample_rate > 0 and asc.object_type > 0
