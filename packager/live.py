@@ -36,9 +36,15 @@ log = logging.getLogger(__name__)
 TIMELINE_START = Fraction(10)
 
 
+_MAX_BACKLOG = 20_000
+
+
 @dataclass(frozen=True)
 class PackagerConfig:
-    part_target: Fraction = Fraction(1, 3)
+    #: 1/3 s rounded up to the millisecond: sources with millisecond timestamps (33/34 ms
+    #: frames) then still fit ten frames per part, like the re-encoded rungs, so part
+    #: boundaries line up on every rendition.
+    part_target: Fraction = Fraction(334, 1000)
     segment_duration: Fraction = Fraction(2)
     window_segments: int = 10  # A: ≥ 6 segments; S 6.2.5.1 needs > CAN-SKIP-UNTIL to skip
     reconnect_window: float = 10.0
@@ -263,7 +269,7 @@ class LivePackage:
         self.first_msn = int(clock() // float(config.segment_duration))
         self.timeline_offset = TIMELINE_START
         self._epoch: float | None = None  # wall clock of packaged time 0
-        self._audio_backlog: list[EncodedPacket] = []
+        self._backlog: list[EncodedPacket] = []
         self._session_end = TIMELINE_START
         self._clock = clock
         self._infos: dict[str, RenditionInfo] = {}
@@ -282,9 +288,9 @@ class LivePackage:
         for info in leads:
             if info.name not in self.renditions:
                 self.renditions[info.name] = RenditionOutput(self, info, audio)
-        for packet in self._audio_backlog:
+        for packet in self._backlog:
             self._route(packet)
-        self._audio_backlog.clear()
+        self._backlog.clear()
         self._ladder = [i.name for i in sorted(leads, key=lambda i: -i.bitrate)]
         self.ladder_ready.set()
 
@@ -295,9 +301,10 @@ class LivePackage:
                 self.timeline_offset + Fraction(packet.pts, info.timescale)
             )
         if not self.renditions:
-            if self.audio is not None and packet.rendition == self.audio.name:
-                self._audio_backlog.append(packet)
-                del self._audio_backlog[:-2000]
+            # The ladder is final only after the source's first GOP: hold what comes before.
+            self._backlog.append(packet)
+            if len(self._backlog) > _MAX_BACKLOG:
+                del self._backlog[0]  # bounded memory, should the ladder never come
             return
         self._route(packet)
 

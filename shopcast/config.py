@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from transcode.policy import LadderConfig, LadderConfigError
+
 
 class ConfigError(ValueError):
     """The configuration file or an environment override is invalid."""
@@ -53,6 +55,16 @@ class IngestSection:
 
 
 @dataclass(frozen=True)
+class PackagerSection:
+    #: LL-HLS part duration in seconds (0.2–1.0); 1/3 s = 10 frames at 30 fps.
+    part_target: float = 1 / 3
+    #: Segments kept in each media playlist (the live window held in memory).
+    window_segments: int = 10
+    #: A publisher back within this many seconds continues the same playlists.
+    reconnect_window: float = 10.0
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str = "INFO"
 
@@ -63,9 +75,15 @@ class Config:
     store: StoreSection = field(default_factory=StoreSection)
     api: ApiSection = field(default_factory=ApiSection)
     ingest: IngestSection = field(default_factory=IngestSection)
+    transcode: LadderConfig = field(default_factory=LadderConfig)
+    packager: PackagerSection = field(default_factory=PackagerSection)
     log: LogSection = field(default_factory=LogSection)
 
     def __post_init__(self) -> None:
+        if not 0.2 <= self.packager.part_target <= 1.0:
+            raise ConfigError("packager.part_target must be within 0.2..1.0 seconds")
+        if self.packager.window_segments < 6:
+            raise ConfigError("packager.window_segments must be at least 6 (Apple HLS)")
         if self.ingest.on_duplicate_publisher not in ("takeover", "reject"):
             raise ConfigError("ingest.on_duplicate_publisher must be 'takeover' or 'reject'")
         for port in (self.server.rtmp_port, self.server.http_port):
@@ -133,10 +151,36 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     unknown = set(data) - set(hints)
     if unknown:
         raise ConfigError(f"unknown section(s) {', '.join(sorted(unknown))}")
-    sections = {}
+    sections: dict[str, Any] = {}
     for name, cls in hints.items():
         values = data.get(name, {})
         if not isinstance(values, dict):
             raise ConfigError(f"[{name}] must be a table")
-        sections[name] = _build_section(cls, values, env, name)
+        if cls is LadderConfig:
+            sections[name] = _ladder_section(values, env)
+        else:
+            sections[name] = _build_section(cls, values, env, name)
     return Config(**sections)
+
+
+_LADDER_BOOLS = {"passthrough"}
+
+
+def _ladder_section(values: dict[str, Any], env: Mapping[str, str]) -> LadderConfig:
+    """``[transcode]`` is validated by the transcoder's own :meth:`LadderConfig.from_mapping`."""
+    merged = dict(values)
+    prefix = "SHOPCAST_TRANSCODE_"
+    for key, raw in env.items():
+        if not key.startswith(prefix):
+            continue
+        name = key[len(prefix) :].lower()
+        if name == "rungs":  # "720p:3000k,360p:730k"
+            merged[name] = [r.strip() for r in raw.split(",") if r.strip()]
+        elif name in _LADDER_BOOLS:
+            merged[name] = _convert(raw, bool, key)
+        else:
+            merged[name] = raw
+    try:
+        return LadderConfig.from_mapping(merged)
+    except (LadderConfigError, ValueError, TypeError) as exc:
+        raise ConfigError(f"[transcode]: {exc}") from exc

@@ -12,8 +12,10 @@ from aiohttp import web
 from ingest.rtmp.connection import RTMPLimits
 from ingest.rtmp.server import RTMPServer, RTMPServerSettings
 from ingest.sessions import LiveStreams
+from packager.origin import add_hls_routes
 from shopcast.api import make_app
 from shopcast.config import Config
+from shopcast.pipeline import Pipelines, packager_config
 from shopcast.store import Store, new_secret
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,19 @@ class ShopcastServer:
                 ),
             ),
         )
+        pk = config.packager
+        self.pipelines = Pipelines(
+            self.streams,
+            config.transcode,
+            packager_config(
+                pk.part_target,
+                config.transcode,
+                window_segments=pk.window_segments,
+                reconnect_window=pk.reconnect_window,
+            ),
+        )
         self.app = make_app(self.store, self.streams, self.tokens)
+        add_hls_routes(self.app, self.pipelines.package)
         self._runner: web.AppRunner | None = None
         self.http_port = 0
 
@@ -97,6 +111,7 @@ class ShopcastServer:
 
     async def close(self) -> None:
         await self.rtmp.close("server shutting down")
+        await self.pipelines.close()
         if self._runner is not None:
             await self._runner.cleanup()
         self.store.close()
