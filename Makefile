@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NATIVE := native/.built
-APT_PACKAGES := ffmpeg
+APT_PACKAGES := ffmpeg chromium
 
 .PHONY: run test test-fast lint bench system-deps install native clean
 
@@ -19,7 +19,13 @@ $(NATIVE): $(STAMP) $(wildcard native/*.pyx native/*.pxd)
 	$(BIN)/python setup.py -q build_ext --inplace
 	touch $@
 
-install: $(STAMP) $(NATIVE)
+NODE_STAMP := node_modules/.installed
+$(NODE_STAMP): package.json
+	command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm; }
+	npm install --no-audit --no-fund --silent
+	touch $@
+
+install: $(STAMP) $(NATIVE) $(NODE_STAMP)
 native: $(NATIVE)
 
 # Debian packages the tests drive (real clients); apt-get update only when something is missing.

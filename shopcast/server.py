@@ -17,6 +17,7 @@ from shopcast.api import make_app
 from shopcast.config import Config
 from shopcast.pipeline import Pipelines, packager_config
 from shopcast.store import Store, new_secret
+from shopcast.web import add_web_routes
 
 log = logging.getLogger(__name__)
 API_TOKEN_SETTING = "api_token"
@@ -74,6 +75,7 @@ class ShopcastServer:
         )
         self.app = make_app(self.store, self.streams, self.tokens)
         add_hls_routes(self.app, self.pipelines.package)
+        add_web_routes(self.app)
         self._runner: web.AppRunner | None = None
         self.http_port = 0
 

@@ -13,10 +13,20 @@ import pytest
 from ingest.hub import HubReader
 from ingest.media import MediaKind, MediaUnit
 from ingest.sessions import PublishSession
-from shopcast.config import ApiSection, Config, IngestSection, ServerSection, StoreSection
+from shopcast.config import (
+    ApiSection,
+    Config,
+    IngestSection,
+    PackagerSection,
+    ServerSection,
+    StoreSection,
+)
 from shopcast.server import ShopcastServer
+from transcode.policy import LadderConfig
 
 API_TOKEN = "e2e-test-token"
+#: Small rungs keep the 2-core CI machine real-time (sizes are not the point of these tests).
+SMALL_LADDER = LadderConfig.from_mapping({"rungs": ["360p:600k", "180p:200k"]})
 FFMPEG = shutil.which("ffmpeg")
 
 requires_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="Debian ffmpeg not installed")
@@ -67,7 +77,7 @@ class Origin:
         return rec.stream_key
 
 
-def make_config(tmp_path: Path, **ingest: object) -> Config:
+def make_config(tmp_path: Path, ladder: LadderConfig | None = None, **ingest: object) -> Config:
     return Config(
         server=ServerSection(
             rtmp_host="127.0.0.1", rtmp_port=0, http_host="127.0.0.1", http_port=0
@@ -75,6 +85,8 @@ def make_config(tmp_path: Path, **ingest: object) -> Config:
         store=StoreSection(path=str(tmp_path / "store.sqlite3")),
         api=ApiSection(tokens=(API_TOKEN,)),
         ingest=IngestSection(**ingest),  # type: ignore[arg-type]
+        transcode=ladder or SMALL_LADDER,
+        packager=PackagerSection(reconnect_window=10.0),
     )
 
 
