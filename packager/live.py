@@ -7,6 +7,7 @@ Only the live window is kept in memory. Waiting HTTP requests wake on the part t
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Callable
@@ -85,7 +86,7 @@ class RenditionOutput:
         self._segment_parts: list[bytes] = []
         self._bytes_in_segments: list[tuple[int, Fraction]] = []  # (bytes, seconds) per segment
         self._pending_discontinuity = False
-        self.part_latency: list[float] = []  # ingest arrival → part published, seconds
+        self.frame_latency: collections.deque[float] = collections.deque(maxlen=4096)
 
     # -- input -------------------------------------------------------------------------
     def push(self, packet: EncodedPacket) -> None:
@@ -132,8 +133,9 @@ class RenditionOutput:
             self._bytes_in_segments.append((len(data), seg.duration))
             del self._bytes_in_segments[: -self.package.config.window_segments]
             self._prune()
-        self.part_latency.append(time.time() - cut.first_arrival)
-        del self.part_latency[:-1000]
+        now = self.package.clock()
+        # Server-added latency per frame: ingest arrival → its part listed in the playlist.
+        self.frame_latency.extend(now - a for a in cut.arrivals)
         self._notify()
 
     def _prune(self) -> None:
@@ -271,7 +273,7 @@ class LivePackage:
         self._epoch: float | None = None  # wall clock of packaged time 0
         self._backlog: list[EncodedPacket] = []
         self._session_end = TIMELINE_START
-        self._clock = clock
+        self.clock = clock
         self._infos: dict[str, RenditionInfo] = {}
         self._ladder: list[str] = []
 
@@ -328,7 +330,7 @@ class LivePackage:
     # -- stream life -------------------------------------------------------------------
     def program_date_time(self, seconds: Fraction) -> float:
         """Wall-clock time of a packaged timestamp: the same on every rendition."""
-        return (self._epoch or self._clock()) + float(seconds)
+        return (self._epoch or self.clock()) + float(seconds)
 
     def continue_after_reconnect(self) -> None:
         """A publisher came back: later media follows a discontinuity, timestamps keep rising."""

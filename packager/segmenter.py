@@ -38,6 +38,7 @@ class CutPart:
     starts_segment: bool
     ends_segment: bool
     first_arrival: float  # ingest wall clock of its first lead sample
+    arrivals: tuple[float, ...]  # ingest wall clock of each lead sample
     sample_pts: tuple[int, ...]  # lead-track pts of its samples (for tag placement)
 
 
@@ -149,5 +150,6 @@ class PartCutter:
             starts_segment=starts_segment,
             ends_segment=ends_segment,
             first_arrival=first.arrival,
+            arrivals=tuple(p.arrival for p in lead),
             sample_pts=tuple(p.pts + self._lead_offset for p in lead),
         )
