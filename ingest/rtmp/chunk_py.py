@@ -32,7 +32,16 @@ class ChunkMessage(NamedTuple):
 class _ChunkStream:
     """Per chunk-stream-id state: the last header and the message being reassembled."""
 
-    __slots__ = ("timestamp", "delta", "length", "type_id", "stream_id", "extended", "buf", "remaining")
+    __slots__ = (
+        "buf",
+        "delta",
+        "extended",
+        "length",
+        "remaining",
+        "stream_id",
+        "timestamp",
+        "type_id",
+    )
 
     def __init__(self) -> None:
         self.timestamp = 0
@@ -217,7 +226,9 @@ class ChunkWriter:
     def __init__(self) -> None:
         self.chunk_size = DEFAULT_CHUNK_SIZE
 
-    def write(self, csid: int, type_id: int, stream_id: int, timestamp: int, payload: bytes) -> bytes:
+    def write(
+        self, csid: int, type_id: int, stream_id: int, timestamp: int, payload: bytes
+    ) -> bytes:
         """Return the chunks of one message."""
         if not 2 <= csid <= 65599:
             raise ValueError(f"chunk stream id {csid} out of range")
