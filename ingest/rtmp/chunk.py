@@ -1,4 +1,4 @@
-"""The chunk stream reader in use: the compiled twin, unless missing or ``SHOPCAST_NO_EXTENSIONS=1``."""
+"""The chunk stream reader in use: the compiled twin, unless absent or SHOPCAST_NO_EXTENSIONS=1."""
 
 from __future__ import annotations
 
