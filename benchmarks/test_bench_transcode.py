@@ -1,0 +1,222 @@
+"""Transcoder benchmarks (``make bench``): shopcast's ladder vs the ffmpeg CLI, and real-time
+capacity. Speeds are reported, never asserted; only the outputs' correctness is.
+
+1. The same 5 s 1080×1920 H.264 source through the same 3-rung ladder (720p/540p/360p,
+   libx264 veryfast + zerolatency, same bitrates, maxrate, bufsize, GOP and scaler), once with
+   shopcast (decode thread + one scale+encode thread per rung) and once with Debian's ffmpeg
+   CLI (``split=3`` + three libx264 outputs to ``-f null``). Both as fast as they can.
+2. How many real-time 1080p30 sources the machine transcodes at once with encoder lag
+   (ingest arrival → packet delivered on the loop) p99 < 100 ms, searching 1, 2, …
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingest.hub import StreamHub
+from ingest.media import MediaKind, MediaUnit
+from tests.transcode.mediakit import units_from_file
+from transcode.ladder import LadderTranscoder
+from transcode.output import EncodedPacket, QueueSink
+from transcode.policy import LadderConfig, Rung
+
+FFMPEG = shutil.which("ffmpeg")
+pytestmark = pytest.mark.skipif(FFMPEG is None, reason="Debian ffmpeg CLI not installed")
+
+SECONDS = 5
+FPS = 30
+LADDER = (Rung.named("720p", "3000k"), Rung.named("540p", "2000k"), Rung.named("360p", "730k"))
+CONFIG = LadderConfig(rungs=LADDER, preset="veryfast", passthrough=False)
+LAG_BUDGET = 0.100
+
+
+class Sources:
+    """The 1080×1920 test sources, made once per module: OBS-like (2 B-frames) or not."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def get(self, bframes: int) -> Path:
+        assert FFMPEG is not None
+        path = self.directory / f"src1080x1920_bf{bframes}.mp4"
+        if not path.exists():
+            cmd = [FFMPEG, "-hide_banner", "-loglevel", "error", "-y"]
+            cmd += ["-f", "lavfi", "-i", f"testsrc2=size=1080x1920:rate={FPS}"]
+            cmd += ["-t", str(SECONDS), "-c:v", "libx264", "-preset", "veryfast", "-b:v", "6M"]
+            cmd += ["-bf", str(bframes), "-g", "60", "-keyint_min", "60", "-sc_threshold", "0"]
+            subprocess.run([*cmd, "-pix_fmt", "yuv420p", str(path)], check=True)
+        return path
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> Sources:
+    return Sources(tmp_path_factory.mktemp("bench"))
+
+
+def ffmpeg_ladder_command(source: Path, config: LadderConfig) -> list[str]:
+    """The ffmpeg CLI doing what LadderTranscoder does, with identical encoder options."""
+    assert FFMPEG is not None
+    labels = [f"o{i}" for i in range(len(config.rungs))]
+    graph = f"[0:v]split={len(labels)}" + "".join(f"[s{i}]" for i in range(len(labels)))
+    for i, rung in enumerate(config.rungs):
+        graph += (
+            f";[s{i}]scale={rung.width}:{rung.height}:flags={config.scale_flags},"
+            f"format=yuv420p,setsar=1[{labels[i]}]"
+        )
+    gop = round(config.segment_duration * FPS)
+    cmd = [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostats", "-y", "-i", str(source)]
+    cmd += ["-filter_complex", graph]
+    for label, rung in zip(labels, config.rungs, strict=True):
+        maxrate = int(rung.bitrate * config.maxrate_factor)
+        cmd += ["-map", f"[{label}]", "-an", "-c:v", "libx264", "-preset", config.preset]
+        cmd += ["-tune", "zerolatency", "-profile:v", rung.profile, "-b:v", str(rung.bitrate)]
+        cmd += ["-maxrate", str(maxrate), "-bufsize", str(int(maxrate * config.bufsize_seconds))]
+        cmd += ["-g", str(gop), "-forced-idr", "1", "-threads", str(config.encoder_threads)]
+        cmd += ["-force_key_frames", f"expr:gte(t,n_forced*{config.segment_duration})"]
+        cmd += ["-x264-params", f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0"]
+        cmd += ["-f", "null", "-"]
+    return cmd
+
+
+async def shopcast_ladder(units: Sequence[MediaUnit], config: LadderConfig) -> QueueSink:
+    hub = StreamHub("bench", default_queue_size=1_000_000)
+    sink = QueueSink()
+    transcoder = LadderTranscoder(hub.add_reader("transcode"), config, sink)
+    await transcoder.start()
+    for unit in units:
+        hub.publish(unit)
+    hub.end()
+    await transcoder.wait()
+    await transcoder.close()
+    return sink
+
+
+def video_only(units: Sequence[MediaUnit]) -> list[MediaUnit]:
+    return [u for u in units if u.kind is MediaKind.VIDEO]
+
+
+@pytest.mark.parametrize("threads", [0, 1], ids=["x264-threads-auto", "x264-threads-1"])
+def test_bench_ladder_vs_ffmpeg_cli(benchmark: Any, sources: Sources, threads: int) -> None:
+    source = sources.get(bframes=2)
+    config = dataclasses.replace(CONFIG, encoder_threads=threads)
+    units = video_only(units_from_file(source))
+    frames = SECONDS * FPS
+
+    started = time.perf_counter()
+    subprocess.run(ffmpeg_ladder_command(source, config), check=True)
+    ffmpeg_seconds = time.perf_counter() - started
+
+    def run() -> QueueSink:
+        return asyncio.run(shopcast_ladder(units, config))
+
+    started = time.perf_counter()
+    sink = benchmark.pedantic(run, rounds=1, iterations=1)
+    shopcast_seconds = time.perf_counter() - started
+
+    idrs = set()
+    for rung in LADDER:
+        packets = sink.drain(rung.name)
+        assert abs(len(packets) - frames) <= 2
+        idrs.add(tuple(p.pts for p in packets if p.keyframe))
+    # B-frame source: the first picture lands a reorder delay after the origin (first DTS).
+    assert len(idrs) == 1 and next(iter(idrs))[1:] == (180000, 360000)
+    ratio = ffmpeg_seconds / shopcast_seconds
+    benchmark.extra_info.update(
+        shopcast_fps=frames / shopcast_seconds,
+        ffmpeg_fps=frames / ffmpeg_seconds,
+        speedup=ratio,
+    )
+    print(
+        f"\n[threads={threads}] shopcast {frames / shopcast_seconds:.1f} fps, "
+        f"ffmpeg CLI {frames / ffmpeg_seconds:.1f} fps, ratio {ratio:.2f}x"
+    )
+
+
+class LagSink(QueueSink):
+    """Records arrival → delivered-on-the-loop for every video packet after the warm-up."""
+
+    def __init__(self, after: float) -> None:
+        super().__init__()
+        self.after = after
+        self.lags: list[float] = []
+
+    def on_packet(self, packet: EncodedPacket) -> None:
+        if packet.rendition != "audio" and packet.arrival >= self.after:
+            self.lags.append(time.time() - packet.arrival)
+
+
+async def publish_in_real_time(hub: StreamHub, units: Sequence[MediaUnit]) -> None:
+    """Publish at the pace of the units' timestamps, stamping each with its real arrival."""
+    start = time.monotonic()
+    for unit in units:
+        due = start + unit.dts / 1000 if not unit.is_config else start
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        hub.publish(dataclasses.replace(unit, arrival=time.time()))
+    hub.end()
+
+
+async def realtime_sources(units: Sequence[MediaUnit], count: int) -> list[float]:
+    sinks: list[LagSink] = []
+    tasks = []
+    transcoders = []
+    warm_up = time.time() + 1.5  # planning waits for 10 frames; judge the steady state
+    for index in range(count):
+        hub = StreamHub(f"rt{index}", default_queue_size=512)
+        sink = LagSink(warm_up)
+        transcoder = LadderTranscoder(hub.add_reader("transcode"), CONFIG, sink)
+        await transcoder.start()
+        sinks.append(sink)
+        transcoders.append(transcoder)
+        tasks.append(asyncio.create_task(publish_in_real_time(hub, units)))
+    await asyncio.gather(*tasks)
+    for transcoder in transcoders:
+        await transcoder.wait()
+        await transcoder.close()
+    return sorted(lag for sink in sinks for lag in sink.lags)
+
+
+@pytest.mark.parametrize("bframes", [0, 2], ids=["source-no-bframes", "source-2-bframes"])
+def test_bench_realtime_1080p30_capacity(benchmark: Any, sources: Sources, bframes: int) -> None:
+    """Lag counts from the arrival of the frame's own unit, so a B-frame source adds its
+    reorder delay (2 frames = 67 ms) before the decoder can even output the frame."""
+    base = video_only(units_from_file(sources.get(bframes)))
+    first_dts = min(u.dts for u in base if not u.is_config)
+    units = [
+        u if u.is_config else dataclasses.replace(u, pts=u.pts - first_dts, dts=u.dts - first_dts)
+        for u in base
+    ]
+    results: dict[int, tuple[float, float]] = {}
+
+    def search() -> int:
+        capacity = 0
+        for count in range(1, 5):
+            lags = asyncio.run(realtime_sources(units, count))
+            assert lags, "no packets measured"
+            p50, p99 = lags[len(lags) // 2], lags[min(len(lags) - 1, int(len(lags) * 0.99))]
+            results[count] = (p50, p99)
+            print(
+                f"\n[bframes={bframes}] {count} real-time 1080p30 source(s): "
+                f"lag p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
+            )
+            if p99 >= LAG_BUDGET:
+                break
+            capacity = count
+        return capacity
+
+    capacity = benchmark.pedantic(search, rounds=1, iterations=1)
+    benchmark.extra_info.update(
+        capacity=capacity,
+        lag_ms={n: (round(p50 * 1000), round(p99 * 1000)) for n, (p50, p99) in results.items()},
+    )
+    print(f"capacity with lag p99 < {LAG_BUDGET * 1000:.0f} ms: {capacity} source(s)")

@@ -1,0 +1,187 @@
+"""LadderTranscoder: one stream's hub reader in, every rendition's packets out.
+
+Life cycle (like every shopcast component): ``start()`` → runs until the hub ends the stream
+(or ``close()``) → encoders flushed → ``sink.on_end()``. ``run()`` is the same, awaited in place.
+
+The event loop only routes units and repairs timestamps; decoding, scaling and encoding run in
+worker threads (see :mod:`transcode.video`, :mod:`transcode.audio`) and their output comes back
+through ``loop.call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+from dataclasses import replace
+from fractions import Fraction
+from typing import TypeVar
+
+from ingest.hub import HubReader
+from ingest.media import MediaKind, MediaUnit
+from transcode.audio import AudioTrack
+from transcode.output import QueueSink, RenditionInfo, SinkBridge, TranscodeSink
+from transcode.policy import LadderConfig, VerticalPolicy
+from transcode.stats import FaultLog, TranscodeStats
+from transcode.timeline import StreamTimeline
+from transcode.video import SourceDecoder
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+class LadderTranscoder:
+    """Decode once, vertical crop/pad, encode the configured ladder, pass audio/video through.
+
+    ``sink`` receives the output (see :mod:`transcode.output` for the call contract); by default
+    a :class:`QueueSink` with one ``asyncio.Queue`` per rendition (construct inside a running
+    loop then). ``set_focus()`` moves the crop while live.
+    """
+
+    def __init__(
+        self,
+        reader: HubReader,
+        config: LadderConfig | None = None,
+        sink: TranscodeSink | None = None,
+        *,
+        name: str | None = None,
+    ) -> None:
+        self.reader = reader
+        self.config = config or LadderConfig()
+        self.sink: TranscodeSink = sink if sink is not None else QueueSink()
+        self.name = name or reader.hub.stream_id
+        self._prefix = f"[transcode {self.name}]"
+        self.stats = TranscodeStats(FaultLog(log, self._prefix))
+        # Longer than any hub drop (the reader skips at most to the next keyframe), so a real
+        # jump is told apart from lost units, which must keep their timestamps.
+        self.timeline = StreamTimeline(
+            max_gap=Fraction(max(5, 2 * round(self.config.segment_duration)))
+        )
+        self._vertical = self.config.vertical
+        self._task: asyncio.Task[None] | None = None
+        self._video: SourceDecoder | None = None
+        self._audio: AudioTrack | None = None
+        self._video_ladder: list[RenditionInfo] | None = None
+        self._bridge: SinkBridge | None = None
+        self._finished = False
+
+    # --- control -------------------------------------------------------------------------
+
+    @property
+    def vertical(self) -> VerticalPolicy:
+        return self._vertical
+
+    def set_focus(self, focus: float) -> None:
+        """Move the crop window (0 = left edge, 1 = right edge) from the next frame on."""
+        self._vertical = replace(self._vertical, focus=focus)
+
+    def set_vertical(self, policy: VerticalPolicy) -> None:
+        """Switch crop/pad (and focus) while live; rungs rebuild their scaler on the next frame."""
+        self._vertical = policy
+
+    @property
+    def renditions(self) -> list[RenditionInfo]:
+        """The final ladder (empty until it is known)."""
+        return list(self._video_ladder or [])
+
+    # --- life cycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start reading the hub in a task; returns at once."""
+        if self._task is None:
+            self._task = asyncio.create_task(self.run(), name=f"transcode-{self.name}")
+
+    async def wait(self) -> None:
+        """Until the stream ended and every encoder was flushed."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def close(self) -> None:
+        """Stop reading, flush every encoder, deliver what they had; idempotent."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        else:
+            await self._finish()
+        self.reader.close()
+
+    async def run(self) -> None:
+        """Process the stream until the hub ends it, then flush (also when cancelled)."""
+        self._bridge = SinkBridge(asyncio.get_running_loop(), self.sink)
+        try:
+            while (unit := await self.reader.get()) is not None:
+                self.stats.units_in += 1
+                await self._route(unit)
+        finally:
+            await self._finish()
+
+    # --- routing -------------------------------------------------------------------------
+
+    async def _route(self, unit: MediaUnit) -> None:
+        assert self._bridge is not None
+        at = None
+        if not unit.is_config:
+            at = self.timeline.place(unit)
+            if at.jumped:
+                self.stats.faults.record(
+                    "timestamp_jump", f"{unit.kind.value} DTS {unit.dts} rebased to continue"
+                )
+        if unit.kind is MediaKind.VIDEO:
+            if self._video is None:
+                self._video = SourceDecoder(
+                    self.config,
+                    lambda: self._vertical,
+                    self._bridge,
+                    self.stats,
+                    self._on_video_ladder,
+                    self._prefix,
+                )
+            await _put(self._video.input, (unit, at))
+            return
+        if self._audio is None:
+            self._audio = AudioTrack(self.config, self._bridge, self.stats)
+        if unit.is_config:
+            self._audio.configure(unit)
+        elif at is not None:
+            self._audio.offer(unit, at)
+
+    def _on_video_ladder(self, infos: list[RenditionInfo]) -> None:
+        if self._video_ladder is not None:
+            return
+        if self._audio is not None and self._audio.info is not None:
+            infos = [*infos, self._audio.info]
+        self._video_ladder = infos
+        self.sink.on_ladder(infos)
+
+    async def _finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        if self._video is not None:
+            await _put(self._video.input, None)
+        if self._audio is not None:
+            self._audio.finish()
+        # Joining after the workers posted their last packets: those callbacks run first.
+        if self._video is not None:
+            await asyncio.to_thread(self._video.join)
+        if self._audio is not None:
+            await asyncio.to_thread(self._audio.join)
+        await asyncio.sleep(0)
+        if self._video_ladder is None:
+            audio = [self._audio.info] if self._audio and self._audio.info else []
+            self._video_ladder = audio
+            self.sink.on_ladder(audio)
+        faults = dict(self.stats.faults.counts)
+        log.info("%s ended; faults %s", self._prefix, faults or "none")
+        self.sink.on_end()
+
+
+async def _put(target: queue.Queue[_T], item: _T) -> None:
+    """Put into a worker's bounded queue without blocking the loop (back-pressure instead)."""
+    try:
+        target.put_nowait(item)
+    except queue.Full:
+        await asyncio.to_thread(target.put, item)

@@ -1,0 +1,145 @@
+"""Output timing: source timestamps → one repaired timeline, constant-rate video slots, audio
+sample counts. Pure; the pipelines call these per unit or frame.
+
+All times here are exact ``Fraction`` seconds, so an hour of 29.97 fps or 44.1 kHz accumulates no
+rounding drift: every output timestamp is computed from an absolute source time, never summed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from ingest.media import MediaKind, MediaUnit
+
+
+def round_half_up(value: Fraction) -> int:
+    """Nearest integer, halves up (``round`` on a Fraction rounds halves to even)."""
+    return (value.numerator * 2 + value.denominator) // (value.denominator * 2)
+
+
+@dataclass(slots=True)
+class _TrackState:
+    last_raw: Fraction | None = None
+    offset: Fraction = Fraction(0)
+    step: Fraction = Fraction(1, 30)
+
+
+@dataclass(slots=True)
+class RepairedTime:
+    """A unit's time on the output timeline: seconds since the stream's origin."""
+
+    pts: Fraction
+    dts: Fraction
+    jumped: bool
+
+
+@dataclass(slots=True)
+class StreamTimeline:
+    """Maps source timestamps of every track onto one timeline that starts at 0.
+
+    The origin is the DTS of the first media unit of any track, so both tracks keep their
+    relative timing (A/V sync is the publisher's). A DTS going backwards (a reset, a 32-bit wrap)
+    or forward by more than ``max_gap`` seconds is a jump: that track is rebased to continue one
+    unit after its last one. When the other track jumps by about the same amount (within 1 s), it
+    reuses the same shift, so a publisher's clock reset moves audio and video together.
+    """
+
+    max_gap: Fraction = Fraction(5)
+    origin: Fraction | None = None
+    jumps: int = 0
+    _tracks: dict[MediaKind, _TrackState] = field(default_factory=dict)
+    _last_shift: Fraction | None = None
+
+    def place(self, unit: MediaUnit) -> RepairedTime:
+        raw_dts = unit.dts * unit.timebase
+        raw_pts = unit.pts * unit.timebase
+        if self.origin is None:
+            self.origin = raw_dts
+        track = self._tracks.setdefault(unit.kind, _TrackState())
+        jumped = False
+        if track.last_raw is not None:
+            delta = raw_dts - track.last_raw
+            if delta < 0 or delta > self.max_gap:
+                jumped = True
+                expected = track.last_raw + track.offset + track.step
+                shift = (expected - raw_dts) - track.offset
+                if self._last_shift is not None and abs(shift - self._last_shift) <= 1:
+                    shift = self._last_shift
+                self._last_shift = shift
+                track.offset += shift
+                self.jumps += 1
+            elif delta > 0:
+                track.step = delta
+        track.last_raw = raw_dts
+        base = track.offset - self.origin
+        return RepairedTime(raw_pts + base, raw_dts + base, jumped)
+
+
+@dataclass(slots=True)
+class SlotPlacement:
+    """Output slots a source frame produces: ``repeats`` re-show the previous frame first."""
+
+    repeats: range
+    slot: int
+
+
+@dataclass(slots=True)
+class FrameSlotPicker:
+    """Constant frame rate from any source timing (the ffmpeg ``fps`` filter, first-wins).
+
+    Output slot ``n`` is at ``n / fps`` seconds. A source frame takes the slot nearest its time;
+    slots skipped since the last frame repeat that frame (VFR gaps, lost frames); a frame whose
+    slot is already taken is dropped (60 → 30 fps keeps every other frame). Nothing waits for a
+    later frame, so picking adds no latency. Gaps longer than ``max_repeat`` slots are not filled.
+    """
+
+    fps: Fraction
+    max_repeat: int = 150
+    next_slot: int | None = None
+    dropped: int = 0
+    repeated: int = 0
+    gaps: int = 0
+
+    def place(self, time: Fraction) -> SlotPlacement | None:
+        slot = round_half_up(time * self.fps)
+        if slot < 0 or (self.next_slot is not None and slot < self.next_slot):
+            self.dropped += 1
+            return None
+        first = slot if self.next_slot is None else self.next_slot
+        if slot - first > self.max_repeat:
+            self.gaps += 1
+            first = slot
+        self.repeated += slot - first
+        self.next_slot = slot + 1
+        return SlotPlacement(range(first, slot), slot)
+
+    def slot_time(self, slot: int) -> Fraction:
+        return slot / self.fps
+
+
+@dataclass(slots=True)
+class SampleClock:
+    """Audio timestamps as a sample count that follows the source clock.
+
+    Consecutive frames get back-to-back timestamps (exact durations for the packager); when the
+    count and the source time disagree by more than ``tolerance`` samples (lost audio, a
+    publisher hiccup), the count jumps to the source time. So it cannot drift from the source.
+    """
+
+    rate: int
+    tolerance: int = 2048
+    next: Fraction | None = None
+    resyncs: int = 0
+
+    def stamp(self, time: Fraction, samples: Fraction | int) -> int:
+        """Timestamp (in samples at ``rate``) of a frame starting at ``time`` seconds."""
+        expected = time * self.rate
+        if self.next is None or abs(expected - self.next) > self.tolerance:
+            if self.next is not None:
+                self.resyncs += 1
+            self.next = Fraction(round_half_up(expected))
+        pts = self.next
+        self.next += samples
+        return math.floor(pts)
