@@ -3,10 +3,15 @@
 Init segments: ``ftyp`` + ``moov`` with zero-sample tracks and ``mvex``/``trex`` (LLHLS_RULES
 "fMP4 / CMAF"). Fragments: optional ``emsg`` boxes, then one ``moof`` + ``mdat`` CMAF chunk with
 a ``traf`` per track (``tfhd`` default-base-is-moof, ``tfdt``, ``trun``).
+
+:func:`fragment_py` is the pure-Python reference; ``native/fmp4_writer.pyx`` is its compiled twin
+(same bytes, same exceptions; both pass ``tests/packager/test_fmp4_twin.py``). :func:`fragment` is
+the twin unless it is not built or ``SHOPCAST_NO_EXTENSIONS`` is set; :data:`NATIVE` says which.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -234,7 +239,9 @@ def _trun(run: TrackRun, data_offset: int) -> bytes:
     return full_box(b"trun", 1, flags, struct.pack(">Ii", len(run.samples), data_offset), table)
 
 
-def fragment(sequence_number: int, runs: Sequence[TrackRun], emsgs: Sequence[Emsg] = ()) -> bytes:
+def fragment_py(
+    sequence_number: int, runs: Sequence[TrackRun], emsgs: Sequence[Emsg] = ()
+) -> bytes:
     """One CMAF chunk: ``emsg`` boxes, then ``moof`` + ``mdat`` holding every run's samples."""
     runs = [r for r in runs if r.samples]
     if not runs:
@@ -261,3 +268,15 @@ def fragment(sequence_number: int, runs: Sequence[TrackRun], emsgs: Sequence[Ems
     moof = box(b"moof", mfhd, *trafs(offsets))
     mdat = box(b"mdat", *(s.data for r in runs for s in r.samples))
     return b"".join(e.to_bytes() for e in emsgs) + moof + mdat
+
+
+fragment = fragment_py
+NATIVE = False
+if not os.environ.get("SHOPCAST_NO_EXTENSIONS"):
+    try:
+        from native.fmp4_writer import fragment as _native_fragment
+    except ImportError:
+        pass
+    else:
+        fragment = _native_fragment
+        NATIVE = True

@@ -13,10 +13,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 from ingest.media import MediaKind
-from packager.fmp4 import TrackInfo, init_segment
+from packager.fmp4 import Emsg, TrackInfo, init_segment
 from packager.playlist import (
+    DateRangeLine,
     MediaPlaylistState,
     Part,
     RenditionReport,
@@ -28,6 +30,7 @@ from packager.playlist import (
     segment_uri,
 )
 from packager.segmenter import AUDIO_TRACK_ID, VIDEO_TRACK_ID, CutPart, PartCutter, TrackTiming
+from packager.tags import Tag, TagTimeline
 from transcode.output import EncodedPacket, RenditionInfo
 
 log = logging.getLogger(__name__)
@@ -133,6 +136,12 @@ class RenditionOutput:
             self._bytes_in_segments.append((len(data), seg.duration))
             del self._bytes_in_segments[: -self.package.config.window_segments]
             self._prune()
+            if st.segments:
+                self.package.tags.prune(
+                    st.segments[0].program_date_time,
+                    self.package.clock(),
+                    float(st.can_skip_until),
+                )
         now = self.package.clock()
         # Server-added latency per frame: ingest arrival → its part listed in the playlist.
         self.frame_latency.extend(now - a for a in cut.arrivals)
@@ -205,13 +214,21 @@ class RenditionOutput:
             return None
         return RenditionReport(f"../{self.name}/index.m3u8", pos[0], pos[1])
 
-    def playlist(self, skip: bool = False) -> str:
+    def playlist(self, skip: str | None = None) -> str:
+        """The media playlist; ``skip`` is the ``_HLS_skip`` directive ("YES", "v2") if any."""
         reports = [
             r
             for other in self.package.renditions.values()
             if other is not self and (r := other.report()) is not None
         ]
-        return render_media_playlist(self.state, reports, skip=skip)
+        package = self.package
+        return render_media_playlist(
+            self.state,
+            reports,
+            skip=skip,
+            dateranges=package.dateranges(),
+            recently_removed=[i for i, _ in package.tags.removed],
+        )
 
     def hinted(self, name: str) -> bool:
         """Whether ``name`` is the part the PRELOAD-HINT points at (or the one after it)."""
@@ -275,6 +292,8 @@ class LivePackage:
         self._session_end = TIMELINE_START
         self.clock = clock
         self._infos: dict[str, RenditionInfo] = {}
+        self.tags = TagTimeline()
+        self._event_ids = 0
         self._ladder: list[str] = []
 
     # -- TranscodeSink -----------------------------------------------------------------
@@ -348,6 +367,67 @@ class LivePackage:
         self.ended = True
         for r in self.renditions.values():
             r.end()
+
+    def add_tag(
+        self,
+        tag_id: str,
+        kind: str,
+        time: Fraction,
+        payload: dict[str, Any],
+        *,
+        duration: float | None = None,
+        product_id: str | None = None,
+    ) -> tuple[Tag, bool]:
+        """Stamp a tag at ``time`` (seconds on the current session's output timeline).
+
+        The time snaps to the video frame grid; the tag goes into every rendition's playlist
+        (DATERANGE) and into the part holding that frame (emsg ID3). Returns the tag and whether
+        it came late (its frame's part was already published, so the emsg rides in the next).
+        """
+        fps = next((r.info.fps for r in self.renditions.values() if r.info.fps), None)
+        if fps:
+            time = Fraction(round(time * fps)) / fps
+        packaged = self.timeline_offset + time
+        tag = Tag(
+            id=tag_id,
+            kind=kind,
+            time=packaged,
+            program_date_time=self.program_date_time(packaged),
+            payload=payload,
+            duration=duration,
+            product_id=product_id,
+            added_at=self.clock(),
+        )
+        data = tag.id3()
+        late = False
+        for r in self.renditions.values():
+            ts = r.lead.timescale
+
+            def make(pts: int, ts: int = ts) -> Emsg:
+                return Emsg(ts, pts, self._next_event_id(), data)
+
+            late |= not r.cutter.add_tag(round(time * ts), make)
+        self.tags.add(tag)
+        for r in self.renditions.values():
+            r._notify()
+        return tag, late
+
+    def _next_event_id(self) -> int:
+        self._event_ids += 1
+        return self._event_ids & 0xFFFFFFFF
+
+    def dateranges(self) -> list[DateRangeLine]:
+        """DATERANGE lines for every media playlist; identical across renditions."""
+        settled_before = self.clock() - float(6 * self.config.target_duration) / 2
+        return [
+            DateRangeLine(
+                t.id,
+                t.daterange(),
+                t.program_date_time,
+                t.added_at <= settled_before,
+            )
+            for t in self.tags.tags
+        ]
 
     def multivariant(self) -> str:
         return render_multivariant_playlist(

@@ -109,7 +109,7 @@ async def media_playlist(request: web.Request) -> web.StreamResponse:
             # S 6.2.5.2: not satisfiable within three target durations.
             return _error(503, "the requested part did not appear in time", td)
     # Delta updates only when the playlist offers them (it always sets CAN-SKIP-UNTIL).
-    skip = request.query.get("_HLS_skip") in ("YES", "v2")
+    skip = request.query.get("_HLS_skip")
     resp = web.Response(
         text=rendition.playlist(skip=skip),
         content_type=PLAYLIST_TYPE,

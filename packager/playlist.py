@@ -68,7 +68,6 @@ class MediaPlaylistState:
     segments: list[Segment] = field(default_factory=list)
     discontinuity_sequence: int = 0
     ended: bool = False
-    dateranges: list[str] = field(default_factory=list)
 
     @property
     def part_hold_back(self) -> Fraction:
@@ -103,23 +102,37 @@ class MediaPlaylistState:
         return self.segments[0].msn if self.segments else 0
 
 
+@dataclass(frozen=True)
+class DateRangeLine:
+    """A rendered EXT-X-DATERANGE and when it starts (epoch seconds)."""
+
+    id: str
+    text: str
+    start: float
+    settled: bool = True  # every client that may ask for a delta update has seen it
+
+
 def render_media_playlist(
     state: MediaPlaylistState,
     reports: Sequence[RenditionReport] = (),
     *,
-    skip: bool = False,
+    skip: str | None = None,
+    dateranges: Sequence[DateRangeLine] = (),
+    recently_removed: Sequence[str] = (),
 ) -> str:
-    """The media playlist text; ``skip`` renders a delta update (S 6.2.5.1, ``_HLS_skip=YES``)."""
+    """The media playlist text; ``skip`` ("YES"/"v2") renders a delta update (S 6.2.5.1)."""
     segs = state.segments
-    skipped = _skippable(state) if skip and not state.ended else 0
-    version = 9 if skipped else 6  # S 8: EXT-X-SKIP needs version 9; fMP4 parts need 6
+    skipped = _skippable(state) if skip in ("YES", "v2") and not state.ended else 0
+    skip_ranges = bool(skipped) and skip == "v2"
+    # S 8: fMP4 parts need version 6, EXT-X-SKIP 9, skipping date ranges 10.
+    version = 10 if skip_ranges else 9 if skipped else 6
     lines = [
         "#EXTM3U",
         f"#EXT-X-VERSION:{version}",
         f"#EXT-X-TARGETDURATION:{state.target_duration}",
         # S 6.2.4: the same SERVER-CONTROL on every media playlist of the stream.
         "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,"
-        f"CAN-SKIP-UNTIL={_dec(state.can_skip_until, 1)},"
+        f"CAN-SKIP-UNTIL={_dec(state.can_skip_until, 1)},CAN-SKIP-DATERANGES=YES,"
         f"PART-HOLD-BACK={_dec(state.part_hold_back, 3)}",
         # S 4.4.3.7: PART-INF whenever EXT-X-PART appears.
         f"#EXT-X-PART-INF:PART-TARGET={_dec(state.part_target)}",
@@ -128,9 +141,19 @@ def render_media_playlist(
     if state.discontinuity_sequence:
         lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{state.discontinuity_sequence}")
     lines.append(f'#EXT-X-MAP:URI="{state.init_uri}"')
-    if skipped:
+    if skip_ranges:
+        # S 4.4.5.2: RECENTLY-REMOVED-DATERANGES is a tab-separated list of IDs.
+        removed = "\t".join(recently_removed)
+        lines.append(
+            f'#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped},RECENTLY-REMOVED-DATERANGES="{removed}"'
+        )
+        # S 6.2.5.1: ranges the client already holds (they start in the skipped segments)
+        # are left out of a v2 delta update.
+        boundary = segs[skipped].program_date_time
+        dateranges = [d for d in dateranges if not (d.settled and d.start < boundary)]
+    elif skipped:
         lines.append(f"#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}")
-    lines.extend(state.dateranges)
+    lines.extend(d.text for d in dateranges)
     parts_from = _parts_listed_from(state)
     for seg in segs[skipped:]:
         if seg.discontinuity:

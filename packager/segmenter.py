@@ -9,6 +9,7 @@ The AAC track is ~128 kbit/s, so repeating it per rung costs little.
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -70,7 +71,8 @@ class PartCutter:
         self._segment_start: int | None = None
         self._part_starts_segment = False
         self._sequence = 0
-        self._emsgs: list[Emsg] = []
+        self._tags: list[tuple[int, Callable[[int], Emsg]]] = []
+        self.cut_until: int | None = None  # input lead time up to which parts are cut
 
     def set_offset(self, seconds: Fraction) -> None:
         """Shift every later timestamp by ``seconds`` (a reconnect continues the timeline)."""
@@ -83,9 +85,15 @@ class PartCutter:
         """A lead-track timestamp of the input as the output carries it."""
         return ticks + self._lead_offset
 
-    def add_emsg(self, emsg: Emsg) -> None:
-        """Put ``emsg`` in front of the next part that is cut."""
-        self._emsgs.append(emsg)
+    def add_tag(self, ticks: int, make_emsg: Callable[[int], Emsg]) -> bool:
+        """Stamp a tag on the lead frame nearest to ``ticks`` (input timeline).
+
+        ``make_emsg`` receives the presentation time (output timeline) and builds the box that
+        goes in front of the part holding that frame. Returns False when that part was already
+        published: the box then rides in the next part, still with its true time.
+        """
+        self._tags.append((ticks, make_emsg))
+        return self.cut_until is None or ticks >= self.cut_until
 
     def push_audio(self, packet: EncodedPacket) -> None:
         self._audio.append(packet)
@@ -139,7 +147,7 @@ class PartCutter:
                     )
                 )
         self._sequence += 1
-        emsgs, self._emsgs = self._emsgs, []
+        emsgs = self._tag_boxes(lead)
         first = lead[0]
         starts_segment, self._part_starts_segment = self._part_starts_segment, False
         return CutPart(
@@ -153,3 +161,19 @@ class PartCutter:
             arrivals=tuple(p.arrival for p in lead),
             sample_pts=tuple(p.pts + self._lead_offset for p in lead),
         )
+
+    def _tag_boxes(self, lead: list[EncodedPacket]) -> list[Emsg]:
+        """emsg boxes of the tags whose frame is in (or before) this part (AOM: before moof)."""
+        # Frames are nearest to a tag up to half a frame past the part's last presentation time.
+        boundary = max(p.pts + p.duration for p in lead) - lead[-1].duration // 2
+        self.cut_until = boundary
+        boxes, pending = [], []
+        for ticks, make in self._tags:
+            if ticks >= boundary:
+                pending.append((ticks, make))
+                continue
+            nearest = min(lead, key=lambda p: abs(p.pts - ticks))
+            late = ticks < nearest.pts - nearest.duration // 2
+            boxes.append(make((ticks if late else nearest.pts) + self._lead_offset))
+        self._tags = pending
+        return boxes

@@ -1,0 +1,138 @@
+"""Timed metadata: product tags as EXT-X-DATERANGE (S 4.4.5.1) and ID3-in-emsg (AOM ID3 in CMAF)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+from packager.playlist import format_pdt
+
+#: DATERANGE CLASS per tag kind; never "com.apple.hls.interstitial" (LLHLS_RULES).
+TAG_CLASSES = {
+    "product": "com.shopcast.product",
+    "deal": "com.shopcast.deal",
+    "poll": "com.shopcast.poll",
+}
+ID3_DESCRIPTION = "com.shopcast.tag"
+#: Larger payloads stay out of the playlists (every viewer reloads them 3× a second); the
+#: emsg ID3 in the media and ``GET /api/v1/streams/{id}/tags`` carry them whole.
+MAX_INLINE_PAYLOAD = 512
+
+
+@dataclass(frozen=True)
+class Tag:
+    """A tag placed on the stream: ``time`` is seconds on the packaged timeline."""
+
+    id: str
+    kind: str
+    time: Fraction
+    program_date_time: float
+    payload: dict[str, Any]
+    duration: float | None = None  # seconds; None for product pins (END-ON-NEXT)
+    product_id: str | None = None
+    added_at: float = 0.0  # wall clock when it entered the playlists
+
+    @property
+    def klass(self) -> str:
+        return TAG_CLASSES[self.kind]
+
+    @property
+    def end_on_next(self) -> bool:
+        # A pinned product stays until the next pin, so a late joiner sees the current one.
+        return self.kind == "product" and self.duration is None
+
+    def payload_json(self) -> str:
+        return json.dumps(self.payload, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+    def daterange(self) -> str:
+        """The EXT-X-DATERANGE line, the same on every rendition."""
+        attrs = [
+            f'ID="{_quoted(self.id)}"',
+            f'CLASS="{self.klass}"',
+            f'START-DATE="{format_pdt(self.program_date_time)}"',
+        ]
+        if self.end_on_next:
+            attrs.append("END-ON-NEXT=YES")  # S 4.4.5.1: needs CLASS, excludes DURATION/END-DATE
+        elif self.duration is not None:
+            attrs.append(f"DURATION={self.duration:.3f}")
+        if self.product_id is not None:
+            attrs.append(f'X-COM-SHOPCAST-PRODUCT="{_quoted(self.product_id)}"')
+        attrs.append(f'X-COM-SHOPCAST-KIND="{self.kind}"')
+        data = self.payload_json().encode()
+        if len(data) <= MAX_INLINE_PAYLOAD:
+            # A quoted-string cannot hold '"' or line breaks, so the payload travels as a
+            # hexadecimal-sequence (S 4.4.5.1.1 allows either for client attributes).
+            attrs.append(f"X-COM-SHOPCAST-DATA=0x{data.hex().upper()}")
+        return "#EXT-X-DATERANGE:" + ",".join(attrs)
+
+    def id3(self) -> bytes:
+        """An ID3v2.4 tag with one TXXX frame carrying the tag as JSON (UTF-8)."""
+        body = {
+            "id": self.id,
+            "kind": self.kind,
+            "product_id": self.product_id,
+            "data": self.payload,
+        }
+        text = json.dumps(body, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+        return id3_txxx(ID3_DESCRIPTION, text)
+
+    def end(self) -> float | None:
+        """Wall-clock end, when the tag itself says (DURATION); None for END-ON-NEXT."""
+        return None if self.duration is None else self.program_date_time + self.duration
+
+
+def _quoted(value: str) -> str:
+    if any(c in value for c in '"\r\n'):
+        raise ValueError("quoted-string values cannot contain '\"', CR or LF")
+    return value
+
+
+def _synchsafe(n: int) -> bytes:
+    """ID3v2 28-bit synchsafe integer (7 bits per byte)."""
+    if n >= 1 << 28:
+        raise ValueError("ID3 size over 256 MB")
+    return bytes(((n >> 21) & 0x7F, (n >> 14) & 0x7F, (n >> 7) & 0x7F, n & 0x7F))
+
+
+def id3_txxx(description: str, value: str) -> bytes:
+    """ID3v2.4 (id3.org v2.4.0-structure §3.1, -frames §4.2.6): header + one TXXX frame."""
+    frame_body = b"\x03" + description.encode() + b"\x00" + value.encode()  # 3 = UTF-8
+    # v2.4 frame sizes are synchsafe, unlike v2.3.
+    frame = b"TXXX" + _synchsafe(len(frame_body)) + b"\x00\x00" + frame_body
+    return b"ID3\x04\x00\x00" + _synchsafe(len(frame)) + frame
+
+
+@dataclass
+class TagTimeline:
+    """The stream's tags in time order, rendered identically into every media playlist."""
+
+    tags: list[Tag] = field(default_factory=list)
+    removed: list[tuple[str, float]] = field(default_factory=list)  # (id, wall time removed)
+
+    def add(self, tag: Tag) -> None:
+        self.tags.append(tag)
+        self.tags.sort(key=lambda t: t.time)
+
+    def range_end(self, tag: Tag) -> float | None:
+        """Wall-clock end of ``tag``'s range; None while it is still open."""
+        if tag.end_on_next:
+            later = [t for t in self.tags if t.klass == tag.klass and t.time > tag.time]
+            return later[0].program_date_time if later else None
+        return tag.end()
+
+    def prune(self, oldest_listed: float, now: float, remember: float) -> None:
+        """S 4.4.5.1: drop a range only once no date in it maps to a listed segment."""
+        self.removed = [(i, t) for i, t in self.removed if t >= now - remember]
+        keep = []
+        for tag in self.tags:
+            end = self.range_end(tag)
+            if end is not None and end < oldest_listed:
+                self.removed.append((tag.id, now))
+            else:
+                keep.append(tag)
+        self.tags = keep
+
+    def lines(self) -> list[str]:
+        return [t.daterange() for t in self.tags]
