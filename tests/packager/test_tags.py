@@ -68,7 +68,7 @@ async def test_tag_lands_on_the_same_frame_everywhere(make_package) -> None:
         assert box["scheme"] == ID3_SCHEME and box["duration"] == 0xFFFFFFFF
         assert box["timescale"] == 90000
         assert box["presentation_time"] == round(tag.time * 90000)
-        video = [t for t in trafs(r.files[part]) if t.track_id == 1][0]
+        video = next(t for t in trafs(r.files[part]) if t.track_id == 1)
         pts = [
             video.base_dts + sum(video.durations[:i]) + video.ctos[i]
             for i in range(len(video.ctos))
