@@ -51,6 +51,8 @@ class IngestStats:
     sample_rate: int | None = None
     channels: int | None = None
     video_frames: int = 0
+    #: pts (ms) of the newest frame received: a tag without "at" is stamped on it.
+    newest_pts_ms: int | None = None
     audio_frames: int = 0
     bytes_received: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -72,10 +74,15 @@ class IngestStats:
             self.video_frames += 1
             self.video_codec = self.video_codec or unit.codec
             dts_ms = unit.rescale(unit.dts, MILLISECONDS)
+            pts_ms = unit.rescale(unit.pts, MILLISECONDS)
+            if self.newest_pts_ms is None or pts_ms > self.newest_pts_ms:
+                self.newest_pts_ms = pts_ms
         else:
             self.audio_frames += 1
             self.audio_codec = self.audio_codec or unit.codec
             dts_ms = -1
+            if self.video_codec is None:  # audio-only: tags land on audio frames
+                self.newest_pts_ms = unit.rescale(unit.pts, MILLISECONDS)
         win = self._window
         win.append((unit.arrival, len(unit.payload), dts_ms))
         while win and win[0][0] < unit.arrival - _RATE_WINDOW:
@@ -178,6 +185,8 @@ class LiveStreams:
         )
         self.on_session_start: list[SessionListener] = []
         self.on_session_end: list[SessionListener] = []
+        #: (session, message name, AMF arguments, timestamp in ms) for publisher data messages
+        self.on_data: list[Callable[[PublishSession, str, tuple[Any, ...], int], None]] = []
 
     def start(self, stream_key: str, publisher: Publisher) -> PublishSession:
         """Authorize ``stream_key`` and open a session; ``PublishRefused`` if not allowed."""

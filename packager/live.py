@@ -368,7 +368,7 @@ class LivePackage:
         for r in self.renditions.values():
             r.end()
 
-    def add_tag(
+    def prepare_tag(
         self,
         tag_id: str,
         kind: str,
@@ -377,18 +377,14 @@ class LivePackage:
         *,
         duration: float | None = None,
         product_id: str | None = None,
-    ) -> tuple[Tag, bool]:
-        """Stamp a tag at ``time`` (seconds on the current session's output timeline).
-
-        The time snaps to the video frame grid; the tag goes into every rendition's playlist
-        (DATERANGE) and into the part holding that frame (emsg ID3). Returns the tag and whether
-        it came late (its frame's part was already published, so the emsg rides in the next).
-        """
+    ) -> Tag:
+        """A tag at ``time`` (seconds on the current session's output timeline), snapped to the
+        video frame grid, with the program date-time of that frame; nothing is placed yet."""
         fps = next((r.info.fps for r in self.renditions.values() if r.info.fps), None)
         if fps:
             time = Fraction(round(time * fps)) / fps
         packaged = self.timeline_offset + time
-        tag = Tag(
+        return Tag(
             id=tag_id,
             kind=kind,
             time=packaged,
@@ -398,7 +394,13 @@ class LivePackage:
             product_id=product_id,
             added_at=self.clock(),
         )
+
+    def place_tag(self, tag: Tag) -> bool:
+        """Put ``tag`` into every rendition: DATERANGE in the playlists, emsg ID3 in the part
+        holding its frame. Returns whether it came late (that part was already published, so
+        the emsg rides in the next part, still with the frame's time)."""
         data = tag.id3()
+        time = tag.time - self.timeline_offset
         late = False
         for r in self.renditions.values():
             ts = r.lead.timescale
@@ -410,7 +412,39 @@ class LivePackage:
         self.tags.add(tag)
         for r in self.renditions.values():
             r._notify()
-        return tag, late
+        return late
+
+    def add_tag(
+        self,
+        tag_id: str,
+        kind: str,
+        time: Fraction,
+        payload: dict[str, Any],
+        *,
+        duration: float | None = None,
+        product_id: str | None = None,
+    ) -> tuple[Tag, bool]:
+        """``prepare_tag`` then ``place_tag``."""
+        tag = self.prepare_tag(
+            tag_id, kind, time, payload, duration=duration, product_id=product_id
+        )
+        return tag, self.place_tag(tag)
+
+    def session_time_of(self, program_date_time: float) -> Fraction | None:
+        """Inverse of the PDT mapping: seconds on the current session's output timeline."""
+        if self._epoch is None:
+            return None
+        return Fraction(program_date_time - self._epoch) - self.timeline_offset
+
+    def live_window(self) -> tuple[Fraction, Fraction] | None:
+        """(oldest listed, newest cut) times on the current session's output timeline."""
+        starts = [r.state.segments[0].start for r in self.renditions.values() if r.state.segments]
+        ends = [
+            Fraction(r.cutter.cut_until or 0, r.lead.timescale) for r in self.renditions.values()
+        ]
+        if not starts:
+            return None
+        return max(starts) - self.timeline_offset, max(ends)
 
     def _next_event_id(self) -> int:
         self._event_ids += 1

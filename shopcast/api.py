@@ -7,14 +7,18 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import Counter
 
 from ingest.sessions import LiveStreams, PublishSession
 from shopcast.store import Store, StreamRecord
+from shopcast.tags import TagError, TagService, tag_json
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STORE_KEY = web.AppKey("store", Store)
 STREAMS_KEY = web.AppKey("streams", LiveStreams)
 TOKENS_KEY: web.AppKey[tuple[str, ...]] = web.AppKey("tokens")
+TAGS_KEY = web.AppKey("tags", TagService)
+TAG_CLICKS = Counter("shopcast_tag_clicks_total", "Buy-button clicks on tag cards", ["stream"])
 
 
 def json_error(status: int, code: str, message: str, **headers: str) -> web.Response:
@@ -104,12 +108,53 @@ async def get_stream(request: web.Request) -> web.Response:
     return web.json_response(stream_status(record, request.app[STREAMS_KEY]))
 
 
-def make_app(store: Store, streams: LiveStreams, tokens: Sequence[str]) -> web.Application:
+async def _json_body(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError as exc:
+        raise TagError(400, "bad_json", f"the body is not JSON: {exc}") from exc
+
+
+async def create_tag(request: web.Request) -> web.Response:
+    try:
+        body = await _json_body(request)
+        rec = request.app[TAGS_KEY].create(request.match_info["id"], body)
+    except TagError as exc:
+        return json_error(exc.status, exc.code, exc.message)
+    return web.json_response(tag_json(rec), status=201)
+
+
+async def list_tags(request: web.Request) -> web.Response:
+    try:
+        records = request.app[TAGS_KEY].list(request.match_info["id"])
+    except TagError as exc:
+        return json_error(exc.status, exc.code, exc.message)
+    return web.json_response({"tags": [tag_json(r) for r in records]})
+
+
+async def click_beacon(request: web.Request) -> web.Response:
+    """A viewer pressed "buy" on a tag's card (public: the shop page calls it)."""
+    clicks = request.app[STORE_KEY].count_click(
+        request.match_info["stream_id"], request.match_info["tag_id"]
+    )
+    if clicks is None:
+        return json_error(404, "not_found", "no such tag")
+    TAG_CLICKS.labels(stream=request.match_info["stream_id"]).inc()
+    return web.json_response({"clicks": clicks}, headers={"Access-Control-Allow-Origin": "*"})
+
+
+def make_app(
+    store: Store, streams: LiveStreams, tokens: Sequence[str], tags: TagService
+) -> web.Application:
     """The origin's aiohttp application."""
     app = web.Application(middlewares=[api_auth], client_max_size=64 * 1024)
     app[STORE_KEY] = store
     app[STREAMS_KEY] = streams
     app[TOKENS_KEY] = tuple(tokens)
+    app[TAGS_KEY] = tags
     app.router.add_get("/api/v1/streams", list_streams)
     app.router.add_get("/api/v1/streams/{id}", get_stream)
+    app.router.add_post("/api/v1/streams/{id}/tags", create_tag)
+    app.router.add_get("/api/v1/streams/{id}/tags", list_tags)
+    app.router.add_post("/beacon/{stream_id}/tags/{tag_id}/click", click_beacon)
     return app

@@ -17,6 +17,7 @@ from shopcast.api import make_app
 from shopcast.config import Config
 from shopcast.pipeline import Pipelines, packager_config
 from shopcast.store import Store, new_secret
+from shopcast.tags import TagService
 from shopcast.web import add_web_routes
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,8 @@ class ShopcastServer:
                 reconnect_window=pk.reconnect_window,
             ),
         )
-        self.app = make_app(self.store, self.streams, self.tokens)
+        self.tags = TagService(self.store, self.streams, self.pipelines)
+        self.app = make_app(self.store, self.streams, self.tokens, self.tags)
         add_hls_routes(self.app, self.pipelines.package)
         add_web_routes(self.app)
         self._runner: web.AppRunner | None = None

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 STREAM_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _SCHEMA = """
@@ -19,6 +21,21 @@ CREATE TABLE IF NOT EXISTS streams (
     key_hash BLOB NOT NULL UNIQUE,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS tags (
+    id TEXT PRIMARY KEY,
+    stream_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    product_id TEXT,
+    data TEXT NOT NULL,
+    duration REAL,
+    pts INTEGER NOT NULL,
+    program_date_time REAL NOT NULL,
+    source TEXT NOT NULL,
+    late INTEGER NOT NULL DEFAULT 0,
+    clicks INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tags_by_stream ON tags (stream_id, program_date_time);
 CREATE TABLE IF NOT EXISTS settings (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -34,6 +51,24 @@ class StoreError(Exception):
 class StreamRecord:
     id: str
     stream_key: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class TagRecord:
+    """A product tag as stored; ``pts`` is the source timestamp (ms) of the stamped frame."""
+
+    id: str
+    stream_id: str
+    kind: str
+    product_id: str | None
+    data: dict[str, Any]
+    duration: float | None
+    pts: int
+    program_date_time: float
+    source: str  # "api" or "cue" (an RTMP data message from the publisher)
+    late: bool
+    clicks: int
     created_at: float
 
 
@@ -122,6 +157,70 @@ class Store:
         if not hmac.compare_digest(rec.stream_key.encode(), key.encode("utf-8", "surrogatepass")):
             return None
         return rec
+
+    def insert_tag(self, tag: TagRecord) -> None:
+        """Durably record a tag (synchronous=FULL: on disk when this returns)."""
+        self._db.execute(
+            "INSERT INTO tags (id, stream_id, kind, product_id, data, duration, pts, "
+            "program_date_time, source, late, clicks, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                tag.id,
+                tag.stream_id,
+                tag.kind,
+                tag.product_id,
+                json.dumps(tag.data, separators=(",", ":"), ensure_ascii=False),
+                tag.duration,
+                tag.pts,
+                tag.program_date_time,
+                tag.source,
+                int(tag.late),
+                tag.clicks,
+                tag.created_at,
+            ),
+        )
+
+    def delete_tag(self, tag_id: str) -> None:
+        self._db.execute("DELETE FROM tags WHERE id = ?", (tag_id,))
+
+    def set_tag_late(self, tag_id: str) -> None:
+        self._db.execute("UPDATE tags SET late = 1 WHERE id = ?", (tag_id,))
+
+    def list_tags(self, stream_id: str) -> list[TagRecord]:
+        rows = self._db.execute(
+            "SELECT id, stream_id, kind, product_id, data, duration, pts, program_date_time, "
+            "source, late, clicks, created_at FROM tags WHERE stream_id = ? "
+            "ORDER BY program_date_time, created_at",
+            (stream_id,),
+        )
+        return [
+            TagRecord(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                json.loads(r[4]),
+                r[5],
+                r[6],
+                r[7],
+                r[8],
+                bool(r[9]),
+                r[10],
+                r[11],
+            )
+            for r in rows
+        ]
+
+    def count_click(self, stream_id: str, tag_id: str) -> int | None:
+        """Count a buy-button click on a tag; ``None`` if the tag is unknown."""
+        cur = self._db.execute(
+            "UPDATE tags SET clicks = clicks + 1 WHERE id = ? AND stream_id = ?",
+            (tag_id, stream_id),
+        )
+        if cur.rowcount == 0:
+            return None
+        row = self._db.execute("SELECT clicks FROM tags WHERE id = ?", (tag_id,)).fetchone()
+        return int(row[0])
 
     def get_setting(self, name: str) -> str | None:
         row = self._db.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()

@@ -52,6 +52,16 @@ class StreamTimeline:
     _tracks: dict[MediaKind, _TrackState] = field(default_factory=dict)
     _last_shift: Fraction | None = None
 
+    def output_time(self, source: Fraction, kind: MediaKind = MediaKind.VIDEO) -> Fraction | None:
+        """Where a source time (seconds) of track ``kind`` lands on the output timeline.
+
+        ``None`` before the first unit. Used to stamp tags given as source timestamps.
+        """
+        if self.origin is None:
+            return None
+        track = self._tracks.get(kind) or self._tracks.get(MediaKind.AUDIO) or _TrackState()
+        return source + track.offset - self.origin
+
     def place(self, unit: MediaUnit) -> RepairedTime:
         raw_dts = unit.dts * unit.timebase
         raw_pts = unit.pts * unit.timebase

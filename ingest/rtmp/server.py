@@ -131,6 +131,9 @@ class RTMPPublisherProtocol(asyncio.Protocol):
                 self.session.stats.set_metadata(event.values)
         elif isinstance(event, DataMessage):
             self.log.debug("data message %s at %d ms", event.name, event.timestamp)
+            if self.session is not None:
+                for listener in self.server.streams.on_data:
+                    listener(self.session, event.name, event.args, event.timestamp)
         elif isinstance(event, PublishEnded):
             if self.session is not None:
                 self.log.info("unpublished stream %s", self.session.stream_id)
