@@ -275,3 +275,15 @@ async def test_bframe_composition_offsets(media) -> None:
     assert len(pts) == len(packets)
     assert pts == sorted(pts)
     assert math.isclose(pts[1] - pts[0], 3000)
+
+
+async def test_renditions_updated_within_one_part_of_each_other(make_package) -> None:
+    feed = make_package()
+    for second in (3, 5.2, 7.7, 9.1):
+        feed.until(second)
+        ends = []
+        for r in feed.package.renditions.values():
+            seg = r.state.segments[-1]
+            ends.append(seg.start + seg.duration)
+        # LLHLS_RULES: all renditions within one part target of each other.
+        assert max(ends) - min(ends) <= PackagerConfig().part_target
