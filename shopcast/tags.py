@@ -89,6 +89,16 @@ class TagRequest:
     data: dict[str, Any]
     duration: float | None
     at: int | float | None  # source pts (ms, int) or program date-time (epoch seconds, float)
+    end: float | None = None  # epoch seconds; the duration follows once the start is known
+
+
+def _utf8(value: str) -> bool:
+    """Whether ``value`` is valid Unicode text (JSON escapes can carry lone surrogates)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def validate(body: Any) -> TagRequest:
@@ -99,13 +109,14 @@ def validate(body: Any) -> TagRequest:
     if unknown:
         raise TagError(422, "invalid", f"unknown field(s): {', '.join(sorted(unknown))}")
     kind = body.get("kind")
-    if kind not in TAG_CLASSES:
+    if not isinstance(kind, str) or kind not in TAG_CLASSES:
         raise TagError(422, "invalid", f"kind must be one of {', '.join(TAG_CLASSES)}")
     product_id = body.get("product_id")
     if product_id is not None and (
         not isinstance(product_id, str)
         or not 0 < len(product_id) <= 128
         or any(c in product_id for c in '"\r\n')
+        or not _utf8(product_id)
     ):
         raise TagError(422, "invalid", "product_id must be 1-128 characters without quotes")
     if kind == "product" and product_id is None:
@@ -113,7 +124,16 @@ def validate(body: Any) -> TagRequest:
     data = body.get("data", {})
     if not isinstance(data, dict):
         raise TagError(422, "invalid", "data must be a JSON object")
-    if len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()) > MAX_PAYLOAD:
+    try:
+        # Stored, returned and put in ID3 as standard JSON in UTF-8: no NaN/Infinity (Python's
+        # parser accepts them), no lone surrogates.
+        encoded = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        size = len(encoded.encode())
+    except (ValueError, RecursionError) as exc:
+        raise TagError(
+            422, "invalid", f"data must be standard JSON in valid Unicode: {exc}"
+        ) from exc
+    if size > MAX_PAYLOAD:
         raise TagError(422, "invalid", f"data is larger than {MAX_PAYLOAD} bytes")
     duration = body.get("duration")
     if duration is not None and (
@@ -132,14 +152,17 @@ def validate(body: Any) -> TagRequest:
         at = parse_date(at_raw)
     else:
         raise TagError(422, "invalid", "at must be a source PTS (ms) or an ISO 8601 date-time")
-    end = body.get("end")
-    if end is not None:
+    end_raw = body.get("end")
+    end: float | None = None
+    if end_raw is not None:
         if duration is not None:
             raise TagError(422, "invalid", "give duration or end, not both")
-        if not isinstance(end, str):
+        if not isinstance(end_raw, str):
             raise TagError(422, "invalid", "end must be an ISO 8601 date-time")
-        duration = -parse_date(end)  # resolved against the start once it is known
-    if kind == "deal" and duration is None:
+        end = parse_date(end_raw)  # the duration is resolved against the start once known
+        if end <= 0:
+            raise TagError(422, "invalid", "end must come after the tagged frame")
+    if kind == "deal" and duration is None and end is None:
         raise TagError(422, "invalid", "a deal needs a duration or an end")
     if kind == "poll":
         question, options = data.get("question"), data.get("options")
@@ -147,7 +170,7 @@ def validate(body: Any) -> TagRequest:
             isinstance(options, list) and 2 <= len(options) <= 10
         ):
             raise TagError(422, "invalid", "a poll needs data.question and 2-10 data.options")
-    return TagRequest(kind, product_id, data, duration, at)
+    return TagRequest(kind, product_id, data, duration, at, end)
 
 
 class TagService:
@@ -189,17 +212,14 @@ class TagService:
         out, pts_ms = self._resolve(req.at, session, package, timeline)
         duration = req.duration
         tag = package.prepare_tag(
-            self._new_id(),
-            req.kind,
-            out,
-            req.data,
-            duration=duration if duration is None or duration > 0 else None,
-            product_id=req.product_id,
+            self._new_id(), req.kind, out, req.data, duration=duration, product_id=req.product_id
         )
-        if duration is not None and duration < 0:  # an "end" date: duration from the start
-            duration = -duration - tag.program_date_time
+        if req.end is not None:  # an "end" date: the duration from the tagged frame
+            duration = req.end - tag.program_date_time
             if duration <= 0:
                 raise TagError(422, "invalid", "end must come after the tagged frame")
+            if duration > MAX_DURATION:
+                raise TagError(422, "invalid", "end must be at most 86400 s after the frame")
             tag = package.prepare_tag(
                 tag.id, req.kind, out, req.data, duration=duration, product_id=req.product_id
             )
