@@ -11,6 +11,9 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ingest.h264 import H264Error, parse_avcc
+from ingest.rtmp.flv import FLVFormatError, parse_audio_specific_config
+
 NAL_SPS = 7
 NAL_PPS = 8
 NAL_AUD = 9
@@ -99,32 +102,23 @@ class AvcConfig:
 
     @classmethod
     def parse(cls, record: bytes) -> AvcConfig:
-        """Read an avcC record; a record without an SPS is an error (nothing can decode)."""
-        if len(record) < 7 or record[0] != 1:
-            raise BitstreamError("not an avcC record (configurationVersion != 1)")
-        length_size = (record[4] & 0x03) + 1
-        pos = 5
-        sps: list[bytes] = []
-        pps: list[bytes] = []
-        for target, count_mask in ((sps, 0x1F), (pps, 0xFF)):
-            if pos >= len(record):
-                raise BitstreamError("avcC record truncated")
-            count = record[pos] & count_mask
-            pos += 1
-            for _ in range(count):
-                if pos + 2 > len(record):
-                    raise BitstreamError("avcC record truncated")
-                size = int.from_bytes(record[pos : pos + 2], "big")
-                pos += 2
-                if pos + size > len(record):
-                    raise BitstreamError("avcC parameter set runs past the record")
-                target.append(record[pos : pos + size])
-                pos += size
-        if not sps:
+        """Read an avcC record (with ingest's parser); no SPS or PPS is an error."""
+        try:
+            rec = parse_avcc(record)
+        except H264Error as exc:
+            raise BitstreamError(str(exc)) from exc
+        if not rec.sps:
             raise BitstreamError("avcC record has no SPS")
-        if not pps:
+        if not rec.pps:
             raise BitstreamError("avcC record has no PPS")
-        return cls(record[1], record[2], record[3], length_size, tuple(sps), tuple(pps))
+        return cls(
+            rec.profile_idc,
+            rec.profile_compatibility,
+            rec.level_idc,
+            rec.nal_length_size,
+            rec.sps,
+            rec.pps,
+        )
 
     @classmethod
     def from_annexb(cls, data: bytes) -> AvcConfig:
@@ -134,24 +128,6 @@ class AvcConfig:
         if not sps or not pps or len(sps[0]) < 4:
             raise BitstreamError("global header lacks SPS/PPS")
         return cls(sps[0][1], sps[0][2], sps[0][3], 4, sps, pps)
-
-
-#: AudioSpecificConfig sampling_frequency_index → Hz (ISO/IEC 14496-3 §1.6.3.4).
-_AAC_RATES = (
-    96000,
-    88200,
-    64000,
-    48000,
-    44100,
-    32000,
-    24000,
-    22050,
-    16000,
-    12000,
-    11025,
-    8000,
-    7350,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,30 +145,12 @@ class AacConfig:
 
     @classmethod
     def parse(cls, asc: bytes) -> AacConfig:
-        if len(asc) < 2:
-            raise BitstreamError("AudioSpecificConfig shorter than 2 bytes")
-        bits = int.from_bytes(asc[:6].ljust(6, b"\0"), "big")
-        total = 48
-
-        def take(count: int) -> int:
-            nonlocal total
-            total -= count
-            return (bits >> total) & ((1 << count) - 1)
-
-        object_type = take(5)
-        if object_type == 31:
-            object_type = 32 + take(6)
-        index = take(4)
-        if index == 15:
-            rate = take(24)
-        elif index < len(_AAC_RATES):
-            rate = _AAC_RATES[index]
-        else:
-            raise BitstreamError(f"reserved AAC sampling frequency index {index}")
-        channels = take(4)
-        # GASpecificConfig: frameLengthFlag picks 960-sample frames (AAC-LC only here).
-        frame_length = 960 if object_type == 2 and take(1) else 1024
-        return cls(object_type, rate, channels, frame_length)
+        """Read an AudioSpecificConfig (with ingest's parser)."""
+        try:
+            c = parse_audio_specific_config(asc)
+        except FLVFormatError as exc:
+            raise BitstreamError(str(exc)) from exc
+        return cls(c.object_type, c.sample_rate, c.channels, c.frame_length)
 
     @property
     def is_lc_passthrough_ready(self) -> bool:

@@ -103,6 +103,7 @@ class AudioSpecificConfig:
     object_type: int  # 2 = AAC LC, 5 = SBR (HE-AAC), 29 = PS (HE-AACv2)
     sample_rate: int
     channels: int  # 0: defined by a program config element
+    frame_length: int = 1024  # samples per frame; 960 when GASpecificConfig says so
 
     def codec_string(self) -> str:
         """RFC 6381 codec string, e.g. ``mp4a.40.2``."""
@@ -136,7 +137,10 @@ def parse_audio_specific_config(data: bytes) -> AudioSpecificConfig:
         raise FLVFormatError(f"AudioSpecificConfig sampling frequency index {index} is reserved")
     if rate == 0:
         raise FLVFormatError("AudioSpecificConfig sampling rate 0")
-    return AudioSpecificConfig(object_type, rate, take(4))
+    channels = take(4)
+    # GASpecificConfig (§4.4.1): frameLengthFlag selects 960-sample frames for AAC-LC.
+    frame_length = 960 if object_type == 2 and pos < nbits and take(1) else 1024
+    return AudioSpecificConfig(object_type, rate, channels, frame_length)
 
 
 def _unit(
