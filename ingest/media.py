@@ -37,6 +37,9 @@ class MediaUnit:
 
     def rescale(self, ticks: int, timebase: Fraction) -> int:
         """Convert ``ticks`` of this unit's timebase into ``timebase`` (integer, rounded down)."""
-        return ticks * self.timebase.numerator * timebase.denominator // (
-            self.timebase.denominator * timebase.numerator
+        return (
+            ticks
+            * self.timebase.numerator
+            * timebase.denominator
+            // (self.timebase.denominator * timebase.numerator)
         )

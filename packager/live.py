@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, Protocol
 
 from ingest.media import MediaKind
 from packager.fmp4 import Emsg, TrackInfo, init_segment
@@ -57,6 +57,18 @@ class PackagerConfig:
     def target_duration(self) -> int:
         # S 4.4.3.1: EXTINF rounded must not exceed it; segments are cut at the target.
         return max(1, round(self.segment_duration))
+
+
+class PackageListener(Protocol):
+    """Told about packaging events (for metrics); the packager knows nothing of who listens."""
+
+    def packet(self, stream: str, rendition: str, lag_seconds: float) -> None:
+        """A packet left the encoder ``lag_seconds`` after ingest received its source frame."""
+
+    def part(
+        self, stream: str, rendition: str, lateness_seconds: float, ends_segment: bool
+    ) -> None:
+        """A part was listed ``lateness_seconds`` after ingest received its last frame."""
 
 
 class RenditionOutput:
@@ -115,7 +127,7 @@ class RenditionOutput:
                 Segment(
                     msn=msn,
                     start=start,
-                    program_date_time=self.package.program_date_time(start),
+                    program_date_time=self.package.program_date_time(self.package.on_grid(start)),
                     uri=segment_uri(msn),
                     discontinuity=self._pending_discontinuity,
                 )
@@ -145,6 +157,11 @@ class RenditionOutput:
         now = self.package.clock()
         # Server-added latency per frame: ingest arrival → its part listed in the playlist.
         self.frame_latency.extend(now - a for a in cut.arrivals)
+        listener = self.package.listener
+        if listener is not None and cut.arrivals:
+            listener.part(
+                self.package.stream_id, self.name, now - cut.arrivals[-1], cut.ends_segment
+            )
         self._notify()
 
     def _prune(self) -> None:
@@ -276,8 +293,10 @@ class LivePackage:
         stream_id: str,
         config: PackagerConfig,
         clock: Callable[[], float] = time.time,
+        listener: PackageListener | None = None,
     ) -> None:
         self.stream_id = stream_id
+        self.listener = listener
         self.config = config
         self.renditions: dict[str, RenditionOutput] = {}
         self.audio: RenditionInfo | None = None
@@ -316,6 +335,8 @@ class LivePackage:
         self.ladder_ready.set()
 
     def on_packet(self, packet: EncodedPacket) -> None:
+        if self.listener is not None:
+            self.listener.packet(self.stream_id, packet.rendition, self.clock() - packet.arrival)
         if self._epoch is None:
             info = self._infos[packet.rendition]
             self._epoch = packet.arrival - float(
@@ -347,13 +368,24 @@ class LivePackage:
             r.flush()
 
     # -- stream life -------------------------------------------------------------------
+    def on_grid(self, seconds: Fraction) -> Fraction:
+        """``seconds`` snapped to the video frame grid.
+
+        A passthrough rung keeps the source's millisecond timestamps while re-encoded rungs sit
+        on the 1/fps grid; snapping what gets a PROGRAM-DATE-TIME makes the same frame carry the
+        same date on every rendition (LLHLS_RULES: PDT consistent across renditions).
+        """
+        fps = next((r.info.fps for r in self.renditions.values() if r.info.fps), None)
+        return Fraction(round(seconds * fps)) / fps if fps else seconds
+
     def program_date_time(self, seconds: Fraction) -> float:
         """Wall-clock time of a packaged timestamp: the same on every rendition."""
         return (self._epoch or self.clock()) + float(seconds)
 
     def continue_after_reconnect(self) -> None:
         """A publisher came back: later media follows a discontinuity, timestamps keep rising."""
-        self.timeline_offset = self._session_end + self.config.segment_duration
+        # On the frame grid, so grid-snapped times stay consistent across the discontinuity.
+        self.timeline_offset = self.on_grid(self._session_end + self.config.segment_duration)
         self._epoch = None
         for r in self.renditions.values():
             r.cutter = PartCutter(
@@ -380,9 +412,7 @@ class LivePackage:
     ) -> Tag:
         """A tag at ``time`` (seconds on the current session's output timeline), snapped to the
         video frame grid, with the program date-time of that frame; nothing is placed yet."""
-        fps = next((r.info.fps for r in self.renditions.values() if r.info.fps), None)
-        if fps:
-            time = Fraction(round(time * fps)) / fps
+        time = self.on_grid(time)
         packaged = self.timeline_offset + time
         return Tag(
             id=tag_id,
@@ -456,7 +486,7 @@ class LivePackage:
         return [
             DateRangeLine(
                 t.id,
-                t.daterange(),
+                t.daterange,
                 t.program_date_time,
                 t.added_at <= settled_before,
             )

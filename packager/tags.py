@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import functools
 import json
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -46,8 +48,9 @@ class Tag:
     def payload_json(self) -> str:
         return json.dumps(self.payload, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 
+    @functools.cached_property
     def daterange(self) -> str:
-        """The EXT-X-DATERANGE line, the same on every rendition."""
+        """The EXT-X-DATERANGE line, the same on every rendition (rendered once)."""
         attrs = [
             f'ID="{_quoted(self.id)}"',
             f'CLASS="{self.klass}"',
@@ -112,27 +115,24 @@ class TagTimeline:
     removed: list[tuple[str, float]] = field(default_factory=list)  # (id, wall time removed)
 
     def add(self, tag: Tag) -> None:
-        self.tags.append(tag)
-        self.tags.sort(key=lambda t: t.time)
-
-    def range_end(self, tag: Tag) -> float | None:
-        """Wall-clock end of ``tag``'s range; None while it is still open."""
-        if tag.end_on_next:
-            later = [t for t in self.tags if t.klass == tag.klass and t.time > tag.time]
-            return later[0].program_date_time if later else None
-        return tag.end()
+        bisect.insort(self.tags, tag, key=lambda t: t.time)
 
     def prune(self, oldest_listed: float, now: float, remember: float) -> None:
-        """S 4.4.5.1: drop a range only once no date in it maps to a listed segment."""
+        """S 4.4.5.1: drop a range only once no date in it maps to a listed segment.
+
+        One pass from the newest tag back: an END-ON-NEXT range ends where the next range of
+        its CLASS starts.
+        """
         self.removed = [(i, t) for i, t in self.removed if t >= now - remember]
-        keep = []
-        for tag in self.tags:
-            end = self.range_end(tag)
+        next_start: dict[str, float] = {}
+        keep: list[Tag] = []
+        dropped: list[str] = []
+        for tag in reversed(self.tags):
+            end = next_start.get(tag.klass) if tag.end_on_next else tag.end()
+            next_start[tag.klass] = tag.program_date_time
             if end is not None and end < oldest_listed:
-                self.removed.append((tag.id, now))
+                dropped.append(tag.id)
             else:
                 keep.append(tag)
-        self.tags = keep
-
-    def lines(self) -> list[str]:
-        return [t.daterange() for t in self.tags]
+        self.tags = keep[::-1]
+        self.removed += [(tag_id, now) for tag_id in reversed(dropped)]

@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import Counter
 
 from ingest.sessions import LiveStreams, PublishSession
 from shopcast.store import Store, StreamRecord
@@ -18,7 +17,6 @@ STORE_KEY = web.AppKey("store", Store)
 STREAMS_KEY = web.AppKey("streams", LiveStreams)
 TOKENS_KEY: web.AppKey[tuple[str, ...]] = web.AppKey("tokens")
 TAGS_KEY = web.AppKey("tags", TagService)
-TAG_CLICKS = Counter("shopcast_tag_clicks_total", "Buy-button clicks on tag cards", ["stream"])
 
 
 def json_error(status: int, code: str, message: str, **headers: str) -> web.Response:
@@ -111,7 +109,7 @@ async def get_stream(request: web.Request) -> web.Response:
 async def _json_body(request: web.Request) -> Any:
     try:
         return await request.json()
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # nesting deeper than the parser's stack: 400 too
         raise TagError(400, "bad_json", f"the body is not JSON: {exc}") from exc
 
 
@@ -134,12 +132,11 @@ async def list_tags(request: web.Request) -> web.Response:
 
 async def click_beacon(request: web.Request) -> web.Response:
     """A viewer pressed "buy" on a tag's card (public: the shop page calls it)."""
-    clicks = request.app[STORE_KEY].count_click(
+    clicks = request.app[TAGS_KEY].click(
         request.match_info["stream_id"], request.match_info["tag_id"]
     )
     if clicks is None:
         return json_error(404, "not_found", "no such tag")
-    TAG_CLICKS.labels(stream=request.match_info["stream_id"]).inc()
     return web.json_response({"clicks": clicks}, headers={"Access-Control-Allow-Origin": "*"})
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from ingest.sessions import LiveStreams, PublishSession
-from packager.live import LivePackage, PackagerConfig
+from packager.live import LivePackage, PackageListener, PackagerConfig
 from transcode.ladder import LadderTranscoder
 from transcode.policy import LadderConfig
 
@@ -30,10 +30,15 @@ class Pipelines:
     """Starts a transcoder for every publish session and keeps each stream's playlists."""
 
     def __init__(
-        self, streams: LiveStreams, ladder: LadderConfig, packager: PackagerConfig
+        self,
+        streams: LiveStreams,
+        ladder: LadderConfig,
+        packager: PackagerConfig,
+        listener: PackageListener | None = None,
     ) -> None:
         self.ladder = ladder
         self.packager = packager
+        self.listener = listener  # told of every stream's packaging events (metrics)
         self.pipelines: dict[str, StreamPipeline] = {}
         streams.on_session_start.append(self._session_started)
         streams.on_session_end.append(self._session_ended)
@@ -54,7 +59,8 @@ class Pipelines:
             old.finish_timer = None
             pipeline = old
         else:
-            pipeline = StreamPipeline(LivePackage(session.stream_id, self.packager))
+            package = LivePackage(session.stream_id, self.packager, listener=self.listener)
+            pipeline = StreamPipeline(package)
             self.pipelines[session.stream_id] = pipeline
         previous = old.transcoder if old is not None else None
         transcoder = LadderTranscoder(reader, self.ladder, sink=pipeline.package)

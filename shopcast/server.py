@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -15,6 +16,7 @@ from ingest.sessions import LiveStreams
 from packager.origin import add_hls_routes
 from shopcast.api import make_app
 from shopcast.config import Config
+from shopcast.metrics import ShopcastMetrics, add_metrics_route
 from shopcast.pipeline import Pipelines, packager_config
 from shopcast.store import Store, new_secret
 from shopcast.tags import TagService
@@ -64,6 +66,7 @@ class ShopcastServer:
             ),
         )
         pk = config.packager
+        self.metrics = ShopcastMetrics()
         self.pipelines = Pipelines(
             self.streams,
             config.transcode,
@@ -73,13 +76,22 @@ class ShopcastServer:
                 window_segments=pk.window_segments,
                 reconnect_window=pk.reconnect_window,
             ),
+            listener=self.metrics,
         )
-        self.tags = TagService(self.store, self.streams, self.pipelines)
+        self.metrics.watch(
+            lambda: [s.id for s in self.store.list_streams()],
+            self.streams,
+            self.pipelines.pipelines,
+        )
+        self.tags = TagService(self.store, self.streams, self.pipelines, listener=self.metrics)
         self.app = make_app(self.store, self.streams, self.tokens, self.tags)
         add_hls_routes(self.app, self.pipelines.package)
         add_web_routes(self.app)
+        add_metrics_route(self.app, self.metrics)
         self._runner: web.AppRunner | None = None
         self.http_port = 0
+        #: Awaited first thing in :meth:`close` (e.g. the ``--demo`` publisher stops).
+        self.before_close: list[Callable[[], Awaitable[None]]] = []
 
     def _api_tokens(self) -> tuple[tuple[str, ...], str | None]:
         if self.config.api.tokens:
@@ -114,6 +126,8 @@ class ShopcastServer:
         }
 
     async def close(self) -> None:
+        for hook in self.before_close:
+            await hook()
         await self.rtmp.close("server shutting down")
         await self.pipelines.close()
         if self._runner is not None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
-from typing import Any
+from typing import Any, Protocol
 
 from ingest.sessions import LiveStreams, PublishSession
 from packager.playlist import format_pdt
@@ -173,6 +173,14 @@ def validate(body: Any) -> TagRequest:
     return TagRequest(kind, product_id, data, duration, at, end)
 
 
+class TagListener(Protocol):
+    """Told of tag events (for metrics)."""
+
+    def tag_created(self, record: TagRecord) -> None: ...
+
+    def tag_clicked(self, stream_id: str) -> None: ...
+
+
 class TagService:
     """Accepts tags from the API and from publisher cue points; stored before acknowledged."""
 
@@ -185,8 +193,10 @@ class TagService:
         rate: float = 100.0,
         burst: float = 200.0,
         clock: Callable[[], float] = time.time,
+        listener: TagListener | None = None,
     ) -> None:
         self.store = store
+        self.listener = listener
         self.streams = streams
         self.pipelines = pipelines
         self.rate, self.burst = rate, burst
@@ -241,7 +251,16 @@ class TagService:
         if package.place_tag(tag):
             self.store.set_tag_late(tag.id)
             record = TagRecord(**{**record.__dict__, "late": True})
+        if self.listener is not None:
+            self.listener.tag_created(record)
         return record
+
+    def click(self, stream_id: str, tag_id: str) -> int | None:
+        """Count a buy-button click; the tag's click total, or ``None`` if there is no such tag."""
+        clicks = self.store.count_click(stream_id, tag_id)
+        if clicks is not None and self.listener is not None:
+            self.listener.tag_clicked(stream_id)
+        return clicks
 
     def _resolve(
         self, at: int | float | None, session: PublishSession, package: Any, timeline: Any

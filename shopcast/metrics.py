@@ -1,0 +1,262 @@
+"""Prometheus metrics of one origin (``GET /metrics``), in their own registry.
+
+Figures that already exist as numbers (ingest stats, hub drops, transcoder faults) are read
+from the live state at scrape time by :class:`LiveStateCollector`; timings are histograms
+observed when they happen (the packager and the tag service report through listeners, the
+HTTP middleware times requests). Label values are bounded: stream ids come from the store
+(validated ``[a-z0-9_-]{1,64}``), never from a request path; renditions and fault kinds are
+names from the code and the ladder config; HTTP routes are templates, not paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ingest.sessions import LiveStreams
+from packager.origin import LOOKUP_KEY
+from shopcast.pipeline import StreamPipeline
+from shopcast.store import TagRecord
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: Source frame in → packet out of the encoder; a real-time ladder sits well under a second.
+LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+#: Last frame of a part in → part listed: a part target (1/3 s) plus the encoder lag.
+LATENESS_BUCKETS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0, 10.0)
+#: Blocking reloads wait up to three target durations (S 6.2.5.2) before a 503.
+WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.35, 0.5, 1.0, 2.0, 4.0, 8.0)
+#: Fault kinds that are decoder errors: exported from 0 on, so rate() and alerts see them start.
+DECODER_FAULTS = ("corrupt_video", "corrupt_audio")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+PLAYLIST_ROUTE = "/hls/{stream}/{rendition}/index.m3u8"
+FILE_ROUTE = "/hls/{stream}/{rendition}/{file}"
+
+
+class LiveStateCollector(Collector):
+    """Per-stream figures read from the live state at scrape time (nothing kept in between)."""
+
+    def __init__(
+        self,
+        stream_ids: Callable[[], Iterable[str]],
+        streams: LiveStreams,
+        pipelines: Mapping[str, StreamPipeline],
+    ) -> None:
+        self.stream_ids = stream_ids
+        self.streams = streams
+        self.pipelines = pipelines
+
+    def collect(self) -> Iterator[Metric]:
+        sessions = self.streams.sessions
+        connected = GaugeMetricFamily(
+            "shopcast_stream_publisher_connected",
+            "1 while a publisher feeds the stream, 0 otherwise",
+            labels=["stream"],
+        )
+        for stream_id in sorted(set(self.stream_ids()) | set(sessions)):
+            connected.add_metric([stream_id], 1.0 if stream_id in sessions else 0.0)
+        yield connected
+
+        # Per publish session: these start over when a publisher (re)connects.
+        rate = GaugeMetricFamily(
+            "shopcast_ingest_bytes_per_second",  # base unit (promtool): the bitrate / 8
+            "Ingest data rate over the last 5 s of arrivals",
+            labels=["stream"],
+        )
+        fps = GaugeMetricFamily(
+            "shopcast_ingest_frames_per_second",
+            "Ingest video frame rate from the stream's timestamps (last 5 s)",
+            labels=["stream"],
+        )
+        received = CounterMetricFamily(
+            "shopcast_ingest_bytes",
+            "Media payload bytes received from the publisher this session",
+            labels=["stream"],
+        )
+        frames = CounterMetricFamily(
+            "shopcast_ingest_frames",
+            "Frames received from the publisher this session",
+            labels=["stream", "kind"],
+        )
+        dropped = CounterMetricFamily(
+            "shopcast_hub_dropped_frames",
+            "Units the stream hub dropped because a reader's queue was full",
+            labels=["stream"],
+        )
+        for stream_id, session in sorted(sessions.items()):
+            st = session.stats
+            rate.add_metric([stream_id], st.bitrate / 8)
+            if st.fps is not None:
+                fps.add_metric([stream_id], st.fps)
+            received.add_metric([stream_id], st.bytes_received)
+            frames.add_metric([stream_id, "video"], st.video_frames)
+            frames.add_metric([stream_id, "audio"], st.audio_frames)
+            dropped.add_metric([stream_id], session.hub.dropped)
+        yield from (rate, fps, received, frames, dropped)
+
+        faults = CounterMetricFamily(
+            "shopcast_transcode_faults",
+            "Transcoder faults by kind (corrupt_video/corrupt_audio are decoder errors), "
+            "this session",
+            labels=["stream", "kind"],
+        )
+        for stream_id, pipeline in sorted(self.pipelines.items()):
+            if pipeline.transcoder is None:
+                continue
+            # A C-level dict copy: atomic against the worker threads that count.
+            counts = dict.fromkeys(DECODER_FAULTS, 0) | pipeline.transcoder.stats.faults.counts
+            for kind, count in sorted(counts.items()):
+                faults.add_metric([stream_id, kind], count)
+        yield faults
+
+
+class ShopcastMetrics:
+    """The origin's metrics: listener of the packager and the tag service, HTTP middleware,
+    and the ``/metrics`` handler. One per server (tests run several in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        reg = self.registry
+        self.encoder_lag = Histogram(
+            "shopcast_encoder_lag_seconds",
+            "Ingest arrival of a source frame to its packet out of the encoder",
+            ["stream", "rendition"],
+            buckets=LAG_BUCKETS,
+            registry=reg,
+        )
+        self.part_lateness = Histogram(
+            "shopcast_part_publish_lateness_seconds",
+            "Ingest arrival of a part's last frame to the part listed in the playlist",
+            ["stream", "rendition"],
+            buckets=LATENESS_BUCKETS,
+            registry=reg,
+        )
+        self.parts = Counter(
+            "shopcast_parts", "Parts published", ["stream", "rendition"], registry=reg
+        )
+        self.segments = Counter(
+            "shopcast_segments", "Segments completed", ["stream", "rendition"], registry=reg
+        )
+        self.http_requests = Counter(
+            "shopcast_http_requests",
+            "HTTP requests by route template, method and status",
+            ["route", "method", "status"],
+            registry=reg,
+        )
+        self.blocking_wait = Histogram(
+            "shopcast_http_blocking_wait_seconds",
+            "Time spent answering blocking playlist reloads (_HLS_msn) and hinted part requests",
+            ["kind"],
+            buckets=WAIT_BUCKETS,
+            registry=reg,
+        )
+        self.tags_created = Counter(
+            "shopcast_tags_created", "Tags created", ["stream", "source"], registry=reg
+        )
+        self.tag_clicks = Counter(
+            "shopcast_tag_clicks", "Buy-button clicks on tag cards", ["stream"], registry=reg
+        )
+        # Children looked up once per (stream, rendition): on_packet runs for every packet.
+        self._lag: dict[tuple[str, str], Histogram] = {}
+
+    def watch(
+        self,
+        stream_ids: Callable[[], Iterable[str]],
+        streams: LiveStreams,
+        pipelines: Mapping[str, StreamPipeline],
+    ) -> None:
+        """Read these at every scrape (see :class:`LiveStateCollector`)."""
+        self.registry.register(LiveStateCollector(stream_ids, streams, pipelines))
+
+    # -- PackageListener ---------------------------------------------------------------
+    def packet(self, stream: str, rendition: str, lag_seconds: float) -> None:
+        child = self._lag.get((stream, rendition))
+        if child is None:
+            child = self._lag[stream, rendition] = self.encoder_lag.labels(stream, rendition)
+        child.observe(lag_seconds)
+
+    def part(
+        self, stream: str, rendition: str, lateness_seconds: float, ends_segment: bool
+    ) -> None:
+        self.part_lateness.labels(stream, rendition).observe(lateness_seconds)
+        self.parts.labels(stream, rendition).inc()
+        segments = self.segments.labels(stream, rendition)  # 0 until the first one completes
+        if ends_segment:
+            segments.inc()
+
+    # -- TagListener -------------------------------------------------------------------
+    def tag_created(self, record: TagRecord) -> None:
+        self.tags_created.labels(record.stream_id, record.source).inc()
+
+    def tag_clicked(self, stream_id: str) -> None:
+        self.tag_clicks.labels(stream_id).inc()
+
+    # -- HTTP --------------------------------------------------------------------------
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Count every request by route template and status; time the blocking ones."""
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        method = request.method if request.method in _METHODS else "other"
+        blocking = _blocking_kind(request, route)
+        start = time.perf_counter()
+        status = "500"
+        try:
+            response = await handler(request)
+            status = str(response.status)
+            return response
+        except web.HTTPException as exc:
+            status = str(exc.status)
+            raise
+        except asyncio.CancelledError:
+            status = "499"  # the client went away first (nginx's code for it)
+            raise
+        finally:
+            self.http_requests.labels(route, method, status).inc()
+            if blocking is not None:
+                self.blocking_wait.labels(blocking).observe(time.perf_counter() - start)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """``GET /metrics``: the Prometheus text format."""
+        return web.Response(
+            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+
+def _blocking_kind(request: web.Request, route: str) -> str | None:
+    """Which kind of request the origin will hold ("playlist", "part"), by its own conditions."""
+    if route not in (PLAYLIST_ROUTE, FILE_ROUTE) or LOOKUP_KEY not in request.app:
+        return None
+    package = request.app[LOOKUP_KEY](request.match_info["stream"])
+    rendition = package.renditions.get(request.match_info["rendition"]) if package else None
+    if rendition is None:
+        return None
+    if route == PLAYLIST_ROUTE:  # S 6.2.5.2: a blocking reload, unless ENDLIST is there
+        return "playlist" if "_HLS_msn" in request.query and not rendition.state.ended else None
+    name = request.match_info["file"]
+    # S 6.2.6: a hinted part not yet written is held until it exists.
+    return "part" if name not in rendition.files and rendition.hinted(name) else None
+
+
+def add_metrics_route(app: web.Application, metrics: ShopcastMetrics) -> None:
+    """Mount ``GET /metrics`` and the HTTP middleware (outermost: it sees every status)."""
+    # No auth, like the HLS routes: operators' Prometheus scrapes it; nothing in it is secret
+    # (stream ids, counts, timings), and the server binds where the operator configures.
+    app.router.add_get("/metrics", metrics.handle)
+    app.middlewares.insert(0, metrics.middleware)
