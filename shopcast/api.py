@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from ingest.sessions import LiveStreams, PublishSession
-from shopcast.store import Store, StreamRecord
+from shopcast.pipeline import Pipelines
+from shopcast.store import Store, StoreError, StreamRecord
 from shopcast.tags import TagError, TagService, tag_json
+from transcode.policy import LadderConfigError, VerticalMode
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STORE_KEY = web.AppKey("store", Store)
 STREAMS_KEY = web.AppKey("streams", LiveStreams)
 TOKENS_KEY: web.AppKey[tuple[str, ...]] = web.AppKey("tokens")
 TAGS_KEY = web.AppKey("tags", TagService)
+UrlMaker = Callable[[str, str], dict[str, str]]
+PIPELINES_KEY = web.AppKey("pipelines", Pipelines)
+URLS_KEY: web.AppKey[UrlMaker] = web.AppKey("urls")
+#: stream id → viewers, as reported by edges (the edge issue fills it in).
+VIEWERS_KEY: web.AppKey[dict[str, int]] = web.AppKey("viewers")
+OPENAPI = Path(__file__).resolve().parent / "openapi.json"
 
 
 def json_error(status: int, code: str, message: str, **headers: str) -> web.Response:
@@ -36,7 +46,7 @@ def token_matches(presented: str, tokens: Sequence[str]) -> bool:
 
 @web.middleware
 async def api_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path.startswith("/api/"):
+    if request.path.startswith("/api/") and request.path != "/api/v1/openapi.json":
         header = request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")
         if scheme.lower() != "bearer" or not presented:
@@ -50,9 +60,13 @@ async def api_auth(request: web.Request, handler: Handler) -> web.StreamResponse
             )
     try:
         return await handler(request)
+    except (ApiError, TagError) as exc:
+        return json_error(exc.status, exc.code, exc.message)
     except web.HTTPException as exc:
         if exc.status >= 400 and request.path.startswith("/api/"):
-            return json_error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+            # Keep the exception's headers (RFC 9110: a 405 lists what is Allowed).
+            extra = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+            return json_error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason, **extra)
         raise
 
 
@@ -92,42 +106,152 @@ def stream_status(record: StreamRecord, streams: LiveStreams) -> dict[str, Any]:
     return out
 
 
+def _renditions(request: web.Request, stream_id: str) -> list[dict[str, Any]]:
+    pipelines = request.app[PIPELINES_KEY]
+    pipeline = pipelines.pipelines.get(stream_id)
+    if pipeline is None:
+        return []
+    lag = pipeline.transcoder.stats if pipeline.transcoder is not None else None
+    out = []
+    for name, r in pipeline.package.renditions.items():
+        info = r.info
+        stats = lag.renditions.get(name) if lag is not None else None
+        variant = r.variant()
+        out.append(
+            {
+                "name": name,
+                "width": info.width,
+                "height": info.height,
+                "frame_rate": float(info.fps) if info.fps else None,
+                "codecs": r.codecs,
+                "bitrate": variant.average_bandwidth,
+                "passthrough": info.passthrough,
+                "encoder_lag_ms": {
+                    "p50": round(stats.lag.p50 * 1000, 1) if stats else None,
+                    "p99": round(stats.lag.p99 * 1000, 1) if stats else None,
+                },
+                "last_msn": (r.state.last_position or (None, None))[0],
+            }
+        )
+    return out
+
+
+def _status(request: web.Request, record: StreamRecord) -> dict[str, Any]:
+    out = stream_status(record, request.app[STREAMS_KEY])
+    out["renditions"] = _renditions(request, record.id)
+    out["viewers"] = request.app[VIEWERS_KEY].get(record.id, 0)
+    out["playback_url"] = request.app[URLS_KEY](record.id, "")["playback_url"]
+    return out
+
+
+def _record(request: web.Request) -> StreamRecord:
+    record = request.app[STORE_KEY].get_stream(request.match_info["id"])
+    if record is None:
+        raise ApiError(404, "not_found", f"stream {request.match_info['id']!r} does not exist")
+    return record
+
+
+class ApiError(Exception):
+    """An API refusal: status, code, message (rendered by :func:`json_error`)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _created(request: web.Request, record: StreamRecord, status: int) -> web.Response:
+    body = {"id": record.id, "stream_key": record.stream_key}
+    body.update(request.app[URLS_KEY](record.id, record.stream_key))
+    return web.json_response(body, status=status)
+
+
+async def create_stream(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    if not isinstance(body, dict) or set(body) - {"id"} or not isinstance(body.get("id"), str):
+        raise ApiError(422, "invalid", 'the body must be {"id": "<stream id>"}')
+    try:
+        record = request.app[STORE_KEY].create_stream(body["id"])
+    except StoreError as exc:
+        status = 409 if "already exists" in str(exc) else 422
+        raise ApiError(status, "conflict" if status == 409 else "invalid", str(exc)) from exc
+    return _created(request, record, 201)
+
+
 async def list_streams(request: web.Request) -> web.Response:
-    store, streams = request.app[STORE_KEY], request.app[STREAMS_KEY]
-    return web.json_response(
-        {"streams": [stream_status(rec, streams) for rec in store.list_streams()]}
-    )
+    records = request.app[STORE_KEY].list_streams()
+    return web.json_response({"streams": [_status(request, rec) for rec in records]})
 
 
 async def get_stream(request: web.Request) -> web.Response:
-    record = request.app[STORE_KEY].get_stream(request.match_info["id"])
-    if record is None:
-        return json_error(404, "not_found", f"stream {request.match_info['id']!r} does not exist")
-    return web.json_response(stream_status(record, request.app[STREAMS_KEY]))
+    return web.json_response(_status(request, _record(request)))
+
+
+async def delete_stream(request: web.Request) -> web.Response:
+    """Delete a stream: its publisher is disconnected and its key stops working."""
+    record = _record(request)
+    request.app[STREAMS_KEY].kick(record.id, "stream deleted")
+    request.app[STORE_KEY].delete_stream(record.id)
+    return web.Response(status=204)
+
+
+async def rotate_key(request: web.Request) -> web.Response:
+    """A new key at once; the old one is refused from now on (a live publisher stays on)."""
+    record = _record(request)
+    return _created(request, request.app[STORE_KEY].rotate_key(record.id), 200)
+
+
+async def kick_publisher(request: web.Request) -> web.Response:
+    record = _record(request)
+    if not request.app[STREAMS_KEY].kick(record.id, "disconnected through the API"):
+        raise ApiError(409, "offline", f"stream {record.id!r} has no publisher")
+    return web.Response(status=204)
+
+
+async def set_vertical(request: web.Request) -> web.Response:
+    """Change the vertical policy (crop/pad and crop focus) of a live stream's transcoder."""
+    record = _record(request)
+    body = await _json_body(request)
+    if not isinstance(body, dict) or not body or set(body) - {"mode", "focus"}:
+        raise ApiError(422, "invalid", 'the body must be {"mode": "crop"|"pad", "focus": 0..1}')
+    pipeline = request.app[PIPELINES_KEY].pipelines.get(record.id)
+    transcoder = pipeline.transcoder if pipeline is not None else None
+    if transcoder is None or record.id not in request.app[STREAMS_KEY].sessions:
+        raise ApiError(409, "offline", f"stream {record.id!r} is not live")
+    policy = transcoder.vertical
+    try:
+        if "mode" in body:
+            policy = replace(policy, mode=VerticalMode(body["mode"]))
+        if "focus" in body:
+            focus = body["focus"]
+            if isinstance(focus, bool) or not isinstance(focus, int | float):
+                raise ValueError("focus must be a number")
+            policy = replace(policy, focus=float(focus))
+    except (ValueError, LadderConfigError) as exc:
+        raise ApiError(422, "invalid", str(exc)) from exc
+    transcoder.set_vertical(policy)
+    return web.json_response({"mode": policy.mode.value, "focus": policy.focus})
 
 
 async def _json_body(request: web.Request) -> Any:
     try:
         return await request.json()
     except (ValueError, RecursionError) as exc:  # nesting deeper than the parser's stack: 400 too
-        raise TagError(400, "bad_json", f"the body is not JSON: {exc}") from exc
+        raise ApiError(400, "bad_json", f"the body is not JSON: {exc}") from exc
 
 
 async def create_tag(request: web.Request) -> web.Response:
-    try:
-        body = await _json_body(request)
-        rec = request.app[TAGS_KEY].create(request.match_info["id"], body)
-    except TagError as exc:
-        return json_error(exc.status, exc.code, exc.message)
+    body = await _json_body(request)
+    rec = request.app[TAGS_KEY].create(request.match_info["id"], body)
     return web.json_response(tag_json(rec), status=201)
 
 
 async def list_tags(request: web.Request) -> web.Response:
-    try:
-        records = request.app[TAGS_KEY].list(request.match_info["id"])
-    except TagError as exc:
-        return json_error(exc.status, exc.code, exc.message)
+    records = request.app[TAGS_KEY].list(request.match_info["id"])
     return web.json_response({"tags": [tag_json(r) for r in records]})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(text=OPENAPI.read_text(), content_type="application/json")
 
 
 async def click_beacon(request: web.Request) -> web.Response:
@@ -141,16 +265,30 @@ async def click_beacon(request: web.Request) -> web.Response:
 
 
 def make_app(
-    store: Store, streams: LiveStreams, tokens: Sequence[str], tags: TagService
+    store: Store,
+    streams: LiveStreams,
+    tokens: Sequence[str],
+    tags: TagService,
+    pipelines: Pipelines,
+    urls: UrlMaker,
 ) -> web.Application:
-    """The origin's aiohttp application."""
+    """The origin's aiohttp application with the control API mounted."""
     app = web.Application(middlewares=[api_auth], client_max_size=64 * 1024)
     app[STORE_KEY] = store
     app[STREAMS_KEY] = streams
     app[TOKENS_KEY] = tuple(tokens)
     app[TAGS_KEY] = tags
+    app[PIPELINES_KEY] = pipelines
+    app[URLS_KEY] = urls
+    app[VIEWERS_KEY] = {}
+    app.router.add_get("/api/v1/openapi.json", openapi)
+    app.router.add_post("/api/v1/streams", create_stream)
     app.router.add_get("/api/v1/streams", list_streams)
     app.router.add_get("/api/v1/streams/{id}", get_stream)
+    app.router.add_delete("/api/v1/streams/{id}", delete_stream)
+    app.router.add_post("/api/v1/streams/{id}/key", rotate_key)
+    app.router.add_delete("/api/v1/streams/{id}/publisher", kick_publisher)
+    app.router.add_patch("/api/v1/streams/{id}/vertical", set_vertical)
     app.router.add_post("/api/v1/streams/{id}/tags", create_tag)
     app.router.add_get("/api/v1/streams/{id}/tags", list_tags)
     app.router.add_post("/beacon/{stream_id}/tags/{tag_id}/click", click_beacon)

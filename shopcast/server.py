@@ -84,7 +84,9 @@ class ShopcastServer:
             self.pipelines.pipelines,
         )
         self.tags = TagService(self.store, self.streams, self.pipelines, listener=self.metrics)
-        self.app = make_app(self.store, self.streams, self.tokens, self.tags)
+        self.app = make_app(
+            self.store, self.streams, self.tokens, self.tags, self.pipelines, self.urls
+        )
         add_hls_routes(self.app, self.pipelines.package)
         add_web_routes(self.app)
         add_metrics_route(self.app, self.metrics)

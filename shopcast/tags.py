@@ -148,6 +148,8 @@ def validate(body: Any) -> TagRequest:
         at = None
     elif isinstance(at_raw, int) and not isinstance(at_raw, bool) and at_raw >= 0:
         at = at_raw
+    elif isinstance(at_raw, float) and at_raw.is_integer() and 0 <= at_raw < 2**63:
+        at = int(at_raw)  # JSON does not tell 12 from 12.0
     elif isinstance(at_raw, str):
         at = parse_date(at_raw)
     else:
@@ -159,9 +161,8 @@ def validate(body: Any) -> TagRequest:
             raise TagError(422, "invalid", "give duration or end, not both")
         if not isinstance(end_raw, str):
             raise TagError(422, "invalid", "end must be an ISO 8601 date-time")
-        end = parse_date(end_raw)  # the duration is resolved against the start once known
-        if end <= 0:
-            raise TagError(422, "invalid", "end must come after the tagged frame")
+        # Only the format here: whether it lies after the tagged frame is known once stamped.
+        end = parse_date(end_raw)
     if kind == "deal" and duration is None and end is None:
         raise TagError(422, "invalid", "a deal needs a duration or an end")
     if kind == "poll":
