@@ -9,7 +9,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -187,12 +187,29 @@ class LiveStreams:
         self.on_session_end: list[SessionListener] = []
         #: (session, message name, AMF arguments, timestamp in ms) for publisher data messages
         self.on_data: list[Callable[[PublishSession, str, tuple[Any, ...], int], None]] = []
+        #: Optional admission check before a publisher is accepted: returns a refusal or None.
+        self.admission: Callable[[str, Publisher], Awaitable[str | None]] | None = None
 
-    def start(self, stream_key: str, publisher: Publisher) -> PublishSession:
-        """Authorize ``stream_key`` and open a session; ``PublishRefused`` if not allowed."""
+    def resolve(self, stream_key: str) -> str:
+        """The stream ``stream_key`` publishes to; ``PublishRefused`` if the key is unknown."""
         stream_id = self._authorize(stream_key)
         if stream_id is None:
             raise PublishRefused("NetStream.Publish.BadName", "unknown or invalid stream key")
+        return stream_id
+
+    async def admit(self, stream_id: str, publisher: Publisher) -> None:
+        """Ask the optional admission hook (``on_publish``); ``PublishRefused`` if it says no."""
+        if self.admission is not None:
+            refusal = await self.admission(stream_id, publisher)
+            if refusal is not None:
+                raise PublishRefused("NetStream.Publish.Rejected", refusal)
+
+    def start(self, stream_key: str, publisher: Publisher) -> PublishSession:
+        """Authorize ``stream_key`` and open a session (no admission hook)."""
+        return self.open(self.resolve(stream_key), publisher)
+
+    def open(self, stream_id: str, publisher: Publisher) -> PublishSession:
+        """Open a session for an authorized publisher; takes over or refuses a live one."""
         current = self.sessions.get(stream_id)
         if current is not None:
             if self.on_duplicate == "reject":

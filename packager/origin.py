@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Callable
 from fractions import Fraction
 
 from aiohttp import web
 
+from packager import access
 from packager.live import LivePackage, RenditionOutput
 from packager.playlist import advance_part_limit
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 PackageLookup = Callable[[str], LivePackage | None]
 LOOKUP_KEY: web.AppKey[PackageLookup] = web.AppKey("hls_packages")
+SECRET_KEY: web.AppKey[str] = web.AppKey("hls_playback_secret")
 CORS = {
     "Access-Control-Allow-Origin": "*",
     # hls.js reads Age to correct its latency estimate (LLHLS_RULES "Caching").
@@ -36,11 +39,27 @@ def _error(status: int, message: str, target_duration: int = 1) -> web.Response:
     )
 
 
+def _denied(request: web.Request) -> web.Response | None:
+    """403 unless playback is open or the request carries a valid token for its stream."""
+    secret = request.app[SECRET_KEY]
+    if not secret:
+        return None
+    why = access.verify(secret, request.path, request.query.get(access.TOKEN_PARAM), time.time())
+    return None if why is None else _error(403, why)
+
+
+def _playlist(request: web.Request, text: str) -> str:
+    token = request.query.get(access.TOKEN_PARAM) if request.app[SECRET_KEY] else None
+    return access.carry_token(text, token) if token else text
+
+
 def _package(request: web.Request) -> LivePackage | None:
     return request.app[LOOKUP_KEY](request.match_info["stream"])
 
 
 async def multivariant(request: web.Request) -> web.StreamResponse:
+    if (denied := _denied(request)) is not None:
+        return denied
     package = _package(request)
     if package is None:
         return _error(404, "no such live stream")
@@ -52,7 +71,7 @@ async def multivariant(request: web.Request) -> web.StreamResponse:
         except TimeoutError:
             return _error(503, "the stream's renditions are not ready yet")
     resp = web.Response(
-        text=package.multivariant(),
+        text=_playlist(request, package.multivariant()),
         content_type=PLAYLIST_TYPE,
         headers={**CORS, "Cache-Control": _cache(Fraction(package.config.target_duration, 2))},
     )
@@ -77,6 +96,8 @@ def _int_param(request: web.Request, name: str) -> int | None:
 
 
 async def media_playlist(request: web.Request) -> web.StreamResponse:
+    if (denied := _denied(request)) is not None:
+        return denied
     rendition = _rendition(request)
     if rendition is None:
         return _error(404, "no such rendition")
@@ -111,7 +132,7 @@ async def media_playlist(request: web.Request) -> web.StreamResponse:
     # Delta updates only when the playlist offers them (it always sets CAN-SKIP-UNTIL).
     skip = request.query.get("_HLS_skip")
     resp = web.Response(
-        text=rendition.playlist(skip=skip),
+        text=_playlist(request, rendition.playlist(skip=skip)),
         content_type=PLAYLIST_TYPE,
         headers={
             **CORS,
@@ -124,6 +145,8 @@ async def media_playlist(request: web.Request) -> web.StreamResponse:
 
 
 async def media_file(request: web.Request) -> web.StreamResponse:
+    if (denied := _denied(request)) is not None:
+        return denied
     rendition = _rendition(request)
     if rendition is None:
         return _error(404, "no such rendition")
@@ -158,9 +181,10 @@ async def preflight(request: web.Request) -> web.Response:
     )
 
 
-def add_hls_routes(app: web.Application, lookup: PackageLookup) -> None:
-    """Mount the origin's ``/hls`` routes on ``app``."""
+def add_hls_routes(app: web.Application, lookup: PackageLookup, playback_secret: str = "") -> None:
+    """Mount the origin's ``/hls`` routes on ``app``; a secret makes playback need tokens."""
     app[LOOKUP_KEY] = lookup
+    app[SECRET_KEY] = playback_secret
     for path, handler in (
         ("/hls/{stream}/master.m3u8", multivariant),
         ("/hls/{stream}/{rendition}/index.m3u8", media_playlist),

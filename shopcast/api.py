@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from ingest.sessions import LiveStreams, PublishSession
+from packager import access
 from shopcast.pipeline import Pipelines
 from shopcast.store import Store, StoreError, StreamRecord
 from shopcast.tags import TagError, TagService, tag_json
@@ -27,6 +29,8 @@ URLS_KEY: web.AppKey[UrlMaker] = web.AppKey("urls")
 #: stream id → viewers, as reported by edges (the edge issue fills it in).
 VIEWERS_KEY: web.AppKey[dict[str, int]] = web.AppKey("viewers")
 OPENAPI = Path(__file__).resolve().parent / "openapi.json"
+#: (playback secret, default token lifetime in seconds)
+PLAYBACK_KEY: web.AppKey[tuple[str, int]] = web.AppKey("playback")
 
 
 def json_error(status: int, code: str, message: str, **headers: str) -> web.Response:
@@ -250,6 +254,31 @@ async def list_tags(request: web.Request) -> web.Response:
     return web.json_response({"tags": [tag_json(r) for r in records]})
 
 
+async def playback_token(request: web.Request) -> web.Response:
+    """Mint a signed playback URL for a stream (when playback is protected)."""
+    record = _record(request)
+    secret, default_ttl = request.app[PLAYBACK_KEY]
+    if not secret:
+        raise ApiError(409, "not_configured", "playback is open: set playback.secret first")
+    body = await _json_body(request) if request.can_read_body else {}
+    if not isinstance(body, dict) or set(body) - {"ttl"}:
+        raise ApiError(422, "invalid", 'the body must be {} or {"ttl": seconds}')
+    ttl = body.get("ttl", default_ttl)
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= 7 * 86400:
+        raise ApiError(422, "invalid", "ttl must be whole seconds in 1..604800")
+    expires = int(time.time()) + ttl
+    token = access.mint(secret, record.id, expires)
+    url = request.app[URLS_KEY](record.id, "")["playback_url"]
+    return web.json_response(
+        {
+            "token": token,
+            "expires_at": expires,
+            "playback_url": f"{url}?{access.TOKEN_PARAM}={token}",
+        },
+        status=201,
+    )
+
+
 async def openapi(request: web.Request) -> web.Response:
     return web.Response(text=OPENAPI.read_text(), content_type="application/json")
 
@@ -271,6 +300,7 @@ def make_app(
     tags: TagService,
     pipelines: Pipelines,
     urls: UrlMaker,
+    playback: tuple[str, int] = ("", 3600),
 ) -> web.Application:
     """The origin's aiohttp application with the control API mounted."""
     app = web.Application(middlewares=[api_auth], client_max_size=64 * 1024)
@@ -281,6 +311,7 @@ def make_app(
     app[PIPELINES_KEY] = pipelines
     app[URLS_KEY] = urls
     app[VIEWERS_KEY] = {}
+    app[PLAYBACK_KEY] = playback
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_post("/api/v1/streams", create_stream)
     app.router.add_get("/api/v1/streams", list_streams)
@@ -289,6 +320,7 @@ def make_app(
     app.router.add_post("/api/v1/streams/{id}/key", rotate_key)
     app.router.add_delete("/api/v1/streams/{id}/publisher", kick_publisher)
     app.router.add_patch("/api/v1/streams/{id}/vertical", set_vertical)
+    app.router.add_post("/api/v1/streams/{id}/playback-token", playback_token)
     app.router.add_post("/api/v1/streams/{id}/tags", create_tag)
     app.router.add_get("/api/v1/streams/{id}/tags", list_tags)
     app.router.add_post("/beacon/{stream_id}/tags/{tag_id}/click", click_beacon)

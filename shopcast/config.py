@@ -65,8 +65,26 @@ class PackagerSection:
 
 
 @dataclass(frozen=True)
+class HooksSection:
+    #: URL POSTed before a publisher is accepted; 2xx admits, anything else refuses.
+    on_publish: str = ""
+    on_publish_timeout: float = 2.0
+    #: Receivers of stream.started / stream.ended / tag.created, signed with webhook_secret.
+    webhook_urls: tuple[str, ...] = ()
+    webhook_secret: str = ""
+
+
+@dataclass(frozen=True)
+class PlaybackSection:
+    #: Shared with the edge. Empty: playback is open; set: /hls needs a signed token.
+    secret: str = ""
+    token_ttl: int = 3600
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str = "INFO"
+    format: str = "plain"  # or "json": one JSON object per line
 
 
 @dataclass(frozen=True)
@@ -77,11 +95,17 @@ class Config:
     ingest: IngestSection = field(default_factory=IngestSection)
     transcode: LadderConfig = field(default_factory=LadderConfig)
     packager: PackagerSection = field(default_factory=PackagerSection)
+    hooks: HooksSection = field(default_factory=HooksSection)
+    playback: PlaybackSection = field(default_factory=PlaybackSection)
     log: LogSection = field(default_factory=LogSection)
 
     def __post_init__(self) -> None:
         if not 0.2 <= self.packager.part_target <= 1.0:
             raise ConfigError("packager.part_target must be within 0.2..1.0 seconds")
+        if self.hooks.webhook_urls and not self.hooks.webhook_secret:
+            raise ConfigError("hooks.webhook_secret is required when webhook_urls are set")
+        if self.log.format not in ("plain", "json"):
+            raise ConfigError("log.format must be 'plain' or 'json'")
         if self.packager.window_segments < 6:
             raise ConfigError("packager.window_segments must be at least 6 (Apple HLS)")
         if self.ingest.on_duplicate_publisher not in ("takeover", "reject"):

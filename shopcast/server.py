@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from ingest.sessions import LiveStreams
 from packager.origin import add_hls_routes
 from shopcast.api import make_app
 from shopcast.config import Config
+from shopcast.hooks import PublishHook, TagWebhooks, Webhooks
 from shopcast.metrics import ShopcastMetrics, add_metrics_route
 from shopcast.pipeline import Pipelines, packager_config
 from shopcast.store import Store, new_secret
@@ -83,11 +85,46 @@ class ShopcastServer:
             self.streams,
             self.pipelines.pipelines,
         )
-        self.tags = TagService(self.store, self.streams, self.pipelines, listener=self.metrics)
-        self.app = make_app(
-            self.store, self.streams, self.tokens, self.tags, self.pipelines, self.urls
+        hooks = config.hooks
+        self.webhooks = Webhooks(hooks.webhook_urls, hooks.webhook_secret)
+        self.publish_hook: PublishHook | None = None
+        if hooks.on_publish:
+            self.publish_hook = PublishHook(
+                hooks.on_publish, hooks.on_publish_timeout, hooks.webhook_secret
+            )
+            self.streams.admission = self.publish_hook
+        self.streams.on_session_start.append(
+            lambda s: self.webhooks.emit(
+                "stream.started",
+                {"stream_id": s.stream_id, "protocol": s.publisher.protocol},
+            )
         )
-        add_hls_routes(self.app, self.pipelines.package)
+        self.streams.on_session_end.append(
+            lambda s: self.webhooks.emit(
+                "stream.ended",
+                {
+                    "stream_id": s.stream_id,
+                    "error": self.streams.states[s.stream_id].last_error,
+                    "duration": round(time.time() - s.started_at, 3),
+                },
+            )
+        )
+        self.tags = TagService(
+            self.store,
+            self.streams,
+            self.pipelines,
+            listeners=[self.metrics, TagWebhooks(self.webhooks)],
+        )
+        self.app = make_app(
+            self.store,
+            self.streams,
+            self.tokens,
+            self.tags,
+            self.pipelines,
+            self.urls,
+            playback=(config.playback.secret, config.playback.token_ttl),
+        )
+        add_hls_routes(self.app, self.pipelines.package, config.playback.secret)
         add_web_routes(self.app)
         add_metrics_route(self.app, self.metrics)
         self._runner: web.AppRunner | None = None
@@ -132,6 +169,9 @@ class ShopcastServer:
             await hook()
         await self.rtmp.close("server shutting down")
         await self.pipelines.close()
+        await self.webhooks.close()
+        if self.publish_hook is not None:
+            await self.publish_hook.close()
         if self._runner is not None:
             await self._runner.cleanup()
         self.store.close()

@@ -6,7 +6,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
@@ -194,10 +194,10 @@ class TagService:
         rate: float = 100.0,
         burst: float = 200.0,
         clock: Callable[[], float] = time.time,
-        listener: TagListener | None = None,
+        listeners: Sequence[TagListener] = (),
     ) -> None:
         self.store = store
-        self.listener = listener
+        self.listeners = list(listeners)
         self.streams = streams
         self.pipelines = pipelines
         self.rate, self.burst = rate, burst
@@ -252,15 +252,16 @@ class TagService:
         if package.place_tag(tag):
             self.store.set_tag_late(tag.id)
             record = TagRecord(**{**record.__dict__, "late": True})
-        if self.listener is not None:
-            self.listener.tag_created(record)
+        for listener in self.listeners:
+            listener.tag_created(record)
         return record
 
     def click(self, stream_id: str, tag_id: str) -> int | None:
         """Count a buy-button click; the tag's click total, or ``None`` if there is no such tag."""
         clicks = self.store.count_click(stream_id, tag_id)
-        if clicks is not None and self.listener is not None:
-            self.listener.tag_clicked(stream_id)
+        if clicks is not None:
+            for listener in self.listeners:
+                listener.tag_clicked(stream_id)
         return clicks
 
     def _resolve(

@@ -58,6 +58,7 @@ class RTMPPublisherProtocol(asyncio.Protocol):
         self._last_data = 0.0
         self._timers: list[asyncio.TimerHandle] = []
         self._published = False
+        self._admitting: asyncio.Future[None] | None = None
 
     # -- asyncio callbacks -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -92,6 +93,8 @@ class RTMPPublisherProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._admitting is not None:
+            self._admitting.cancel()
         for timer in self._timers:
             timer.cancel()
         self.server.connections.discard(self)
@@ -143,14 +146,47 @@ class RTMPPublisherProtocol(asyncio.Protocol):
             self._close()
 
     def _publish(self, event: PublishRequested) -> None:
-        if self.session is not None:
+        if self.session is not None or self._admitting is not None:
             self._fail("second publish on one connection")
             return
+        streams = self.server.streams
         try:
-            self.session = self.server.streams.start(event.stream_name, self)
+            stream_id = streams.resolve(event.stream_name)
         except PublishRefused as exc:
-            self.conn.reject_publish(event, code=exc.code, description=exc.description)
-            self._fail(f"publish refused: {exc.description}")
+            self._refuse(event, exc)
+            return
+        if streams.admission is None:
+            self._open(event, stream_id)
+            return
+        # The core parses nothing more until we answer, so bytes simply wait meanwhile.
+        self._admitting = asyncio.ensure_future(self._admit(event, stream_id))
+
+    async def _admit(self, event: PublishRequested, stream_id: str) -> None:
+        try:
+            await self.server.streams.admit(stream_id, self)
+        except PublishRefused as exc:
+            if not self.closed:
+                self._refuse(event, exc)
+            return
+        finally:
+            self._admitting = None
+        if self.closed:
+            return
+        self._open(event, stream_id)
+        try:
+            self._pump()
+        except RTMPProtocolError as exc:
+            self._fail(f"protocol error: {exc}")
+
+    def _refuse(self, event: PublishRequested, exc: PublishRefused) -> None:
+        self.conn.reject_publish(event, code=exc.code, description=exc.description)
+        self._fail(f"publish refused: {exc.description}")
+
+    def _open(self, event: PublishRequested, stream_id: str) -> None:
+        try:
+            self.session = self.server.streams.open(stream_id, self)
+        except PublishRefused as exc:
+            self._refuse(event, exc)
             return
         self._published = True
         self.conn.accept_publish(event)

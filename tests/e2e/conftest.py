@@ -143,3 +143,16 @@ async def run_ffmpeg(args: list[str], timeout: float = 60.0) -> tuple[int, str]:
         raise
     assert proc.returncode is not None
     return proc.returncode, err.decode(errors="replace")
+
+
+async def start_ffmpeg(args: list[str]) -> asyncio.subprocess.Process:
+    """A publisher running in the background (stop it with :func:`stop_ffmpeg`)."""
+    return await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+
+
+async def stop_ffmpeg(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.kill()
+    await proc.wait()
