@@ -42,8 +42,9 @@ class Tag:
 
     @property
     def end_on_next(self) -> bool:
-        # A pinned product stays until the next pin, so a late joiner sees the current one.
-        return self.kind == "product" and self.duration is None
+        # A pinned product stays until the next pin, so a late joiner sees the current one; a
+        # poll without a duration likewise until the next poll (an open range is never pruned).
+        return self.kind in ("product", "poll") and self.duration is None
 
     def payload_json(self) -> str:
         return json.dumps(self.payload, separators=(",", ":"), ensure_ascii=False, sort_keys=True)

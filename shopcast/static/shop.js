@@ -377,45 +377,11 @@
   });
 
   // ---- player ---------------------------------------------------------------------------
-  // hls.js 1.6 throws in mapDateRanges (reading 'ref' of undefined) when a DATERANGE starts in
-  // the segment still being built and that segment already carries its PROGRAM-DATE-TIME (its
-  // parts are listed, its EXTINF not yet): the playlist is then dropped and, on the first load,
-  // playback never starts. Fixed upstream in video-dev/hls.js#7979 (1.7). Until then the
-  // playlist loader drops that one trailing PDT tag; hls.js extrapolates the same date from the
-  // previous segment (PDT + EXTINF), so cue times are unchanged.
-  function openSegmentDateFix(Base) {
-    return class extends Base {
-      load(context, config, callbacks) {
-        if (context.type === "level" || context.type === "audioTrack") {
-          const onSuccess = callbacks.onSuccess;
-          callbacks = Object.assign({}, callbacks, {
-            onSuccess: (response, stats, ctx, details) => {
-              if (typeof response.data === "string") {
-                response.data = dropOpenSegmentDate(response.data);
-              }
-              onSuccess(response, stats, ctx, details);
-            },
-          });
-        }
-        super.load(context, config, callbacks);
-      }
-    };
-  }
-
-  function dropOpenSegmentDate(text) {
-    const at = text.lastIndexOf("#EXT-X-PROGRAM-DATE-TIME:");
-    if (at < 0 || text.indexOf("#EXTINF:", at) >= 0) return text;
-    const end = text.indexOf("\n", at);
-    return text.slice(0, at) + (end < 0 ? "" : text.slice(end + 1));
-  }
-  sc.dropOpenSegmentDate = dropOpenSegmentDate;
-
   const src = `/hls/${encodeURIComponent(streamId)}/master.m3u8`;
   if (window.Hls && Hls.isSupported()) {
     // Catch up (up to 1.5× speed) when behind the target latency: a player joins at the last
     // independent part, which can be most of a segment behind the live edge.
     const hls = new Hls({
-      pLoader: openSegmentDateFix(Hls.DefaultConfig.loader),
       lowLatencyMode: true,
       backBufferLength: 30,
       maxLiveSyncPlaybackRate: 1.5,
