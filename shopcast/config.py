@@ -55,6 +55,33 @@ class IngestSection:
 
 
 @dataclass(frozen=True)
+class WhipSection:
+    #: STUN/TURN URLs for the peer connections; empty: host candidates only (no outside lookups).
+    ice_servers: tuple[str, ...] = ()
+    ice_username: str = ""  # for turn: URLs
+    ice_credential: str = ""
+    #: Addresses host candidates bind to; empty: every interface (aioice skips 127.0.0.1).
+    host_addresses: tuple[str, ...] = ()
+    #: UDP ports for media (both 0: any free port).
+    udp_port_min: int = 0
+    udp_port_max: int = 0
+    max_sessions: int = 16
+    #: POST/PATCH/DELETE per second per client address, and the burst allowed.
+    rate_limit: float = 5.0
+    rate_burst: int = 20
+    #: Seconds without a keyframe before one is requested (keep ≤ half of segment_duration).
+    keyframe_interval: float = 1.0
+    connect_timeout: float = 15.0
+
+    def __post_init__(self) -> None:
+        lo, hi = self.udp_port_min, self.udp_port_max
+        if (lo or hi) and not 0 < lo <= hi <= 65535:
+            raise ConfigError("whip.udp_port_min..udp_port_max must be a range within 1..65535")
+        if self.max_sessions < 1 or self.rate_limit <= 0 or self.rate_burst < 1:
+            raise ConfigError("whip.max_sessions, rate_limit and rate_burst must be positive")
+
+
+@dataclass(frozen=True)
 class PackagerSection:
     #: LL-HLS part duration in seconds (0.2–1.0); 1/3 s = 10 frames at 30 fps.
     part_target: float = 1 / 3
@@ -96,6 +123,7 @@ class Config:
     transcode: LadderConfig = field(default_factory=LadderConfig)
     packager: PackagerSection = field(default_factory=PackagerSection)
     hooks: HooksSection = field(default_factory=HooksSection)
+    whip: WhipSection = field(default_factory=WhipSection)
     playback: PlaybackSection = field(default_factory=PlaybackSection)
     log: LogSection = field(default_factory=LogSection)
 

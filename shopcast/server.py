@@ -14,6 +14,8 @@ from aiohttp import web
 from ingest.rtmp.connection import RTMPLimits
 from ingest.rtmp.server import RTMPServer, RTMPServerSettings
 from ingest.sessions import LiveStreams
+from ingest.whip.endpoint import WhipEndpoint
+from ingest.whip.session import WhipSettings
 from packager.origin import add_hls_routes
 from shopcast.api import make_app
 from shopcast.config import Config
@@ -21,7 +23,7 @@ from shopcast.hooks import PublishHook, TagWebhooks, Webhooks
 from shopcast.metrics import ShopcastMetrics, add_metrics_route
 from shopcast.pipeline import Pipelines, packager_config
 from shopcast.store import Store, new_secret
-from shopcast.tags import TagService
+from shopcast.tags import TagService, tag_json
 from shopcast.web import add_web_routes
 
 log = logging.getLogger(__name__)
@@ -127,6 +129,13 @@ class ShopcastServer:
         add_hls_routes(self.app, self.pipelines.package, config.playback.secret)
         add_web_routes(self.app)
         add_metrics_route(self.app, self.metrics)
+        self.whip = WhipEndpoint(
+            self.streams,
+            lambda stream_id: self.store.get_stream(stream_id) is not None,
+            WhipSettings.from_section(config.whip, config.transcode.audio_bitrate),
+            on_tag=lambda stream_id, body: tag_json(self.tags.create(stream_id, body, "cue")),
+        )
+        self.whip.add_routes(self.app)
         self._runner: web.AppRunner | None = None
         self.http_port = 0
         #: Awaited first thing in :meth:`close` (e.g. the ``--demo`` publisher stops).
@@ -168,6 +177,7 @@ class ShopcastServer:
         for hook in self.before_close:
             await hook()
         await self.rtmp.close("server shutting down")
+        await self.whip.close("server shutting down")
         await self.pipelines.close()
         await self.webhooks.close()
         if self.publish_hook is not None:

@@ -30,6 +30,8 @@ from transcode.video import SourceDecoder
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+#: Seconds of audio with no video unit at all before a stream is taken as audio-only.
+AUDIO_ONLY_AFTER = Fraction(1)
 
 
 class LadderTranscoder:
@@ -66,6 +68,7 @@ class LadderTranscoder:
         self._video_ladder: list[RenditionInfo] | None = None
         self._bridge: SinkBridge | None = None
         self._finished = False
+        self._audio_started: Fraction | None = None
 
     # --- control -------------------------------------------------------------------------
 
@@ -147,6 +150,18 @@ class LadderTranscoder:
             self._audio.configure(unit)
         elif at is not None:
             self._audio.offer(unit, at)
+            self._maybe_audio_only(at.dts)
+
+    def _maybe_audio_only(self, audio_time: Fraction) -> None:
+        """An audio-only source: once a second of audio came with no video at all, the ladder
+        is final (just the audio rendition), so playlists go live instead of waiting forever."""
+        if self._video is not None or self._video_ladder is not None or self._audio is None:
+            return
+        if self._audio_started is None:
+            self._audio_started = audio_time
+        if audio_time - self._audio_started >= AUDIO_ONLY_AFTER and self._audio.info is not None:
+            self._video_ladder = [self._audio.info]
+            self.sink.on_ladder(self._video_ladder)
 
     def _on_video_ladder(self, infos: list[RenditionInfo]) -> None:
         if self._video_ladder is not None:
