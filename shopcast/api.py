@@ -26,8 +26,31 @@ TAGS_KEY = web.AppKey("tags", TagService)
 UrlMaker = Callable[[str, str], dict[str, str]]
 PIPELINES_KEY = web.AppKey("pipelines", Pipelines)
 URLS_KEY: web.AppKey[UrlMaker] = web.AppKey("urls")
-#: stream id → viewers, as reported by edges (the edge issue fills it in).
-VIEWERS_KEY: web.AppKey[dict[str, int]] = web.AppKey("viewers")
+
+
+class EdgeViewers:
+    """Viewers per stream as edges report them: the sum over edges heard within ``window`` s."""
+
+    def __init__(self, window: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window, self.clock = window, clock
+        self._reports: dict[str, tuple[float, dict[str, int]]] = {}
+
+    def report(self, edge_id: str, viewers: dict[str, int]) -> None:
+        now = self.clock()
+        for edge in [e for e, (at, _) in self._reports.items() if now - at > self.window]:
+            del self._reports[edge]  # silent edges stop counting (and stop taking memory)
+        self._reports[edge_id] = (now, viewers)
+
+    def get(self, stream_id: str, default: int = 0) -> int:
+        now = self.clock()
+        live = [v for at, v in self._reports.values() if now - at <= self.window]
+        return sum(v.get(stream_id, 0) for v in live) if live else default
+
+
+#: stream id → viewers, as reported by edges (``POST /api/v1/edge-reports``).
+VIEWERS_KEY: web.AppKey[EdgeViewers] = web.AppKey("viewers")
+#: Bounds of one edge report (a stream count is per edge, so a million is plenty).
+MAX_REPORT_STREAMS, MAX_STREAM_VIEWERS = 10_000, 1_000_000
 OPENAPI = Path(__file__).resolve().parent / "openapi.json"
 #: (playback secret, default token lifetime in seconds)
 PLAYBACK_KEY: web.AppKey[tuple[str, int]] = web.AppKey("playback")
@@ -279,6 +302,35 @@ async def playback_token(request: web.Request) -> web.Response:
     )
 
 
+async def edge_report(request: web.Request) -> web.Response:
+    """An edge's viewer counts: ``{"edge_id": str, "viewers": {stream_id: int}}``."""
+    body = await _json_body(request)
+    shape = 'the body must be {"edge_id": "<name>", "viewers": {"<stream id>": <count>}}'
+    if not isinstance(body, dict) or set(body) != {"edge_id", "viewers"}:
+        raise ApiError(422, "invalid", shape)
+    edge_id, viewers = body["edge_id"], body["viewers"]
+    if not isinstance(edge_id, str) or not 1 <= len(edge_id) <= 128:
+        raise ApiError(422, "invalid", "edge_id must be a string of 1..128 characters")
+    if not isinstance(viewers, dict) or len(viewers) > MAX_REPORT_STREAMS:
+        raise ApiError(422, "invalid", f"viewers must map at most {MAX_REPORT_STREAMS} streams")
+    counts: dict[str, int] = {}
+    for stream_id, count in viewers.items():
+        if isinstance(count, float) and count.is_integer():
+            count = int(count)  # JSON Schema: 3.0 is an integer
+        if (
+            not 1 <= len(stream_id) <= 128
+            or isinstance(count, bool)
+            or not isinstance(count, int)
+            or not 0 <= count <= MAX_STREAM_VIEWERS
+        ):
+            raise ApiError(
+                422, "invalid", f"viewers maps stream ids to counts in 0..{MAX_STREAM_VIEWERS}"
+            )
+        counts[stream_id] = count
+    request.app[VIEWERS_KEY].report(edge_id, counts)
+    return web.Response(status=204)
+
+
 async def openapi(request: web.Request) -> web.Response:
     return web.Response(text=OPENAPI.read_text(), content_type="application/json")
 
@@ -310,7 +362,7 @@ def make_app(
     app[TAGS_KEY] = tags
     app[PIPELINES_KEY] = pipelines
     app[URLS_KEY] = urls
-    app[VIEWERS_KEY] = {}
+    app[VIEWERS_KEY] = EdgeViewers()
     app[PLAYBACK_KEY] = playback
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_post("/api/v1/streams", create_stream)
@@ -323,5 +375,6 @@ def make_app(
     app.router.add_post("/api/v1/streams/{id}/playback-token", playback_token)
     app.router.add_post("/api/v1/streams/{id}/tags", create_tag)
     app.router.add_get("/api/v1/streams/{id}/tags", list_tags)
+    app.router.add_post("/api/v1/edge-reports", edge_report)
     app.router.add_post("/beacon/{stream_id}/tags/{tag_id}/click", click_beacon)
     return app

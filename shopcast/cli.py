@@ -1,4 +1,4 @@
-"""``shopcast`` command line: ``serve`` runs the origin."""
+"""``shopcast`` command line: ``serve`` runs the origin (``--demo``: plus a built-in show)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
+from cdn_edge.cli import add_edge_parser, run_edge
 from shopcast.config import ConfigError, load_config
+from shopcast.demo import SIZE_ENV, DemoPublisher, DemoSettings, demo_size
+from shopcast.loadtest import add_loadtest_parser, run_loadtest
 from shopcast.server import DEMO_STREAM, ShopcastServer
 
 
@@ -22,17 +25,21 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
         uvloop.run(coro)
 
 
-async def _serve(server: ShopcastServer) -> None:
+async def _serve(server: ShopcastServer, demo: DemoSettings | None = None) -> None:
     async def announce() -> None:
         # Printed once the sockets are bound, so the ports are the real ones.
         while not server.http_port:
             await asyncio.sleep(0.01)
+        if demo is not None:
+            publisher = DemoPublisher(server, demo)
+            server.before_close.append(publisher.stop)
+            publisher.start()
         w = server.welcome
         lines = ["shopcast is running"]
         if w.api_token:
             lines.append(f"  API token (keep it secret): {w.api_token}")
-        demo = server.store.get_stream(DEMO_STREAM)
-        if w.demo_key and demo is not None:
+        demo_rec = server.store.get_stream(DEMO_STREAM)
+        if w.demo_key and demo_rec is not None:
             urls = server.urls(DEMO_STREAM, w.demo_key)
             lines += [
                 f"  demo stream created; publish to: {urls['rtmp_url']}",
@@ -41,6 +48,12 @@ async def _serve(server: ShopcastServer) -> None:
                 f"http://{server.config.server.public_host}:{server.http_port}"
                 f"/api/v1/streams/{DEMO_STREAM}",
             ]
+        if demo is not None:
+            lines.append(
+                f"  demo show: http://{server.config.server.public_host}:{server.http_port}"
+                f"/demo/{DEMO_STREAM} (built-in publisher, a new product pinned every "
+                f"{demo.pin_every:g} s)"
+            )
         print("\n".join(lines), flush=True)
 
     task = asyncio.ensure_future(announce())
@@ -55,7 +68,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the origin (RTMP ingest + HTTP)")
     serve.add_argument("--config", help="TOML config file (env SHOPCAST_<SECTION>_<KEY> overrides)")
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="also run a built-in publisher: a synthetic vertical show with a tone on stream "
+        "'demo' (over RTMP to this server) that pins a new product every few seconds, so "
+        "/demo/demo is a live shop page at once",
+    )
+    serve.add_argument(
+        "--demo-size",
+        metavar="WxH",
+        help=f"picture size of the --demo show (default 540x960; env {SIZE_ENV}, "
+        "e.g. 360x640 to keep it light)",
+    )
+    serve.add_argument(
+        "--demo-pin-every",
+        metavar="SECONDS",
+        type=float,
+        default=5.0,
+        help="seconds between the --demo show's product pins (default 5)",
+    )
+    add_edge_parser(sub)
+    add_loadtest_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "edge":
+        return run_edge(args)
+    if args.command == "loadtest":
+        return run_loadtest(args)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -66,8 +105,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.command == "serve":
+        demo = None
+        if args.demo:
+            try:
+                size = demo_size(args.demo_size)
+            except ValueError as exc:
+                print(f"shopcast: {exc}", file=sys.stderr)
+                return 2
+            if not 1.0 <= args.demo_pin_every <= 3600:
+                print("shopcast: --demo-pin-every must be within 1..3600 s", file=sys.stderr)
+                return 2
+            demo = DemoSettings(size=size, pin_every=args.demo_pin_every)
         server = ShopcastServer(config)
-        _run(_serve(server))
+        _run(_serve(server, demo))
     return 0
 
 

@@ -1,0 +1,66 @@
+"""Request collapsing: concurrent asks for one key share a single upstream fetch."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Collapser(Generic[T]):
+    """One fetch per key at a time; every waiter gets its result the moment it is set.
+
+    The fetch runs in its own task, so a waiter that goes away (viewer disconnects) neither
+    cancels it nor the other waiters.
+    """
+
+    def __init__(self) -> None:
+        self._inflight: dict[str, asyncio.Future[T]] = {}
+        self.waiters = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._inflight
+
+    def start(self, key: str, fetch: Callable[[], Awaitable[T]]) -> tuple[asyncio.Future[T], bool]:
+        """The in-flight future for ``key`` (started now if none); True if it joined one."""
+        future = self._inflight.get(key)
+        if future is not None:
+            return future, True
+        future = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        task = asyncio.ensure_future(self._run(key, fetch, future))
+        self._tasks.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._tasks.discard)
+        return future, False
+
+    async def cancel_all(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def wait(self, future: asyncio.Future[T]) -> T:
+        self.waiters += 1
+        try:
+            return await asyncio.shield(future)
+        finally:
+            self.waiters -= 1
+
+    async def _run(
+        self, key: str, fetch: Callable[[], Awaitable[T]], future: asyncio.Future[T]
+    ) -> None:
+        try:
+            result = await fetch()
+        except asyncio.CancelledError:
+            self._inflight.pop(key, None)
+            future.cancel()
+            raise
+        except Exception as exc:  # handed to the waiters, who turn it into a 502
+            self._inflight.pop(key, None)
+            future.set_exception(exc)
+            future.exception()  # marked retrieved: a prefetch nobody waits for must not warn
+            return
+        self._inflight.pop(key, None)
+        future.set_result(result)

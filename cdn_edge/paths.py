@@ -1,0 +1,94 @@
+"""Which request targets the edge forwards, and the cache key each one maps to (no I/O)."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode
+
+from packager.access import TOKEN_PARAM
+
+# Names the origin hands out: stream ids like the store's, renditions ("360p"), files
+# ("12.3.m4s", "init.mp4", "index.m3u8"). Matched on the *raw* target, so percent-encoding
+# (%2e%2e, %2f) never matches and never reaches the origin.
+_NAME = r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}"
+_STREAM = r"[a-z0-9][a-z0-9_-]{0,63}"
+_HLS = re.compile(rf"^/hls/(?P<stream>{_STREAM})/(?:master\.m3u8|{_NAME}/{_NAME})$")
+_PAGES = re.compile(rf"^/(?:demo/{_STREAM}|static/{_NAME})$")
+#: Query parameters that select a different response (LLHLS_RULES "Caching").
+HLS_PARAMS = ("_HLS_msn", "_HLS_part", "_HLS_skip")
+_SKIP_VALUES = {"YES", "v2"}
+_PRELOAD_HINT = re.compile(r'^#EXT-X-PRELOAD-HINT:(?=.*TYPE=(?:PART|MAP))(?=.*URI="([^"]+)")')
+
+
+@dataclass(frozen=True)
+class Target:
+    """A request the edge may serve: the path, the HLS parameters that select the response."""
+
+    path: str
+    stream: str | None  # None for the demo page and its assets
+    params: tuple[tuple[str, str], ...]
+    token: str | None
+
+    @property
+    def is_playlist(self) -> bool:
+        return self.path.endswith(".m3u8")
+
+    def upstream(self, token: str | None) -> str:
+        """Path and query to ask the origin for (only the parameters that matter)."""
+        params = list(self.params)
+        if token:
+            params.append((TOKEN_PARAM, token))
+        return f"{self.path}?{urlencode(params)}" if params else self.path
+
+
+class BadTarget(ValueError):
+    """Not something the edge forwards (the message goes into the 4xx body)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def parse_target(raw: str) -> Target:
+    """Check a raw request target (path + query, still percent-encoded) or raise BadTarget."""
+    path, _, query = raw.partition("?")
+    if ".." in path or "//" in path:
+        raise BadTarget(404, "no such path")
+    hls = _HLS.match(path)
+    if hls is None and _PAGES.match(path) is None:
+        raise BadTarget(404, "no such path")
+    values = dict(parse_qsl(query, keep_blank_values=True))
+    params: list[tuple[str, str]] = []
+    if hls is not None and path.endswith("/index.m3u8"):
+        for name in HLS_PARAMS:
+            value = values.get(name)
+            if value is None:
+                continue
+            valid = value in _SKIP_VALUES if name == "_HLS_skip" else value.isdigit()
+            if not valid or len(value) > 19:
+                raise BadTarget(400, f"{name} must be a decimal integer")
+            params.append((name, value))
+    token = values.get(TOKEN_PARAM) if hls is not None else None
+    return Target(path, hls.group("stream") if hls else None, tuple(params), token or None)
+
+
+def cache_key(target: Target, token_in_key: bool) -> str:
+    """Path + HLS parameters; the viewer's token too when the origin checks it per request."""
+    return target.upstream(target.token if token_in_key else None)
+
+
+def preload_hints(playlist_path: str, text: str) -> list[str]:
+    """Raw targets of the playlist's ``#EXT-X-PRELOAD-HINT`` URIs, resolved against its path."""
+    base = posixpath.dirname(playlist_path)
+    out = []
+    for line in text.splitlines():
+        match = _PRELOAD_HINT.match(line)
+        if match is None:
+            continue
+        uri = match.group(1)
+        if "://" in uri:
+            continue  # only same-origin relative hints
+        out.append(uri if uri.startswith("/") else f"{base}/{uri}")
+    return out
