@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
@@ -13,6 +12,7 @@ from cdn_edge.cli import add_edge_parser, run_edge
 from shopcast.config import ConfigError, load_config
 from shopcast.demo import SIZE_ENV, DemoPublisher, DemoSettings, demo_size
 from shopcast.loadtest import add_loadtest_parser, run_loadtest
+from shopcast.logs import setup_logging
 from shopcast.server import DEMO_STREAM, ShopcastServer
 
 
@@ -100,10 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"shopcast: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log.level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(config.log.level, config.log.format)
     if args.command == "serve":
         demo = None
         if args.demo:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -98,6 +99,39 @@ async def test_serve_prints_urls_accepts_publish_and_stops_cleanly(tmp_path: Pat
         log = (await proc.stderr.read()).decode()
         assert "shutting down" in log
         assert "stream=demo" in log  # log lines say which stream they are about
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_json_log_lines(tmp_path: Path) -> None:
+    env = dict(
+        os.environ,
+        SHOPCAST_SERVER_RTMP_HOST="127.0.0.1",
+        SHOPCAST_SERVER_HTTP_HOST="127.0.0.1",
+        SHOPCAST_SERVER_RTMP_PORT=str(free_port()),
+        SHOPCAST_SERVER_HTTP_PORT=str(free_port()),
+        SHOPCAST_STORE_PATH=str(tmp_path / "store.sqlite3"),
+        SHOPCAST_LOG_FORMAT="json",
+    )
+    proc = await asyncio.create_subprocess_exec(
+        SHOPCAST,
+        "serve",
+        "--config",
+        "shopcast.toml",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None
+        text = await read_until(proc.stderr, r"HTTP listening")
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        assert any(r["message"].startswith("HTTP listening") for r in records)
+        assert all({"ts", "level", "logger", "message"} <= set(r) for r in records)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
     finally:
         if proc.returncode is None:
             proc.kill()
