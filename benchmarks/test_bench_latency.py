@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import math
+import os
 import shutil
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -26,6 +27,7 @@ from tests.e2e.conftest import Origin, ffmpeg_publish_args, make_config, require
 
 CHROMIUM = shutil.which("chromium")
 HAS_PLAYWRIGHT = importlib.util.find_spec("playwright") is not None
+SMOKE = os.environ.get("SHOPCAST_BENCH_SMOKE") == "1"  # tests/benchmarks: tiny sizes
 SOURCE_SIZE = "360x640"
 FPS = 30
 
@@ -79,8 +81,10 @@ async def stop(process: asyncio.subprocess.Process) -> None:
 
 # -- (a) server-added latency ------------------------------------------------------------------
 
-SERVER_PUBLISH = 30.0
-SERVER_WARM_UP = 5.0  # after the first listed part: the ladder is planned, encoders are warm
+SERVER_PUBLISH = 12.0 if SMOKE else 30.0
+SERVER_WARM_UP = (
+    2.0 if SMOKE else 5.0
+)  # after the first listed part: the ladder is planned, encoders are warm
 SERVER_BUDGET = 0.050  # the goal: p95 ≤ part target + 50 ms
 
 
@@ -219,6 +223,7 @@ async def measure_player_latency(tmp_path: Path) -> dict[str, Any]:
 
 
 @requires_ffmpeg
+@pytest.mark.skipif(SMOKE, reason="smoke run: a browser needs a minute, there is no tiny size")
 @pytest.mark.skipif(not HAS_PLAYWRIGHT, reason="playwright not installed")
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed")
 @pytest.mark.skipif(not HLS_JS.exists(), reason="hls.js not installed (npm install)")

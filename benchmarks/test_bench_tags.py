@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 import random
 import re
 import time
@@ -28,6 +29,7 @@ _api: Any = importlib.import_module("tests.e2e.test_tags_api")
 AUTH, epoch, get_tags, post_tag = _api.AUTH, _api.epoch, _api.get_tags, _api.post_tag
 renditions, wait_live = _api.renditions, _api.wait_live
 
+SMOKE = os.environ.get("SHOPCAST_BENCH_SMOKE") == "1"  # tests/benchmarks: tiny sizes
 DATERANGE_ID = re.compile(r'^#EXT-X-DATERANGE:ID="([^"]+)"', re.MULTILINE)
 HINT = re.compile(r'^#EXT-X-PRELOAD-HINT:TYPE=PART,URI="(\d+)\.(\d+)\.m4s"', re.MULTILINE)
 PDT = re.compile(r"^#EXT-X-PROGRAM-DATE-TIME:(\S+)$", re.MULTILINE)
@@ -93,8 +95,8 @@ async def loop_lag(lags: list[float], stop: asyncio.Event, tick: float = 0.05) -
 
 # -- (a) API call → DATERANGE in a blocking playlist response --------------------------------
 
-VISIBLE_TAGS = 100
-VISIBLE_PUBLISH = 60.0
+VISIBLE_TAGS = 10 if SMOKE else 100
+VISIBLE_PUBLISH = 20.0 if SMOKE else 60.0
 
 
 async def measure_visibility(tmp_path: Path) -> dict[str, Any]:
@@ -198,7 +200,7 @@ def test_bench_tag_visible_in_blocking_playlist(
 # -- (b) sustained 50 tags/s for 60 s ---------------------------------------------------------
 
 RATE = 50
-SUSTAIN = 60.0
+SUSTAIN = 3.0 if SMOKE else 60.0
 SUSTAIN_PUBLISH = SUSTAIN + 12
 
 

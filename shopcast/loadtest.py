@@ -58,6 +58,7 @@ class MediaPlaylistView:
     reports: list[tuple[str, int, int]] = field(default_factory=list)  # (uri, msn, part)
     dateranges: list[str] = field(default_factory=list)
     ended: bool = False
+    can_skip: bool = False  # EXT-X-SERVER-CONTROL has CAN-SKIP-UNTIL (delta updates, S 6.2.5.1)
 
     @property
     def last(self) -> tuple[int, int] | None:
@@ -75,6 +76,8 @@ def parse_media_playlist(text: str) -> MediaPlaylistView:
             msn = int(line.partition(":")[2])
         elif line.startswith("#EXT-X-SKIP:"):
             msn += int(_attributes(line).get("SKIPPED-SEGMENTS", "0"))
+        elif line.startswith("#EXT-X-SERVER-CONTROL:"):
+            view.can_skip = "CAN-SKIP-UNTIL" in _attributes(line)
         elif line.startswith("#EXT-X-PART-INF:"):
             view.part_target = float(_attributes(line).get("PART-TARGET", "0"))
         elif line.startswith("#EXT-X-PART:"):
@@ -414,10 +417,10 @@ def check_options(o: LoadTestOptions) -> str | None:
     if o.tags_per_second and not o.api_token:
         return "--tags-per-second needs --api-token"
     explicit = max(len(o.keys), sum(1 for u in o.rtmp if _has_key(u)))
-    if o.publishers > explicit and not o.api_token and o.publishers > 1:
+    if o.publishers > explicit and not o.api_token:
         return (
-            f"{o.publishers} publishers need {o.publishers} streams: give --api-token (streams "
-            "are created) or that many --key/--rtmp"
+            f"{o.publishers} publisher(s) need {o.publishers} stream key(s): give that many "
+            "--key/--rtmp URLs with keys, or --api-token (streams are created for them)"
         )
     if o.publishers and shutil.which("ffmpeg") is None:
         return "publishers need the ffmpeg CLI on PATH"
@@ -530,6 +533,7 @@ class LoadTest:
         self.started = 0.0
         self.deadline = 0.0
         self.notes: list[str] = []
+        self.generator_cores = 0.0
         self.log: RequestLog
         self.setup: RequestLog
 
@@ -664,13 +668,18 @@ class LoadTest:
                     last = (msn, idx)
                 if view.ended or time.monotonic() >= self.deadline:
                     return
-                view = await self._reload("reload", url, view, self.playlist_wait)
+                view = await self._reload("reload", url, view, self.playlist_wait, view.can_skip)
                 self._note_reports(view)
         finally:
             self.viewers_active -= 1
 
     async def _reload(
-        self, kind: str, url: str, view: MediaPlaylistView, waits: list[float] | None
+        self,
+        kind: str,
+        url: str,
+        view: MediaPlaylistView,
+        waits: list[float] | None,
+        skip: bool = False,
     ) -> MediaPlaylistView:
         """The blocking reload for the hinted part (S 6.2.5.2); a plain reload after a failure."""
         if view.hint is None:
@@ -678,7 +687,10 @@ class LoadTest:
         else:
             msn, part = view.hint
             start = time.monotonic()
-            got = await self.log.request(kind, "GET", f"{url}?_HLS_msn={msn}&_HLS_part={part}")
+            query = f"_HLS_msn={msn}&_HLS_part={part}"
+            if skip:  # hls.js asks for a delta update when the playlist offers CAN-SKIP-UNTIL
+                query += "&_HLS_skip=YES"
+            got = await self.log.request(kind, "GET", f"{url}?{query}")
             if got is not None and waits is not None:
                 waits.append(time.monotonic() - start)
         sec = self._second()
@@ -801,6 +813,7 @@ class LoadTest:
         await asyncio.sleep(o.warm_up)
 
         before = await self.scrape()
+        cpu_before = time.process_time()
         self.started = time.monotonic()
         self.deadline = self.started + o.duration
         progress = asyncio.ensure_future(self._progress()) if o.progress else None
@@ -827,6 +840,13 @@ class LoadTest:
             if progress is not None:
                 progress.cancel()
         elapsed = min(time.monotonic(), self.deadline) - self.started
+        wall = time.monotonic() - self.started
+        self.generator_cores = (time.process_time() - cpu_before) / wall if wall > 0 else 0.0
+        if self.generator_cores > 0.9:
+            self.notes.append(
+                f"the load generator used {self.generator_cores:.2f} cores (one event loop): "
+                "it may be the bottleneck, so the latencies may overstate the target's"
+            )
         after = await self.scrape()
         return self.build_report(elapsed, before, after)
 
@@ -896,6 +916,7 @@ class LoadTest:
             "requests_total": totals.as_dict(),
             "setup_requests": {k: v.as_dict() for k, v in sorted(self.setup.counts.items())},
             "target_process": target,
+            "load_generator": {"cpu_cores": round(self.generator_cores, 3)},
             "timeline": [s.__dict__ for s in self.timeline],
             "notes": self.notes,
         }
@@ -966,6 +987,10 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{tp.get('cpu_cores', '–')} cores; hub dropped frames {tp['hub_dropped_frames']}; "
             f"parts published {tp['parts_published']}."
         )
+    lines.append(
+        f"\nLoad generator (this process): {report['load_generator']['cpu_cores']} cores "
+        "(ffmpeg publishers not included)."
+    )
     for note in report.get("notes", []):
         lines.append(f"\nNote: {note}")
     if report.get("plots"):

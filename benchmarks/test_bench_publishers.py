@@ -1,0 +1,232 @@
+"""Publishers per core in passthrough mode: how many real-time RTMP publishers one origin holds
+when it transcodes nothing (``SHOPCAST_TRANSCODE_RUNGS=""``, passthrough on: a 9:16 H.264 source
+is packaged as it comes, audio included).
+
+``shopcast serve`` runs as a subprocess (its CPU is ``process_cpu_seconds_total`` from its own
+``/metrics``); N Debian ffmpeg publishers replay one recorded FLV (360×640 H.264, 1 s GOP, AAC)
+with ``-re -stream_loop -1 -c copy`` to N streams created through the API — the
+``shopcast loadtest`` machinery, with no viewers. N doubles each step (about 20 s each) until the
+hub drops frames, a publisher falls off, or the server-added part lateness (last frame of a part
+in → part listed, from the server's histogram) has p95 over one part target. Figures go to
+``extra_info`` and a printed table; nothing about speed is asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from shopcast.loadtest import LoadTestOptions, run_load
+
+SMOKE = os.environ.get("SHOPCAST_BENCH_SMOKE") == "1"
+FFMPEG = shutil.which("ffmpeg")
+SHOPCAST = str(Path(sys.executable).with_name("shopcast"))
+CONFIG = Path(__file__).parents[1] / "shopcast.toml"
+TOKEN = "bench-publishers-token"
+SIZE, FPS = "360x640", 30
+SOURCE_SECONDS = 3 if SMOKE else 10
+STEPS = (1,) if SMOKE else (1, 2, 4, 8, 16, 32, 64)
+STEP_SECONDS = 4.0 if SMOKE else 20.0
+PART_TARGET = 1 / 3  # shopcast.toml's part_target
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def recorded_flv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A phone-like vertical publish, encoded once: 360×640 30 fps H.264 (1 s GOP) + AAC."""
+    assert FFMPEG is not None
+    path = tmp_path_factory.mktemp("publishers") / "recorded.flv"
+    cmd = [FFMPEG, "-hide_banner", "-loglevel", "error", "-y"]
+    cmd += ["-f", "lavfi", "-i", f"testsrc2=size={SIZE}:rate={FPS}"]
+    cmd += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", str(SOURCE_SECONDS)]
+    cmd += ["-c:v", "libx264", "-preset", "veryfast", "-b:v", "800k", "-pix_fmt", "yuv420p"]
+    cmd += ["-g", str(FPS), "-keyint_min", str(FPS), "-sc_threshold", "0", "-bf", "0"]
+    subprocess.run([*cmd, "-c:a", "aac", "-b:a", "96k", str(path)], check=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def passthrough_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """``shopcast serve``, passthrough only, on free 127.0.0.1 ports: (HTTP base, RTMP base)."""
+    folder = tmp_path_factory.mktemp("origin")
+    rtmp_port, http_port = free_port(), free_port()
+    env = dict(
+        os.environ,
+        SHOPCAST_SERVER_RTMP_HOST="127.0.0.1",
+        SHOPCAST_SERVER_HTTP_HOST="127.0.0.1",
+        SHOPCAST_SERVER_RTMP_PORT=str(rtmp_port),
+        SHOPCAST_SERVER_HTTP_PORT=str(http_port),
+        SHOPCAST_STORE_PATH=str(folder / "store.sqlite3"),
+        SHOPCAST_API_TOKENS=TOKEN,
+        SHOPCAST_TRANSCODE_RUNGS="",  # no encoded rungs: LadderConfig accepts it with passthrough
+        SHOPCAST_TRANSCODE_PASSTHROUGH="true",
+        SHOPCAST_LOG_LEVEL="WARNING",
+    )
+    log = (folder / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [SHOPCAST, "serve", "--config", str(CONFIG)], env=env, stdout=log, stderr=log
+    )
+    http = f"http://127.0.0.1:{http_port}"
+    try:
+        asyncio.run(wait_http(http, proc))
+        yield http, f"rtmp://127.0.0.1:{rtmp_port}/live"
+    finally:
+        proc.kill()
+        proc.wait()
+        log.close()
+
+
+async def wait_http(base: str, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            assert proc.poll() is None, "shopcast serve exited"
+            try:
+                async with http.get(f"{base}/metrics") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            assert time.monotonic() < deadline, "shopcast serve did not come up"
+            await asyncio.sleep(0.1)
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs from /proc/stat: the whole machine, ffmpeg included."""
+    fields = [float(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def run_step(http: str, rtmp: str, source: Path, count: int) -> dict[str, Any]:
+    options = LoadTestOptions(
+        target=http,
+        rtmp=[rtmp],
+        api_token=TOKEN,
+        publishers=count,
+        duration=STEP_SECONDS,
+        source=source,
+        warm_up=2.0,
+        progress=False,
+    )
+    busy0, total0 = machine_busy()
+    try:
+        report, _ = asyncio.run(run_load(options, out=io.StringIO()))
+    except RuntimeError as exc:  # e.g. streams not live in time: the server is past its limit
+        return {"publishers": count, "verdict": f"setup failed: {str(exc)[:160]}"}
+    busy1, total1 = machine_busy()
+    tp = report["target_process"]
+    lateness = tp.get("part_lateness") or {}
+    publishers = report["load"]["publishers"]
+    expected_parts = count * report["duration_s"]["achieved"] / PART_TARGET
+    step = {
+        "publishers": count,
+        "server_cpu_cores": tp.get("cpu_cores"),
+        "machine_busy_cores": round((busy1 - busy0) / (total1 - total0) * (os.cpu_count() or 1), 2),
+        "hub_dropped_frames": tp.get("hub_dropped_frames"),
+        "parts_published": tp.get("parts_published"),
+        "parts_expected": round(expected_parts),
+        "lateness_p50_ms": lateness.get("p50_ms"),
+        "lateness_p95_ms": lateness.get("p95_ms"),
+        "lateness_p99_ms": lateness.get("p99_ms"),
+        "publisher_exits": publishers["exits"],
+    }
+    reasons = []
+    if "error" in tp:
+        reasons.append("the target's /metrics did not answer (overloaded)")
+    if step["hub_dropped_frames"]:
+        reasons.append("hub dropped frames")
+    if lateness.get("p95_ms") is None or lateness["p95_ms"] > PART_TARGET * 1000:
+        reasons.append("lateness p95 over one part target")
+    if publishers["exits"] or publishers["running_at_end"] != count:
+        reasons.append("a publisher fell off")
+    if (step["parts_published"] or 0) < 0.8 * expected_parts:
+        reasons.append("parts published fell behind real time")
+    step["verdict"] = "ok" if not reasons else "; ".join(reasons)
+    return step
+
+
+@pytest.mark.skipif(FFMPEG is None, reason="Debian ffmpeg CLI not installed")
+def test_bench_publishers_per_core_passthrough(
+    benchmark: Any, recorded_flv: Path, passthrough_origin: tuple[str, str], capsys: Any
+) -> None:
+    http, rtmp = passthrough_origin
+    steps: list[dict[str, Any]] = []
+
+    def step(count: int) -> bool:
+        result = run_step(http, rtmp, recorded_flv, count)
+        steps.append(result)
+        with capsys.disabled():
+            print(f"\n{count} publisher(s): {result}")
+        return bool(result["verdict"] == "ok")
+
+    def search() -> int:
+        held = 0
+        for count in STEPS:  # doubling …
+            if not step(count):
+                # … then one step half way back, when the gap is wide.
+                middle = (held + count) // 2
+                if held and count - held > 2 and step(middle):
+                    held = middle
+                break
+            held = count
+        return held
+
+    held = benchmark.pedantic(search, rounds=1, iterations=1)
+    assert steps and steps[0].get("parts_published"), f"no part published at all: {steps[0]}"
+    best = next((s for s in steps if s["publishers"] == held), None)
+    cores = (best or {}).get("server_cpu_cores") or 0.0
+    per_core = held / cores if cores else None
+    lines = [
+        f"\npublishers in passthrough ({SIZE} {FPS} fps, -c copy; {STEP_SECONDS:.0f} s per step;"
+        f" limit: no hub drop, part lateness p95 ≤ {PART_TARGET * 1000:.0f} ms)",
+        f"{'N':>4}{'server cores':>14}{'machine cores':>15}{'late p50':>10}{'late p95':>10}"
+        f"{'dropped':>9}{'parts':>8}{'expected':>10}  verdict",
+    ]
+    for s in steps:
+        if "server_cpu_cores" not in s:
+            lines.append(f"{s['publishers']:>4}  {s['verdict']}")
+            continue
+        lines.append(
+            f"{s['publishers']:>4}{s['server_cpu_cores']!s:>14}{s['machine_busy_cores']!s:>15}"
+            f"{s['lateness_p50_ms']!s:>10}{s['lateness_p95_ms']!s:>10}"
+            f"{s['hub_dropped_frames']!s:>9}{s['parts_published']!s:>8}{s['parts_expected']:>10}"
+            f"  {s['verdict']}"
+        )
+    ceiling = "" if held < max(s["publishers"] for s in steps) else " (the largest step; no limit)"
+    lines.append(
+        f"held: {held} publisher(s){ceiling}; server CPU there {cores} cores"
+        + (f" → ≈ {per_core:.0f} publishers per server core" if per_core else "")
+    )
+    benchmark.extra_info.update(
+        held=held,
+        limit_found=not ceiling,
+        server_cpu_cores_at_held=cores,
+        publishers_per_server_core=round(per_core, 1) if per_core else None,
+        steps=steps,
+        summary={
+            "ratio": None,
+            "reference": "none: an absolute capacity (passthrough, no transcoding)",
+            "value": f"{held} real-time 360p publishers{ceiling} at {cores} server cores"
+            + (f" ≈ {per_core:.0f}/core" if per_core else ""),
+        },
+    )
+    with capsys.disabled():
+        print("\n".join(lines))
