@@ -200,7 +200,8 @@ async def measure_player_latency(tmp_path: Path) -> dict[str, Any]:
     from playwright.async_api import async_playwright
 
     # The e2e test's flags; imported by name so mypy (run on benchmarks/) skips that module.
-    chromium_args = importlib.import_module("tests.e2e.test_hls_playback").CHROMIUM_ARGS
+    from tests.browser import CHROMIUM_ARGS as chromium_args
+
     async with running_origin(tmp_path) as origin, async_playwright() as pw:
         publisher = await start_publisher(origin, PLAYER_PUBLISH)
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=chromium_args)

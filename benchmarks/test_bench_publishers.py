@@ -17,9 +17,7 @@ import asyncio
 import io
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,10 +27,10 @@ import aiohttp
 import pytest
 
 from shopcast.loadtest import LoadTestOptions, run_load
+from tests.serve_env import SHOPCAST, serve_env
 
 SMOKE = os.environ.get("SHOPCAST_BENCH_SMOKE") == "1"
 FFMPEG = shutil.which("ffmpeg")
-SHOPCAST = str(Path(sys.executable).with_name("shopcast"))
 CONFIG = Path(__file__).parents[1] / "shopcast.toml"
 TOKEN = "bench-publishers-token"
 SIZE, FPS = "360x640", 30
@@ -40,12 +38,6 @@ SOURCE_SECONDS = 3 if SMOKE else 10
 STEPS = (1,) if SMOKE else (1, 2, 4, 8, 16, 32, 64)
 STEP_SECONDS = 4.0 if SMOKE else 20.0
 PART_TARGET = 1 / 3  # shopcast.toml's part_target
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -66,27 +58,22 @@ def recorded_flv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def passthrough_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """``shopcast serve``, passthrough only, on free 127.0.0.1 ports: (HTTP base, RTMP base)."""
     folder = tmp_path_factory.mktemp("origin")
-    rtmp_port, http_port = free_port(), free_port()
-    env = dict(
-        os.environ,
-        SHOPCAST_SERVER_RTMP_HOST="127.0.0.1",
-        SHOPCAST_SERVER_HTTP_HOST="127.0.0.1",
-        SHOPCAST_SERVER_RTMP_PORT=str(rtmp_port),
-        SHOPCAST_SERVER_HTTP_PORT=str(http_port),
-        SHOPCAST_STORE_PATH=str(folder / "store.sqlite3"),
+    srv = serve_env(
+        folder,
         SHOPCAST_API_TOKENS=TOKEN,
         SHOPCAST_TRANSCODE_RUNGS="",  # no encoded rungs: LadderConfig accepts it with passthrough
         SHOPCAST_TRANSCODE_PASSTHROUGH="true",
         SHOPCAST_LOG_LEVEL="WARNING",
     )
+    env = srv.env
     log = (folder / "serve.log").open("wb")
     proc = subprocess.Popen(
         [SHOPCAST, "serve", "--config", str(CONFIG)], env=env, stdout=log, stderr=log
     )
-    http = f"http://127.0.0.1:{http_port}"
+    http = f"http://127.0.0.1:{srv.http_port}"
     try:
         asyncio.run(wait_http(http, proc))
-        yield http, f"rtmp://127.0.0.1:{rtmp_port}/live"
+        yield http, f"rtmp://127.0.0.1:{srv.rtmp_port}/live"
     finally:
         proc.kill()
         proc.wait()

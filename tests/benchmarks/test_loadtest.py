@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -23,7 +22,7 @@ from shopcast.loadtest import (
     parse_media_playlist,
     parse_variants,
 )
-from tests.e2e.test_serve_cli import SHOPCAST, free_port
+from tests.serve_env import SHOPCAST, serve_env
 
 TOKEN = "loadtest-token"
 ROOT = Path(__file__).parents[2]
@@ -89,17 +88,12 @@ def test_check_options() -> None:
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """``shopcast serve``: passthrough + one small rung (two renditions: rendition reports)."""
-    rtmp_port, http_port = free_port(), free_port()
-    env = dict(
-        os.environ,
-        SHOPCAST_SERVER_RTMP_HOST="127.0.0.1",
-        SHOPCAST_SERVER_HTTP_HOST="127.0.0.1",
-        SHOPCAST_SERVER_RTMP_PORT=str(rtmp_port),
-        SHOPCAST_SERVER_HTTP_PORT=str(http_port),
-        SHOPCAST_STORE_PATH=str(tmp_path / "store.sqlite3"),
+    srv = serve_env(
+        tmp_path,
         SHOPCAST_API_TOKENS=TOKEN,
         SHOPCAST_TRANSCODE_RUNGS="180p:200k",
     )
+    env = srv.env
     log = (tmp_path / "serve.log").open("wb")
     proc = subprocess.Popen(
         [SHOPCAST, "serve", "--config", str(ROOT / "shopcast.toml")],
@@ -107,7 +101,7 @@ def serve(tmp_path: Path) -> Iterator[tuple[str, str]]:
         stdout=log,
         stderr=log,
     )
-    http = f"http://127.0.0.1:{http_port}"
+    http = f"http://127.0.0.1:{srv.http_port}"
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -120,7 +114,7 @@ def serve(tmp_path: Path) -> Iterator[tuple[str, str]]:
                 pass
             assert time.monotonic() < deadline, "shopcast serve did not come up"
             time.sleep(0.1)
-        yield http, f"rtmp://127.0.0.1:{rtmp_port}/live"
+        yield http, f"rtmp://127.0.0.1:{srv.rtmp_port}/live"
     finally:
         proc.kill()
         proc.wait()

@@ -7,6 +7,7 @@ import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,7 @@ from shopcast.config import (
     StoreSection,
 )
 from shopcast.server import ShopcastServer
+from tests.browser import chromium
 from transcode.policy import LadderConfig
 
 API_TOKEN = "e2e-test-token"
@@ -156,3 +158,10 @@ async def stop_ffmpeg(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
         proc.kill()
     await proc.wait()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    """Headless Debian Chromium (tests using it skip themselves when it is missing)."""
+    async with chromium() as b:
+        yield b

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
-import socket
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,40 +12,19 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.serve_env import SHOPCAST, read_until, serve_env
+
 pytestmark = [pytest.mark.e2e]
-SHOPCAST = str(Path(sys.executable).with_name("shopcast"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def read_until(stream: asyncio.StreamReader, pattern: str, timeout: float = 20) -> str:
-    seen = ""
-    async with asyncio.timeout(timeout):
-        while not re.search(pattern, seen):
-            line = await stream.readline()
-            if not line:
-                break
-            seen += line.decode()
-    return seen
 
 
 async def test_serve_demo_goes_live_pins_products_and_stops(tmp_path: Path) -> None:
-    rtmp_port, http_port = free_port(), free_port()
-    env = dict(
-        os.environ,
-        SHOPCAST_SERVER_RTMP_HOST="127.0.0.1",
-        SHOPCAST_SERVER_HTTP_HOST="127.0.0.1",
-        SHOPCAST_SERVER_RTMP_PORT=str(rtmp_port),
-        SHOPCAST_SERVER_HTTP_PORT=str(http_port),
-        SHOPCAST_STORE_PATH=str(tmp_path / "store.sqlite3"),
+    srv = serve_env(
+        tmp_path,
         # Small picture and ladder: the 2-core CI machine stays real-time.
         SHOPCAST_DEMO_SIZE="360x640",
         SHOPCAST_TRANSCODE_RUNGS="360p:600k,180p:200k",
     )
+    env = srv.env
     env.pop("SHOPCAST_API_TOKENS", None)
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
@@ -68,8 +44,8 @@ async def test_serve_demo_goes_live_pins_products_and_stops(tmp_path: Path) -> N
         out = await read_until(proc.stdout, r"demo show:")
         token = re.search(r"API token \(keep it secret\): (\S+)", out)
         assert token, out
-        assert f"http://127.0.0.1:{http_port}/demo/demo" in out
-        base = f"http://127.0.0.1:{http_port}"
+        assert f"http://127.0.0.1:{srv.http_port}/demo/demo" in out
+        base = f"http://127.0.0.1:{srv.http_port}"
         headers = {"Authorization": f"Bearer {token.group(1)}"}
         st: dict[str, Any] = {}
         products: list[dict[str, Any]] = []

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-from collections.abc import AsyncIterator
 
 import pytest
 
 from shopcast.web import HLS_JS
+from tests.browser import CHROMIUM
 
 from .conftest import Origin, ffmpeg_publish_args, requires_ffmpeg
 
 playwright_api = pytest.importorskip("playwright.async_api")
-CHROMIUM = shutil.which("chromium")
 SCREENSHOT = os.environ.get("SHOPCAST_E2E_SCREENSHOT")  # where to save a picture of the player
 pytestmark = [
     pytest.mark.e2e,
@@ -22,26 +20,6 @@ pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed"),
     pytest.mark.skipif(not HLS_JS.exists(), reason="hls.js not installed (npm install)"),
 ]
-# Flags from the machine notes: no background networking (the sandbox has no outside network).
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-]
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[object]:
-    async with playwright_api.async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        await b.close()
 
 
 async def start_publisher(origin: Origin, seconds: float) -> asyncio.subprocess.Process:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
-import socket
 import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
+
+from tests.serve_env import serve_env
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
@@ -19,24 +19,13 @@ SCHEMATHESIS = shutil.which("schemathesis", path=str(BIN)) or shutil.which("sche
 TOKEN = "contract-token"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.skipif(SCHEMATHESIS is None, reason="schemathesis not installed")
 async def test_schemathesis_finds_no_server_error_or_spec_mismatch(tmp_path: Path) -> None:
-    http_port = free_port()
-    env = dict(
-        os.environ,
-        SHOPCAST_SERVER_RTMP_HOST="127.0.0.1",
-        SHOPCAST_SERVER_HTTP_HOST="127.0.0.1",
-        SHOPCAST_SERVER_RTMP_PORT=str(free_port()),
-        SHOPCAST_SERVER_HTTP_PORT=str(http_port),
-        SHOPCAST_STORE_PATH=str(tmp_path / "store.sqlite3"),
+    srv = serve_env(
+        tmp_path,
         SHOPCAST_API_TOKENS=TOKEN,
     )
+    env = srv.env
     server = await asyncio.create_subprocess_exec(
         str(BIN / "shopcast"),
         "serve",
@@ -46,7 +35,7 @@ async def test_schemathesis_finds_no_server_error_or_spec_mismatch(tmp_path: Pat
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
-    base = f"http://127.0.0.1:{http_port}"
+    base = f"http://127.0.0.1:{srv.http_port}"
     try:
         async with aiohttp.ClientSession() as http:
             for _ in range(100):

@@ -4,49 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
-import socket
-import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from tests.serve_env import SHOPCAST, read_until, serve_env
+
 from .conftest import ffmpeg_publish_args, requires_ffmpeg, run_ffmpeg
 
 pytestmark = [pytest.mark.e2e, requires_ffmpeg]
-SHOPCAST = str(Path(sys.executable).with_name("shopcast"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def read_until(stream: asyncio.StreamReader, pattern: str, timeout: float = 20) -> str:
-    seen = ""
-    async with asyncio.timeout(timeout):
-        while not re.search(pattern, seen):
-            line = await stream.readline()
-            if not line:
-                break
-            seen += line.decode()
-    return seen
 
 
 async def test_serve_prints_urls_accepts_publish_and_stops_cleanly(tmp_path: Path) -> None:
-    rtmp_port, http_port = free_port(), free_port()
-    env = dict(
-        os.environ,
-        SHOPCAST_SERVER_RTMP_HOST="127.0.0.1",
-        SHOPCAST_SERVER_HTTP_HOST="127.0.0.1",
-        SHOPCAST_SERVER_RTMP_PORT=str(rtmp_port),
-        SHOPCAST_SERVER_HTTP_PORT=str(http_port),
-        SHOPCAST_STORE_PATH=str(tmp_path / "store.sqlite3"),
-    )
+    srv = serve_env(tmp_path)
+    env = srv.env
     env.pop("SHOPCAST_API_TOKENS", None)
     proc = await asyncio.create_subprocess_exec(
         SHOPCAST,
@@ -63,8 +37,8 @@ async def test_serve_prints_urls_accepts_publish_and_stops_cleanly(tmp_path: Pat
         token = re.search(r"API token \(keep it secret\): (\S+)", out)
         url = re.search(r"publish to: (rtmp://\S+)", out)
         assert token and url, out
-        assert url.group(1).startswith(f"rtmp://127.0.0.1:{rtmp_port}/live/")
-        assert f"http://127.0.0.1:{http_port}/hls/demo/master.m3u8" in out
+        assert url.group(1).startswith(f"rtmp://127.0.0.1:{srv.rtmp_port}/live/")
+        assert f"http://127.0.0.1:{srv.http_port}/hls/demo/master.m3u8" in out
 
         publish = asyncio.ensure_future(
             run_ffmpeg(ffmpeg_publish_args(url.group(1), seconds=20, size="360x640", realtime=True))
@@ -74,16 +48,16 @@ async def test_serve_prints_urls_accepts_publish_and_stops_cleanly(tmp_path: Pat
         async with aiohttp.ClientSession(headers=headers) as http:
             for _ in range(100):
                 await asyncio.sleep(0.1)
-                async with http.get(f"http://127.0.0.1:{http_port}/api/v1/streams/demo") as r:
+                async with http.get(f"http://127.0.0.1:{srv.http_port}/api/v1/streams/demo") as r:
                     assert r.status == 200
                     st = await r.json()
                 if st["state"] == "live" and st["ingest"]["video"]["frames_received"] > 45:
                     break
-            async with http.get(f"http://127.0.0.1:{http_port}/api/v1/streams/demo") as r:
+            async with http.get(f"http://127.0.0.1:{srv.http_port}/api/v1/streams/demo") as r:
                 assert r.status == 200
             async with (
                 aiohttp.ClientSession() as anon,
-                anon.get(f"http://127.0.0.1:{http_port}/api/v1/streams/demo") as r,
+                anon.get(f"http://127.0.0.1:{srv.http_port}/api/v1/streams/demo") as r,
             ):
                 assert r.status == 401
                 assert (await r.json())["error"]["code"] == "unauthorized"
@@ -106,15 +80,11 @@ async def test_serve_prints_urls_accepts_publish_and_stops_cleanly(tmp_path: Pat
 
 
 async def test_json_log_lines(tmp_path: Path) -> None:
-    env = dict(
-        os.environ,
-        SHOPCAST_SERVER_RTMP_HOST="127.0.0.1",
-        SHOPCAST_SERVER_HTTP_HOST="127.0.0.1",
-        SHOPCAST_SERVER_RTMP_PORT=str(free_port()),
-        SHOPCAST_SERVER_HTTP_PORT=str(free_port()),
-        SHOPCAST_STORE_PATH=str(tmp_path / "store.sqlite3"),
+    srv = serve_env(
+        tmp_path,
         SHOPCAST_LOG_FORMAT="json",
     )
+    env = srv.env
     proc = await asyncio.create_subprocess_exec(
         SHOPCAST,
         "serve",

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,29 +21,18 @@ import aiohttp
 import pytest
 
 from shopcast.web import HLS_JS
+from tests.browser import CHROMIUM
 
 from . import barcode
 from .conftest import API_TOKEN, FFMPEG, Origin, requires_ffmpeg
 
 playwright_api = pytest.importorskip("playwright.async_api")
-CHROMIUM = shutil.which("chromium")
 SCREENSHOT = os.environ.get("SHOPCAST_E2E_SCREENSHOT")  # where to save the lit shop page
 pytestmark = [
     pytest.mark.e2e,
     requires_ffmpeg,
     pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed"),
     pytest.mark.skipif(not HLS_JS.exists(), reason="hls.js not installed (npm install)"),
-]
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
 ]
 SECONDS = 40  # of published video; tags are all placed (and fired) well within it
 PATHS = ("daterange", "emsg")
@@ -59,14 +46,6 @@ PLAN = [
     ("product", 7.8),
     ("deal", 9.0),
 ]
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    async with playwright_api.async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        await b.close()
 
 
 def tag_body(kind: str, n: int, frame: int) -> dict[str, Any]:

@@ -4,7 +4,6 @@ lists every one of them after a restart on the same store."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -16,9 +15,9 @@ import aiohttp
 import pytest
 
 from shopcast.store import Store
+from tests.serve_env import SHOPCAST, serve_env
 
 from .conftest import ffmpeg_publish_args, requires_ffmpeg
-from .test_serve_cli import SHOPCAST, free_port
 
 pytestmark = [pytest.mark.e2e, requires_ffmpeg]
 TOKEN = "durability-token"
@@ -30,17 +29,12 @@ async def serve(
     tmp_path: Path, run: int
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, int, int]]:
     """``shopcast serve`` on fresh ports over ``tmp_path``'s store; yields once HTTP answers."""
-    rtmp_port, http_port = free_port(), free_port()
-    env = dict(
-        os.environ,
-        SHOPCAST_SERVER_RTMP_HOST="127.0.0.1",
-        SHOPCAST_SERVER_HTTP_HOST="127.0.0.1",
-        SHOPCAST_SERVER_RTMP_PORT=str(rtmp_port),
-        SHOPCAST_SERVER_HTTP_PORT=str(http_port),
-        SHOPCAST_STORE_PATH=str(tmp_path / "store.sqlite3"),
+    srv = serve_env(
+        tmp_path,
         SHOPCAST_API_TOKENS=TOKEN,
         SHOPCAST_TRANSCODE_RUNGS="180p:200k",  # one small rung: cheap on a 2-core machine
     )
+    env = srv.env
     log = (tmp_path / f"serve-{run}.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
         SHOPCAST, "serve", "--config", "shopcast.toml", env=env, stdout=log, stderr=log
@@ -51,14 +45,16 @@ async def serve(
             while True:
                 assert proc.returncode is None, (tmp_path / f"serve-{run}.log").read_text()
                 try:
-                    async with http.get(f"http://127.0.0.1:{http_port}/api/v1/streams/demo") as r:
+                    async with http.get(
+                        f"http://127.0.0.1:{srv.http_port}/api/v1/streams/demo"
+                    ) as r:
                         if r.status == 200:
                             break
                 except aiohttp.ClientConnectionError:
                     pass
                 assert time.monotonic() < deadline, "shopcast serve did not come up"
                 await asyncio.sleep(0.1)
-        yield proc, rtmp_port, http_port
+        yield proc, srv.rtmp_port, srv.http_port
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -123,7 +119,10 @@ async def test_acknowledged_tags_survive_sigkill(tmp_path: Path) -> None:
             await publisher.wait()
     assert len(acknowledged) >= 4
 
-    async with serve(tmp_path, 2) as (_, _, http_port), aiohttp.ClientSession(headers=AUTH) as http:
+    async with (
+        serve(tmp_path, 2) as (_, _, http_port),
+        aiohttp.ClientSession(headers=AUTH) as http,
+    ):
         async with http.get(f"http://127.0.0.1:{http_port}/api/v1/streams/demo/tags") as r:
             assert r.status == 200
             listed = {t["id"]: t for t in (await r.json())["tags"]}

@@ -9,9 +9,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.browser import CHROMIUM_ARGS
 from tests.ingest.whip.client import fetch_and_decode
 
-from .test_hls_playback import CHROMIUM_ARGS
 from .test_whip import start_origin, until
 
 playwright_api = pytest.importorskip("playwright.async_api")
