@@ -98,6 +98,8 @@ class RenditionOutput:
         )
         self.files: dict[str, bytes] = {"init.mp4": init_segment(tracks)}
         self._changed = asyncio.Event()
+        self._cache: dict[tuple[str | None, int], str] = {}
+        self._cache_version = -1
         self._segment_parts: list[bytes] = []
         self._bytes_in_segments: list[tuple[int, Fraction]] = []  # (bytes, seconds) per segment
         self._pending_discontinuity = False
@@ -192,6 +194,7 @@ class RenditionOutput:
     def _notify(self) -> None:
         # Everyone waiting holds the old event; swapping first means a waiter that re-checks
         # and waits again sleeps on the new one.
+        self.package.version += 1
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
@@ -232,7 +235,23 @@ class RenditionOutput:
         return RenditionReport(f"../{self.name}/index.m3u8", pos[0], pos[1])
 
     def playlist(self, skip: str | None = None) -> str:
-        """The media playlist; ``skip`` is the ``_HLS_skip`` directive ("YES", "v2") if any."""
+        """The media playlist; ``skip`` is the ``_HLS_skip`` directive ("YES", "v2") if any.
+
+        Rendered once per change of the stream (every viewer's reload asks for the same text);
+        a v2 delta also depends on which date ranges have settled, so it is re-rendered at most
+        once a second besides.
+        """
+        package = self.package
+        if self._cache_version != package.version:
+            self._cache.clear()
+            self._cache_version = package.version
+        key = (skip, int(package.clock()) if skip == "v2" else 0)
+        text = self._cache.get(key)
+        if text is None:
+            text = self._cache[key] = self._render(skip)
+        return text
+
+    def _render(self, skip: str | None) -> str:
         reports = [
             r
             for other in self.package.renditions.values()
@@ -312,6 +331,8 @@ class LivePackage:
         self.clock = clock
         self._infos: dict[str, RenditionInfo] = {}
         self.tags = TagTimeline()
+        #: Bumped on every change any playlist of the stream shows (parts, tags, end).
+        self.version = 0
         self._event_ids = 0
         self._ladder: list[str] = []
 
