@@ -6,17 +6,21 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from cdn_edge.wire import ResponseHead
+
 _MAX_AGE = re.compile(r"(?:^|,)\s*(?:s-maxage|max-age)\s*=\s*(\d+)", re.IGNORECASE)
 _NO_STORE = re.compile(r"(?:^|,)\s*(?:no-store|no-cache|private)\b", re.IGNORECASE)
 #: Errors without a Cache-Control of their own are kept this long (S Appendix B: short).
 ERROR_TTL = 1.0
-#: Bookkeeping per entry counted on top of the body (key, headers, object).
+#: Bookkeeping per entry counted on top of the body (key, headers, object, rendered head).
 _OVERHEAD = 512
+#: What a body without a Content-Type is served as (aiohttp's default for bytes).
+DEFAULT_TYPE = "application/octet-stream"
 
 
 @dataclass
 class CachedResponse:
-    """An origin response as the edge replays it."""
+    """An origin response as the edge replays it (``headers`` as served, but for Age)."""
 
     status: int
     headers: dict[str, str]
@@ -25,11 +29,16 @@ class CachedResponse:
     age: float = 0.0  # the origin's Age when it arrived
     ttl: float = 0.0  # freshness lifetime left on arrival (0: not stored)
     size: int = field(init=False)
+    head: ResponseHead = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.size = (
             len(self.body) + _OVERHEAD + sum(len(k) + len(v) for k, v in self.headers.items())
         )
+        served = [(k, v) for k, v in self.headers.items() if k != "Age"]
+        if "Content-Type" not in self.headers:
+            served.append(("Content-Type", DEFAULT_TYPE))
+        self.head = ResponseHead(self.status, served, len(self.body))
 
     def fresh(self, now: float) -> bool:
         return now - self.received < self.ttl

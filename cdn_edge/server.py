@@ -17,21 +17,32 @@ import time
 from dataclasses import dataclass, field
 
 import aiohttp
-from aiohttp import web
+from aiohttp.http import RawRequestMessage
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cdn_edge.cache import CachedResponse, ResponseCache, freshness
 from cdn_edge.collapse import Collapser
+from cdn_edge.http1 import KEEPALIVE_TIMEOUT, EdgeConnection
 from cdn_edge.metrics import EdgeMetrics
 from cdn_edge.paths import BadTarget, Target, cache_key, parse_target, preload_hints
 from cdn_edge.upstream import AllOriginsFailed, Origins, UpstreamResult, fetch
 from cdn_edge.viewers import ViewerTracker
+from cdn_edge.wire import http_date, simple_head
 from packager import access
 
 log = logging.getLogger("shopcast.edge")
 CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "Age"}
 #: Edge-minted upstream tokens live this long and are renewed with this much left.
 _UPSTREAM_TOKEN_TTL, _UPSTREAM_TOKEN_RENEW = 3600, 600
+#: Raw targets remembered with their parse (viewers ask for the same few objects).
+_TARGET_MEMO = 4096
+_TEXT = ("Content-Type", "text/plain; charset=utf-8")
+_PREFLIGHT = (
+    *CORS.items(),
+    ("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS"),
+    ("Access-Control-Allow-Headers", "*"),
+    ("Access-Control-Max-Age", "86400"),
+)
 
 
 @dataclass(frozen=True)
@@ -64,14 +75,12 @@ class EdgeServer:
         self.metrics.waiters.set_function(lambda: self.collapser.waiters)
         self.metrics.cache_bytes.set_function(lambda: self.cache.size)
         self.port = 0
+        self.connections: set[EdgeConnection] = set()
+        self._targets: dict[str, tuple[Target, str] | BadTarget] = {}
         self._upstream_tokens: dict[str, tuple[str, int]] = {}
         self._session: aiohttp.ClientSession | None = None
-        self._runner: web.AppRunner | None = None
-        self._reporter: asyncio.Task[None] | None = None
-        self.app = web.Application()
-        self.app.router.add_get("/metrics", self._metrics)
-        self.app.router.add_route("OPTIONS", "/{tail:.*}", self._preflight)
-        self.app.router.add_get("/{tail:.*}", self._serve)
+        self._server: asyncio.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def url(self) -> str:
@@ -82,21 +91,27 @@ class EdgeServer:
             connector=aiohttp.TCPConnector(limit=512, limit_per_host=256, ttl_dns_cache=60),
             auto_decompress=True,
         )
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port, backlog=2048)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
-        self._reporter = asyncio.ensure_future(self._report_loop())
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: EdgeConnection(self, loop), self.config.host, self.config.port, backlog=2048
+        )
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        self._tasks = [
+            asyncio.ensure_future(self._report_loop()),
+            asyncio.ensure_future(self._idle_loop()),
+        ]
         log.info("edge %s listening on %s for %s", self.config.edge_id, self.url, self.origins.urls)
 
     async def close(self) -> None:
-        if self._reporter is not None:
-            self._reporter.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._reporter
-        if self._runner is not None:
-            await self._runner.cleanup()
+                await task
+        if self._server is not None:
+            self._server.close()
+            for conn in list(self.connections):
+                conn.close()
+            await self._server.wait_closed()
         await self.collapser.cancel_all()
         if self._session is not None:
             await self._session.close()
@@ -113,49 +128,110 @@ class EdgeServer:
         finally:
             await self.close()
 
+    async def _idle_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(KEEPALIVE_TIMEOUT / 8)
+            horizon = loop.time() - KEEPALIVE_TIMEOUT
+            for conn in [c for c in self.connections if c.idle and c.last_active < horizon]:
+                conn.close()
+
     # -- requests ------------------------------------------------------------------------------
 
-    async def _serve(self, request: web.Request) -> web.StreamResponse:
-        try:
-            target = parse_target(request.raw_path)
-        except BadTarget as exc:
+    def dispatch(self, conn: EdgeConnection, request: RawRequestMessage) -> None:
+        """Route one request: cached objects, ``/metrics``, CORS preflight; 405 for the rest."""
+        method = request.method
+        if method == "GET" or method == "HEAD":
+            if request.path.partition("?")[0] == "/metrics":
+                self._metrics(conn)
+            else:
+                self._serve(conn, request)
+        elif method == "OPTIONS":
+            conn.respond(simple_head(204, _PREFLIGHT, 0, http_date()), b"")
+        else:
+            body = b"405: Method Not Allowed\n"
+            headers = (_TEXT, ("Allow", "GET, HEAD, OPTIONS"))
+            conn.respond(simple_head(405, headers, len(body), http_date()), body)
+
+    def _serve(self, conn: EdgeConnection, request: RawRequestMessage) -> None:
+        raw = request.path
+        parsed = self._targets.get(raw) or self._parse(raw)
+        if isinstance(parsed, BadTarget):
             self.metrics.rejected.labels("path").inc()
-            return self._local_error(exc.status, str(exc))
+            self._local_error(conn, parsed.status, str(parsed))
+            return
+        target, key = parsed
         secret = self.config.playback_secret
         if target.stream is not None:
             if secret:
                 why = access.verify(secret, target.path, target.token, time.time())
                 if why is not None:
                     self.metrics.rejected.labels("token").inc()
-                    return self._local_error(403, why)
-            client = target.token or f"{request.remote}|{request.headers.get('User-Agent', '')}"
+                    self._local_error(conn, 403, why)
+                    return
+            client = target.token or f"{conn.remote}|{request.headers.get('User-Agent', '')}"
             self.viewers.seen(target.stream, client, time.monotonic())
-        # Without the secret the origin judges each token, so each token is its own object.
-        key = cache_key(target, token_in_key=not secret)
-        entry = await self._lookup(key, target)
-        if entry is None:
-            return self._local_error(502, "no origin answered", cache=False)
-        body = entry.body
-        if secret and target.token and target.is_playlist and entry.status == 200:
-            body = access.carry_token(body.decode(), target.token).encode()
-        self.metrics.bytes_out.inc(len(body))
-        headers = dict(entry.headers)
-        headers["Age"] = str(entry.current_age(time.monotonic()))
-        if target.stream is not None:
-            headers.update(CORS)
-        return web.Response(status=entry.status, body=body, headers=headers)
-
-    async def _lookup(self, key: str, target: Target) -> CachedResponse | None:
-        entry = self.cache.get(key, time.monotonic())
+        now = time.monotonic()
+        entry = self.cache.get(key, now)
         if entry is not None:
             self.metrics.hits.inc()
-            return entry
-        future, joined = self.collapser.start(key, functools.partial(self._fetch, key, target))
+            self._send(conn, entry, target, now)
+            return
+        joined = self.collapser.join(
+            key,
+            functools.partial(self._fetch, key, target),
+            functools.partial(self._answer, conn, target),
+        )
         (self.metrics.collapsed if joined else self.metrics.misses).inc()
+
+    def _parse(self, raw: str) -> tuple[Target, str] | BadTarget:
+        """``parse_target`` and the cache key, remembered for the next viewer asking the same."""
+        parsed: tuple[Target, str] | BadTarget
         try:
-            return await self.collapser.wait(future)
-        except (AllOriginsFailed, aiohttp.ClientError):
-            return None
+            target = parse_target(raw)
+        except BadTarget as exc:
+            parsed = exc
+        else:
+            # Without the secret the origin judges each token, so each token is its own object.
+            parsed = (target, cache_key(target, token_in_key=not self.config.playback_secret))
+        if len(self._targets) >= _TARGET_MEMO:
+            self._targets.clear()
+        self._targets[raw] = parsed
+        return parsed
+
+    def _answer(
+        self, conn: EdgeConnection, target: Target, future: asyncio.Future[CachedResponse]
+    ) -> None:
+        """A collapsed fetch is done: answer one of its waiters (all run in one pass)."""
+        if future.cancelled():
+            conn.close()
+            return
+        exc = future.exception()
+        if exc is None:
+            self._send(conn, future.result(), target, time.monotonic())
+        elif isinstance(exc, AllOriginsFailed | aiohttp.ClientError):
+            self._local_error(conn, 502, "no origin answered", cache=False)
+        else:
+            log.error("fetch for %s failed", target.path, exc_info=exc)
+            self._local_error(conn, 500, "internal error", cache=False)
+
+    def _send(
+        self, conn: EdgeConnection, entry: CachedResponse, target: Target, now: float
+    ) -> None:
+        body = entry.body
+        age = int(entry.age + now - entry.received)
+        if (
+            target.token
+            and entry.status == 200
+            and target.is_playlist
+            and self.config.playback_secret
+        ):
+            body = access.carry_token(body.decode(), target.token).encode()
+            head = entry.head.render(age, http_date(), len(body))
+        else:
+            head = entry.head.render(age, http_date())
+        self.metrics.bytes_out.inc(len(body))
+        conn.respond(head, body)
 
     async def _fetch(self, key: str, target: Target) -> CachedResponse:
         """One upstream request; the result is cached before any waiter sees it."""
@@ -190,7 +266,8 @@ class EdgeServer:
         except ValueError:
             age = 0.0
         ttl = freshness(result.status, result.headers.get("Cache-Control"), age)
-        return CachedResponse(result.status, result.headers, body, now, age, ttl)
+        headers = {**result.headers, **CORS} if target.stream is not None else result.headers
+        return CachedResponse(result.status, headers, body, now, age, ttl)
 
     def _prefetch_hints(self, playlist: Target, text: str) -> None:
         for raw in preload_hints(playlist.path, text):
@@ -220,27 +297,19 @@ class EdgeServer:
         return held[0]
 
     @staticmethod
-    def _local_error(status: int, message: str, cache: bool = True) -> web.Response:
-        return web.Response(
-            status=status,
-            text=message + "\n",
-            headers={**CORS, "Cache-Control": "public, max-age=1" if cache else "no-store"},
+    def _local_error(conn: EdgeConnection, status: int, message: str, cache: bool = True) -> None:
+        body = (message + "\n").encode()
+        headers = (
+            *CORS.items(),
+            ("Cache-Control", "public, max-age=1" if cache else "no-store"),
+            _TEXT,
         )
+        conn.respond(simple_head(status, headers, len(body), http_date()), body)
 
-    async def _preflight(self, request: web.Request) -> web.Response:
-        return web.Response(
-            status=204,
-            headers={
-                **CORS,
-                "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
-                "Access-Control-Allow-Headers": "*",
-                "Access-Control-Max-Age": "86400",
-            },
-        )
-
-    async def _metrics(self, request: web.Request) -> web.Response:
+    def _metrics(self, conn: EdgeConnection) -> None:
         body = generate_latest(self.metrics.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        headers = (("Content-Type", CONTENT_TYPE_LATEST),)
+        conn.respond(simple_head(200, headers, len(body), http_date()), body)
 
     # -- viewer reports ------------------------------------------------------------------------
 
