@@ -34,6 +34,7 @@ class Access:
     user_agent: str
     sha: str
     at: float
+    size: int = 0
 
 
 @dataclass
@@ -58,6 +59,7 @@ class AccessLog:
                 request.headers.get("User-Agent", ""),
                 hashlib.sha256(data).hexdigest(),
                 time.time(),
+                len(data),
             )
         )
         return resp
@@ -79,6 +81,10 @@ class AccessLog:
             if a.status == 200:
                 out.setdefault(a.key, a.at)
         return out
+
+    def part_sizes(self) -> dict[str, int]:
+        """Part path → bytes the origin sent (200s only)."""
+        return {a.key: a.size for a in self.entries if a.status == 200 and a.key.endswith(".m4s")}
 
     def part_ready_at(self) -> dict[str, float]:
         """Part path → when the origin first sent it."""
