@@ -40,6 +40,14 @@ class Collapser(Generic[T]):
         task.add_done_callback(self._tasks.discard)
         return future, False
 
+    def add_waiter(self, key: str, callback: Callable[[asyncio.Future[T]], None]) -> bool:
+        """Wait on the fetch in flight for ``key``, if there is one (then True)."""
+        if key not in self._inflight:
+            return False
+        self._callbacks.setdefault(key, []).append(callback)
+        self.waiters += 1
+        return True
+
     def join(
         self,
         key: str,

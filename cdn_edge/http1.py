@@ -47,6 +47,7 @@ class EdgeConnection(asyncio.Protocol):
         self._loop = loop
         self.transport: asyncio.Transport | None = None
         self.remote = ""
+        self._client: str | None = None
         # Request bodies are refused, so their payload stream never needs flow control.
         self._parser = HttpRequestParser(
             BaseProtocol(loop), loop, READ_LIMIT, max_line_size=MAX_LINE, max_field_size=MAX_FIELD
@@ -94,6 +95,12 @@ class EdgeConnection(asyncio.Protocol):
             self._read_paused = True
             self.transport.pause_reading()
         self._next()
+
+    def client(self, request: RawRequestMessage) -> str:
+        """Who this connection's viewer is without a token: address and User-Agent."""
+        if self._client is None:
+            self._client = f"{self.remote}|{request.headers.get('User-Agent', '')}"
+        return self._client
 
     def pause_writing(self) -> None:
         self._write_paused = True

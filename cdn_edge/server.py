@@ -161,6 +161,7 @@ class EdgeServer:
             self._local_error(conn, parsed.status, str(parsed))
             return
         target, key = parsed
+        now = time.monotonic()
         secret = self.config.playback_secret
         if target.stream is not None:
             if secret:
@@ -169,20 +170,18 @@ class EdgeServer:
                     self.metrics.rejected.labels("token").inc()
                     self._local_error(conn, 403, why)
                     return
-            client = target.token or f"{conn.remote}|{request.headers.get('User-Agent', '')}"
-            self.viewers.seen(target.stream, client, time.monotonic())
-        now = time.monotonic()
+            self.viewers.seen(target.stream, target.token or conn.client(request), now)
         entry = self.cache.get(key, now)
         if entry is not None:
-            self.metrics.hits.inc()
+            self.metrics.requests.hits += 1
             self._send(conn, entry, target, now)
             return
-        joined = self.collapser.join(
-            key,
-            functools.partial(self._fetch, key, target),
-            functools.partial(self._answer, conn, target),
-        )
-        (self.metrics.collapsed if joined else self.metrics.misses).inc()
+        answer = functools.partial(self._answer, conn, target)
+        if self.collapser.add_waiter(key, answer):
+            self.metrics.requests.collapsed += 1
+        else:
+            self.collapser.join(key, functools.partial(self._fetch, key, target), answer)
+            self.metrics.requests.misses += 1
 
     def _parse(self, raw: str) -> tuple[Target, str] | BadTarget:
         """``parse_target`` and the cache key, remembered for the next viewer asking the same."""
@@ -230,7 +229,7 @@ class EdgeServer:
             head = entry.head.render(age, http_date(), len(body))
         else:
             head = entry.head.render(age, http_date())
-        self.metrics.bytes_out.inc(len(body))
+        self.metrics.requests.bytes_out += len(body)
         conn.respond(head, body)
 
     async def _fetch(self, key: str, target: Target) -> CachedResponse:
