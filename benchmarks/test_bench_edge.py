@@ -3,9 +3,10 @@ against nginx proxy_cache (deploy/nginx-edge.conf) on the same core, origin fetc
 
 The edge (or nginx, one worker) is pinned to CPU 1; the origin, ffmpeg and the viewer swarm
 processes (``benchmarks/viewer_swarm.py``: hls.js's loop on raw keep-alive connections) share
-CPU 0. Each step records how busy each core was (/proc/stat) and the swarm's own event-loop
-lateness; a step whose load core was busier than the edge's is marked generator-bound (its
-delays are then partly the generator's own). Figures go to ``extra_info`` and a table.
+CPU 0. Each step records how busy each core was (/proc/stat: the edge's core is the edge's CPU),
+the swarm processes' own CPU and event-loop lateness; a step whose swarm needed as much CPU as
+the edge is marked generator-bound (its delays are then partly the generator's own). Figures go
+to ``extra_info`` and a table.
 """
 
 from __future__ import annotations
@@ -255,8 +256,9 @@ async def measure(tmp_path: Path) -> dict[str, Any]:
                         "load_core_busy": round(step["load_core_busy"], 2),
                     }
                     # Viewers wait in lockstep (blocking reload), so each part is one burst that
-                    # both cores work through; the busier core sets the pace of that burst.
-                    entry["generator_bound"] = entry["load_core_busy"] >= entry["edge_core_busy"]
+                    # the edge and the swarm work through side by side: when the swarm needed as
+                    # much CPU as the edge, its half of the burst is (at least) as long.
+                    entry["generator_bound"] = entry["generator_cpu"] >= entry["edge_core_busy"]
                     entry["pass"] = (
                         entry["p99_ms"] <= GOAL_P99_MS
                         and not entry["errors"]
@@ -312,19 +314,20 @@ def test_bench_edge(benchmark: Any, tmp_path: Path, capsys: Any) -> None:
         f"\nshopcast edge on one core: part delivery delay (origin response → viewer has the "
         f"part), goal p99 < {GOAL_P99_MS:.0f} ms, {STEP_SECONDS:.0f} s per step",
         f"{'viewers':>8}{'parts':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'errors':>8}"
-        f"{'gaps':>6}{'short':>7}{'edge core':>10}{'load core':>10}{'gen lag':>9}  verdict",
+        f"{'gaps':>6}{'short':>7}{'edge cpu':>9}{'swarm cpu':>10}{'load core':>10}{'swarm lag':>10}"
+        "  verdict",
     ]
     for s in steps:
         verdict = "PASS" if s["pass"] else "FAIL"
         if s["generator_bound"]:
-            verdict += " (generator-bound: the load core was the busier)"
+            verdict += " (generator-bound: the swarm used as much CPU as the edge)"
         if s["error_samples"]:
             verdict += f" e.g. {s['error_samples'][0]}"
         lines.append(
             f"{s['viewers']:>8}{s['parts']:>8}{s['p50_ms']:>9.1f}{s['p99_ms']:>9.1f}"
             f"{s['max_ms']:>9.1f}{s['errors']:>8}{s['gaps']:>6}{s['incomplete']:>7}"
-            f"{s['edge_core_busy']:>10.2f}{s['load_core_busy']:>10.2f}"
-            f"{s['generator_lag_p99_ms']:>9.1f}  {verdict}"
+            f"{s['edge_core_busy']:>9.2f}{s['generator_cpu']:>10.2f}{s['load_core_busy']:>10.2f}"
+            f"{s['generator_lag_p99_ms']:>10.1f}  {verdict}"
         )
     lines.append(f"viewers held: {max(held, default=0)}")
     ratio = f" = {edge_rps / nginx_rps:.2f}× nginx" if nginx_rps else ""
