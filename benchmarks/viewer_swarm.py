@@ -20,8 +20,14 @@ from typing import Any
 _PART = re.compile(rb'#EXT-X-PART:[^\n]*?URI="(?:[^"/]*/)*(\d+)\.(\d+)\.m4s')
 _HINT = re.compile(rb'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="(?:[^"/]*/)*(\d+)\.(\d+)\.m4s')
 _MAP = re.compile(rb'#EXT-X-MAP:URI="([^"]+)"')
+#: A response head longer than this is an error (the edge's are a few hundred bytes).
+MAX_HEAD = 1 << 16
 #: The probe's period: the loop's lateness on it is the generator's own backlog.
 PROBE_SECONDS = 0.002
+
+
+def http_get(target: str) -> bytes:
+    return f"GET {target} HTTP/1.1\r\nHost: edge\r\nUser-Agent: swarm\r\n\r\n".encode()
 
 
 class Swarm:
@@ -38,8 +44,10 @@ class Swarm:
         self.done = asyncio.get_running_loop().create_future()
         self.running = 0
 
-    def request(self, target: str) -> bytes:
-        return f"GET {target} HTTP/1.1\r\nHost: edge\r\nUser-Agent: swarm\r\n\r\n".encode()
+        # Requests as bytes: the first playlist load, and templates filled in with (msn, part).
+        self.first = http_get(playlist)
+        self.blocking = http_get(playlist.replace("%", "%%") + "?_HLS_msn=%d&_HLS_part=%d")
+        self.part = http_get(self.directory.replace("%", "%%") + "/%d.%d.m4s")
 
     def finished(self) -> None:
         self.running -= 1
@@ -53,7 +61,8 @@ class Viewer(asyncio.Protocol):
     def __init__(self, swarm: Swarm, number: int) -> None:
         self.swarm, self.number = swarm, number
         self.transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
+        self._partial = b""  # a response head split over reads
+        self._body: list[bytes] = []
         self._head_done = False
         self._status = 0
         self._length = 0
@@ -67,44 +76,51 @@ class Viewer(asyncio.Protocol):
 
     # -- plumbing: one request at a time, answers framed by Content-Length -----------------
 
-    def _get(self, target: str, keep: bool, on_response: Any) -> None:
-        self._head_done, self._received, self._keep = False, 0, keep
-        self._buffer.clear()
+    def _get(self, request: bytes, keep: bool, on_response: Any) -> None:
+        self._head_done, self._keep = False, keep
         self._on_response = on_response
         assert self.transport is not None
-        self.transport.write(self.swarm.request(target))
+        self.transport.write(request)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self._get(self.swarm.playlist, True, self._on_playlist)
+        self._get(self.swarm.first, True, self._on_playlist)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.stopped:
             self._fail(f"connection lost: {exc}")
 
     def data_received(self, data: bytes) -> None:
-        if not self._head_done:
-            self._buffer += data
-            end = self._buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = bytes(self._buffer[: end + 2]).lower()
-            self._status = int(head[9:12])
-            at = head.find(b"\r\ncontent-length:")
-            self._length = int(head[at + 17 : head.find(b"\r\n", at + 2)]) if at >= 0 else 0
-            body = self._buffer[end + 4 :]
-            self._buffer = body if self._keep else bytearray()
-            self._received = len(body)
-            self._head_done = True
-        else:
+        if self._head_done:
             self._received += len(data)
             if self._keep:
-                self._buffer += data
+                self._body.append(data)
+        else:
+            if self._partial:
+                data = self._partial + data
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                if len(data) > MAX_HEAD:
+                    self._fail("response head too long")
+                self._partial = data
+                return
+            self._partial = b""
+            self._status = int(data[9:12])
+            at = data.find(b"\r\nContent-Length: ", 0, end)
+            if at >= 0:  # the spelling the edge and nginx use: no copy of the head needed
+                self._length = int(data[at + 18 : data.find(b"\r\n", at + 2)])
+            else:
+                head = data[: end + 2].lower()
+                at = head.find(b"\r\ncontent-length:")
+                self._length = int(head[at + 17 : head.find(b"\r\n", at + 2)]) if at >= 0 else 0
+            self._received = len(data) - end - 4
+            self._body = [data[end + 4 :]] if self._keep else []
+            self._head_done = True
         if self._received >= self._length:
             if self._received > self._length:
                 self._fail("more bytes than Content-Length")
                 return
-            self._on_response(self._status, bytes(self._buffer))
+            self._on_response(self._status, b"".join(self._body))
 
     # -- the viewer ----------------------------------------------------------------------------
 
@@ -139,7 +155,7 @@ class Viewer(asyncio.Protocol):
             init = _MAP.search(body)
             if init is not None:
                 target = f"{self.swarm.directory}/{init.group(1).decode()}"
-                self._get(target, True, self._on_init)
+                self._get(http_get(target), True, self._on_init)
                 return
         self._next()
 
@@ -153,14 +169,11 @@ class Viewer(asyncio.Protocol):
         if time.monotonic() >= self.swarm.until:
             self._stop()
         elif self.pending:
-            msn, index = self.pending[0]
-            self._get(f"{self.swarm.directory}/{msn}.{index}.m4s", False, self._on_part)
+            self._get(self.swarm.part % self.pending[0], False, self._on_part)
         elif self.hint is not None:
-            msn, index = self.hint
-            target = f"{self.swarm.playlist}?_HLS_msn={msn}&_HLS_part={index}"
-            self._get(target, True, self._on_playlist)
+            self._get(self.swarm.blocking % self.hint, True, self._on_playlist)
         else:
-            self._get(self.swarm.playlist, True, self._on_playlist)
+            self._get(self.swarm.first, True, self._on_playlist)
 
     def _on_part(self, status: int, _body: bytes) -> None:
         msn, index = self.pending.pop(0)
