@@ -33,12 +33,14 @@ from tests.edge.conftest import (
     wait_live,
 )
 
-STEPS = (200, 500, 1000, 1500, 2000, 2500, 3000)  # viewers; stops after two steps over the goal
+SMOKE = os.environ.get("SHOPCAST_BENCH_SMOKE") == "1"  # tests/benchmarks: tiny sizes
+# Viewers per step; the run stops after two steps over the goal.
+STEPS = (20, 40) if SMOKE else (200, 500, 1000, 1500, 1750, 2000, 2500, 3000)
 GENERATORS = int(os.environ.get("SHOPCAST_BENCH_SWARMS", "2"))  # swarm processes per step
-STEP_SECONDS = 10.0
+STEP_SECONDS = 3.0 if SMOKE else 10.0
 JOIN_SECONDS = 1.0  # viewers of a step join evenly over this long
 GOAL_P99_MS = 100.0
-RPS_SECONDS = 4.0
+RPS_SECONDS = 1.0 if SMOKE else 4.0
 RPS_CONNECTIONS, RPS_PIPELINE = 64, 1  # players do not pipeline (nginx stalls if they do)
 EDGE_CPU, LOAD_CPU = 1, 0
 pytestmark = [

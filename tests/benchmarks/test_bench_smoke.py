@@ -1,6 +1,6 @@
 """Each benchmark module runs at a tiny size (``SHOPCAST_BENCH_SMOKE=1``) and leaves a well-formed
 report. Left out: the hls.js latency benchmark (a browser needs a minute; it skips itself in smoke
-mode) and the edge and WHIP benchmarks (their own owners' files, no smoke switch yet)."""
+mode) and the WHIP benchmark (no smoke switch yet)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ CASES: dict[str, tuple[list[str], str | None, int, bool]] = {
     "latency": (["test_bench_latency.py"], "server_added", 1, True),
     "tags": (["test_bench_tags.py"], None, 2, True),
     "publishers": (["test_bench_publishers.py"], None, 1, True),
+    "edge": (["test_bench_edge.py"], None, 1, True),
 }
 MACHINE_KEYS = {"cpu", "cores", "python", "pyav", "pyav_x264", "ffmpeg_cli", "hls_js"}
 
