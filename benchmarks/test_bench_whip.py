@@ -35,10 +35,11 @@ from tests.ingest.whip.client import publish, unpublish, wait_connected
 from transcode.policy import LadderConfig
 
 LOOPBACK = WhipSection(host_addresses=("127.0.0.1",), max_sessions=64, rate_burst=200)
-ROUNDS = 3
-STEPS = (1, 2, 4, 8, 12, 16)
-WARM_UP = 4.0  # seconds after the last publisher connected before measuring
-WINDOW = 6.0
+SMOKE = os.environ.get("SHOPCAST_BENCH_SMOKE") == "1"  # tests/benchmarks: tiny sizes
+ROUNDS = 1 if SMOKE else 3
+STEPS = (1, 2) if SMOKE else (1, 2, 4, 8, 12, 16)
+WARM_UP = 2.0 if SMOKE else 4.0  # seconds after the last publisher connected before measuring
+WINDOW = 2.0 if SMOKE else 6.0
 VIDEO_FPS = 30
 AAC_FPS = 48_000 / 1024
 

@@ -1,6 +1,6 @@
 """Each benchmark module runs at a tiny size (``SHOPCAST_BENCH_SMOKE=1``) and leaves a well-formed
 report. Left out: the hls.js latency benchmark (a browser needs a minute; it skips itself in smoke
-mode) and the WHIP benchmark (no smoke switch yet)."""
+mode)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ CASES: dict[str, tuple[list[str], str | None, int, bool]] = {
     "tags": (["test_bench_tags.py"], None, 2, True),
     "publishers": (["test_bench_publishers.py"], None, 1, True),
     "edge": (["test_bench_edge.py"], None, 1, True),
+    "whip": (["test_bench_whip.py"], None, 2, False),
 }
 MACHINE_KEYS = {"cpu", "cores", "python", "pyav", "pyav_x264", "ffmpeg_cli", "hls_js"}
 
