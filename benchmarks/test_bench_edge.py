@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from benchmarks import viewer_swarm
+from shopcast.loadtest import percentile
 from tests.e2e.conftest import requires_ffmpeg, stop_ffmpeg
 from tests.edge.conftest import (
     NGINX,
@@ -32,6 +33,7 @@ from tests.edge.conftest import (
     publish,
     wait_live,
 )
+from tests.edge.sim import follows
 
 SMOKE = os.environ.get("SHOPCAST_BENCH_SMOKE") == "1"  # tests/benchmarks: tiny sizes
 # Viewers per step; the run stops after two steps over the goal.
@@ -47,11 +49,6 @@ pytestmark = [
     requires_ffmpeg,
     pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="2 CPUs"),
 ]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 class RawConnection:
@@ -135,21 +132,9 @@ async def viewer_step(base: str, playlist: str, count: int) -> dict[str, Any]:
     firsts = [sum(per[:i]) for i in range(GENERATORS)]
     procs = [
         await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "benchmarks.viewer_swarm",
-            "--base",
-            base,
-            "--playlist",
-            playlist,
-            "--viewers",
-            str(n),
-            "--first",
-            str(first),
-            "--seconds",
-            str(STEP_SECONDS),
-            "--join",
-            str(JOIN_SECONDS),
+            *viewer_swarm.command(
+                base, playlist, n, first=first, seconds=STEP_SECONDS, join=JOIN_SECONDS
+            ),
             stdout=asyncio.subprocess.PIPE,
             preexec_fn=lambda: os.sched_setaffinity(0, {LOAD_CPU}),
         )
@@ -184,7 +169,7 @@ def gaps(parts: list[tuple[int, int, int, int, float, str]]) -> int:
     out = 0
     for viewer, msn, index, *_ in parts:
         prev = last.get(viewer)
-        if prev is not None and (msn, index) not in ((prev[0], prev[1] + 1), (prev[0] + 1, 0)):
+        if prev is not None and not follows(prev, (msn, index)):
             out += 1
         last[viewer] = (msn, index)
     return out

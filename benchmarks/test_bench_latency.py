@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from packager.live import LivePackage
+from shopcast.loadtest import percentile
 from shopcast.server import ShopcastServer
 from shopcast.web import HLS_JS
 from tests.e2e.conftest import Origin, ffmpeg_publish_args, make_config, requires_ffmpeg
@@ -30,12 +31,6 @@ HAS_PLAYWRIGHT = importlib.util.find_spec("playwright") is not None
 SMOKE = os.environ.get("SHOPCAST_BENCH_SMOKE") == "1"  # tests/benchmarks: tiny sizes
 SOURCE_SIZE = "360x640"
 FPS = 30
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of ``values`` (``q`` in 0..1)."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def last_frame_of_each_part(latencies: Sequence[float]) -> list[float]:

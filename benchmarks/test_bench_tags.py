@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 
+from shopcast.loadtest import percentile
 from shopcast.server import ShopcastServer
 from tests.e2e.conftest import Origin, ffmpeg_publish_args, make_config, requires_ffmpeg
 
@@ -33,12 +34,6 @@ SMOKE = os.environ.get("SHOPCAST_BENCH_SMOKE") == "1"  # tests/benchmarks: tiny 
 DATERANGE_ID = re.compile(r'^#EXT-X-DATERANGE:ID="([^"]+)"', re.MULTILINE)
 HINT = re.compile(r'^#EXT-X-PRELOAD-HINT:TYPE=PART,URI="(\d+)\.(\d+)\.m4s"', re.MULTILINE)
 PDT = re.compile(r"^#EXT-X-PROGRAM-DATE-TIME:(\S+)$", re.MULTILINE)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of ``values`` (``q`` in 0..1)."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 @asynccontextmanager

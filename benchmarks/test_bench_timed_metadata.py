@@ -12,8 +12,7 @@ import timeit
 from fractions import Fraction
 from typing import Any
 
-from test_bench_fmp4 import PARTS
-
+from benchmarks.test_bench_fmp4 import PARTS
 from packager.fmp4 import Emsg, fragment_py
 from packager.tags import Tag
 

@@ -224,6 +224,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def command(
+    base: str, playlist: str, viewers: int, *, first: int = 0, seconds: float, join: float
+) -> list[str]:
+    """The command line that runs a swarm in a process of its own."""
+    args = [sys.executable, "-m", "benchmarks.viewer_swarm", "--base", base]
+    args += ["--playlist", playlist, "--viewers", str(viewers), "--first", str(first)]
+    return [*args, "--seconds", str(seconds), "--join", str(join)]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--base", required=True, help="http://host:port of the edge")

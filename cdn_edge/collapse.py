@@ -56,8 +56,7 @@ class Collapser(Generic[T]):
     ) -> bool:
         """Like ``start``; ``callback(future)`` runs once the fetch is done. True if it joined."""
         _, joined = self.start(key, fetch)
-        self._callbacks.setdefault(key, []).append(callback)
-        self.waiters += 1
+        self.add_waiter(key, callback)
         return joined
 
     async def cancel_all(self) -> None:

@@ -118,9 +118,9 @@ def parse_variants(text: str) -> list[tuple[str, int]]:
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of ``values`` (``q`` in 0..1)."""
+    """Nearest-rank percentile of ``values`` (``q`` in 0..1); NaN when there are none."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def summarize_ms(values: Sequence[float]) -> dict[str, float | int] | None:

@@ -11,7 +11,6 @@ import logging
 import math
 import queue
 import threading
-import time
 from fractions import Fraction
 from typing import Any
 
@@ -172,12 +171,8 @@ class AudioTranscoder:
         pts = (packet.pts or 0) + self.encoder_delay
         if pts < 0:
             return
-        stats = self._stats.rendition(self.info.name)
-        if stats.packets_out == 0:
+        if self._stats.rendition(self.info.name).count_out(packet.size, self._arrival):
             self._bridge.rendition(self.info)
-        stats.packets_out += 1
-        stats.bytes_out += packet.size
-        stats.lag.add(time.time() - self._arrival)
         self._bridge.packet(
             EncodedPacket(
                 rendition=self.info.name,
@@ -276,12 +271,8 @@ class AudioTrack:
         pts = self._clock.stamp(at.pts, self._frame_length)
         if pts < 0:
             return
-        stats = self._stats.rendition(self.info.name)
-        if stats.packets_out == 0:
+        if self._stats.rendition(self.info.name).count_out(len(unit.payload), unit.arrival):
             self._bridge.rendition(self.info)
-        stats.packets_out += 1
-        stats.bytes_out += len(unit.payload)
-        stats.lag.add(time.time() - unit.arrival)
         self._bridge.packet(
             EncodedPacket(
                 rendition=self.info.name,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 
@@ -71,6 +72,14 @@ class RenditionStats:
     packets_out: int = 0
     bytes_out: int = 0
     lag: LagMeter = field(default_factory=LagMeter)
+
+    def count_out(self, size: int, arrival: float) -> bool:
+        """Count one packet of ``size`` bytes whose input arrived at ``arrival`` (wall clock);
+        True for the rendition's first packet (its time to be announced)."""
+        self.packets_out += 1
+        self.bytes_out += size
+        self.lag.add(time.time() - arrival)
+        return self.packets_out == 1
 
 
 @dataclass

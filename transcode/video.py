@@ -262,9 +262,7 @@ class RungEncoder:
         if not self._announced:
             self._announced = True
             self._bridge.rendition(self.info)
-        self._stats.lag.add(time.time() - arrival)
-        self._stats.packets_out += 1
-        self._stats.bytes_out += len(payload)
+        self._stats.count_out(len(payload), arrival)
         self._bridge.packet(
             EncodedPacket(
                 rendition=self.plan.name,
@@ -438,13 +436,9 @@ class PassthroughRung:
 
     def _emit(self, unit: MediaUnit, at: RepairedTime, duration: int) -> None:
         assert self._info is not None
-        if self._stats.rendition(self._info.name).packets_out == 0:
+        if self._stats.rendition(self._info.name).count_out(len(unit.payload), unit.arrival):
             self._bridge.rendition(self._info)
         self._last_duration = duration or self._last_duration
-        stats = self._stats.rendition(self._info.name)
-        stats.packets_out += 1
-        stats.bytes_out += len(unit.payload)
-        stats.lag.add(time.time() - unit.arrival)
         self._bridge.packet(
             EncodedPacket(
                 rendition=self._info.name,

@@ -200,13 +200,17 @@ class SimViewer:
 
     def gaps(self) -> list[tuple[tuple[int, int], tuple[int, int]]]:
         """Consecutive parts that do not follow one another (same segment +1, or next from 0)."""
-        out = []
-        for a, b in zip(self.got, self.got[1:], strict=False):
-            if not (
-                (b.msn == a.msn and b.index == a.index + 1) or (b.msn == a.msn + 1 and b.index == 0)
-            ):
-                out.append(((a.msn, a.index), (b.msn, b.index)))
-        return out
+        pairs = zip(self.got, self.got[1:], strict=False)
+        return [
+            ((a.msn, a.index), (b.msn, b.index))
+            for a, b in pairs
+            if not follows((a.msn, a.index), (b.msn, b.index))
+        ]
+
+
+def follows(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Whether part ``b`` (msn, index) comes right after ``a``: same segment +1, or next from 0."""
+    return b in ((a[0], a[1] + 1), (a[0] + 1, 0))
 
 
 def query_of(url: str) -> dict[str, str]:

@@ -86,11 +86,14 @@ class Published:
     channel: RTCDataChannel | None = None
 
 
-def make_offerer(video_codec: str | None = "H264", audio: bool = True) -> RTCPeerConnection:
+def make_offerer(
+    video_codec: str | None = "H264", audio: bool = True, size: tuple[int, int] | None = None
+) -> RTCPeerConnection:
     """A sendonly peer connection with the test tracks, ``video_codec`` forced (or no video)."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     if video_codec is not None:
-        transceiver = pc.addTransceiver(PatternVideo(), direction="sendonly")
+        video = PatternVideo(*size) if size else PatternVideo()
+        transceiver = pc.addTransceiver(video, direction="sendonly")
         caps = RTCRtpSender.getCapabilities("video")
         assert caps is not None
         transceiver.setCodecPreferences(
@@ -117,9 +120,10 @@ async def publish(
     video_codec: str | None = "H264",
     audio: bool = True,
     tags_channel: bool = False,
+    size: tuple[int, int] | None = None,
 ) -> Published:
     """POST an offer to ``base/whip/<stream_id>``; raises unless the answer is 201."""
-    pc = make_offerer(video_codec, audio)
+    pc = make_offerer(video_codec, audio, size)
     channel = pc.createDataChannel("tags") if tags_channel else None
     try:
         sdp = await make_offer(pc)
@@ -228,23 +232,7 @@ async def _publish_many(
         published: list[Published] = []
         try:
             for stream_id, key in targets:
-                pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-                transceiver = pc.addTransceiver(PatternVideo(width, height), direction="sendonly")
-                caps = RTCRtpSender.getCapabilities("video")
-                assert caps is not None
-                transceiver.setCodecPreferences([c for c in caps.codecs if c.name == "H264"])
-                pc.addTransceiver(ToneAudio(), direction="sendonly")
-                sdp = await make_offer(pc)
-                async with http.post(
-                    f"{base}/whip/{stream_id}",
-                    data=sdp,
-                    headers={"Authorization": f"Bearer {key}", "Content-Type": "application/sdp"},
-                ) as resp:
-                    body = await resp.text()
-                    assert resp.status == 201, (resp.status, body)
-                    location = resp.headers["Location"]
-                await pc.setRemoteDescription(RTCSessionDescription(body, "answer"))
-                published.append(Published(pc, location, body, {}))
+                published.append(await publish(http, base, stream_id, key, size=(width, height)))
             print("published", flush=True)
             await asyncio.sleep(seconds)
         finally:
