@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ingest.media import MediaKind
 from packager.fmp4 import Emsg, TrackInfo, init_segment
@@ -32,6 +32,9 @@ from packager.playlist import (
 from packager.segmenter import AUDIO_TRACK_ID, VIDEO_TRACK_ID, CutPart, PartCutter, TrackTiming
 from packager.tags import Tag, TagTimeline
 from transcode.output import EncodedPacket, RenditionInfo
+
+if TYPE_CHECKING:
+    from packager.recorder import SegmentSink
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +107,9 @@ class RenditionOutput:
         self._bytes_in_segments: list[tuple[int, Fraction]] = []  # (bytes, seconds) per segment
         self._pending_discontinuity = False
         self.frame_latency: collections.deque[float] = collections.deque(maxlen=4096)
+        if package.sink is not None:  # the recording starts with every rendition's init
+            init = self.files["init.mp4"]
+            package.sink.rendition_started(self.name, init, self.variant(), info.timescale, lead_id)
 
     # -- input -------------------------------------------------------------------------
     def push(self, packet: EncodedPacket) -> None:
@@ -148,6 +154,8 @@ class RenditionOutput:
             data = b"".join(self._segment_parts)  # a segment is exactly its parts' bytes
             self.files[seg.uri] = data
             self._bytes_in_segments.append((len(data), seg.duration))
+            if self.package.sink is not None:
+                self.package.sink.segment_completed(self.name, seg, data)
             del self._bytes_in_segments[: -self.package.config.window_segments]
             self._prune()
             if st.segments:
@@ -316,6 +324,8 @@ class LivePackage:
     ) -> None:
         self.stream_id = stream_id
         self.listener = listener
+        #: Told of every init and completed segment (the recorder), when set.
+        self.sink: SegmentSink | None = None
         self.config = config
         self.renditions: dict[str, RenditionOutput] = {}
         self.audio: RenditionInfo | None = None

@@ -109,6 +109,32 @@ class PlaybackSection:
 
 
 @dataclass(frozen=True)
+class RecordSection:
+    """Replay: every show recorded as it goes (see ``packager.recorder``)."""
+
+    enabled: bool = True
+    store: str = "file"  # or "s3"
+    #: The file store's directory (the S3 store's local spool).
+    path: str = "var/recordings"
+    #: Recordings older than this many days are deleted by a background sweep; 0 keeps them.
+    retention_days: float = 0.0
+    #: Segments waiting for the store per recording; beyond it a recording degrades.
+    queue_size: int = 256
+    s3_endpoint: str = ""
+    s3_bucket: str = ""
+    s3_region: str = ""
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_prefix: str = ""
+
+    def __post_init__(self) -> None:
+        if self.store not in ("file", "s3"):
+            raise ConfigError("record.store must be 'file' or 's3'")
+        if self.queue_size < 1 or self.retention_days < 0:
+            raise ConfigError("record.queue_size must be positive, retention_days not negative")
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str = "INFO"
     format: str = "plain"  # or "json": one JSON object per line
@@ -125,6 +151,7 @@ class Config:
     hooks: HooksSection = field(default_factory=HooksSection)
     whip: WhipSection = field(default_factory=WhipSection)
     playback: PlaybackSection = field(default_factory=PlaybackSection)
+    record: RecordSection = field(default_factory=RecordSection)
     log: LogSection = field(default_factory=LogSection)
 
     def __post_init__(self) -> None:
