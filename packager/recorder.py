@@ -341,4 +341,8 @@ class Recorder:
         return SegmentRecord(msn, round(duration, 6), round(pdt, 6), jump, len(data), start)
 
     def queue_depths(self) -> Iterable[tuple[str, int]]:
-        return [(r.stream_id, r.queue_depth) for r in self.active.values()]
+        """Queued segments per stream (summed over its recordings still writing)."""
+        depths: collections.Counter[str] = collections.Counter()
+        for recording in list(self.active.values()):
+            depths[recording.stream_id] += recording.queue_depth
+        return depths.items()

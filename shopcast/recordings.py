@@ -61,8 +61,12 @@ class Recordings:
     # -- life --------------------------------------------------------------------------
     async def start(self) -> None:
         """Start the store, close what a crash left open, start the retention sweep."""
-        await self.media.start()
-        await self.recover()
+        try:
+            await self.media.start()
+            await self.recover()
+        except StoreUnavailable as exc:
+            # The live shows go on; their recordings fail with the reason.
+            log.error("recordings store unavailable: %s", exc)
         if self.section.retention_days > 0:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 

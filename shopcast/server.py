@@ -118,6 +118,7 @@ class ShopcastServer:
             config.record, self.store, open_store(config.record), self.webhooks, self.vod_url
         )
         self.pipelines.recordings = self.recordings
+        self.metrics.watch_recorder(self.recordings.recorder)
         self.tags = TagService(
             self.store,
             self.streams,
