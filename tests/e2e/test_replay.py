@@ -23,7 +23,7 @@ import aiohttp
 import av
 import pytest
 
-from shopcast.config import PackagerSection, RecordSection
+from shopcast.config import HooksSection, PackagerSection
 from shopcast.server import ShopcastServer
 from shopcast.store import Store
 from tests.packager.id3 import parse_emsg, read_txxx
@@ -31,6 +31,7 @@ from tests.serve_env import SHOPCAST, serve_env
 
 from . import barcode
 from .conftest import API_TOKEN, FFMPEG, Origin, make_config, requires_ffmpeg
+from .test_doors import SECRET, Receiver, valid_signature
 
 pytestmark = [pytest.mark.e2e, requires_ffmpeg]
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -40,13 +41,13 @@ RENDITIONS = ("360p", "180p")
 
 @asynccontextmanager
 async def origin_with(
-    tmp_path: Path, reconnect_window: float = 2.0, record: RecordSection | None = None
+    tmp_path: Path, reconnect_window: float = 2.0, hooks: HooksSection | None = None
 ) -> AsyncIterator[Origin]:
     config = make_config(tmp_path)
     config = replace(
         config,
         packager=PackagerSection(reconnect_window=reconnect_window),
-        record=record or config.record,
+        hooks=hooks or config.hooks,
     )
     server = ShopcastServer(config)
     await server.start()
@@ -282,11 +283,23 @@ async def test_show_is_recorded_and_replays_with_its_tags(tmp_path: Path) -> Non
         assert (await get(http, f"{vod}/master.m3u8"))[0] == 404
 
 
-async def test_reconnect_within_the_window_continues_one_recording(tmp_path: Path) -> None:
+@pytest.fixture
+async def hooks_receiver() -> AsyncIterator[Receiver]:
+    receiver = Receiver()
+    await receiver.start()
+    yield receiver
+    await receiver.close()
+
+
+async def test_reconnect_within_the_window_continues_one_recording(
+    tmp_path: Path, hooks_receiver: Receiver
+) -> None:
+    receiver = hooks_receiver
     first, frames1 = await flv(tmp_path, 5, "first.flv")
     second, frames2 = await flv(tmp_path, 5, "second.flv")
+    hooks = HooksSection(webhook_urls=(receiver.url,), webhook_secret=SECRET)
     async with (
-        origin_with(tmp_path, reconnect_window=6.0) as origin,
+        origin_with(tmp_path, reconnect_window=6.0, hooks=hooks) as origin,
         aiohttp.ClientSession(headers=AUTH) as http,
     ):
         for show in (first, second):
@@ -307,6 +320,16 @@ async def test_reconnect_within_the_window_continues_one_recording(tmp_path: Pat
             decoded = await asyncio.to_thread(decode, init, segs, tmp_path / name)
             expected = list(range(frames1)) + list(range(frames2))
             assert [b for _, b in decoded] == expected, name
+        # Webhooks: one recording.started, one recording.ready, signed.
+        deadline = time.monotonic() + 10
+        while len(kinds := [e["type"] for e in receiver.events() if "recording" in e["type"]]) < 2:
+            assert time.monotonic() < deadline, kinds
+            await asyncio.sleep(0.1)
+        assert kinds == ["recording.started", "recording.ready"]
+        assert all(valid_signature(h, b) for h, b in receiver.requests)
+        ready = next(e for e in receiver.events() if e["type"] == "recording.ready")["data"]
+        assert ready["id"] == rec["id"] and ready["playback_url"] == rec["playback_url"]
+        assert abs(ready["duration"] - rec["duration"]) < 1e-6
 
 
 async def test_record_false_makes_no_recording(tmp_path: Path) -> None:

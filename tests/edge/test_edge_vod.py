@@ -85,6 +85,10 @@ async def test_shopcast_edge_serves_replays_with_tokens(tmp_path: Path) -> None:
                 for target in (f"/vod/{rid[:-1]}/master.m3u8", f"/vod/{rid}/../../api/v1"):
                     assert await raw_status(edge.port, target) == 404
                 assert origin.log.entries == []  # none of them reached the origin
+                # The origin checks replay tokens itself too.
+                async with http.get(f"{origin.http}/vod/{rid}/master.m3u8") as r:
+                    assert r.status == 403
+                origin.log.entries.clear()
                 first = await watch(http, edge.url, rid, f"?token={good}")
                 second = await watch(http, edge.url, rid, f"?token={good}")
             assert first == second and len(first) >= 3
