@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import math
 import re
 import time
@@ -207,6 +208,10 @@ _VOD_FILE = re.compile(r"^(init\.mp4|\d{1,19}\.m4s)$")
 VOD_MEDIA_CACHE = "public, max-age=31536000, immutable"
 #: A finished recording's playlists change only if it is deleted.
 VOD_READY_PLAYLIST_SECONDS = 24 * 3600
+#: Rendered VOD playlists kept (a 2-hour show's is ~250 kB and takes ~20 ms to render).
+VOD_PLAYLIST_CACHE = 64
+#: Playlists with more segments than this render on a worker thread, not on the loop.
+VOD_RENDER_INLINE = 300
 
 
 @dataclass(frozen=True)
@@ -225,6 +230,8 @@ class VodSource(Protocol):
 
 VOD_SOURCE_KEY: web.AppKey[VodSource] = web.AppKey("vod_source")
 VOD_STORE_KEY: web.AppKey[RecordingStore] = web.AppKey("vod_store")
+VodCache = collections.OrderedDict[tuple[object, ...], str]
+VOD_CACHE_KEY: web.AppKey[VodCache] = web.AppKey("vod_playlists")
 
 
 def _vod_playlist(request: web.Request, rec: VodRecording, text: str) -> web.Response:
@@ -264,7 +271,26 @@ async def vod_media_playlist(request: web.Request) -> web.StreamResponse:
     rendition = rec.manifest.rendition(request.match_info["rendition"])
     if rendition is None:
         return _error(404, "no such rendition")
-    text = render_vod_media_playlist(rec.manifest, rendition, rec.tags, ended=rec.ended)
+    cache = request.app[VOD_CACHE_KEY]
+    key = (
+        rec.manifest.id,
+        rendition.name,
+        rec.ended,
+        len(rendition.segments),
+        tuple(t.id for t in rec.tags),
+    )
+    text = cache.get(key)
+    if text is None:
+        render = (rec.manifest, rendition, rec.tags)
+        if len(rendition.segments) > VOD_RENDER_INLINE:
+            text = await asyncio.to_thread(render_vod_media_playlist, *render, ended=rec.ended)
+        else:
+            text = render_vod_media_playlist(*render, ended=rec.ended)
+        cache[key] = text
+        if len(cache) > VOD_PLAYLIST_CACHE:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end(key)
     return _vod_playlist(request, rec, text)
 
 
@@ -294,6 +320,7 @@ def add_vod_routes(app: web.Application, source: VodSource, store: RecordingStor
     """Mount ``/vod/<recording_id>/…`` (after :func:`add_hls_routes`: same playback secret)."""
     app[VOD_SOURCE_KEY] = source
     app[VOD_STORE_KEY] = store
+    app[VOD_CACHE_KEY] = collections.OrderedDict()
     for path, handler in (
         ("/vod/{recording}/master.m3u8", vod_multivariant),
         ("/vod/{recording}/{rendition}/index.m3u8", vod_media_playlist),

@@ -27,11 +27,17 @@ from packager.vod import Manifest, RenditionRecord, SegmentRecord
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+#: Parsed manifests of finished recordings kept for the /vod routes (a 2-hour show's is ~1 MB).
+MANIFEST_CACHE = 32
 #: ``secrets.token_urlsafe(16)``: 128 random bits, 22 URL-safe characters.
 RECORDING_ID_RE = re.compile(r"^[A-Za-z0-9_-]{22}$")
 _SEGMENT_KEY = re.compile(
     r"^(?P<rendition>[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63})/(?P<msn>\d{1,19})\.m4s$"
 )
+#: Seconds between manifest rewrites while recording (and at every discontinuity): segment
+#: files written in between are timed from their own bytes after a crash, so this only bounds
+#: how much recovery has to read; rewriting a growing manifest per segment would cost O(n²).
+MANIFEST_INTERVAL = 30.0
 #: A gap on the timeline larger than this (seconds) between two recovered segments was a
 #: publisher reconnect (the packager moves the timeline on by a whole segment).
 _CONTIGUOUS = 0.1
@@ -108,6 +114,8 @@ class Recording:
         self._gap: set[str] = set()  # renditions whose next segment follows a dropped one
         self._dirty = False
         self._closed = False
+        self._manifest_written = False
+        self._manifest_due = 0.0  # clock time of the next periodic manifest rewrite
 
     @property
     def queue_depth(self) -> int:
@@ -188,15 +196,20 @@ class Recording:
                         rendition.segments.append(put.entry)
                     stats.segments[self.stream_id] += 1
                     self._dirty = True
+                    if put.entry.discontinuity:  # its date cannot be told from the bytes alone
+                        self._manifest_due = 0.0
                 stats.bytes[self.stream_id] += len(put.data)
-                # One manifest write per batch (the renditions' segments complete together).
-                if self._queue.empty() and self._dirty:
+                # Once the inits are in, then periodically, after the batch in the queue.
+                due = not self._manifest_written or self.recorder.clock() >= self._manifest_due
+                if self._queue.empty() and self._dirty and due:
                     await self._write_manifest()
             except StoreUnavailable as exc:
                 self._fail(str(exc))
 
     async def _write_manifest(self) -> None:
         self._dirty = False
+        self._manifest_written = True
+        self._manifest_due = self.recorder.clock() + MANIFEST_INTERVAL
         data = self.manifest.to_json()
         await self.recorder.store.put(f"{self.id}/{MANIFEST}", data, "application/json")
         self.recorder.stats.bytes[self.stream_id] += len(data)
@@ -255,6 +268,7 @@ class Recorder:
         self.clock = clock
         self.active: dict[str, Recording] = {}
         self.stats = RecorderStats()
+        self._manifests: collections.OrderedDict[str, Manifest] = collections.OrderedDict()
 
     def open(self, stream_id: str, target_duration: int) -> Recording:
         """A new recording (it shows up once its first rendition starts)."""
@@ -282,19 +296,29 @@ class Recorder:
             return active.manifest
         if not RECORDING_ID_RE.match(recording_id):
             return None
+        cached = self._manifests.get(recording_id)
+        if cached is not None:
+            self._manifests.move_to_end(recording_id)
+            return cached
         data = await self.store.get(f"{recording_id}/{MANIFEST}")
         if data is None:
             return None
         try:
-            return Manifest.from_json(data)
+            manifest = await asyncio.to_thread(Manifest.from_json, data)
         except ValueError:
             log.warning("recording %s: unreadable manifest", recording_id)
             return None
+        if manifest.ended_at is not None:  # finished: it never changes again
+            self._manifests[recording_id] = manifest
+            if len(self._manifests) > MANIFEST_CACHE:
+                self._manifests.popitem(last=False)
+        return manifest
 
     async def delete(self, recording_id: str) -> int:
         """Remove every object of a recording; how many there were."""
         if not RECORDING_ID_RE.match(recording_id):
             raise ValueError("not a recording id")
+        self._manifests.pop(recording_id, None)
         return await self.store.delete_prefix(f"{recording_id}/")
 
     async def recover(self, recording_id: str) -> Manifest | None:
@@ -304,6 +328,7 @@ class Recorder:
         manifest = await self.manifest(recording_id)
         if manifest is None:
             return None
+        self._manifests.pop(recording_id, None)
         keys = await self.store.list(f"{recording_id}/")
         files: dict[str, set[int]] = collections.defaultdict(set)
         for key in keys:
