@@ -125,9 +125,6 @@ class FrameSlotPicker:
         self.next_slot = slot + 1
         return SlotPlacement(range(first, slot), slot)
 
-    def slot_time(self, slot: int) -> Fraction:
-        return slot / self.fps
-
 
 @dataclass(slots=True)
 class SampleClock:
