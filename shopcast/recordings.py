@@ -57,16 +57,23 @@ class Recordings:
         self.clock = clock
         self.recorder = Recorder(media, queue_size=section.queue_size, listener=self, clock=clock)
         self._sweeper: asyncio.Task[None] | None = None
+        self._recovered: list[tuple[str, str, Manifest]] = []  # announced once HTTP is up
 
     # -- life --------------------------------------------------------------------------
     async def start(self) -> None:
-        """Start the store, close what a crash left open, start the retention sweep."""
+        """Start the store and close what a crash left open (before the API answers)."""
         try:
             await self.media.start()
             await self.recover()
         except StoreUnavailable as exc:
             # The live shows go on; their recordings fail with the reason.
             log.error("recordings store unavailable: %s", exc)
+
+    def serve(self) -> None:
+        """The server is reachable: announce recovered recordings, start the retention sweep."""
+        for recording_id, stream_id, manifest in self._recovered:
+            self._ready(recording_id, stream_id, manifest)
+        self._recovered.clear()
         if self.section.retention_days > 0:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 
@@ -91,6 +98,7 @@ class Recordings:
                 continue
             segments = sum(len(r.segments) for r in manifest.renditions)
             self._save(row.id, row.stream_id, "ready", manifest, error=row.error)
+            self._recovered.append((row.id, row.stream_id, manifest))
             log.info(
                 "recording %s recovered after a crash: %d segments on %d renditions, "
                 "%.1f s, %d bytes",
@@ -149,16 +157,19 @@ class Recordings:
     def recording_ended(self, recording: Recording) -> None:
         self._save_live(recording)
         if recording.state == "ready":
-            self.webhooks.emit(
-                "recording.ready",
-                {
-                    "id": recording.id,
-                    "stream_id": recording.stream_id,
-                    "duration": round(recording.manifest.duration, 3),
-                    "bytes": recording.manifest.byte_count,
-                    "playback_url": self.vod_url(recording.id),
-                },
-            )
+            self._ready(recording.id, recording.stream_id, recording.manifest)
+
+    def _ready(self, recording_id: str, stream_id: str, manifest: Manifest) -> None:
+        self.webhooks.emit(
+            "recording.ready",
+            {
+                "id": recording_id,
+                "stream_id": stream_id,
+                "duration": round(manifest.duration, 3),
+                "bytes": manifest.byte_count,
+                "playback_url": self.vod_url(recording_id),
+            },
+        )
 
     def _save_live(self, recording: Recording) -> None:
         self._save(

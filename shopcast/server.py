@@ -174,6 +174,7 @@ class ShopcastServer:
         site = web.TCPSite(self._runner, srv.http_host, srv.http_port)
         await site.start()
         self.http_port = int(self._runner.addresses[0][1])
+        self.recordings.serve()
         log.info("HTTP listening on %s:%d", srv.http_host, self.http_port)
 
     def urls(self, stream_id: str, stream_key: str) -> dict[str, str]:

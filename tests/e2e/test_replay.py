@@ -387,11 +387,14 @@ async def test_disk_full_fails_the_recording_and_the_show_goes_on(
 
 
 @asynccontextmanager
-async def serve(tmp_path: Path, run: int) -> AsyncIterator[tuple[asyncio.subprocess.Process, Any]]:
+async def serve(
+    tmp_path: Path, run: int, **env: str
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, Any]]:
     srv = serve_env(
         tmp_path,
         SHOPCAST_API_TOKENS=API_TOKEN,
         SHOPCAST_TRANSCODE_RUNGS="180p:200k",  # passthrough 360p + one small rung
+        **env,
     )
     log = (tmp_path / f"serve-{run}.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
@@ -418,7 +421,9 @@ async def serve(tmp_path: Path, run: int) -> AsyncIterator[tuple[asyncio.subproc
         log.close()
 
 
-async def test_sigkill_mid_show_leaves_a_ready_recording(tmp_path: Path) -> None:
+async def test_sigkill_mid_show_leaves_a_ready_recording(
+    tmp_path: Path, hooks_receiver: Receiver
+) -> None:
     store = Store(tmp_path / "store.sqlite3")
     key = store.create_stream("demo").stream_key
     store.close()
@@ -441,9 +446,22 @@ async def test_sigkill_mid_show_leaves_a_ready_recording(tmp_path: Path) -> None
             if publisher.returncode is None:
                 publisher.kill()
             await publisher.wait()
-    async with serve(tmp_path, 2) as (_, srv), aiohttp.ClientSession(headers=AUTH) as http:
+    hooks = {
+        "SHOPCAST_HOOKS_WEBHOOK_URLS": hooks_receiver.url,
+        "SHOPCAST_HOOKS_WEBHOOK_SECRET": SECRET,
+    }
+    async with (
+        serve(tmp_path, 2, **hooks) as (_, srv),
+        aiohttp.ClientSession(headers=AUTH) as http,
+    ):
         recs = await recordings(http, srv.http)
         assert len(recs) == 1 and recs[0]["state"] == "ready", recs
+        deadline = time.monotonic() + 10
+        while not (ready := [e for e in hooks_receiver.events() if e["type"] == "recording.ready"]):
+            assert time.monotonic() < deadline, "no recording.ready for the recovered recording"
+            await asyncio.sleep(0.1)
+        assert ready[0]["data"]["id"] == recs[0]["id"]
+        assert ready[0]["data"]["playback_url"] == recs[0]["playback_url"]
         log = (tmp_path / "serve-2.log").read_text()
         assert f"recording {recs[0]['id']} recovered after a crash" in log, log
         vod = f"{srv.http}/vod/{recs[0]['id']}"
