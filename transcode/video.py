@@ -22,8 +22,8 @@ from av.codec.context import Flags
 from av.video.codeccontext import VideoCodecContext
 from av.video.frame import PictureType
 
+from ingest.codecs import AvcConfig, BitstreamError, annexb_to_avcc
 from ingest.media import MediaKind, MediaUnit
-from transcode.bitstream import AvcConfig, BitstreamError, annexb_to_avcc
 from transcode.output import VIDEO_TIMESCALE, EncodedPacket, RenditionInfo, SinkBridge
 from transcode.policy import (
     DECODABLE_VIDEO,

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from aiortc import RTCRtpSender
 
-from ingest.h264 import parse_avcc
+from ingest.codecs import parse_avcc
 from ingest.media import MediaKind
 from shopcast.config import WhipSection
 from shopcast.server import ShopcastServer
