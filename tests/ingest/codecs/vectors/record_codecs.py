@@ -1,9 +1,9 @@
-"""Record codec configuration vectors with Debian ffmpeg: avcC records, Annex B, AudioSpecificConfig.
+"""Record codec configuration vectors with Debian ffmpeg: avcC, Annex B, AudioSpecificConfig.
 
-Each video vector is one libx264 frame written to FLV (FFmpeg's own avcC writer) → ``avcc_<name>.bin``,
-and the same packets copied to a raw ``.h264`` stream (Annex B, parameter sets first) →
-``annexb_<name>.bin``. Each audio vector is FFmpeg's AAC encoder's AudioSpecificConfig →
-``asc_<name>.bin``. ``codecs.json`` holds the commands and what ffprobe reports for each file.
+Each video vector is one libx264 frame written to FLV (FFmpeg's own avcC writer) →
+``avcc_<name>.bin``, and the same packets copied to a raw ``.h264`` stream (Annex B, parameter
+sets first) → ``annexb_<name>.bin``. Each audio vector is the AudioSpecificConfig of FFmpeg's
+AAC encoder → ``asc_<name>.bin``. ``codecs.json`` holds the commands and ffprobe's answers.
 
     .venv/bin/python tests/ingest/codecs/vectors/record_codecs.py
 """
