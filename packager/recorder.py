@@ -258,7 +258,7 @@ class Recorder:
         self,
         store: RecordingStore,
         *,
-        queue_size: int = 256,
+        queue_size: int = 64,
         listener: RecordingListener | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:

@@ -119,8 +119,9 @@ class RecordSection:
     path: str = "var/recordings"
     #: Recordings older than this many days are deleted by a background sweep; 0 keeps them.
     retention_days: float = 0.0
-    #: Segments waiting for the store per recording; beyond it a recording degrades.
-    queue_size: int = 256
+    #: Segments held in memory for the store per recording (a stalled disk costs at most
+    #: this many); beyond it a recording degrades.
+    queue_size: int = 64
     s3_endpoint: str = ""
     s3_bucket: str = ""
     s3_region: str = ""

@@ -204,11 +204,19 @@ async def test_show_is_recorded_and_replays_with_its_tags(tmp_path: Path) -> Non
                     tag = await r.json()
                     assert r.status == 201, tag
                 tagged[tag["id"]] = frame
+            # A tag posted after its frame went out ("at" in the past): late in the media,
+            # in the replay all the same.
+            body = {"kind": "product", "product_id": "sku-late", "at": barcode.pts_ms(newest - 15)}
+            async with http.post(f"{base}/api/v1/streams/demo/tags", json=body) as r:
+                late = await r.json()
+                assert r.status == 201 and late["late"], late
             # While the show goes on: one recording, an EVENT playlist without ENDLIST.
             rec = await wait_recording(http, base, ("recording",))
             assert re.fullmatch(r"[A-Za-z0-9_-]{22}", rec["id"])
             event = await text(http, f"{base}/vod/{rec['id']}/{RENDITIONS[0]}/index.m3u8")
             assert "#EXT-X-PLAYLIST-TYPE:EVENT" in event and "#EXT-X-ENDLIST" not in event
+            async with http.delete(f"{base}/api/v1/recordings/{rec['id']}") as r:
+                assert r.status == 409  # not while it records
             assert await publisher.wait() == 0
         finally:
             if publisher.returncode is None:
@@ -224,7 +232,7 @@ async def test_show_is_recorded_and_replays_with_its_tags(tmp_path: Path) -> Non
         rec = await wait_recording(http, base, ("ready", "failed"))
         assert rec["state"] == "ready", rec
         assert len(await recordings(http, base)) == 1
-        assert rec["store"] == "file" and rec["tags"] == 3 and rec["error"] is None
+        assert rec["store"] == "file" and rec["tags"] == 4 and rec["error"] is None
         assert {r["name"] for r in rec["renditions"]} == set(RENDITIONS)
         vod = f"{base}/vod/{rec['id']}"
         status, master, headers = await get(http, f"{vod}/master.m3u8")
@@ -244,8 +252,8 @@ async def test_show_is_recorded_and_replays_with_its_tags(tmp_path: Path) -> Non
             assert abs(duration - frames * FRAME) <= FRAME + 1e-3, (name, duration, frames)
             # Same DATERANGE ID and START-DATE as live, for every tag of the show.
             ranges, live_ranges = dateranges(pl), dateranges(live_pl)
-            assert set(ranges) == set(tagged) == set(live_ranges)
-            for tag_id in tagged:
+            assert set(ranges) == {*tagged, late["id"]} == set(live_ranges)
+            for tag_id in ranges:
                 assert ranges[tag_id]["START-DATE"] == live_ranges[tag_id]["START-DATE"]
             init, segs = await fetch_rendition(http, f"{vod}/{name}", pl)
             assert init == live_init and segs == live_segs  # the bytes the live viewers got
@@ -263,7 +271,8 @@ async def test_show_is_recorded_and_replays_with_its_tags(tmp_path: Path) -> Non
             at = {}
             for seg in segs:
                 for msg in emsgs(seg):
-                    at[msg["tag"]] = msg["presentation_time"]
+                    if msg["tag"] != late["id"]:
+                        at[msg["tag"]] = msg["presentation_time"]
             by_pts = dict(decoded)
             assert {t: by_pts.get(pts) for t, pts in at.items()} == tagged, name
         assert rec["bytes"] >= total_bytes
