@@ -82,11 +82,12 @@ class StoreSettings(Protocol):
 
 
 def open_store(settings: StoreSettings) -> RecordingStore:
-    """The configured store (not started yet): ``FileStore(path)`` or ``S3Store(settings)``."""
+    """The configured store (not started yet): ``FileStore(path)`` or
+    ``S3Store.from_settings(settings)``."""
     if settings.store == "s3":
         from packager.stores.s3 import S3Store  # lazily: its client library loads only for S3
 
-        s3: RecordingStore = S3Store(settings)
+        s3: RecordingStore = S3Store.from_settings(settings)
         return s3
     if settings.store != "file":
         raise ValueError(f"unknown recordings store {settings.store!r} (file or s3)")
