@@ -97,7 +97,8 @@ class HooksSection:
     #: URL POSTed before a publisher is accepted; 2xx admits, anything else refuses.
     on_publish: str = ""
     on_publish_timeout: float = 2.0
-    #: Receivers of stream.started / stream.ended / tag.created, signed with webhook_secret.
+    #: Receivers of stream.started / stream.ended / tag.created / recording.started /
+    #: recording.ready, signed with webhook_secret.
     webhook_urls: tuple[str, ...] = ()
     webhook_secret: str = ""
 
