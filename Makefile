@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NATIVE := native/.built
-APT_PACKAGES := ffmpeg chromium prometheus nginx
+APT_PACKAGES := ffmpeg chromium prometheus nginx postgresql
 
 .PHONY: run test test-fast lint bench system-deps install native clean
 

@@ -39,7 +39,7 @@ setup(
     description="Live-stream shopping video backbone: RTMP/WHIP in, vertical LL-HLS ladder out",
     python_requires=">=3.11",
     packages=find_packages(include=[f"{p}*" for p in PACKAGES]),
-    package_data={"shopcast": ["static/*", "*.toml"]},
+    package_data={"shopcast": ["static/*", "*.toml", "store/migrations/*/*.sql"]},
     ext_modules=native_extensions(),
     entry_points={"console_scripts": ["shopcast = shopcast.cli:main"]},
     zip_safe=False,

@@ -210,6 +210,8 @@ class ShopcastMetrics:
         )
         # Children looked up once per (stream, rendition): on_packet runs for every packet.
         self._lag: dict[tuple[str, str], Histogram] = {}
+        #: Awaited before each scrape (e.g. the stream list is read from the store then).
+        self.before_scrape: list[Callable[[], Awaitable[None]]] = []
 
     def watch(
         self,
@@ -273,6 +275,8 @@ class ShopcastMetrics:
 
     async def handle(self, request: web.Request) -> web.Response:
         """``GET /metrics``: the Prometheus text format."""
+        for refresh in self.before_scrape:
+            await refresh()
         return web.Response(
             body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )

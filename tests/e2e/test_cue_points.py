@@ -166,7 +166,7 @@ async def test_cue_points_become_tags_on_their_frames(origin: Origin, flv_file: 
     }
 
     publisher = Publisher()
-    await publisher.connect(origin.server.rtmp.port, origin.key())
+    await publisher.connect(origin.server.rtmp.port, await origin.key())
     sending = asyncio.ensure_future(replay(publisher, tags, inserts))
     try:
         async with aiohttp.ClientSession(headers=AUTH) as http:

@@ -191,7 +191,7 @@ async def test_cards_fire_on_the_tagged_frame(origin: Origin, browser: Any, tmp_
     await asyncio.to_thread(barcode.encode_flv, flv, SECONDS)
     publisher = await asyncio.create_subprocess_exec(
         *[FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-i", str(flv)],
-        *["-c", "copy", "-f", "flv", origin.rtmp_url(origin.key())],
+        *["-c", "copy", "-f", "flv", origin.rtmp_url(await origin.key())],
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
@@ -281,7 +281,9 @@ async def test_cards_fire_on_the_tagged_frame(origin: Origin, browser: Any, tmp_
         tag_id = await page.get_attribute("#pin", "data-tag")
         await page.click("#pin .buy")
         await page.wait_for_selector("#pin .buy.done", timeout=5_000)
-        clicks = {t.id: t.clicks for t in origin.server.store.list_tags("demo") if t.id == tag_id}
+        clicks = {
+            t.id: t.clicks for t in await origin.server.store.list_tags("demo") if t.id == tag_id
+        }
         assert clicks == {tag_id: 1}
         fatal = [
             e
