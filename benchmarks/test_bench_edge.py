@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from benchmarks import viewer_swarm
-from shopcast.loadtest import percentile
+from benchmarks.loadtest.stats import percentile
 from tests.e2e.conftest import requires_ffmpeg, stop_ffmpeg
 from tests.edge.conftest import (
     NGINX,

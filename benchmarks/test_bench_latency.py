@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
+from benchmarks.loadtest.stats import percentile
 from packager.live import LivePackage
-from shopcast.loadtest import percentile
 from shopcast.server import ShopcastServer
 from shopcast.web import HLS_JS
 from tests.e2e.conftest import Origin, ffmpeg_publish_args, make_config, requires_ffmpeg

@@ -26,7 +26,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from shopcast.loadtest import LoadTestOptions, run_load
+from benchmarks.loadtest.options import LoadTestOptions
+from benchmarks.loadtest.run import run_load
 from tests.serve_env import SHOPCAST, serve_env
 
 SMOKE = os.environ.get("SHOPCAST_BENCH_SMOKE") == "1"

@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from shopcast.loadtest import percentile
+from benchmarks.loadtest.stats import percentile
 from shopcast.server import ShopcastServer
 from tests.e2e.conftest import Origin, ffmpeg_publish_args, make_config, requires_ffmpeg
 

@@ -6,6 +6,7 @@ Section numbers ("S 4.4.4.9") refer to the HLS draft, "A x.y" to Apple's authori
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -249,3 +250,108 @@ def render_multivariant_playlist(variants: Sequence[Variant]) -> str:
 def advance_part_limit(part_target: Fraction) -> int:
     """S 6.2.5.2: how far past the last part ``_HLS_part`` may reach before it is a 400."""
     return math.ceil(3 / part_target) if part_target < 1 else 3
+
+
+# -- reading ---------------------------------------------------------------------------------
+# The load tools, the edge simulation and the tests read playlists with this one parser: it reads
+# what ``render_media_playlist`` writes (and what any LL-HLS origin writes) back into a view.
+
+_ATTRIBUTE = re.compile(r'([A-Z0-9-]+)=("[^"]*"|[^,]*)')
+
+
+class PlaylistSyntaxError(ValueError):
+    """A playlist line the reader cannot make sense of (the message names the line, cut short)."""
+
+
+def tag_attributes(line: str) -> dict[str, str]:
+    """The attribute list of a tag line (S 4.2), quotes removed: ``URI="a"`` → {"URI": "a"}."""
+    return {k: v.strip('"') for k, v in _ATTRIBUTE.findall(line.partition(":")[2])}
+
+
+@dataclass
+class MediaPlaylistView:
+    """What a low-latency client reads from a media playlist; parts are located by counting from
+    EXT-X-MEDIA-SEQUENCE and EXT-X-SKIP, not from their names."""
+
+    parts: list[tuple[int, int, str]] = field(default_factory=list)  # (msn, index, uri)
+    segments: list[tuple[int, str]] = field(default_factory=list)  # (msn, uri), complete ones
+    hint: tuple[int, int] | None = None  # (msn, index) of the PRELOAD-HINT part
+    part_target: float = 0.0
+    reports: list[tuple[str, int, int]] = field(default_factory=list)  # (uri, msn, part)
+    dateranges: list[str] = field(default_factory=list)  # their IDs, in order
+    map_uri: str | None = None
+    media_sequence: int = 0
+    skipped: int = 0  # EXT-X-SKIP's SKIPPED-SEGMENTS of a delta update
+    ended: bool = False
+    can_skip: bool = False  # EXT-X-SERVER-CONTROL has CAN-SKIP-UNTIL (delta updates, S 6.2.5.1)
+
+    @property
+    def last(self) -> tuple[int, int] | None:
+        return self.parts[-1][:2] if self.parts else None
+
+
+def _required(attrs: dict[str, str], name: str, line: str) -> str:
+    value = attrs.get(name)
+    if value is None:
+        raise PlaylistSyntaxError(f"{name} missing in {line[:80]!r}")
+    return value
+
+
+def parse_media_playlist(text: str) -> MediaPlaylistView:
+    """Read a media playlist; the PRELOAD-HINT's position is the part after the last listed one
+    (S 4.4.5.3). Raises :class:`PlaylistSyntaxError` (a ValueError) on a line it cannot read."""
+    view = MediaPlaylistView()
+    msn = index = 0
+    hinted = False
+    for line in text.splitlines():
+        try:
+            if line.startswith("#EXT-X-MEDIA-SEQUENCE:"):
+                msn = view.media_sequence = int(line.partition(":")[2])
+            elif line.startswith("#EXT-X-SKIP:"):
+                view.skipped = int(tag_attributes(line).get("SKIPPED-SEGMENTS", "0"))
+                msn += view.skipped
+            elif line.startswith("#EXT-X-SERVER-CONTROL:"):
+                view.can_skip = "CAN-SKIP-UNTIL" in tag_attributes(line)
+            elif line.startswith("#EXT-X-PART-INF:"):
+                view.part_target = float(tag_attributes(line).get("PART-TARGET", "0"))
+            elif line.startswith("#EXT-X-MAP:"):
+                view.map_uri = _required(tag_attributes(line), "URI", line)
+            elif line.startswith("#EXT-X-PART:"):
+                view.parts.append((msn, index, _required(tag_attributes(line), "URI", line)))
+                index += 1
+            elif line and not line.startswith("#"):  # a segment URI closes its segment
+                view.segments.append((msn, line.strip()))
+                msn, index = msn + 1, 0
+            elif line.startswith("#EXT-X-PRELOAD-HINT:"):
+                hinted = hinted or tag_attributes(line).get("TYPE") == "PART"
+            elif line.startswith("#EXT-X-RENDITION-REPORT:"):
+                a = tag_attributes(line)
+                uri, last_msn = _required(a, "URI", line), int(_required(a, "LAST-MSN", line))
+                view.reports.append((uri, last_msn, int(a.get("LAST-PART", "-1"))))
+            elif line.startswith("#EXT-X-DATERANGE:"):
+                view.dateranges.append(tag_attributes(line).get("ID", ""))
+            elif line.startswith("#EXT-X-ENDLIST"):
+                view.ended = True
+        except PlaylistSyntaxError:
+            raise
+        except ValueError as exc:  # int()/float() of a malformed number
+            raise PlaylistSyntaxError(f"{exc} in {line[:80]!r}") from None
+    if hinted:
+        view.hint = (msn, index)
+    return view
+
+
+def parse_variants(text: str) -> list[tuple[str, int]]:
+    """(URI, BANDWIDTH) of each EXT-X-STREAM-INF of a multivariant playlist, in order."""
+    out: list[tuple[str, int]] = []
+    bandwidth: int | None = None
+    for line in text.splitlines():
+        if line.startswith("#EXT-X-STREAM-INF:"):
+            value = tag_attributes(line).get("BANDWIDTH", "0")
+            if not value.isdigit():
+                raise PlaylistSyntaxError(f"BANDWIDTH is not a number in {line[:80]!r}")
+            bandwidth = int(value)
+        elif line and not line.startswith("#") and bandwidth is not None:
+            out.append((line.strip(), bandwidth))
+            bandwidth = None
+    return out
