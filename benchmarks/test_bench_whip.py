@@ -28,6 +28,7 @@ import aiohttp
 
 from ingest.media import MediaKind
 from ingest.sessions import PublishSession
+from packager.playlist import parse_media_playlist
 from shopcast.config import WhipSection
 from shopcast.server import ShopcastServer
 from tests.e2e.conftest import Origin, make_config
@@ -166,9 +167,7 @@ async def measure_step(tmp_path: Path, count: int) -> dict[str, Any]:
                     for rendition in package.renditions.values():
                         parts |= {
                             f"{rendition.info.name}/{uri}"
-                            for uri in re.findall(
-                                r'#EXT-X-PART:[^\n]*URI="([^"]+)"', rendition.playlist()
-                            )
+                            for _, _, uri in parse_media_playlist(rendition.playlist()).parts
                         }
                 out[s] = (
                     live.stats.video_frames if live else 0,

@@ -17,6 +17,10 @@ import sys
 import time
 from typing import Any
 
+# Not packager.playlist.parse_media_playlist (the reader everything else uses): every viewer of a
+# swarm reads every reload, and scanning the bytes from its last part on costs about 1/20 of a
+# full parse (3 µs against 65 µs for a 12-segment playlist, measured); the generator must not
+# become the bottleneck it measures. Part names are the packager's ``part_uri`` (msn.index.m4s).
 _PART = re.compile(rb'#EXT-X-PART:[^\n]*?URI="(?:[^"/]*/)*(\d+)\.(\d+)\.m4s')
 _HINT = re.compile(rb'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="(?:[^"/]*/)*(\d+)\.(\d+)\.m4s')
 _MAP = re.compile(rb'#EXT-X-MAP:URI="([^"]+)"')

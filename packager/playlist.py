@@ -257,6 +257,7 @@ def advance_part_limit(part_target: Fraction) -> int:
 # what ``render_media_playlist`` writes (and what any LL-HLS origin writes) back into a view.
 
 _ATTRIBUTE = re.compile(r'([A-Z0-9-]+)=("[^"]*"|[^,]*)')
+_URI = re.compile(r'(?:^|,)URI="([^"]*)"')
 
 
 class PlaylistSyntaxError(ValueError):
@@ -301,41 +302,50 @@ def parse_media_playlist(text: str) -> MediaPlaylistView:
     """Read a media playlist; the PRELOAD-HINT's position is the part after the last listed one
     (S 4.4.5.3). Raises :class:`PlaylistSyntaxError` (a ValueError) on a line it cannot read."""
     view = MediaPlaylistView()
+    parts, segments = view.parts, view.segments
     msn = index = 0
     hinted = False
     for line in text.splitlines():
+        if not line.startswith("#"):
+            if line.strip():  # a segment URI closes its segment
+                segments.append((msn, line.strip()))
+                msn, index = msn + 1, 0
+            continue
+        tag, _, value = line.partition(":")
         try:
-            if line.startswith("#EXT-X-MEDIA-SEQUENCE:"):
-                msn = view.media_sequence = int(line.partition(":")[2])
-            elif line.startswith("#EXT-X-SKIP:"):
+            if tag == "#EXT-X-PART":  # the most frequent line: its URI without the full list
+                uri = _URI.search(value)
+                if uri is None:
+                    raise PlaylistSyntaxError(f"URI missing in {line[:80]!r}")
+                parts.append((msn, index, uri.group(1)))
+                index += 1
+            elif tag in ("#EXTINF", "#EXT-X-PROGRAM-DATE-TIME"):
+                pass
+            elif tag == "#EXT-X-MEDIA-SEQUENCE":
+                msn = view.media_sequence = int(value)
+            elif tag == "#EXT-X-SKIP":
                 view.skipped = int(tag_attributes(line).get("SKIPPED-SEGMENTS", "0"))
                 msn += view.skipped
-            elif line.startswith("#EXT-X-SERVER-CONTROL:"):
+            elif tag == "#EXT-X-SERVER-CONTROL":
                 view.can_skip = "CAN-SKIP-UNTIL" in tag_attributes(line)
-            elif line.startswith("#EXT-X-PART-INF:"):
+            elif tag == "#EXT-X-PART-INF":
                 view.part_target = float(tag_attributes(line).get("PART-TARGET", "0"))
-            elif line.startswith("#EXT-X-MAP:"):
+            elif tag == "#EXT-X-MAP":
                 view.map_uri = _required(tag_attributes(line), "URI", line)
-            elif line.startswith("#EXT-X-PART:"):
-                view.parts.append((msn, index, _required(tag_attributes(line), "URI", line)))
-                index += 1
-            elif line and not line.startswith("#"):  # a segment URI closes its segment
-                view.segments.append((msn, line.strip()))
-                msn, index = msn + 1, 0
-            elif line.startswith("#EXT-X-PRELOAD-HINT:"):
+            elif tag == "#EXT-X-PRELOAD-HINT":
                 hinted = hinted or tag_attributes(line).get("TYPE") == "PART"
-            elif line.startswith("#EXT-X-RENDITION-REPORT:"):
+            elif tag == "#EXT-X-RENDITION-REPORT":
                 a = tag_attributes(line)
-                uri, last_msn = _required(a, "URI", line), int(_required(a, "LAST-MSN", line))
-                view.reports.append((uri, last_msn, int(a.get("LAST-PART", "-1"))))
-            elif line.startswith("#EXT-X-DATERANGE:"):
+                uri_, last_msn = _required(a, "URI", line), int(_required(a, "LAST-MSN", line))
+                view.reports.append((uri_, last_msn, int(a.get("LAST-PART", "-1"))))
+            elif tag == "#EXT-X-DATERANGE":
                 view.dateranges.append(tag_attributes(line).get("ID", ""))
-            elif line.startswith("#EXT-X-ENDLIST"):
+            elif tag == "#EXT-X-ENDLIST":
                 view.ended = True
         except PlaylistSyntaxError:
             raise
-        except ValueError as exc:  # int()/float() of a malformed number
-            raise PlaylistSyntaxError(f"{exc} in {line[:80]!r}") from None
+        except ValueError:  # int()/float() of a malformed number (its message repeats it whole)
+            raise PlaylistSyntaxError(f"not a number in {line[:80]!r}") from None
     if hinted:
         view.hint = (msn, index)
     return view
