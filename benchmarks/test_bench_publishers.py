@@ -28,7 +28,7 @@ import pytest
 
 from benchmarks.loadtest.options import LoadTestOptions
 from benchmarks.loadtest.run import run_load
-from tests.serve_env import SHOPCAST, serve_env
+from harness.serve_env import SHOPCAST, serve_env
 
 SMOKE = os.environ.get("SHOPCAST_BENCH_SMOKE") == "1"
 FFMPEG = shutil.which("ffmpeg")

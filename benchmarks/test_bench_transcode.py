@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 
 from benchmarks.loadtest.stats import percentile
+from harness.mediakit import units_from_file
 from ingest.hub import StreamHub
 from ingest.media import MediaKind, MediaUnit
-from tests.transcode.mediakit import units_from_file
 from transcode.ladder import LadderTranscoder
 from transcode.output import EncodedPacket, QueueSink
 from transcode.policy import LadderConfig, Rung

@@ -10,9 +10,9 @@ import aiohttp
 import pytest
 
 from benchmarks.loadtest.stats import percentile
+from harness.sim import SimViewer
 from tests.e2e.conftest import API_TOKEN, requires_ffmpeg, stop_ffmpeg
 from tests.edge.conftest import edge_process, get_json, get_text, logged_origin, publish, wait_live
-from tests.edge.sim import SimViewer
 
 pytestmark = [pytest.mark.e2e, requires_ffmpeg]
 VIEWERS = 200
