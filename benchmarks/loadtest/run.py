@@ -244,7 +244,7 @@ class LoadTest(LowLatencyViewers):
                 "it may be the bottleneck, so the latencies may overstate the target's"
             )
         after = await self.scrape()
-        return self.build_report(elapsed, before, after)
+        return build_report(self, elapsed, before, after)
 
     def tag_visibility(self) -> list[float]:
         """POST sent → first blocking playlist response carrying the tag, per visible tag."""
@@ -253,11 +253,6 @@ class LoadTest(LowLatencyViewers):
             for i, t in self.tags.items()
             if i in self.seen_tags[t.stream]
         ]
-
-    def build_report(
-        self, elapsed: float, before: MetricsSnapshot | None, after: MetricsSnapshot | None
-    ) -> dict[str, Any]:
-        return build_report(self, elapsed, before, after)
 
 
 async def run_load(
