@@ -1,0 +1,48 @@
+"""Where recordings live: one interface, a local directory and an S3-compatible object store.
+
+Keys are relative paths chosen by the recorder, never by user input:
+``<recording_id>/<rendition>/init.mp4``, ``<recording_id>/<rendition>/<msn>.m4s``,
+``<recording_id>/manifest.json``, ``clips/<clip_id>.mp4``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class StoreUnavailable(Exception):
+    """The store cannot take or give data right now (disk full, S3 unreachable); says why."""
+
+
+@dataclass(frozen=True)
+class StoreHealth:
+    """What an operator sees of a store: pending uploads, failures and the last reason."""
+
+    pending: int = 0
+    failed: int = 0
+    last_error: str | None = None
+
+
+class RecordingStore(Protocol):
+    """Bytes by key; ``put`` returns once the bytes are safe locally (S3: spooled first)."""
+
+    name: str  # "file" or "s3": shown on every recording
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None:
+        """Flush what is pending (bounded wait), then release connections."""
+
+    async def put(self, key: str, data: bytes, content_type: str) -> None: ...
+
+    async def get(self, key: str) -> bytes | None:
+        """The object's bytes, or None when there is no such key."""
+
+    async def list(self, prefix: str) -> list[str]:
+        """Every key under ``prefix`` (local and uploaded), sorted."""
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Remove every object under ``prefix``; how many were removed."""
+
+    def health(self) -> StoreHealth: ...
