@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
+from typing import NamedTuple
 
 
 def format_pdt(epoch_seconds: float) -> str:
@@ -263,14 +264,25 @@ def tag_attributes(line: str) -> dict[str, str]:
     return {k: v.strip('"') for k, v in _ATTRIBUTE.findall(line.partition(":")[2])}
 
 
+class ListedSegment(NamedTuple):
+    """A segment line as a reader sees it, with the tags written before it."""
+
+    msn: int
+    uri: str
+    duration: float  # its EXTINF
+    discontinuity: bool  # EXT-X-DISCONTINUITY right before it
+    program_date_time: str  # the last EXT-X-PROGRAM-DATE-TIME written before it, as written
+
+
 @dataclass
 class MediaPlaylistView:
     """What a low-latency client reads from a media playlist; parts are located by counting from
     EXT-X-MEDIA-SEQUENCE and EXT-X-SKIP, not from their names."""
 
     parts: list[tuple[int, int, str]] = field(default_factory=list)  # (msn, index, uri)
-    segments: list[tuple[int, str]] = field(default_factory=list)  # (msn, uri), complete ones
+    segments: list[ListedSegment] = field(default_factory=list)  # complete ones
     hint: tuple[int, int] | None = None  # (msn, index) of the PRELOAD-HINT part
+    preload_hints: list[tuple[str, str]] = field(default_factory=list)  # (TYPE, URI), S 4.4.5.3
     part_target: float = 0.0
     reports: list[tuple[str, int, int]] = field(default_factory=list)  # (uri, msn, part)
     dateranges: list[str] = field(default_factory=list)  # their IDs, in order
@@ -298,12 +310,13 @@ def parse_media_playlist(text: str) -> MediaPlaylistView:
     view = MediaPlaylistView()
     parts, segments = view.parts, view.segments
     msn = index = 0
-    hinted = False
+    hinted = discontinuity = False
+    duration, pdt = 0.0, ""
     for line in text.splitlines():
         if not line.startswith("#"):
             if line.strip():  # a segment URI closes its segment
-                segments.append((msn, line.strip()))
-                msn, index = msn + 1, 0
+                segments.append(ListedSegment(msn, line.strip(), duration, discontinuity, pdt))
+                msn, index, discontinuity = msn + 1, 0, False
             continue
         tag, _, value = line.partition(":")
         try:
@@ -313,8 +326,12 @@ def parse_media_playlist(text: str) -> MediaPlaylistView:
                     raise PlaylistSyntaxError(f"URI missing in {line[:80]!r}")
                 parts.append((msn, index, uri.group(1)))
                 index += 1
-            elif tag in ("#EXTINF", "#EXT-X-PROGRAM-DATE-TIME"):
-                pass
+            elif tag == "#EXTINF":
+                duration = float(value.partition(",")[0])
+            elif tag == "#EXT-X-PROGRAM-DATE-TIME":
+                pdt = value
+            elif tag == "#EXT-X-DISCONTINUITY":
+                discontinuity = True
             elif tag == "#EXT-X-MEDIA-SEQUENCE":
                 msn = view.media_sequence = int(value)
             elif tag == "#EXT-X-SKIP":
@@ -327,7 +344,11 @@ def parse_media_playlist(text: str) -> MediaPlaylistView:
             elif tag == "#EXT-X-MAP":
                 view.map_uri = _required(tag_attributes(line), "URI", line)
             elif tag == "#EXT-X-PRELOAD-HINT":
-                hinted = hinted or tag_attributes(line).get("TYPE") == "PART"
+                a = tag_attributes(line)
+                kind, hint_uri = a.get("TYPE", ""), a.get("URI")
+                if hint_uri is not None:
+                    view.preload_hints.append((kind, hint_uri))
+                hinted = hinted or kind == "PART"
             elif tag == "#EXT-X-RENDITION-REPORT":
                 a = tag_attributes(line)
                 uri_, last_msn = _required(a, "URI", line), int(_required(a, "LAST-MSN", line))

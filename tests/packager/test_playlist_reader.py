@@ -17,6 +17,7 @@ from packager.playlist import (
     RenditionReport,
     Segment,
     Variant,
+    format_pdt,
     parse_media_playlist,
     parse_variants,
     part_uri,
@@ -57,8 +58,15 @@ def test_round_trip_of_a_live_playlist() -> None:
     text = render_media_playlist(s, reports, dateranges=[tag])
     view = parse_media_playlist(text)
     assert view.parts == listed_parts(s, text) and view.parts[-1] == (43, 1, "43.1.m4s")
-    assert view.segments == [(40, "40.m4s"), (41, "41.m4s"), (42, "42.m4s")]
+    assert [(seg.msn, seg.uri) for seg in view.segments] == [
+        (40, "40.m4s"),
+        (41, "41.m4s"),
+        (42, "42.m4s"),
+    ]
+    assert [seg.duration for seg in view.segments] == [2.0, 2.0, 2.0]
+    assert view.segments[0].program_date_time == format_pdt(s.segments[0].program_date_time)
     assert view.hint == s.next_part == (43, 2)
+    assert view.preload_hints == [("PART", "43.2.m4s")]
     assert view.reports == [("../180p/index.m3u8", 43, 1)]
     assert view.dateranges == ["t1"] and view.map_uri == "init.mp4"
     assert view.media_sequence == 40 and view.part_target == pytest.approx(1 / 3, abs=1e-5)
@@ -76,7 +84,7 @@ def test_round_trip_of_a_delta_update_counts_past_the_skip() -> None:
 
 def test_ended_playlist_has_no_hint() -> None:
     view = parse_media_playlist(render_media_playlist(state(7, [6, 6], ended=True)))
-    assert view.ended and view.hint is None and view.segments[-1] == (8, "8.m4s")
+    assert view.ended and view.hint is None and view.segments[-1][:2] == (8, "8.m4s")
 
 
 @settings(max_examples=60, deadline=None)
@@ -93,8 +101,20 @@ def test_whatever_the_writer_renders_reads_back(
     text = render_media_playlist(s, skip=skip)
     view = parse_media_playlist(text)
     assert view.parts == listed_parts(s, text)
-    complete = [(seg.msn, seg.uri) for seg in s.segments if seg.complete]
-    assert view.segments == complete[view.skipped :]
+    complete = [
+        (
+            seg.msn,
+            seg.uri,
+            float(seg.duration),
+            seg.discontinuity,
+            format_pdt(seg.program_date_time),
+        )
+        for seg in s.segments
+        if seg.complete
+    ]
+    assert [(*seg[:2], round(seg[2], 4), *seg[3:]) for seg in view.segments] == [
+        (*c[:2], round(c[2], 4), *c[3:]) for c in complete[view.skipped :]
+    ]
     assert view.ended is ended and view.hint == (None if ended else s.next_part)
 
 
