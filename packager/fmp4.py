@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 _MATRIX = struct.pack(">9I", 0x00010000, 0, 0, 0, 0x00010000, 0, 0, 0, 0x40000000)
@@ -43,6 +43,55 @@ def box(kind: bytes, *payload: bytes) -> bytes:
 def full_box(kind: bytes, version: int, flags: int, *payload: bytes) -> bytes:
     """A FullBox: a box whose payload starts with version (8 bits) and flags (24 bits)."""
     return box(kind, struct.pack(">I", (version << 24) | flags), *payload)
+
+
+def iter_boxes(
+    data: bytes | bytearray, start: int = 0, end: int | None = None
+) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, box end) of each box in ``data[start:end]``, 64-bit sizes included.
+
+    Bounded by ``end``: a size that is too small or runs past it raises ``ValueError``.
+    """
+    end = len(data) if end is None else end
+    pos = start
+    while pos < end:
+        if end - pos < 8:
+            raise ValueError(f"truncated box header at byte {pos}")
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        header = 8
+        if size == 1:  # §4.2: a 64-bit largesize follows the type
+            if end - pos < 16:
+                raise ValueError(f"truncated box header at byte {pos}")
+            (size,) = struct.unpack_from(">Q", data, pos + 8)
+            header = 16
+        elif size == 0:  # §4.2: the box runs to the end of the file
+            size = end - pos
+        if size < header or pos + size > end:
+            raise ValueError(f"box {kind!r} at byte {pos} has a bad size {size}")
+        yield kind, pos + header, pos + size
+        pos += size
+
+
+def first_decode_time(fragment: bytes, track_id: int) -> int:
+    """``tfdt`` of ``track_id`` in the first ``moof`` of ``fragment`` (a part or segment), in its
+    timescale's ticks; ``ValueError`` when it has none."""
+    for kind, payload, end in iter_boxes(fragment):
+        if kind != b"moof":
+            continue
+        for traf_kind, traf, traf_end in iter_boxes(fragment, payload, end):
+            if traf_kind != b"traf":
+                continue
+            track, tfdt = None, None
+            for child, body, _ in iter_boxes(fragment, traf, traf_end):
+                if child == b"tfhd":
+                    (track,) = struct.unpack_from(">I", fragment, body + 4)
+                elif child == b"tfdt":
+                    fmt = ">Q" if fragment[body] == 1 else ">I"  # §8.8.12: version 1 is 64-bit
+                    (tfdt,) = struct.unpack_from(fmt, fragment, body + 4)
+            if track == track_id and tfdt is not None:
+                return int(tfdt)
+        break
+    raise ValueError(f"no fragment of track {track_id}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -514,6 +514,10 @@ class LivePackage:
             for t in self.tags.tags
         ]
 
+    def top_rendition(self) -> RenditionOutput | None:
+        """The top rung (highest bitrate), once the ladder is known (posters come from it)."""
+        return self.renditions.get(self._ladder[0]) if self._ladder else None
+
     def multivariant(self) -> str:
         return render_multivariant_playlist(
             [self.renditions[name].variant() for name in self._ladder if name in self.renditions]
