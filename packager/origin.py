@@ -4,20 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 from collections.abc import Callable
 from fractions import Fraction
+from typing import Protocol
 
 from aiohttp import web
 
 from packager import access
 from packager.live import LivePackage, RenditionOutput
 from packager.playlist import advance_part_limit
+from packager.posters import PosterCache
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 PackageLookup = Callable[[str], LivePackage | None]
 LOOKUP_KEY: web.AppKey[PackageLookup] = web.AppKey("hls_packages")
 SECRET_KEY: web.AppKey[str] = web.AppKey("hls_playback_secret")
+POSTERS_KEY = web.AppKey("hls_posters", PosterCache)
+
+
+class ThumbnailSource(Protocol):
+    async def get(self, stream_id: str, tag_id: str) -> bytes | None:
+        """JPEG of the tag's frame, or None when there is no such tag or no media holds it."""
+
+
+THUMBNAILS_KEY: web.AppKey[ThumbnailSource] = web.AppKey("hls_thumbnails")
+#: Tag ids as the tag service makes them (bounded before any lookup).
+_TAG_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CORS = {
     "Access-Control-Allow-Origin": "*",
     # hls.js reads Age to correct its latency estimate (LLHLS_RULES "Caching").
@@ -169,6 +183,53 @@ async def media_file(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def poster(request: web.Request) -> web.StreamResponse:
+    """The latest keyframe of the top rung as a JPEG (decoded once per segment)."""
+    if (denied := _denied(request)) is not None:
+        return denied
+    stream_id = request.match_info["stream"]
+    package = _package(request)
+    posters = request.app[POSTERS_KEY]
+    if package is None or package.ended:
+        posters.forget(stream_id)
+        return _error(404, "the stream is not live")
+    jpeg = await posters.get(stream_id, package)
+    if jpeg is None:
+        return _error(404, "no keyframe yet", package.config.target_duration)
+    # A new poster comes with every segment: cached for half a target duration, like playlists.
+    return web.Response(
+        body=jpeg,
+        content_type="image/jpeg",
+        headers={**CORS, "Cache-Control": _cache(Fraction(package.config.target_duration, 2))},
+    )
+
+
+async def tag_thumbnail(request: web.Request) -> web.StreamResponse:
+    """JPEG of a tag's frame (``thumbnail_url`` of every tag)."""
+    if (denied := _denied(request)) is not None:
+        return denied
+    tag_id = request.match_info["tag"]
+    if not _TAG_ID.match(tag_id):
+        return _error(404, "no such tag")
+    jpeg = await request.app[THUMBNAILS_KEY].get(request.match_info["stream"], tag_id)
+    if jpeg is None:
+        return _error(404, "no such tag, or its frame is no longer held")
+    return web.Response(
+        body=jpeg,
+        content_type="image/jpeg",
+        headers={**CORS, "Cache-Control": _cache(24 * 3600)},  # a tag's frame never changes
+    )
+
+
+def add_thumbnail_route(app: web.Application, source: ThumbnailSource) -> None:
+    """Mount ``/hls/<stream_id>/tags/<tag_id>.jpg`` (before :func:`add_hls_routes`, whose
+    rendition route would take the path otherwise)."""
+    app[THUMBNAILS_KEY] = source
+    path = "/hls/{stream}/tags/{tag}.jpg"
+    app.router.add_get(path, tag_thumbnail)
+    app.router.add_route("OPTIONS", path, preflight)
+
+
 async def preflight(request: web.Request) -> web.Response:
     return web.Response(
         status=204,
@@ -185,8 +246,10 @@ def add_hls_routes(app: web.Application, lookup: PackageLookup, playback_secret:
     """Mount the origin's ``/hls`` routes on ``app``; a secret makes playback need tokens."""
     app[LOOKUP_KEY] = lookup
     app[SECRET_KEY] = playback_secret
+    app[POSTERS_KEY] = PosterCache()
     for path, handler in (
         ("/hls/{stream}/master.m3u8", multivariant),
+        ("/hls/{stream}/poster.jpg", poster),
         ("/hls/{stream}/{rendition}/index.m3u8", media_playlist),
         ("/hls/{stream}/{rendition}/{file}", media_file),
     ):

@@ -14,7 +14,7 @@ from aiohttp import web
 from ingest.sessions import LiveStreams, PublishSession
 from packager import access
 from shopcast.pipeline import Pipelines
-from shopcast.store import Store, StoreError, StreamRecord
+from shopcast.store import Store, StoreError, StreamRecord, TagRecord
 from shopcast.tags import TagError, TagService, tag_json
 from transcode.policy import LadderConfigError, VerticalMode
 
@@ -266,15 +266,27 @@ async def _json_body(request: web.Request) -> Any:
         raise ApiError(400, "bad_json", f"the body is not JSON: {exc}") from exc
 
 
+def origin_url(request: web.Request, path: str) -> str:
+    """``path`` on this origin as clients reach it (the host of every other URL we hand out)."""
+    playback = request.app[URLS_KEY]("", "")["playback_url"]
+    return playback.partition("/hls/")[0] + path
+
+
+def _tag_out(request: web.Request, rec: TagRecord) -> dict[str, Any]:
+    out = tag_json(rec)
+    out["thumbnail_url"] = origin_url(request, f"/hls/{rec.stream_id}/tags/{rec.id}.jpg")
+    return out
+
+
 async def create_tag(request: web.Request) -> web.Response:
     body = await _json_body(request)
     rec = request.app[TAGS_KEY].create(request.match_info["id"], body)
-    return web.json_response(tag_json(rec), status=201)
+    return web.json_response(_tag_out(request, rec), status=201)
 
 
 async def list_tags(request: web.Request) -> web.Response:
     records = request.app[TAGS_KEY].list(request.match_info["id"])
-    return web.json_response({"tags": [tag_json(r) for r in records]})
+    return web.json_response({"tags": [_tag_out(request, r) for r in records]})
 
 
 async def playback_token(request: web.Request) -> web.Response:

@@ -16,7 +16,7 @@ from ingest.rtmp.server import RTMPServer, RTMPServerSettings
 from ingest.sessions import LiveStreams
 from ingest.whip.endpoint import WhipEndpoint
 from ingest.whip.session import WhipSettings
-from packager.origin import add_hls_routes
+from packager.origin import add_hls_routes, add_thumbnail_route
 from shopcast.api import make_app
 from shopcast.config import Config
 from shopcast.hooks import PublishHook, TagWebhooks, Webhooks
@@ -24,6 +24,7 @@ from shopcast.metrics import ShopcastMetrics, add_metrics_route
 from shopcast.pipeline import Pipelines, packager_config
 from shopcast.store import Store, new_secret
 from shopcast.tags import TagService, tag_json
+from shopcast.thumbnails import Thumbnails
 from shopcast.web import add_web_routes
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,8 @@ class ShopcastServer:
             self.urls,
             playback=(config.playback.secret, config.playback.token_ttl),
         )
+        self.thumbnails = Thumbnails(self.store, self.pipelines)
+        add_thumbnail_route(self.app, self.thumbnails)
         add_hls_routes(self.app, self.pipelines.package, config.playback.secret)
         add_web_routes(self.app)
         add_metrics_route(self.app, self.metrics)
