@@ -515,8 +515,9 @@ class LivePackage:
         ]
 
     def top_rendition(self) -> RenditionOutput | None:
-        """The top rung (highest bitrate), once the ladder is known (posters come from it)."""
-        return self.renditions.get(self._ladder[0]) if self._ladder else None
+        """The top rung: the largest picture (a passthrough rung's bitrate is only nominal)."""
+        videos = [r for r in self.renditions.values() if r.info.kind is MediaKind.VIDEO]
+        return max(videos, key=lambda r: (r.info.height, r.info.bitrate), default=None)
 
     def multivariant(self) -> str:
         return render_multivariant_playlist(
