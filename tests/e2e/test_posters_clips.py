@@ -132,9 +132,8 @@ async def test_posters_and_thumbnails_of_a_live_show(show_origin: Origin, tmp_pa
 
             # Thumbnails: requested at once (the server waits for the tagged frame's segment)
             # and again later (cached): the tagged frame's barcode each time.
-            async with aiohttp.ClientSession(headers=AUTH) as api:
-                async with api.get(f"{origin.http}/api/v1/streams/demo/tags") as r:
-                    listed = (await r.json())["tags"]
+            async with http.get(f"{origin.http}/api/v1/streams/demo/tags", headers=AUTH) as r:
+                listed = (await r.json())["tags"]
             urls = {t["id"]: t["thumbnail_url"] for t in listed}
             assert set(urls) == set(tagged)
             for tag_id, frame in tagged.items():
