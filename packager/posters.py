@@ -107,7 +107,7 @@ class PosterCache:
         async with lock:  # one decode per segment, however many ask at once
             poster = self._posters.get(stream_id)
             if poster is None or poster.msn != msn:
-                init = rendition.files["init.mp4"]
+                init = rendition.files[rendition.state.init_uri]
                 jpeg = await asyncio.to_thread(frame_jpeg, init, data)
                 poster = self._posters[stream_id] = Poster(msn, jpeg)
         return poster.jpeg

@@ -72,7 +72,7 @@ class Thumbnails:
         seg = _holding(segments, pdt)
         if seg is None:
             return None
-        data, init = rendition.files.get(seg.uri), rendition.files.get("init.mp4")
+        data, init = rendition.files.get(seg.uri), rendition.files.get(rendition.state.init_uri)
         if data is None or init is None:
             return None
         offset = pdt - seg.program_date_time
