@@ -201,10 +201,17 @@ def _mux(path: Path, src: Any, packets: list[tuple[Any, int]]) -> int:
         copies = {s.index: out.add_stream_from_template(s) for s in src.streams}
         video_out = next(c for c in copies.values() if c.type == "video")
         packets.sort(key=lambda item: (item[0].dts - item[1]) * float(item[0].time_base))
+        last: dict[int, int] = {}
         for packet, zero in packets:
+            index = packet.stream.index
+            if packet.dts - zero <= last.get(index, -(1 << 62)):
+                # Across a reconnect the new session's first audio (AAC priming) can land on
+                # the old session's last frame: a track's decode times must rise (§8.6.1.2).
+                continue
+            last[index] = packet.dts - zero
             packet.pts -= zero
             packet.dts -= zero
-            packet.stream = copies[packet.stream.index]
+            packet.stream = copies[index]
             out.mux(packet)
         # The muxer picks the track timescale when it writes the header (first mux).
         timescale = int(video_out.time_base.denominator)
