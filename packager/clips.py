@@ -22,12 +22,11 @@ from typing import Any
 import av
 
 from packager.fmp4 import Emsg, first_decode_time, iter_boxes
+from packager.posters import FMP4_INPUT
 
 #: Float seconds from manifests and program date-times: a frame this close counts as "at".
 _EPSILON = 0.001
-#: The tracks' parameters are all in the init segment: probe as little as the demuxer allows
-#: (the default probe decodes frames, ~3× the whole cut's time for a 720p clip).
-_OPEN_FAST = {"probesize": "32", "analyzeduration": "0"}
+
 #: Boxes on the path from ``moov`` to the chunk offset tables (ISO/IEC 14496-12 §8.7.5).
 _TO_CHUNK_OFFSETS = {b"moov", b"trak", b"mdia", b"minf", b"stbl"}
 
@@ -100,7 +99,7 @@ def cut_clip(
     for seg in segments:
         bounds.append(pos)
         pos += len(seg.data)
-    with av.open(io.BytesIO(data), "r", format="mp4", options=_OPEN_FAST) as src:
+    with av.open(io.BytesIO(data), "r", format="mp4", options=FMP4_INPUT) as src:
         video = next((s for s in src.streams if s.type == "video"), None)
         if video is None:
             raise ClipError("the rendition has no video track")

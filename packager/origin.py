@@ -25,6 +25,8 @@ POSTERS_KEY = web.AppKey("hls_posters", PosterCache)
 
 
 class ThumbnailSource(Protocol):
+    """Where tag thumbnails come from (``shopcast.thumbnails.Thumbnails``)."""
+
     async def get(self, stream_id: str, tag_id: str) -> bytes | None:
         """JPEG of the tag's frame, or None when there is no such tag or no media holds it."""
 

@@ -21,14 +21,17 @@ from av.video.codeccontext import VideoCodecContext
 from packager.fmp4 import first_decode_time
 from packager.live import LivePackage
 
-#: mjpeg quantiser range (2 = best): ~10 KB for 180×320, ~60 KB for 720×1280.
+#: mjpeg quantiser range (2 = best, 31 = worst): near-lossless stills that stay small.
 _JPEG_QUALITY = {"qmin": "2", "qmax": "4"}
+#: Opening a segment: the tracks' parameters are all in the init segment, so probe as little as
+#: the demuxer allows (its default probe decodes frames just to learn them).
+FMP4_INPUT = {"probesize": "32", "analyzeduration": "0"}
 
 
 def frame_jpeg(init: bytes, segment: bytes, offset: float | None = None) -> bytes:
     """JPEG of a segment's first frame (its IDR alone), or of the frame ``offset`` seconds after
     the segment's start (its first ``tfdt``): the frame nearest to that time."""
-    with av.open(io.BytesIO(init + segment), "r", format="mp4") as src:
+    with av.open(io.BytesIO(init + segment), "r", format="mp4", options=FMP4_INPUT) as src:
         if not src.streams.video:
             raise ValueError("the segment has no video")
         video = src.streams.video[0]
