@@ -23,11 +23,11 @@ import av
 import pytest
 from av.video.frame import PictureType
 
+from ingest.codecs.h264 import AvcConfig, annexb_to_avcc
 from packager.clips import ClipTag, RecordedSegment, covering, cut_clip
 from packager.fmp4 import TrackInfo, init_segment
 from packager.segmenter import AUDIO_TRACK_ID, VIDEO_TRACK_ID, PartCutter, TrackTiming
 from packager.tags import id3_txxx
-from transcode.bitstream import AvcConfig, annexb_to_avcc
 from transcode.output import EncodedPacket
 
 SMOKE = os.environ.get("SHOPCAST_BENCH_SMOKE") == "1"
