@@ -35,6 +35,9 @@ class ThumbnailSource(Protocol):
     async def get(self, stream_id: str, tag_id: str) -> bytes | None:
         """JPEG of the tag's frame, or None when there is no such tag or no media holds it."""
 
+    async def recording_poster(self, recording_id: str) -> bytes | None:
+        """JPEG of a recording's cover frame, or None when there is no such recording."""
+
 
 THUMBNAILS_KEY: web.AppKey[ThumbnailSource] = web.AppKey("hls_thumbnails")
 #: Tag ids as the tag service makes them (bounded before any lookup).
@@ -194,7 +197,10 @@ async def tag_thumbnail(request: web.Request) -> web.StreamResponse:
     tag_id = request.match_info["tag"]
     if not _TAG_ID.match(tag_id):
         return _error(404, "no such tag")
-    jpeg = await request.app[THUMBNAILS_KEY].get(request.match_info["stream"], tag_id)
+    try:
+        jpeg = await request.app[THUMBNAILS_KEY].get(request.match_info["stream"], tag_id)
+    except StoreUnavailable as exc:
+        return _error(503, f"the recordings store is unavailable: {exc}")
     if jpeg is None:
         return _error(404, "no such tag, or its frame is no longer held")
     return web.Response(
@@ -204,13 +210,31 @@ async def tag_thumbnail(request: web.Request) -> web.StreamResponse:
     )
 
 
-def add_thumbnail_route(app: web.Application, source: ThumbnailSource) -> None:
-    """Mount ``/hls/<stream_id>/tags/<tag_id>.jpg`` (before :func:`add_hls_routes`, whose
-    rendition route would take the path otherwise)."""
+async def recording_poster(request: web.Request) -> web.StreamResponse:
+    """JPEG cover of a recording (its first product moment)."""
+    if (denied := _denied(request)) is not None:
+        return denied
+    try:
+        jpeg = await request.app[THUMBNAILS_KEY].recording_poster(request.match_info["recording"])
+    except StoreUnavailable as exc:
+        return _error(503, f"the recordings store is unavailable: {exc}")
+    if jpeg is None:
+        return _error(404, "no such recording")
+    return web.Response(
+        body=jpeg, content_type="image/jpeg", headers={**CORS, "Cache-Control": _cache(3600)}
+    )
+
+
+def add_picture_routes(app: web.Application, source: ThumbnailSource) -> None:
+    """Mount ``/hls/<stream_id>/tags/<tag_id>.jpg`` and ``/vod/<recording_id>/poster.jpg``
+    (before :func:`add_hls_routes`, whose rendition route would take the first otherwise)."""
     app[THUMBNAILS_KEY] = source
-    path = "/hls/{stream}/tags/{tag}.jpg"
-    app.router.add_get(path, tag_thumbnail)
-    app.router.add_route("OPTIONS", path, preflight)
+    for path, handler in (
+        ("/hls/{stream}/tags/{tag}.jpg", tag_thumbnail),
+        ("/vod/{recording}/poster.jpg", recording_poster),
+    ):
+        app.router.add_get(path, handler)
+        app.router.add_route("OPTIONS", path, preflight)
 
 
 async def preflight(request: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ from aiohttp import web
 from ingest.sessions import LiveStreams, PublishSession
 from packager import access
 from packager.stores import StoreUnavailable
+from shopcast.clips import CLIPS_KEY, ClipRefused
 from shopcast.pipeline import Pipelines
 from shopcast.recordings import Recordings
 from shopcast.store import Store, StoreError, StreamRecord, TagRecord
@@ -90,7 +91,7 @@ async def api_auth(request: web.Request, handler: Handler) -> web.StreamResponse
             )
     try:
         return await handler(request)
-    except (ApiError, TagError) as exc:
+    except (ApiError, TagError, ClipRefused) as exc:
         return json_error(exc.status, exc.code, exc.message)
     except web.HTTPException as exc:
         if exc.status >= 400 and request.path.startswith("/api/"):
@@ -339,6 +340,17 @@ async def list_tags(request: web.Request) -> web.Response:
     return web.json_response({"tags": [_tag_out(request, r) for r in records]})
 
 
+async def create_clip(request: web.Request) -> web.Response:
+    """Cut a clip of a recording: ``{"tag_id"}`` or ``{"start", "end"}`` (+ ``max_duration``)."""
+    body = await _json_body(request)
+    try:
+        clip = await request.app[CLIPS_KEY].create(request.match_info["rid"], body)
+    except StoreUnavailable as exc:
+        raise ApiError(503, "store_unavailable", str(exc)) from exc
+    clip["url"] = origin_url(request, clip["url"])
+    return web.json_response(clip, status=201)
+
+
 async def playback_token(request: web.Request) -> web.Response:
     """Mint a signed playback URL for a stream (when playback is protected)."""
     record = _record(request)
@@ -433,6 +445,7 @@ def make_app(
         app.router.add_get("/api/v1/streams/{id}/recordings", list_recordings)
         app.router.add_get("/api/v1/recordings/{rid}", get_recording)
         app.router.add_delete("/api/v1/recordings/{rid}", delete_recording)
+        app.router.add_post("/api/v1/recordings/{rid}/clips", create_clip)
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_post("/api/v1/streams", create_stream)
     app.router.add_get("/api/v1/streams", list_streams)
