@@ -21,7 +21,7 @@ from typing import Any
 
 import av
 
-from packager.fmp4 import Emsg, first_decode_time, iter_boxes
+from packager.fmp4 import Emsg, fragment_timing, iter_boxes
 from packager.posters import FMP4_INPUT
 
 #: Float seconds from manifests and program date-times: a frame this close counts as "at".
@@ -109,10 +109,10 @@ def cut_clip(
         shifts: list[Fraction] = []
         for seg in segments:
             if not shifts or seg.discontinuity:
-                try:
-                    base = first_decode_time(seg.data, video.id) * (video.time_base or 1)
-                except ValueError as exc:
-                    raise ClipError(str(exc)) from exc
+                timing = fragment_timing(seg.data, video.id)
+                if timing is None:
+                    raise ClipError("a segment holds no video fragment")
+                base = timing[0] * (video.time_base or 1)
                 shifts.append(base - Fraction(seg.start))
             else:
                 shifts.append(shifts[-1])

@@ -72,28 +72,6 @@ def iter_boxes(
         pos += size
 
 
-def first_decode_time(fragment: bytes, track_id: int) -> int:
-    """``tfdt`` of ``track_id`` in the first ``moof`` of ``fragment`` (a part or segment), in its
-    timescale's ticks; ``ValueError`` when it has none."""
-    for kind, payload, end in iter_boxes(fragment):
-        if kind != b"moof":
-            continue
-        for traf_kind, traf, traf_end in iter_boxes(fragment, payload, end):
-            if traf_kind != b"traf":
-                continue
-            track, tfdt = None, None
-            for child, body, _ in iter_boxes(fragment, traf, traf_end):
-                if child == b"tfhd":
-                    (track,) = struct.unpack_from(">I", fragment, body + 4)
-                elif child == b"tfdt":
-                    fmt = ">Q" if fragment[body] == 1 else ">I"  # §8.8.12: version 1 is 64-bit
-                    (tfdt,) = struct.unpack_from(fmt, fragment, body + 4)
-            if track == track_id and tfdt is not None:
-                return int(tfdt)
-        break
-    raise ValueError(f"no fragment of track {track_id}")
-
-
 @dataclass(frozen=True, slots=True)
 class TrackInfo:
     """One track of an init segment: ``codec_config`` is avcC or an AudioSpecificConfig."""
@@ -319,36 +297,27 @@ def fragment_py(
     return b"".join(e.to_bytes() for e in emsgs) + moof + mdat
 
 
-def _boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
-    """(type, payload start, payload end) of each box in ``data[start:end]``; stops at garbage."""
-    end = len(data) if end is None else end
-    pos = start
-    while pos + 8 <= end:
-        size, kind = struct.unpack_from(">I4s", data, pos)
-        header = 8
-        if size == 1 and pos + 16 <= end:
-            size, header = struct.unpack_from(">Q", data, pos + 8)[0], 16
-        elif size == 0:
-            size = end - pos
-        if size < header or pos + size > end:
-            return
-        yield kind, pos + header, pos + size
-        pos += size
-
-
 def fragment_timing(data: bytes, track_id: int) -> tuple[int, int] | None:
     """(first ``tfdt``, summed sample durations) of ``track_id`` over every ``moof`` in a
-    segment, in the track's timescale; ``None`` when the bytes hold no such run."""
+    segment, in the track's timescale; ``None`` when the bytes hold no such run or are damaged
+    (a box size that does not fit)."""
+    try:
+        return _fragment_timing(data, track_id)
+    except ValueError:
+        return None
+
+
+def _fragment_timing(data: bytes, track_id: int) -> tuple[int, int] | None:
     first: int | None = None
     total = 0
-    for kind, start, end in _boxes(data):
+    for kind, start, end in iter_boxes(data):
         if kind != b"moof":
             continue
-        for tkind, tstart, tend in _boxes(data, start, end):
+        for tkind, tstart, tend in iter_boxes(data, start, end):
             if tkind != b"traf":
                 continue
             found, base, durations = False, None, 0
-            for ckind, cstart, cend in _boxes(data, tstart, tend):
+            for ckind, cstart, cend in iter_boxes(data, tstart, tend):
                 if ckind == b"tfhd" and cend - cstart >= 8:
                     found = struct.unpack_from(">I", data, cstart + 4)[0] == track_id
                 elif ckind == b"tfdt" and cend - cstart >= 8:

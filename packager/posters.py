@@ -18,7 +18,7 @@ from typing import Any
 import av
 from av.video.codeccontext import VideoCodecContext
 
-from packager.fmp4 import first_decode_time
+from packager.fmp4 import fragment_timing
 from packager.live import LivePackage
 
 #: mjpeg quantiser range (2 = best, 31 = worst): near-lossless stills that stay small.
@@ -38,7 +38,10 @@ def frame_jpeg(init: bytes, segment: bytes, offset: float | None = None) -> byte
         tb = video.time_base or Fraction(1, 90_000)  # mp4 tracks always have one
         target = None
         if offset is not None:
-            target = first_decode_time(segment, video.id) * tb + Fraction(offset)
+            timing = fragment_timing(segment, video.id)
+            if timing is None:
+                raise ValueError("the segment holds no video fragment")
+            target = timing[0] * tb + Fraction(offset)
         frame = None
         for frame in _decoded(src, video, keyframe_only=target is None):
             # The first frame within half a frame of the target (or past it) is the nearest.
