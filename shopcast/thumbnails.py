@@ -37,15 +37,17 @@ class Thumbnails:
 
     async def get(self, stream_id: str, tag_id: str) -> bytes | None:
         """The tag's frame: from the live window while it holds it, else from a recording."""
-        tag = next((t for t in self.store.list_tags(stream_id) if t.id == tag_id), None)
-        if tag is None:
-            return None
-        pdt = tag.program_date_time
 
         async def make() -> bytes | None:
+            tag = next((t for t in self.store.list_tags(stream_id) if t.id == tag_id), None)
+            if tag is None:
+                return None
+            pdt = tag.program_date_time
             return await self._live(stream_id, pdt) or await self._recorded(stream_id, pdt)
 
-        return await self._once(f"tag:{tag_id}", make)
+        # Keyed by stream too: a tag's picture is served only under its own stream's path
+        # (where that stream's playback token applies).
+        return await self._once(f"tag:{stream_id}/{tag_id}", make)
 
     async def recording_poster(self, recording_id: str) -> bytes | None:
         """A recording's cover: its first product tag's frame, else its middle segment's IDR."""

@@ -150,6 +150,8 @@ async def test_posters_thumbnails_and_clips_of_a_show(show_origin: Origin, tmp_p
                     assert barcode.read(thumb) == frame, (tag_id, frame)
             async with http.get(f"{base}/tags/t0000deadbeef.jpg") as r:
                 assert r.status == 404
+            async with http.get(f"{origin.http}/hls/other/tags/{next(iter(tagged))}.jpg") as r:
+                assert r.status == 404  # only under its own stream's path
 
             # After the show: no poster.
             await asyncio.wait_for(publisher.wait(), SECONDS + 30)
