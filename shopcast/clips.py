@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import json
 import re
 import secrets
 from collections.abc import Sequence
@@ -137,6 +138,7 @@ class ClipService:
 
     def __init__(self, recordings: Recordings) -> None:
         self.recordings = recordings
+        recordings.on_delete.append(self.delete_clips_of)
 
     @property
     def media(self) -> RecordingStore:
@@ -179,8 +181,7 @@ class ClipService:
         except ClipError as exc:
             raise ClipRefused(422, "uncuttable", str(exc)) from exc
         clip_id = secrets.token_urlsafe(16)  # unguessable: the URL is the only key
-        await self.media.put(f"clips/{clip_id}.mp4", clip.data, "video/mp4")
-        return {
+        out: dict[str, Any] = {
             "id": clip_id,
             "recording_id": vod.manifest.id,
             "url": f"/clips/{clip_id}.mp4",
@@ -190,6 +191,18 @@ class ClipService:
             "tag_ids": list(clip.tag_ids),
             "bytes": len(clip.data),
         }
+        await self.media.put(f"clips/{clip_id}.mp4", clip.data, "video/mp4")
+        # Listed under its recording, so it goes when the recording goes (DELETE, retention).
+        note = json.dumps(out, separators=(",", ":")).encode()
+        await self.media.put(f"{vod.manifest.id}/clips/{clip_id}.json", note, "application/json")
+        return out
+
+    async def delete_clips_of(self, recording_id: str) -> None:
+        """Remove the clips cut from a recording (its ``clips/`` notes name them)."""
+        for key in await self.media.list(f"{recording_id}/clips/"):
+            clip_id = key.rsplit("/", 1)[-1].removesuffix(".json")
+            if CLIP_ID_RE.match(clip_id):
+                await self.media.delete_prefix(f"clips/{clip_id}.mp4")
 
     def _range(self, req: ClipRequest, timeline: Timeline, tags: list[Tag]) -> tuple[float, float]:
         total = timeline.duration

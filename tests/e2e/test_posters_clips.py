@@ -254,6 +254,12 @@ async def check_clips(origin: Origin, http: aiohttp.ClientSession, tagged: dict[
     async with http.get(f"{origin.http}/clips/{'A' * 22}.mp4") as r:
         assert r.status == 404
 
+    # The recording's clips go with it.
+    async with http.delete(f"{api}/recordings/{rid}", headers=AUTH) as r:
+        assert r.status == 204
+    async with http.get(clip["url"]) as r:
+        assert r.status == 404
+
 
 async def check_clip(
     http: aiohttp.ClientSession,
