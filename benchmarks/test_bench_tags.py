@@ -21,9 +21,9 @@ from typing import Any
 
 import aiohttp
 
-from shopcast.loadtest import percentile
+from benchmarks.harness.origin import Origin, ffmpeg_publish_args, make_config, requires_ffmpeg
+from benchmarks.loadtest.stats import percentile
 from shopcast.server import ShopcastServer
-from tests.e2e.conftest import Origin, ffmpeg_publish_args, make_config, requires_ffmpeg
 
 # The e2e tag tests' HTTP helpers; imported by name so mypy (run on benchmarks/) skips that module.
 _api: Any = importlib.import_module("tests.e2e.test_tags_api")
@@ -43,7 +43,7 @@ async def live_stream(tmp_path: Path, seconds: float) -> AsyncIterator[tuple[Ori
     await server.start()
     origin = Origin(server)
     args = ffmpeg_publish_args(
-        origin.rtmp_url(origin.key()), seconds=seconds, size="360x640", realtime=True
+        origin.rtmp_url(await origin.key()), seconds=seconds, size="360x640", realtime=True
     )
     publisher = await asyncio.create_subprocess_exec(
         *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL

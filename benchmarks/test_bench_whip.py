@@ -26,12 +26,13 @@ from typing import Any
 
 import aiohttp
 
+from benchmarks.harness.origin import Origin, make_config
+from benchmarks.harness.whip_client import publish, unpublish, wait_connected
 from ingest.media import MediaKind
 from ingest.sessions import PublishSession
+from packager.playlist import parse_media_playlist
 from shopcast.config import WhipSection
 from shopcast.server import ShopcastServer
-from tests.e2e.conftest import Origin, make_config
-from tests.ingest.whip.client import publish, unpublish, wait_connected
 from transcode.policy import LadderConfig
 
 LOOPBACK = WhipSection(host_addresses=("127.0.0.1",), max_sessions=64, rate_burst=200)
@@ -86,7 +87,9 @@ async def measure_first_media(tmp_path: Path, codec: str) -> list[dict[str, floa
         try:
             async with aiohttp.ClientSession() as http:
                 t0 = time.time()
-                pub = await publish(http, origin.http, "demo", origin.key(), video_codec=codec)
+                pub = await publish(
+                    http, origin.http, "demo", await origin.key(), video_codec=codec
+                )
                 t_201 = time.time()
                 await wait_connected(pub.pc)
                 t_conn = time.time()
@@ -136,13 +139,13 @@ async def measure_step(tmp_path: Path, count: int) -> dict[str, Any]:
     server = origin.server
     streams = ["demo"] + [f"pub{i}" for i in range(1, count)]
     for stream_id in streams[1:]:
-        server.store.create_stream(stream_id)
-    targets = [f"{s}:{origin.key(s)}" for s in streams]
+        await server.store.create_stream(stream_id)
+    targets = [f"{s}:{await origin.key(s)}" for s in streams]
     seconds = WARM_UP + WINDOW + 2
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tests.ingest.whip.client",
+        "benchmarks.harness.whip_client",
         origin.http,
         str(seconds),
         "180x320",
@@ -166,9 +169,7 @@ async def measure_step(tmp_path: Path, count: int) -> dict[str, Any]:
                     for rendition in package.renditions.values():
                         parts |= {
                             f"{rendition.info.name}/{uri}"
-                            for uri in re.findall(
-                                r'#EXT-X-PART:[^\n]*URI="([^"]+)"', rendition.playlist()
-                            )
+                            for _, _, uri in parse_media_playlist(rendition.playlist()).parts
                         }
                 out[s] = (
                     live.stats.video_frames if live else 0,

@@ -17,8 +17,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.pg_server import PostgresServer, requires_postgres
-from tests.serve_env import SHOPCAST, ServeEnv, free_port, read_until, serve_env
+from benchmarks.harness.postgres import PostgresServer, requires_postgres
+from benchmarks.harness.serve_env import SHOPCAST, ServeEnv, free_port, read_until, serve_env
 
 from .conftest import ffmpeg_publish_args, requires_ffmpeg
 

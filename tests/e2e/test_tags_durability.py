@@ -14,9 +14,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from benchmarks.harness.serve_env import SHOPCAST, serve_env
 from shopcast.config import StoreSection
 from shopcast.store import make_store
-from tests.serve_env import SHOPCAST, serve_env
 
 from .conftest import ffmpeg_publish_args, requires_ffmpeg
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.harness.postgres import PostgresServer, requires_postgres
+from benchmarks.harness.serve_env import free_port
 from shopcast.config import StoreSection
 from shopcast.store import (
     DatabaseUnavailable,
@@ -21,8 +23,6 @@ from shopcast.store import (
 )
 from shopcast.store.migrations import DIALECTS, migrations
 from shopcast.store.postgres import PostgresStore
-from tests.pg_server import PostgresServer, requires_postgres
-from tests.serve_env import free_port
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=requires_postgres)]
 

@@ -1,9 +1,7 @@
-"""A real PostgreSQL for tests: Debian's server binaries, ``initdb`` + ``pg_ctl`` in a temporary
-directory as an unprivileged user, listening on 127.0.0.1 on a free port, stopped at the end.
-
-Fixtures: ``postgres`` (one server per test session) and ``postgres_url`` (a fresh, empty
-database on it per test). Tests that stop and restart the server start their own
-:class:`PostgresServer`.
+"""A real PostgreSQL for tests and benchmarks: Debian's server binaries, ``initdb`` + ``pg_ctl``
+in a temporary directory as an unprivileged user, listening on 127.0.0.1 on a free port, stopped
+at the end. The ``postgres`` / ``postgres_url`` fixtures (tests/conftest.py) wrap it; tests
+that stop and restart the server start their own :class:`PostgresServer`.
 """
 
 from __future__ import annotations
@@ -14,12 +12,11 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.serve_env import free_port
+from benchmarks.harness.serve_env import free_port
 
 #: The unprivileged account the server runs as when the tests run as root (postgres refuses
 #: root); ``nobody`` exists on every Debian system.
@@ -116,18 +113,3 @@ class PostgresServer:
             return self.log.read_text()[-4000:]
         except OSError:
             return ""
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    if server_bin() is None:
-        pytest.skip("Debian postgresql not installed (make system-deps)")
-    server = PostgresServer()
-    server.start()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def postgres_url(postgres: PostgresServer) -> str:
-    return postgres.create_database()
