@@ -27,6 +27,7 @@ RUNNING = r"shopcast is running"
 
 
 def pg_env(tmp_path: Path, url: str, **overrides: str) -> ServeEnv:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     srv = serve_env(
         tmp_path,
         SHOPCAST_STORE_URL=url,
@@ -38,30 +39,51 @@ def pg_env(tmp_path: Path, url: str, **overrides: str) -> ServeEnv:
 
 
 @asynccontextmanager
-async def serving(srv: ServeEnv) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """``shopcast serve`` with ``srv``'s environment; yields it and what it printed at start."""
-    proc = await asyncio.create_subprocess_exec(
-        SHOPCAST,
-        "serve",
-        env=srv.env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+async def serving_all(
+    *srvs: ServeEnv,
+) -> AsyncIterator[list[tuple[asyncio.subprocess.Process, str]]]:
+    """``shopcast serve`` once per environment, all started at once; yields each process with
+    what it printed at start."""
+    procs = []
+    for srv in srvs:
+        # The log goes to a file next to the store: an unread pipe would fill and stall it.
+        with open(Path(srv.env["SHOPCAST_RECORD_PATH"]).parent / "serve.log", "ab") as log:
+            procs.append(
+                await asyncio.create_subprocess_exec(
+                    SHOPCAST,
+                    "serve",
+                    env=srv.env,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=log,
+                )
+            )
     try:
-        assert proc.stdout is not None
-        printed = await read_until(proc.stdout, RUNNING, timeout=40)
-        assert RUNNING in printed, printed
-        await asyncio.sleep(0.3)  # the rest of the block comes in the same write
-        with_rest = printed + await _available(proc.stdout)
-        yield proc, with_rest
+        printed = await asyncio.gather(*(_started(proc) for proc in procs))
+        yield list(zip(procs, printed, strict=True))
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
             try:
                 await asyncio.wait_for(proc.wait(), 15)
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+
+
+@asynccontextmanager
+async def serving(srv: ServeEnv) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    async with serving_all(srv) as [started]:
+        yield started
+
+
+async def _started(proc: asyncio.subprocess.Process) -> str:
+    assert proc.stdout is not None
+    printed = await read_until(proc.stdout, RUNNING, timeout=40)
+    assert RUNNING in printed, printed
+    await asyncio.sleep(0.3)  # the rest of the block comes in the same write
+    return printed + await _available(proc.stdout)
 
 
 async def _available(stream: asyncio.StreamReader) -> str:
@@ -188,8 +210,8 @@ async def test_two_origins_on_one_empty_database_print_the_credentials_once(
 ) -> None:
     a = pg_env(tmp_path / "a", postgres_url)
     b = pg_env(tmp_path / "b", postgres_url)
-    async with serving(a) as (_, printed_a), serving(b) as (_, printed_b):
-        both = printed_a + printed_b
+    async with serving_all(a, b) as started:  # both start at the same moment
+        both = "".join(printed for _, printed in started)
         assert both.count("API token (keep it secret)") == 1, both
         assert both.count("demo stream created") == 1, both
         token = _token(both)
