@@ -20,7 +20,7 @@ import pytest
 from benchmarks.harness.postgres import PostgresServer, requires_postgres
 from benchmarks.harness.serve_env import SHOPCAST, ServeEnv, free_port, read_until, serve_env
 
-from .conftest import ffmpeg_publish_args, requires_ffmpeg
+from .conftest import ffmpeg_publish_args, requires_ffmpeg, run_ffmpeg
 
 pytestmark = [pytest.mark.e2e, requires_ffmpeg, requires_postgres]
 RUNNING = r"shopcast is running"
@@ -244,6 +244,11 @@ async def test_show_goes_on_while_the_database_is_away(tmp_path: Path) -> None:
                 assert status == 503, refused
                 assert refused["error"]["code"] == "database_unavailable"
                 assert "unreachable" in refused["error"]["message"]
+                # A new publisher is refused (its key cannot be checked), the show stays on.
+                code, _ = await run_ffmpeg(
+                    ffmpeg_publish_args(srv.rtmp_url("some-key"), seconds=5), timeout=30
+                )
+                assert code != 0
                 first = await _last_part(http, srv.http, "demo")
                 await asyncio.sleep(1.0)
                 assert await _last_part(http, srv.http, "demo") not in (None, first)
@@ -256,6 +261,8 @@ async def test_show_goes_on_while_the_database_is_away(tmp_path: Path) -> None:
                     return body if status == 201 else None
 
                 after = await _until("writes after the database is back", accepted, 20)
+                log = (tmp_path / "serve.log").read_text()
+                assert "publish refused: the key cannot be checked now" in log
                 status, tags = await _json(http, "GET", f"{srv.http}/api/v1/streams/demo/tags")
                 assert status == 200
                 assert [t["id"] for t in tags["tags"]] == [before["id"], after["id"]]
