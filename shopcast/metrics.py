@@ -19,6 +19,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     PlatformCollector,
     ProcessCollector,
@@ -208,6 +209,12 @@ class ShopcastMetrics:
         self.tag_clicks = Counter(
             "shopcast_tag_clicks", "Buy-button clicks on tag cards", ["stream"], registry=reg
         )
+        self.store_available = Gauge(
+            "shopcast_store_available",
+            "1 while the store (SQLite or PostgreSQL) answers, 0 while it cannot be reached",
+            registry=reg,
+        )
+        self.store_available.set(1)
         # Children looked up once per (stream, rendition): on_packet runs for every packet.
         self._lag: dict[tuple[str, str], Histogram] = {}
         #: Awaited before each scrape (e.g. the stream list is read from the store then).

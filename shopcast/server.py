@@ -179,6 +179,9 @@ class ShopcastServer:
             self._stream_ids = [s.id for s in await self.store.list_streams()]
         except DatabaseUnavailable as exc:  # the live figures still count; the list waits
             log.debug("metrics: stream list not refreshed: %s", exc)
+            self.metrics.store_available.set(0)
+        else:
+            self.metrics.store_available.set(1)
 
     async def start(self) -> None:
         """Open the store (``DatabaseUnavailable`` if it cannot be used), then listen."""

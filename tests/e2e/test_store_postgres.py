@@ -148,6 +148,12 @@ async def _live_tag(http: aiohttp.ClientSession, base: str, stream: str, sku: st
     return await _until("a live tag", attempt)
 
 
+async def _metrics(http: aiohttp.ClientSession, base: str) -> str:
+    async with http.get(f"{base}/metrics") as r:
+        assert r.status == 200
+        return await r.text()
+
+
 async def _last_part(http: aiohttp.ClientSession, base: str, stream: str) -> str | None:
     """The newest part of the stream's first rendition (None while there is none)."""
     async with http.get(f"{base}/hls/{stream}/master.m3u8") as r:
@@ -244,6 +250,8 @@ async def test_show_goes_on_while_the_database_is_away(tmp_path: Path) -> None:
                 assert status == 503, refused
                 assert refused["error"]["code"] == "database_unavailable"
                 assert "unreachable" in refused["error"]["message"]
+                # Metrics still answer, and say the store is away.
+                assert "shopcast_store_available 0.0" in await _metrics(http, srv.http)
                 # A new publisher is refused (its key cannot be checked), the show stays on.
                 code, _ = await run_ffmpeg(
                     ffmpeg_publish_args(srv.rtmp_url("some-key"), seconds=5), timeout=30
@@ -261,6 +269,7 @@ async def test_show_goes_on_while_the_database_is_away(tmp_path: Path) -> None:
                     return body if status == 201 else None
 
                 after = await _until("writes after the database is back", accepted, 20)
+                assert "shopcast_store_available 1.0" in await _metrics(http, srv.http)
                 log = (tmp_path / "serve.log").read_text()
                 assert "publish refused: the key cannot be checked now" in log
                 status, tags = await _json(http, "GET", f"{srv.http}/api/v1/streams/demo/tags")
