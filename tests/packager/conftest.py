@@ -5,6 +5,7 @@ from fractions import Fraction
 import pytest
 
 from packager.live import LivePackage, PackagerConfig
+from tests.s3_server import s3_server  # noqa: F401  (fixture: a real S3 server on loopback)
 from transcode.output import EncodedPacket, RenditionInfo
 
 from .media import encode_audio, encode_video
