@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 
 from ingest.sessions import LiveStreams
 from packager.origin import LOOKUP_KEY
+from packager.stores import RecordingStore
 from shopcast.pipeline import StreamPipeline
 from shopcast.store import TagRecord
 
@@ -124,6 +125,36 @@ class LiveStateCollector(Collector):
         yield faults
 
 
+class RecordingStoreCollector(Collector):
+    """The recordings store's health (pending uploads, failures) read at scrape time."""
+
+    def __init__(self, store: RecordingStore) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        health = self.store.health()
+        labels = [self.store.name]
+        pending = GaugeMetricFamily(
+            "shopcast_record_store_pending",
+            "Recording files written locally and not yet confirmed by the store (S3 uploads)",
+            labels=["store"],
+        )
+        pending.add_metric(labels, health.pending)
+        failures = CounterMetricFamily(
+            "shopcast_record_store_failures",
+            "Failed writes or upload attempts of the recordings store (each retry counts)",
+            labels=["store"],
+        )
+        failures.add_metric(labels, health.failed)
+        degraded = GaugeMetricFamily(
+            "shopcast_record_store_degraded",
+            "1 while the recordings store's last operation failed (the reason is in the log)",
+            labels=["store"],
+        )
+        degraded.add_metric(labels, 0.0 if health.last_error is None else 1.0)
+        yield from (pending, failures, degraded)
+
+
 class ShopcastMetrics:
     """The origin's metrics: listener of the packager and the tag service, HTTP middleware,
     and the ``/metrics`` handler. One per server (tests run several in one process)."""
@@ -183,6 +214,10 @@ class ShopcastMetrics:
     ) -> None:
         """Read these at every scrape (see :class:`LiveStateCollector`)."""
         self.registry.register(LiveStateCollector(stream_ids, streams, pipelines))
+
+    def watch_store(self, store: RecordingStore) -> None:
+        """Read the recordings store's health at every scrape (:class:`RecordingStoreCollector`)."""
+        self.registry.register(RecordingStoreCollector(store))
 
     # -- PackageListener ---------------------------------------------------------------
     def packet(self, stream: str, rendition: str, lag_seconds: float) -> None:

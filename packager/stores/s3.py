@@ -192,6 +192,8 @@ class S3Store:
             )
         )
         left = await asyncio.to_thread(_scan_spool, self.spool_dir)
+        if left:
+            self._idle.clear()
         for key in left:
             self._spooled[key] = _Spooled(
                 _CONTENT_TYPES.get(Path(key).suffix, "application/octet-stream")

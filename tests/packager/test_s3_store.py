@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError
 
 from packager.stores import RecordingStore, StoreUnavailable
 from packager.stores.s3 import MAX_ERROR_LENGTH, S3Store, check_key, describe_error
+from shopcast.metrics import ShopcastMetrics
 from tests.s3_server import S3Server
 
 SEGMENT = "video/iso.segment"
@@ -167,6 +168,8 @@ async def test_full_queue_refuses_with_reason(
 ) -> None:
     s3_server.stop()
     store = open_store(queue_size=3)
+    metrics = ShopcastMetrics()
+    metrics.watch_store(store)
     await store.start()
     for n in range(3):
         await store.put(f"rec/v/{n}.m4s", b"x", SEGMENT)
@@ -174,10 +177,20 @@ async def test_full_queue_refuses_with_reason(
         await store.put("rec/v/3.m4s", b"x", SEGMENT)
     await store.put("rec/v/0.m4s", b"newer", SEGMENT)  # a pending key takes no new slot
     assert store.health().pending == 3
+    await until(lambda: store.health().failed >= 3)
+
+    def sample(name: str) -> float | None:
+        return metrics.registry.get_sample_value(name, {"store": "s3"})
+
+    assert sample("shopcast_record_store_pending") == 3
+    assert (sample("shopcast_record_store_failures_total") or 0) >= 3
+    assert sample("shopcast_record_store_degraded") == 1
     assert sorted(spooled_files(tmp_path / "spool")) == [f"rec/v/{n}.m4s" for n in range(3)]
 
     s3_server.start()
     await until(lambda: store.health().pending == 0)
+    assert sample("shopcast_record_store_pending") == 0
+    assert sample("shopcast_record_store_degraded") == 0
     await store.put("rec/v/3.m4s", b"x", SEGMENT)  # room again
     await until(lambda: store.health().pending == 0)
     objects = await s3_server.objects()
