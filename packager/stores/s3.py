@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from aiobotocore.session import get_session
 from botocore.config import Config
@@ -35,6 +35,8 @@ log = logging.getLogger("shopcast.record.s3")
 #: no hidden files): spool temp files start with a dot, so they can never be taken for a key.
 _KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(?:/[A-Za-z0-9_-][A-Za-z0-9._-]*)*")
 MAX_KEY_LENGTH = 512
+#: The spool's folder under ``[record] path``: apart from a file store's recordings there.
+SPOOL_FOLDER = "s3-spool"
 #: S3 error text is the server's: cut short before it reaches logs and the API.
 MAX_ERROR_LENGTH = 200
 #: DeleteObjects takes at most 1,000 keys per request (S3 API reference).
@@ -77,6 +79,27 @@ def describe_error(exc: BaseException) -> str:
 def _short(text: str) -> str:
     text = "".join(c if c.isprintable() else " " for c in text)
     return text if len(text) <= MAX_ERROR_LENGTH else text[: MAX_ERROR_LENGTH - 1] + "…"
+
+
+class S3Settings(Protocol):
+    """The ``[record]`` fields the S3 store reads (``shopcast.config.RecordSection``)."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def queue_size(self) -> int: ...
+    @property
+    def s3_endpoint(self) -> str: ...
+    @property
+    def s3_bucket(self) -> str: ...
+    @property
+    def s3_region(self) -> str: ...
+    @property
+    def s3_access_key(self) -> str: ...
+    @property
+    def s3_secret_key(self) -> str: ...
+    @property
+    def s3_prefix(self) -> str: ...
 
 
 @dataclass
@@ -176,6 +199,20 @@ class S3Store:
         self._tasks: list[asyncio.Task[None]] = []
         self._accepting = False
         self._last_error: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: S3Settings) -> S3Store:
+        """The store of ``[record] s3_*`` settings; its spool is ``<path>/s3-spool``."""
+        return cls(
+            endpoint=settings.s3_endpoint or None,
+            bucket=settings.s3_bucket,
+            region=settings.s3_region or None,
+            access_key=settings.s3_access_key or None,
+            secret_key=settings.s3_secret_key or None,
+            prefix=settings.s3_prefix,
+            spool_dir=Path(settings.path) / SPOOL_FOLDER,
+            queue_size=settings.queue_size,
+        )
 
     # -- life cycle ------------------------------------------------------------------------
     async def start(self) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from botocore.exceptions import ClientError
@@ -264,3 +265,26 @@ def test_errors_are_cut_short() -> None:
     text = describe_error(error)
     assert text.startswith("InternalError: boom  AAA") and text.isprintable()
     assert len(text) == MAX_ERROR_LENGTH and text.endswith("…")
+
+
+async def test_from_settings_uses_the_record_section(s3_server: S3Server, tmp_path: Path) -> None:
+    settings = SimpleNamespace(
+        path=str(tmp_path / "recordings"),
+        queue_size=7,
+        s3_endpoint=s3_server.endpoint,
+        s3_bucket=s3_server.bucket,
+        s3_region="",
+        s3_access_key=s3_server.access_key,
+        s3_secret_key=s3_server.secret_key,
+        s3_prefix="/tenant-a/",
+    )
+    store = S3Store.from_settings(settings)
+    assert store.queue_size == 7 and store.prefix == "tenant-a/"
+    assert store.spool_dir == tmp_path / "recordings" / "s3-spool"
+    await store.start()
+    try:
+        await store.put("rec/manifest.json", b"{}", "application/json")
+        await until(lambda: store.health().pending == 0)
+        assert await s3_server.objects() == {"tenant-a/rec/manifest.json": b"{}"}
+    finally:
+        await store.close()
