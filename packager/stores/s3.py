@@ -176,7 +176,8 @@ class S3Store:
         self.retry_cap = retry_cap
         self.close_timeout = close_timeout
         self.stats = UploadStats()
-        self._read_timeout = read_timeout
+        #: The longest one S3 request can take before the client gives up on it.
+        self._request_timeout = connect_timeout + read_timeout
         self._config = Config(
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
@@ -343,8 +344,10 @@ class S3Store:
                     await asyncio.to_thread(_unlink, self.spool_dir / key)
         # An upload in flight would land after the listing below: let it finish first.
         busy = [self._inflight[key].wait() for key in local if key in self._inflight]
-        if busy:
-            await asyncio.wait_for(asyncio.gather(*busy), self._read_timeout)
+        try:
+            await asyncio.wait_for(asyncio.gather(*busy), self._request_timeout)
+        except TimeoutError as exc:
+            raise StoreUnavailable("S3 delete: uploads of these files did not finish") from exc
         remote = await self._list_remote(prefix)
         client = self._running_client()
         for start in range(0, len(remote), DELETE_BATCH):
@@ -402,7 +405,12 @@ class S3Store:
                 content_type = entry.content_type
                 try:
                     data = await asyncio.to_thread(path.read_bytes)
-                except FileNotFoundError:
+                except OSError as exc:  # removed or unreadable behind our back: say so, go on
+                    self.stats.failures += 1
+                    self._last_error = f"spool file of {key} unreadable: {exc.strerror or exc}"
+                    log.error("[s3 %s] %s: upload dropped", self.bucket, self._last_error)
+                    if self._spooled.get(key) is entry:
+                        self._forget(key)
                     return
             try:
                 await client.put_object(

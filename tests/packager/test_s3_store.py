@@ -100,6 +100,40 @@ async def test_round_trip_lands_in_the_bucket(
     assert await s3_server.objects() == {"shows/rec2/720p/1.m4s": b"other recording"}
 
 
+async def test_rewrites_while_uploading_keep_the_last_version(
+    open_store: Callable[..., S3Store], s3_server: S3Server, tmp_path: Path
+) -> None:
+    store = open_store(workers=3)
+    await store.start()
+
+    async def manifest_writer() -> None:
+        for version in range(40):
+            await store.put("rec/manifest.json", b"v%d" % version, "application/json")
+            await asyncio.sleep(0.003 * (version % 3))
+
+    async def segment_writer() -> None:
+        for n in range(30):
+            await store.put(f"rec/v/{n}.m4s", os.urandom(50_000 + n), SEGMENT)
+
+    await asyncio.gather(manifest_writer(), segment_writer())
+    await until(lambda: store.health().pending == 0)
+    objects = await s3_server.objects()
+    assert objects["shows/rec/manifest.json"] == b"v39"
+    assert len(objects) == 31 and spooled_files(tmp_path / "spool") == {}
+
+
+async def test_vanished_spool_file_is_reported_not_retried_forever(
+    open_store: Callable[..., S3Store], s3_server: S3Server, tmp_path: Path
+) -> None:
+    s3_server.stop()
+    store = open_store()
+    await store.start()
+    await store.put("rec/v/1.m4s", b"gone soon", SEGMENT)
+    (tmp_path / "spool" / "rec" / "v" / "1.m4s").unlink()
+    await until(lambda: store.health().pending == 0)
+    assert "spool file of rec/v/1.m4s unreadable" in (store.health().last_error or "")
+
+
 async def test_server_killed_mid_upload_then_back(
     open_store: Callable[..., S3Store], s3_server: S3Server, tmp_path: Path
 ) -> None:
