@@ -29,7 +29,7 @@ from packager.stores import StoreHealth, StoreUnavailable
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
-log = logging.getLogger("shopcast.record.s3")
+log = logging.getLogger(__name__)
 
 #: A key is slash-separated names of ``[A-Za-z0-9._-]`` not starting with a dot (no ``..``,
 #: no hidden files): spool temp files start with a dot, so they can never be taken for a key.
@@ -421,15 +421,15 @@ class S3Store:
             except Exception as exc:
                 attempt += 1
                 self.stats.failures += 1
-                self._last_error = describe_error(exc)
-                if attempt == 1 or attempt % 10 == 0:
+                reason = describe_error(exc)
+                # One line when uploads start failing, not one per file and retry.
+                if self._last_error is None:
                     log.warning(
-                        "[s3 %s] upload of %s failed (attempt %d): %s",
-                        self.bucket,
-                        key,
-                        attempt,
-                        self._last_error,
+                        "[s3 %s] uploads failing, files wait in the spool: %s", self.bucket, reason
                     )
+                elif attempt % 20 == 0:
+                    log.warning("[s3 %s] %s: still failing: %s", self.bucket, key, reason)
+                self._last_error = reason
                 if self.max_retries is not None and attempt > self.max_retries:
                     self.stats.given_up += 1
                     log.error(
@@ -443,7 +443,13 @@ class S3Store:
                 continue
             self.stats.uploaded += 1
             self.stats.uploaded_bytes += len(data)
-            self._last_error = None
+            if self._last_error is not None:
+                log.info(
+                    "[s3 %s] uploads go through again; %d pending",
+                    self.bucket,
+                    len(self._spooled) - 1,
+                )
+                self._last_error = None
             attempt = 0
             async with entry.lock:
                 if self._spooled.get(key) is entry and entry.generation == generation:
