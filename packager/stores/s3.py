@@ -282,26 +282,29 @@ class S3Store:
         check_key(key)
         if not self._accepting:
             raise StoreUnavailable("S3 store is not running")
-        entry = self._spooled.get(key)
-        if entry is None:
-            if len(self._spooled) >= self.queue_size:
-                raise StoreUnavailable(
-                    f"S3 upload queue full ({len(self._spooled)} pending)"
-                    f"; last error: {self._last_error or 'none'}"
-                )
-            entry = self._spooled[key] = _Spooled(content_type)
-            self._idle.clear()
-        async with entry.lock:
-            try:
-                await asyncio.to_thread(_write_atomic, self.spool_dir / key, data)
-            except OSError as exc:
-                if entry.generation == 0 and self._spooled.get(key) is entry:
-                    self._forget(key)
-                raise StoreUnavailable(f"spool write failed: {exc.strerror or exc}") from exc
-            entry.generation += 1
-            entry.content_type = content_type
-        if self._spooled.get(key) is entry:  # not deleted while it was written
-            self._enqueue(key)
+        while True:
+            entry = self._spooled.get(key)
+            if entry is None:
+                if len(self._spooled) >= self.queue_size:
+                    raise StoreUnavailable(
+                        f"S3 upload queue full ({len(self._spooled)} pending)"
+                        f"; last error: {self._last_error or 'none'}"
+                    )
+                entry = self._spooled[key] = _Spooled(content_type)
+                self._idle.clear()
+            async with entry.lock:
+                if self._spooled.get(key) is not entry:
+                    continue  # uploaded or deleted while we waited: a fresh entry then
+                try:
+                    await asyncio.to_thread(_write_atomic, self.spool_dir / key, data)
+                except OSError as exc:
+                    if entry.generation == 0:
+                        self._forget(key)
+                    raise StoreUnavailable(f"spool write failed: {exc.strerror or exc}") from exc
+                entry.generation += 1
+                entry.content_type = content_type
+                self._enqueue(key)
+                return
 
     async def get(self, key: str) -> bytes | None:
         """From the spool while the upload is pending, else from the bucket."""

@@ -107,7 +107,7 @@ async def test_rewrites_while_uploading_keep_the_last_version(
     await store.start()
 
     async def manifest_writer() -> None:
-        for version in range(40):
+        for version in range(100):
             await store.put("rec/manifest.json", b"v%d" % version, "application/json")
             await asyncio.sleep(0.003 * (version % 3))
 
@@ -118,7 +118,7 @@ async def test_rewrites_while_uploading_keep_the_last_version(
     await asyncio.gather(manifest_writer(), segment_writer())
     await until(lambda: store.health().pending == 0)
     objects = await s3_server.objects()
-    assert objects["shows/rec/manifest.json"] == b"v39"
+    assert objects["shows/rec/manifest.json"] == b"v99"
     assert len(objects) == 31 and spooled_files(tmp_path / "spool") == {}
 
 
