@@ -108,6 +108,7 @@ class _Spooled:
 
     content_type: str
     #: Bumped by every put (under ``lock``): an upload only removes the spool file it sent.
+    #: 0 while the first put of the key is still writing it.
     generation: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: Set by delete_prefix: the worker stops retrying at once.
@@ -233,9 +234,8 @@ class S3Store:
         if left:
             self._idle.clear()
         for key in left:
-            self._spooled[key] = _Spooled(
-                _CONTENT_TYPES.get(Path(key).suffix, "application/octet-stream")
-            )
+            content_type = _CONTENT_TYPES.get(Path(key).suffix, "application/octet-stream")
+            self._spooled[key] = _Spooled(content_type, generation=1)
             self._enqueue(key)
         if left:
             log.info(
@@ -404,6 +404,10 @@ class S3Store:
         attempt = 0
         while (entry := self._spooled.get(key)) is not None:
             async with entry.lock:
+                if self._spooled.get(key) is not entry:
+                    continue  # deleted while we waited
+                if entry.generation == 0:
+                    return  # its first put is still writing; it queues the key when done
                 generation = entry.generation
                 content_type = entry.content_type
                 try:
@@ -412,8 +416,7 @@ class S3Store:
                     self.stats.failures += 1
                     self._last_error = f"spool file of {key} unreadable: {exc.strerror or exc}"
                     log.error("[s3 %s] %s: upload dropped", self.bucket, self._last_error)
-                    if self._spooled.get(key) is entry:
-                        self._forget(key)
+                    self._forget(key)
                     return
             try:
                 await client.put_object(
