@@ -18,13 +18,13 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from aiobotocore.session import get_session
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from packager.stores import StoreHealth, StoreUnavailable
+from packager.stores import StoreHealth, StoreSettings, StoreUnavailable
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -79,27 +79,6 @@ def describe_error(exc: BaseException) -> str:
 def _short(text: str) -> str:
     text = "".join(c if c.isprintable() else " " for c in text)
     return text if len(text) <= MAX_ERROR_LENGTH else text[: MAX_ERROR_LENGTH - 1] + "…"
-
-
-class S3Settings(Protocol):
-    """The ``[record]`` fields the S3 store reads (``shopcast.config.RecordSection``)."""
-
-    @property
-    def path(self) -> str: ...
-    @property
-    def queue_size(self) -> int: ...
-    @property
-    def s3_endpoint(self) -> str: ...
-    @property
-    def s3_bucket(self) -> str: ...
-    @property
-    def s3_region(self) -> str: ...
-    @property
-    def s3_access_key(self) -> str: ...
-    @property
-    def s3_secret_key(self) -> str: ...
-    @property
-    def s3_prefix(self) -> str: ...
 
 
 @dataclass
@@ -203,7 +182,7 @@ class S3Store:
         self._last_error: str | None = None
 
     @classmethod
-    def from_settings(cls, settings: S3Settings) -> S3Store:
+    def from_settings(cls, settings: StoreSettings) -> S3Store:
         """The store of ``[record] s3_*`` settings; its spool is ``<path>/s3-spool``."""
         return cls(
             endpoint=settings.s3_endpoint or None,
