@@ -13,7 +13,6 @@ import contextlib
 import logging
 import os
 import random
-import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,17 +23,13 @@ from aiobotocore.session import get_session
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from packager.stores import StoreHealth, StoreSettings, StoreUnavailable
+from packager.stores import StoreHealth, StoreSettings, StoreUnavailable, check_key
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
 log = logging.getLogger(__name__)
 
-#: A key is slash-separated names of ``[A-Za-z0-9._-]`` not starting with a dot (no ``..``,
-#: no hidden files): spool temp files start with a dot, so they can never be taken for a key.
-_KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(?:/[A-Za-z0-9_-][A-Za-z0-9._-]*)*")
-MAX_KEY_LENGTH = 512
 #: The spool's folder under ``[record] path``: apart from a file store's recordings there.
 SPOOL_FOLDER = "s3-spool"
 #: S3 error text is the server's: cut short before it reaches logs and the API.
@@ -51,13 +46,6 @@ _CONTENT_TYPES = {
     ".jpg": "image/jpeg",
     ".m3u8": "application/vnd.apple.mpegurl",
 }
-
-
-def check_key(key: str) -> str:
-    """``key`` if it is a well-formed relative key; ValueError otherwise (keys come from code)."""
-    if len(key) > MAX_KEY_LENGTH or not _KEY.fullmatch(key):
-        raise ValueError(f"invalid recording key {key[:80]!r}")
-    return key
 
 
 def _check_prefix(prefix: str) -> str:
@@ -514,10 +502,11 @@ def _scan_spool(root: Path) -> list[str]:
     for path in _walk_files(root):
         key = path.relative_to(root).as_posix()
         if path.name.startswith("."):
-            _unlink(path)  # a put that never returned
-        elif _KEY.fullmatch(key) and len(key) <= MAX_KEY_LENGTH:
-            keys.append(key)
-        else:
+            _unlink(path)  # a put that never returned (store keys never start with a dot)
+            continue
+        try:
+            keys.append(check_key(key))
+        except ValueError:
             log.warning("spool file %s is not a recording key: left alone", key[:80])
     _prune_dirs(root, root)
     return sorted(keys)

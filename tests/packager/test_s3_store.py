@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 from botocore.exceptions import ClientError
 
-from packager.stores import RecordingStore, StoreUnavailable
-from packager.stores.s3 import MAX_ERROR_LENGTH, S3Store, check_key, describe_error
+from packager.stores import RecordingStore, StoreUnavailable, check_key
+from packager.stores.s3 import MAX_ERROR_LENGTH, S3Store, describe_error
 from shopcast.metrics import ShopcastMetrics
 from tests.s3_server import S3Server
 
@@ -287,7 +287,8 @@ async def test_wrong_secret_is_reported(open_store: Callable[..., S3Store], tmp_
 def test_keys_are_checked() -> None:
     for key in ("rec/v/1.m4s", "clips/abc_DEF-1.mp4", "manifest.json"):
         assert check_key(key) == key
-    for key in ("", "/abs", "a/../b", "a//b", ".hidden", "a/.tmp", "a b", "a\\b", "x" * 600):
+    bad = ("", "/abs", "a/../b", "a//b", ".hidden", "a/.tmp", "a b", "a\\b", "x" * 600, "a\n")
+    for key in bad:
         with pytest.raises(ValueError):
             check_key(key)
 
