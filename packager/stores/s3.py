@@ -13,8 +13,6 @@ import contextlib
 import logging
 import os
 import random
-import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +22,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from packager.stores import StoreHealth, StoreSettings, StoreUnavailable, check_key
+from packager.stores.local import FileStore
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -137,6 +136,8 @@ class S3Store:
         stripped = prefix.strip("/")
         self.prefix = f"{check_key(stripped)}/" if stripped else ""
         self.spool_dir = Path(spool_dir)
+        #: The spool is a file store of its own: atomic fsync'd writes, disk errors named.
+        self._spool = FileStore(self.spool_dir)
         self.queue_size = queue_size
         self.workers = workers
         self.max_retries = max_retries
@@ -197,7 +198,16 @@ class S3Store:
                 config=self._config,
             )
         )
-        left = await asyncio.to_thread(_scan_spool, self.spool_dir)
+        await self._spool.start()
+        await asyncio.to_thread(_tidy_spool, self.spool_dir)
+        left = []
+        for key in await self._spool.list(""):
+            try:
+                left.append(check_key(key))
+            except ValueError:
+                log.warning(
+                    "[s3 %s] spool file %s is no store key: left alone", self.bucket, key[:80]
+                )
         if left:
             self._idle.clear()
         for key in left:
@@ -263,11 +273,13 @@ class S3Store:
                 if self._spooled.get(key) is not entry:
                     continue  # uploaded or deleted while we waited: a fresh entry then
                 try:
-                    await asyncio.to_thread(_write_atomic, self.spool_dir / key, data)
-                except OSError as exc:
+                    await self._spool.put(key, data, content_type)
+                except StoreUnavailable as exc:
                     if entry.generation == 0:
                         self._forget(key)
-                    raise StoreUnavailable(f"spool write failed: {exc.strerror or exc}") from exc
+                    self.stats.failures += 1
+                    self._last_error = f"spool: {exc}"
+                    raise StoreUnavailable(f"S3 spool: {exc}") from exc
                 entry.generation += 1
                 entry.content_type = content_type
                 self._enqueue(key)
@@ -279,8 +291,9 @@ class S3Store:
         entry = self._spooled.get(key)
         if entry is not None:
             async with entry.lock:
-                with contextlib.suppress(FileNotFoundError):
-                    return await asyncio.to_thread((self.spool_dir / key).read_bytes)
+                spooled = await self._spool.get(key)
+            if spooled is not None:
+                return spooled
         client = self._running_client()
         try:
             response = await client.get_object(Bucket=self.bucket, Key=self.prefix + key)
@@ -311,7 +324,7 @@ class S3Store:
             async with entry.lock:
                 if self._spooled.get(key) is entry:
                     self._forget(key)
-                    await asyncio.to_thread(_unlink, self.spool_dir / key)
+                    await self._spool.delete_prefix(key)
         # An upload in flight would land after the listing below: let it finish first.
         busy = [self._inflight[key].wait() for key in local if key in self._inflight]
         try:
@@ -336,9 +349,6 @@ class S3Store:
                 raise StoreUnavailable(
                     f"S3 delete: {len(errors)} objects not removed ({_short(reason)})"
                 )
-        folder = prefix.rstrip("/")
-        if folder:
-            await asyncio.to_thread(_prune_dirs, self.spool_dir, self.spool_dir / folder)
         return len(set(local) | set(remote))
 
     # -- uploads -----------------------------------------------------------------------------
@@ -361,13 +371,14 @@ class S3Store:
             done = self._inflight[key] = asyncio.Event()
             try:
                 await self._upload(key)
+            except Exception:  # a bug must not take an upload worker down with it
+                log.exception("[s3 %s] upload of %s failed unexpectedly", self.bucket, key)
             finally:
                 del self._inflight[key]
                 done.set()
 
     async def _upload(self, key: str) -> None:
         client = self._running_client()
-        path = self.spool_dir / key
         attempt = 0
         while (entry := self._spooled.get(key)) is not None:
             async with entry.lock:
@@ -378,10 +389,13 @@ class S3Store:
                 generation = entry.generation
                 content_type = entry.content_type
                 try:
-                    data = await asyncio.to_thread(path.read_bytes)
-                except OSError as exc:  # removed or unreadable behind our back: say so, go on
+                    data = await self._spool.get(key)
+                    problem = "missing"
+                except StoreUnavailable as exc:
+                    data, problem = None, str(exc)
+                if data is None:  # removed or unreadable behind our back: say so, go on
                     self.stats.failures += 1
-                    self._last_error = f"spool file of {key} unreadable: {exc.strerror or exc}"
+                    self._last_error = f"spool file of {key} unreadable: {problem}"
                     log.error("[s3 %s] %s: upload dropped", self.bucket, self._last_error)
                     self._forget(key)
                     return
@@ -426,7 +440,10 @@ class S3Store:
             attempt = 0
             async with entry.lock:
                 if self._spooled.get(key) is entry and entry.generation == generation:
-                    await asyncio.to_thread(_unlink, path)
+                    try:
+                        await self._spool.delete_prefix(key)
+                    except StoreUnavailable as exc:  # uploaded all the same; a restart re-sends it
+                        log.warning("[s3 %s] %s stays in the spool: %s", self.bucket, key, exc)
                     self._forget(key)
                     return
             # A newer put (or a delete) came in while this one was in flight: go round again.
@@ -463,60 +480,15 @@ class S3Store:
         return StoreUnavailable(reason)
 
 
-# -- spool files (run in worker threads) ------------------------------------------------------
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    for attempt in range(3):  # a delete_prefix may prune the folder under our feet: again
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())  # put's promise: the bytes are safe on disk when it returns
-            os.replace(tmp, path)
-            return
-        except FileNotFoundError:
-            _unlink(tmp)
-            if attempt == 2:
-                raise
-        except BaseException:
-            _unlink(tmp)
-            raise
-
-
-def _unlink(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-
-
-def _walk_files(root: Path) -> Iterator[Path]:
-    for folder, _dirs, files in os.walk(root):
+# -- spool housekeeping (in a worker thread) --------------------------------------------------
+def _tidy_spool(root: Path) -> None:
+    """Remove what a previous run left besides spooled files: half-written temp files (their
+    put never returned; store keys never start with a dot) and empty folders."""
+    for folder, _dirs, files in os.walk(root, topdown=False):
         for name in files:
-            yield Path(folder, name)
-
-
-def _scan_spool(root: Path) -> list[str]:
-    """Keys of the files a previous run left; half-written temp files are removed."""
-    root.mkdir(parents=True, exist_ok=True)
-    keys = []
-    for path in _walk_files(root):
-        key = path.relative_to(root).as_posix()
-        if path.name.startswith("."):
-            _unlink(path)  # a put that never returned (store keys never start with a dot)
-            continue
-        try:
-            keys.append(check_key(key))
-        except ValueError:
-            log.warning("spool file %s is not a recording key: left alone", key[:80])
-    _prune_dirs(root, root)
-    return sorted(keys)
-
-
-def _prune_dirs(root: Path, under: Path) -> None:
-    """Remove empty folders from ``under`` down (``under`` too), never ``root`` itself."""
-    if not under.is_dir():
-        return
-    for folder, _dirs, _files in os.walk(under, topdown=False):
-        if Path(folder) != root:
+            if name.startswith("."):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(folder, name))
+        if folder != str(root):
             with contextlib.suppress(OSError):
-                os.rmdir(folder)
+                os.rmdir(folder)  # only when empty

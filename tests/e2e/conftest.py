@@ -25,6 +25,7 @@ from shopcast.config import (
 )
 from shopcast.server import ShopcastServer
 from tests.browser import chromium
+from tests.disks import tiny_disk  # noqa: F401  (fixture: a 256 kB tmpfs)
 from tests.s3_server import s3_server  # noqa: F401  (fixture: a real S3 server on loopback)
 from transcode.policy import LadderConfig
 

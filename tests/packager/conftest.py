@@ -5,6 +5,7 @@ from fractions import Fraction
 import pytest
 
 from packager.live import LivePackage, PackagerConfig
+from tests.disks import tiny_disk  # noqa: F401  (fixture: a 256 kB tmpfs)
 from tests.s3_server import s3_server  # noqa: F401  (fixture: a real S3 server on loopback)
 from transcode.output import EncodedPacket, RenditionInfo
 

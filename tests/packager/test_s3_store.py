@@ -232,6 +232,23 @@ async def test_full_queue_refuses_with_reason(
     assert len(objects) == 4 and objects["shows/rec/v/0.m4s"] == b"newer"
 
 
+async def test_full_spool_disk_refuses_with_reason(s3_server: S3Server, tiny_disk: Path) -> None:
+    s3_server.stop()
+    store = S3Store(**s3_server.store_kwargs(), spool_dir=tiny_disk, close_timeout=0.2)
+    await store.start()
+    try:
+        await store.put("rec/v/1.m4s", b"x" * 100_000, SEGMENT)
+        with pytest.raises(StoreUnavailable, match=r"S3 spool: disk full \(writing rec/v/\d"):
+            for n in range(2, 6):
+                await store.put(f"rec/v/{n}.m4s", b"x" * 100_000, SEGMENT)
+        health = store.health()
+        assert health.last_error and "disk full" in health.last_error
+        assert health.pending == len(spooled_files(tiny_disk))  # the refused one holds no slot
+        assert await store.get("rec/v/1.m4s") == b"x" * 100_000
+    finally:
+        await store.close()
+
+
 async def test_delete_drops_pending_uploads(
     open_store: Callable[..., S3Store], s3_server: S3Server, tmp_path: Path
 ) -> None:
