@@ -1,5 +1,5 @@
 """Fixtures for end-to-end tests: a real shopcast origin in-process and real ffmpeg publishers
-(the helpers live in :mod:`harness.origin`, shared with the benchmarks)."""
+(the helpers live in :mod:`benchmarks.harness.origin`, shared with the benchmarks)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from harness.browser import chromium
-from harness.disks import tiny_disk  # noqa: F401  (fixture: a 256 kB tmpfs)
-from harness.origin import (
+from benchmarks.harness.browser import chromium
+from benchmarks.harness.disks import tiny_disk  # noqa: F401  (fixture: a 256 kB tmpfs)
+from benchmarks.harness.origin import (
     API_TOKEN,
     FFMPEG,
     SMALL_LADDER,
@@ -24,7 +24,7 @@ from harness.origin import (
     start_ffmpeg,
     stop_ffmpeg,
 )
-from harness.s3_server import s3_server  # noqa: F401  (fixture: a real S3 server on loopback)
+from benchmarks.harness.s3_server import s3_server  # noqa: F401  (fixture: a real S3 server on loopback)
 from shopcast.server import ShopcastServer
 
 __all__ = [

@@ -14,8 +14,8 @@ import aiohttp
 import av
 import pytest
 
-from harness.s3_server import S3Server
-from harness.serve_env import ServeEnv
+from benchmarks.harness.s3_server import S3Server
+from benchmarks.harness.serve_env import ServeEnv
 from shopcast.store import Store
 
 from .conftest import API_TOKEN, ffmpeg_publish_args, requires_ffmpeg, start_ffmpeg, stop_ffmpeg

