@@ -1,6 +1,6 @@
 """Replay into an S3-compatible store: ``shopcast serve`` records a real ffmpeg show into
-``rclone serve s3`` on 127.0.0.1, plays it back as VOD from the bucket, deletes it, and keeps
-the live show going when S3 dies in the middle."""
+``rclone serve s3`` on 127.0.0.1, plays it back as VOD from the bucket, cuts a clip into it,
+deletes it all, and keeps the live show going when S3 dies in the middle."""
 
 from __future__ import annotations
 
@@ -123,6 +123,26 @@ async def test_show_recorded_into_s3_plays_back_and_deletes(
         vod = f"{srv.http}/vod/{rec['id']}"
         frames = await decode_vod(http, vod, tmp_path)
         assert frames and min(frames.values()) >= 7 * FPS, frames
+
+        # A clip is cut from the bucket's segments and goes into the same store.
+        async with http.post(
+            f"{srv.http}/api/v1/recordings/{rec['id']}/clips", json={"start": 2.0, "end": 5.0}
+        ) as r:
+            assert r.status == 201, await r.text()
+            clip = await r.json()
+        status, body, _ = await get(http, clip["url"])
+        assert status == 200, (clip, status)
+        clip_path = tmp_path / "clip.mp4"
+        clip_path.write_bytes(body)
+        with av.open(str(clip_path)) as container:
+            clip_frames = sum(1 for _ in container.decode(container.streams.video[0]))
+        assert abs(clip_frames - clip["duration"] * FPS) <= 1, (clip, clip_frames)
+
+        async def clip_in_bucket() -> bool:
+            objects = await s3_server.objects(f"{PREFIX}/clips/")
+            return objects.get(f"{PREFIX}/clips/{clip['id']}.mp4") == body
+
+        await until(clip_in_bucket, what="the clip did not reach the bucket")
 
         async with http.delete(f"{srv.http}/api/v1/recordings/{rec['id']}") as r:
             assert r.status == 204, await r.text()
