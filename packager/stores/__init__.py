@@ -92,6 +92,10 @@ class StoreSettings(Protocol):
     @property
     def s3_prefix(self) -> str: ...
 
+    @property
+    def s3_spool_files(self) -> int:
+        """How many files the S3 store's spool holds at most."""
+
 
 def open_store(settings: StoreSettings) -> RecordingStore:
     """The configured store (not started yet): ``FileStore(path)`` or

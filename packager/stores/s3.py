@@ -181,7 +181,7 @@ class S3Store:
             secret_key=settings.s3_secret_key or None,
             prefix=settings.s3_prefix,
             spool_dir=Path(settings.path) / SPOOL_FOLDER,
-            queue_size=settings.queue_size,
+            queue_size=settings.s3_spool_files,
         )
 
     # -- life cycle ------------------------------------------------------------------------

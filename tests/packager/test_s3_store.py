@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 from benchmarks.harness.s3_server import S3Server
 from packager.stores import RecordingStore, StoreUnavailable, check_key
 from packager.stores.s3 import MAX_ERROR_LENGTH, S3Store, describe_error
+from shopcast.config import ConfigError, load_config
 from shopcast.metrics import ShopcastMetrics
 
 SEGMENT = "video/iso.segment"
@@ -322,7 +323,8 @@ def test_errors_are_cut_short() -> None:
 async def test_from_settings_uses_the_record_section(s3_server: S3Server, tmp_path: Path) -> None:
     settings = SimpleNamespace(
         path=str(tmp_path / "recordings"),
-        queue_size=7,
+        queue_size=64,  # the recorder's, in memory
+        s3_spool_files=7,
         s3_endpoint=s3_server.endpoint,
         s3_bucket=s3_server.bucket,
         s3_region="",
@@ -340,3 +342,12 @@ async def test_from_settings_uses_the_record_section(s3_server: S3Server, tmp_pa
         assert await s3_server.objects() == {"tenant-a/rec/manifest.json": b"{}"}
     finally:
         await store.close()
+
+
+def test_config_wants_a_bucket_for_s3() -> None:
+    with pytest.raises(ConfigError, match="s3_bucket is required"):
+        load_config(None, env={"SHOPCAST_RECORD_STORE": "s3"})
+    record = load_config(
+        None, env={"SHOPCAST_RECORD_STORE": "s3", "SHOPCAST_RECORD_S3_BUCKET": "shows"}
+    ).record
+    assert record.s3_bucket == "shows" and record.s3_spool_files == 4096
