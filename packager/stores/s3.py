@@ -319,7 +319,9 @@ class S3Store:
         _check_prefix(prefix)
         local = [key for key in self._spooled if key.startswith(prefix)]
         for key in local:
-            entry = self._spooled[key]
+            entry = self._spooled.get(key)
+            if entry is None:  # uploaded meanwhile: the listing below finds it
+                continue
             entry.dropped.set()
             async with entry.lock:
                 if self._spooled.get(key) is entry:
