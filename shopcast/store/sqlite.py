@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -39,6 +40,7 @@ T = TypeVar("T")
 #: Columns that files from before versioned migrations may lack (CREATE TABLE IF NOT EXISTS
 #: in migration 1 keeps their tables as they were).
 _PRE_VERSIONING_COLUMNS = (("streams", "record", "INTEGER NOT NULL DEFAULT 1"),)
+_ADD_COLUMN_RE = re.compile(r"^ALTER\s+TABLE\s+(\w+)\s+ADD\s+COLUMN\s+(\w+)\s", re.IGNORECASE)
 
 
 class SqliteStore:
@@ -90,12 +92,16 @@ class SqliteStore:
         db.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then see it done
         try:
             done = {r[0] for r in db.execute("SELECT version FROM schema_migrations")}
+            # A file from before versioned migrations: it may already hold columns that later
+            # migrations add (the code of its time added them on open).
+            unversioned = not done and _has_table(db, "streams")
             for migration in migrations("sqlite"):
                 if migration.version in done:
                     continue
                 # Statement by statement: executescript() would commit our transaction.
                 for statement in _statements(migration.sql):
-                    db.execute(statement)
+                    if not (unversioned and _adds_existing_column(db, statement)):
+                        db.execute(statement)
                 if migration.version == 1:
                     _add_missing_columns(db)
                 db.execute(
@@ -313,6 +319,19 @@ def _statements(script: str) -> list[str]:
     """A migration script's statements (``;`` ends one; none of ours hold ``;`` in a literal)."""
     lines = [line.split("--", 1)[0] for line in script.splitlines()]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def _has_table(db: sqlite3.Connection, table: str) -> bool:
+    found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
+    return found.fetchone() is not None
+
+
+def _adds_existing_column(db: sqlite3.Connection, statement: str) -> bool:
+    match = _ADD_COLUMN_RE.match(statement)
+    if match is None:
+        return False
+    columns = {r[1] for r in db.execute(f"PRAGMA table_info({match[1]})")}
+    return match[2] in columns
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:

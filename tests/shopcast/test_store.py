@@ -21,7 +21,8 @@ from shopcast.store import (
     TagRecord,
     make_store,
 )
-from shopcast.store.migrations import DIALECTS, migrations
+from shopcast.store import sqlite as sqlite_store
+from shopcast.store.migrations import DIALECTS, Migration, migrations
 from shopcast.store.postgres import PostgresStore
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=requires_postgres)]
@@ -214,6 +215,33 @@ def test_files_from_before_versioned_migrations_are_migrated(tmp_path: Path) -> 
         await store.close()
 
     asyncio.run(check())
+
+
+def test_unversioned_files_keep_columns_later_migrations_add(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file from before versioning whose code already added a column that a later
+    migration adds (as ``ALTER TABLE … ADD COLUMN``) migrates; so does a fresh file."""
+    add = Migration(2, "tag_extra", "ALTER TABLE tags ADD COLUMN extra INTEGER NOT NULL DEFAULT 7;")
+    monkeypatch.setattr(sqlite_store, "migrations", lambda d: [*migrations(d)[:1], add])
+    old = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(old)
+    db.executescript(migrations("sqlite")[0].sql)  # the tables as that code made them…
+    db.execute("ALTER TABLE tags ADD COLUMN extra INTEGER NOT NULL DEFAULT 1")  # …and its column
+    db.commit()
+    db.close()
+
+    async def check(path: Path, default: int) -> None:
+        store = make_store(StoreSection(path=str(path)))
+        await store.open()
+        assert await store.schema_version() == 2
+        await store.close()
+        with sqlite3.connect(path) as conn:
+            columns = {r[1]: r[4] for r in conn.execute("PRAGMA table_info(tags)")}
+        assert columns["extra"] == str(default)
+
+    asyncio.run(check(old, 1))  # its own column kept
+    asyncio.run(check(tmp_path / "new.sqlite3", 7))  # added by the migration
 
 
 async def test_unreachable_postgresql_at_open_is_a_clear_error() -> None:
