@@ -85,10 +85,6 @@ class PostgresStore:
     def where(self) -> str:
         return redact_url(self.url)
 
-    @property
-    def available(self) -> bool:
-        return self._down is None
-
     # -- life --------------------------------------------------------------------------
     async def open(self) -> None:
         try:
