@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import ClassVar
 
 from setuptools import Command, find_packages, setup
 from setuptools.command.build_py import build_py
@@ -54,7 +55,7 @@ class VendorHlsJs(Command):
     """``setup.py vendor_hls``: refresh ``shopcast/static/vendor/`` (the Makefile runs it)."""
 
     description = "copy hls.js from node_modules into shopcast/static/vendor"
-    user_options: list[tuple[str, str | None, str]] = []
+    user_options: ClassVar[list[tuple[str, str | None, str]]] = []
 
     def initialize_options(self) -> None:
         pass
