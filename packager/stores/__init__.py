@@ -25,7 +25,7 @@ class StoreHealth:
 
 
 class RecordingStore(Protocol):
-    """Bytes by key. ``put`` returns once the bytes are safe locally (S3: spooled, uploaded later)."""
+    """Bytes by key. ``put`` returns once the bytes are safe locally (S3: spooled, sent later)."""
 
     name: str  # "file" or "s3": shown on every recording
 
