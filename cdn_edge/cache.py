@@ -43,9 +43,6 @@ class CachedResponse:
     def fresh(self, now: float) -> bool:
         return now - self.received < self.ttl
 
-    def current_age(self, now: float) -> int:
-        return int(self.age + now - self.received)
-
 
 def freshness(status: int, cache_control: str | None, age: float) -> float:
     """Seconds a response may be served from cache (RFC 9111 4.2.1; errors stay short)."""

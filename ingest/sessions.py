@@ -254,7 +254,3 @@ class LiveStreams:
         self.end(session, reason)
         session.publisher.kick(reason)
         return True
-
-    def close_all(self, reason: str) -> None:
-        for session in list(self.sessions.values()):
-            self.kick(session.stream_id, reason)

@@ -19,8 +19,15 @@ from cpython.tuple cimport PyTuple_SET_ITEM
 from libc.stdint cimport uint8_t, uint32_t
 from libc.string cimport memcpy, memmove
 
-from ingest.rtmp.chunk_py import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, ChunkMessage
+from ingest.rtmp.chunk_py import DEFAULT_CHUNK_SIZE, ChunkMessage
 from ingest.rtmp.errors import ChunkStreamError
+from ingest.rtmp.limits import (
+    MAX_BUFFERED,
+    MAX_CHUNK_HEADER,
+    MAX_CHUNK_SIZE,
+    MAX_CHUNK_STREAMS,
+    MAX_MESSAGE_SIZE,
+)
 
 __all__ = ["ChunkStreamReader"]
 
@@ -38,6 +45,7 @@ cdef enum:
     GROW_FROM = 4096  # first payload allocation when the full length may not be reserved
 
 cdef int[4] HEADER_SIZE = [11, 7, 3, 0]  # message header length by chunk type 0..3, §5.3.1.2
+cdef Py_ssize_t CHUNK_HEADER_MAX = MAX_CHUNK_HEADER  # a C constant from the one definition
 cdef Py_ssize_t KEEP_BUFFER = 1 << 18  # a drained internal buffer larger than this is freed
 
 # ChunkMessage is a tuple subclass without instance dict: build it the way tuple.__new__ does,
@@ -134,9 +142,9 @@ cdef class ChunkStreamReader:
         self,
         *,
         max_chunk_size=MAX_CHUNK_SIZE,
-        max_message_size=8 << 20,
-        max_buffered=16 << 20,
-        max_chunk_streams=64,
+        max_message_size=MAX_MESSAGE_SIZE,
+        max_buffered=MAX_BUFFERED,
+        max_chunk_streams=MAX_CHUNK_STREAMS,
     ):
         self._chunk_size = DEFAULT_CHUNK_SIZE
         self.max_chunk_size = max_chunk_size
@@ -196,7 +204,7 @@ cdef class ChunkStreamReader:
                 self._append(<const unsigned char*>view.buf, view.len)
             finally:
                 PyBuffer_Release(&view)
-        if self._unparsed() > self.max_buffered + self._chunk_size + 18:
+        if self._unparsed() > self.max_buffered + self._chunk_size + CHUNK_HEADER_MAX:
             raise ChunkStreamError(f"more than {self.max_buffered} unparsed bytes buffered")
 
     cdef int _release_held(self) except -1:

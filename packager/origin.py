@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Callable
 from fractions import Fraction
@@ -11,8 +10,9 @@ from fractions import Fraction
 from aiohttp import web
 
 from packager import access
-from packager.live import LivePackage, RenditionOutput
-from packager.playlist import advance_part_limit
+from packager.blocking import BadReloadRequest, parse_reload
+from packager.live import LivePackage
+from packager.rendition import RenditionOutput
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 PackageLookup = Callable[[str], LivePackage | None]
@@ -86,15 +86,6 @@ def _rendition(request: web.Request) -> RenditionOutput | None:
     return package.renditions.get(request.match_info["rendition"])
 
 
-def _int_param(request: web.Request, name: str) -> int | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return None
-    if not raw.isdigit() or len(raw) > 19:
-        raise ValueError(f"{name} must be a decimal integer")
-    return int(raw)
-
-
 async def media_playlist(request: web.Request) -> web.StreamResponse:
     if (denied := _denied(request)) is not None:
         return denied
@@ -104,35 +95,20 @@ async def media_playlist(request: web.Request) -> web.StreamResponse:
     state = rendition.state
     td = state.target_duration
     try:
-        msn = _int_param(request, "_HLS_msn")
-        part = _int_param(request, "_HLS_part")
-    except ValueError as exc:
+        reload = parse_reload(request.query, state, rendition.config.segment_duration)
+    except BadReloadRequest as exc:
         return _error(400, str(exc), td)
-    blocking = msn is not None and not state.ended  # S 6.2.5.2: ignored once ENDLIST is there
-    if part is not None and msn is None:
-        return _error(400, "S 6.2.5.2: _HLS_part requires _HLS_msn", td)
-    if blocking and msn is not None:
-        last = state.last_position or (state.next_part[0] - 1, -1)
-        if msn > last[0] + 2:
-            return _error(
-                400,
-                "S 6.2.5.2: _HLS_msn is greater than the last Media Sequence Number plus two",
-                td,
-            )
-        if part is not None:
-            per_segment = math.ceil(rendition.package.config.segment_duration / state.part_target)
-            ahead = (msn - last[0]) * per_segment + part - last[1]
-            if ahead > advance_part_limit(state.part_target):
-                return _error(
-                    400, "S 6.2.5.2: _HLS_part exceeds the last part by the Advance Part Limit", td
-                )
-        if not await rendition.wait_until(lambda: rendition.has(msn, part), 3 * td):
-            # S 6.2.5.2: not satisfiable within three target durations.
-            return _error(503, "the requested part did not appear in time", td)
+    msn, part = reload.msn, reload.part
+    if (
+        reload.blocking
+        and msn is not None
+        and not await rendition.wait_until(lambda: rendition.has(msn, part), 3 * td)
+    ):
+        # S 6.2.5.2: not satisfiable within three target durations.
+        return _error(503, "the requested part did not appear in time", td)
     # Delta updates only when the playlist offers them (it always sets CAN-SKIP-UNTIL).
-    skip = request.query.get("_HLS_skip")
     resp = web.Response(
-        text=_playlist(request, rendition.playlist(skip=skip)),
+        text=_playlist(request, rendition.playlist(skip=reload.skip)),
         content_type=PLAYLIST_TYPE,
         headers={
             **CORS,

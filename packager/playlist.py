@@ -5,7 +5,6 @@ Section numbers ("S 4.4.4.9") refer to the HLS draft, "A x.y" to Apple's authori
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -244,8 +243,3 @@ def render_multivariant_playlist(variants: Sequence[Variant]) -> str:
         lines.append("#EXT-X-STREAM-INF:" + ",".join(attrs))
         lines.append(v.uri)
     return "\n".join(lines) + "\n"
-
-
-def advance_part_limit(part_target: Fraction) -> int:
-    """S 6.2.5.2: how far past the last part ``_HLS_part`` may reach before it is a 400."""
-    return math.ceil(3 / part_target) if part_target < 1 else 3

@@ -81,10 +81,6 @@ class PartCutter:
         if self.audio is not None:
             self._audio_offset = int(seconds * self.audio.timescale)
 
-    def lead_time(self, ticks: int) -> int:
-        """A lead-track timestamp of the input as the output carries it."""
-        return ticks + self._lead_offset
-
     def add_tag(self, ticks: int, make_emsg: Callable[[int], Emsg]) -> bool:
         """Stamp a tag on the lead frame nearest to ``ticks`` (input timeline).
 

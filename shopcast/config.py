@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ingest.rtmp import limits as rtmp_limits
 from transcode.policy import LadderConfig, LadderConfigError
 
 
@@ -47,9 +48,9 @@ class IngestSection:
     on_duplicate_publisher: str = "takeover"
     handshake_timeout: float = 10.0
     idle_timeout: float = 30.0
-    max_message_size: int = 8 << 20
-    max_chunk_size: int = 0xFFFFFF
-    max_buffered: int = 16 << 20
+    max_message_size: int = rtmp_limits.MAX_MESSAGE_SIZE
+    max_chunk_size: int = rtmp_limits.MAX_CHUNK_SIZE
+    max_buffered: int = rtmp_limits.MAX_BUFFERED
     #: Each hub reader's queue length in media units.
     hub_queue_size: int = 512
 

@@ -180,9 +180,6 @@ class Store:
             ),
         )
 
-    def delete_tag(self, tag_id: str) -> None:
-        self._db.execute("DELETE FROM tags WHERE id = ?", (tag_id,))
-
     def set_tag_late(self, tag_id: str) -> None:
         self._db.execute("UPDATE tags SET late = 1 WHERE id = ?", (tag_id,))
 

@@ -12,11 +12,17 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from ingest.media import MediaKind, MediaUnit
+from transcode.output import VIDEO_TIMESCALE
 
 
 def round_half_up(value: Fraction) -> int:
     """Nearest integer, halves up (``round`` on a Fraction rounds halves to even)."""
     return (value.numerator * 2 + value.denominator) // (value.denominator * 2)
+
+
+def to_ticks(seconds: Fraction, timescale: int = VIDEO_TIMESCALE) -> int:
+    """Seconds as ticks of ``timescale`` (halves up)."""
+    return round_half_up(seconds * timescale)
 
 
 @dataclass(slots=True)
@@ -124,9 +130,6 @@ class FrameSlotPicker:
         self.repeated += slot - first
         self.next_slot = slot + 1
         return SlotPlacement(range(first, slot), slot)
-
-    def slot_time(self, slot: int) -> Fraction:
-        return slot / self.fps
 
 
 @dataclass(slots=True)

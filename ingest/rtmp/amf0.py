@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ingest.rtmp.errors import RTMPProtocolError
+from ingest.rtmp.limits import MAX_AMF_DEPTH, MAX_AMF_ITEMS, MAX_AMF_STRING, MAX_AMF_VALUES
 
 # AMF0 spec §2.1 type markers
 NUMBER = 0x00
@@ -90,10 +91,10 @@ class TypedObject:
 class AMF0Limits:
     """Bounds on untrusted AMF0 input."""
 
-    max_depth: int = 16
-    max_string: int = 1 << 16  # bytes in one string/long string/XML document
-    max_items: int = 1024  # properties or elements of one container
-    max_values: int = 8192  # values in one decode_all() call, all levels
+    max_depth: int = MAX_AMF_DEPTH
+    max_string: int = MAX_AMF_STRING  # bytes in one string/long string/XML document
+    max_items: int = MAX_AMF_ITEMS  # properties or elements of one container
+    max_values: int = MAX_AMF_VALUES  # values in one decode_all() call, all levels
 
 
 class _Decoder:

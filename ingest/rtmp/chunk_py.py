@@ -9,9 +9,15 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ingest.rtmp.errors import ChunkStreamError
+from ingest.rtmp.limits import (
+    MAX_BUFFERED,
+    MAX_CHUNK_HEADER,
+    MAX_CHUNK_SIZE,
+    MAX_CHUNK_STREAMS,
+    MAX_MESSAGE_SIZE,
+)
 
 DEFAULT_CHUNK_SIZE = 128  # §5.4.1: until Set Chunk Size, chunks carry at most 128 bytes
-MAX_CHUNK_SIZE = 0xFFFFFF  # §5.4.1: larger values are meaningless (messages are ≤ 2^24 - 1 bytes)
 EXTENDED_TIMESTAMP = 0xFFFFFF  # §5.3.1.3: timestamp field value that announces a 4-byte extension
 MSG_SET_CHUNK_SIZE = 1
 MSG_ABORT = 2
@@ -64,9 +70,9 @@ class ChunkStreamReader:
         self,
         *,
         max_chunk_size: int = MAX_CHUNK_SIZE,
-        max_message_size: int = 8 << 20,
-        max_buffered: int = 16 << 20,
-        max_chunk_streams: int = 64,
+        max_message_size: int = MAX_MESSAGE_SIZE,
+        max_buffered: int = MAX_BUFFERED,
+        max_chunk_streams: int = MAX_CHUNK_STREAMS,
     ) -> None:
         self.chunk_size = DEFAULT_CHUNK_SIZE
         self.max_chunk_size = max_chunk_size
@@ -86,7 +92,7 @@ class ChunkStreamReader:
     def feed(self, data: bytes) -> None:
         """Append received bytes."""
         self._data += data
-        if len(self._data) - self._pos > self.max_buffered + self.chunk_size + 18:
+        if len(self._data) - self._pos > self.max_buffered + self.chunk_size + MAX_CHUNK_HEADER:
             raise ChunkStreamError(f"more than {self.max_buffered} unparsed bytes buffered")
 
     def next_message(self) -> ChunkMessage | None:

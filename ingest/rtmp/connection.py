@@ -22,7 +22,6 @@ from typing import Any
 from ingest.media import MediaUnit
 from ingest.rtmp import amf0, flv
 from ingest.rtmp.chunk import ChunkMessage, ChunkStreamReader, ChunkWriter
-from ingest.rtmp.chunk_py import MAX_CHUNK_SIZE
 from ingest.rtmp.errors import RTMPProtocolError
 from ingest.rtmp.events import (
     NEED_DATA,
@@ -37,6 +36,16 @@ from ingest.rtmp.events import (
     _Sentinel,
 )
 from ingest.rtmp.handshake import ServerHandshake
+from ingest.rtmp.limits import (
+    MAX_AMF_DEPTH,
+    MAX_AMF_ITEMS,
+    MAX_AMF_STRING,
+    MAX_AMF_VALUES,
+    MAX_BUFFERED,
+    MAX_CHUNK_SIZE,
+    MAX_CHUNK_STREAMS,
+    MAX_MESSAGE_SIZE,
+)
 
 # §5.4 protocol control and §7.1 message types
 MSG_SET_CHUNK_SIZE = 1
@@ -86,13 +95,13 @@ class RTMPLimits:
     """Bounds on what one peer can make the core hold or do."""
 
     max_chunk_size: int = MAX_CHUNK_SIZE  # largest Set Chunk Size accepted
-    max_message_size: int = 8 << 20  # one reassembled message (a 4K keyframe fits)
-    max_buffered: int = 16 << 20  # unparsed bytes plus bytes of unfinished messages
-    max_chunk_streams: int = 64
-    max_amf_depth: int = 16
-    max_amf_string: int = 1 << 16
-    max_amf_items: int = 1024
-    max_amf_values: int = 8192
+    max_message_size: int = MAX_MESSAGE_SIZE
+    max_buffered: int = MAX_BUFFERED
+    max_chunk_streams: int = MAX_CHUNK_STREAMS
+    max_amf_depth: int = MAX_AMF_DEPTH
+    max_amf_string: int = MAX_AMF_STRING
+    max_amf_items: int = MAX_AMF_ITEMS
+    max_amf_values: int = MAX_AMF_VALUES
     max_stream_name: int = 256
     max_message_streams: int = 8  # createStream calls per connection
     max_output: int = 1 << 20  # reply bytes not yet taken by data_to_send()

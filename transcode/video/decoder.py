@@ -1,0 +1,315 @@
+"""The decode thread of a stream: every unit decoded once, frames picked for every rung."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from fractions import Fraction
+
+import av
+from av.video.codeccontext import VideoCodecContext
+
+from ingest.media import MediaUnit
+from transcode.bitstream import AvcConfig, BitstreamError
+from transcode.output import VIDEO_TIMESCALE, RenditionInfo, SinkBridge
+from transcode.policy import (
+    DECODABLE_VIDEO,
+    LadderConfig,
+    RungPlan,
+    VerticalPolicy,
+    estimate_frame_rate,
+    gop_frames,
+    output_frame_rate,
+    passthrough_candidate,
+    plan_ladder,
+)
+from transcode.stats import TranscodeStats
+from transcode.timeline import FrameSlotPicker, RepairedTime, to_ticks
+from transcode.video.encoder import PickedFrame, RungEncoder
+from transcode.video.passthrough import PassthroughRung
+
+log = logging.getLogger(__name__)
+
+#: Decoded frames gathered before the frame rate is measured and the ladder planned (the
+#: first frames wait that long once, at stream start).
+_STARTUP_FRAMES = 6
+_STARTUP_SPAN = Fraction(1, 4)
+
+
+_VideoItem = tuple[MediaUnit, RepairedTime | None]
+
+
+class SourceDecoder:
+    """The decode thread: units → decoded frames → constant-rate slots → every rung.
+
+    Faults never end the stream: an undecodable unit (broken NALs, missing SPS/PPS) is counted
+    and everything up to the next keyframe is skipped; units before any usable configuration
+    are counted and dropped. The picked frame sequence repeats the last good frame across such
+    holes, so outputs never stall.
+    """
+
+    def __init__(
+        self,
+        config: LadderConfig,
+        vertical: Callable[[], VerticalPolicy],
+        bridge: SinkBridge,
+        stats: TranscodeStats,
+        on_ladder: Callable[[list[RenditionInfo]], None],
+        prefix: str,
+    ) -> None:
+        self.config = config
+        self._vertical = vertical
+        self._bridge = bridge
+        self._stats = stats
+        self._faults = stats.faults
+        self._on_ladder = on_ladder
+        self._prefix = prefix
+        self.input: queue.Queue[_VideoItem | None] = queue.Queue(maxsize=64)
+        self.decoder: VideoCodecContext | None = None
+        self.codec = ""
+        self._extradata = b""
+        self._awaiting_keyframe = True
+        self._arrivals: dict[int, float] = {}
+        self._startup: list[tuple[av.VideoFrame, Fraction, float]] = []
+        self.source_fps: Fraction | None = None
+        self.fps: Fraction | None = None
+        self.gop = 0
+        self.picker: FrameSlotPicker | None = None
+        self.rungs: dict[str, RungEncoder] = {}
+        self._waiting_rungs: list[RungEncoder] = []
+        self._active_rungs: list[RungEncoder] = []
+        self.passthrough = PassthroughRung(config, bridge, stats, prefix)
+        self._ladder_sent = False
+        self._source_size: tuple[int, int] = (0, 0)
+        self._previous: av.VideoFrame | None = None
+        self._idr_owed = False
+        self._thread = threading.Thread(target=self._run, name="transcode-decode", daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join()
+
+    # --- thread --------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while (item := self.input.get()) is not None:
+            unit, at = item
+            try:
+                if unit.is_config:
+                    self._on_config(unit)
+                elif at is not None:
+                    self._on_unit(unit, at)
+            except Exception as exc:  # a bug must not leave the rungs waiting forever
+                log.exception("%s video unit failed", self._prefix)
+                self._faults.record("internal_error", repr(exc))
+        self._end_of_stream()
+
+    def _on_config(self, unit: MediaUnit) -> None:
+        if unit.codec not in DECODABLE_VIDEO:
+            self._faults.record("unsupported_codec", f"video codec {unit.codec!r}")
+            self._drain_decoder()
+            self.decoder = None
+            return
+        if unit.payload == self._extradata and unit.codec == self.codec:
+            return
+        if unit.codec == "h264":
+            try:
+                AvcConfig.parse(unit.payload)
+            except BitstreamError as exc:
+                self._faults.record("bad_config", str(exc))
+                self._drain_decoder()
+                self.decoder = None
+                return
+            self.passthrough.configure(unit.payload)
+        else:
+            self.passthrough.reject()
+        self._drain_decoder()
+        decoder = av.CodecContext.create(unit.codec, "r")
+        assert isinstance(decoder, VideoCodecContext)
+        decoder.extradata = unit.payload
+        # Slice threads add no delay; frame threads would add a frame of latency per thread.
+        decoder.thread_type = "SLICE"
+        decoder.thread_count = 2
+        self.decoder = decoder
+        self.codec = unit.codec
+        self._extradata = unit.payload
+        self._awaiting_keyframe = True
+
+    def _on_unit(self, unit: MediaUnit, at: RepairedTime) -> None:
+        if self.decoder is None:
+            self._faults.record("missing_config", "video before a usable codec configuration")
+            return
+        if self._awaiting_keyframe:
+            if not unit.keyframe:
+                self._stats.frames_dropped += 1
+                return
+            self._awaiting_keyframe = False
+        if self.codec == "h264":
+            self.passthrough.offer(unit, at)
+        packet = av.Packet(unit.payload)
+        packet.pts = to_ticks(at.pts)
+        packet.dts = to_ticks(at.dts)
+        packet.time_base = Fraction(1, VIDEO_TIMESCALE)
+        self._arrivals[packet.pts] = unit.arrival
+        if len(self._arrivals) > 512:  # entries of frames the decoder never returned
+            del self._arrivals[next(iter(self._arrivals))]
+        try:
+            frames = self.decoder.decode(packet)
+        except av.error.FFmpegError as exc:
+            self._faults.record("corrupt_video", f"{exc}; skipping to the next keyframe")
+            self._awaiting_keyframe = True
+            return
+        for frame in frames:
+            self._on_frame(frame, unit.arrival)
+
+    def _drain_decoder(self) -> None:
+        if self.decoder is None:
+            return
+        try:
+            frames = self.decoder.decode(None)
+        except av.error.FFmpegError:
+            return
+        for frame in frames:
+            self._on_frame(frame, time.time())
+
+    def _on_frame(self, frame: av.VideoFrame, fallback_arrival: float) -> None:
+        if frame.pts is None or frame.is_corrupt:
+            self._faults.record("corrupt_video", "decoder returned a damaged frame")
+            self._awaiting_keyframe = True
+            return
+        self._stats.frames_decoded += 1
+        arrival = self._arrivals.pop(frame.pts, fallback_arrival)
+        at = Fraction(frame.pts, VIDEO_TIMESCALE)
+        if self.picker is None:
+            self._startup.append((frame, at, arrival))
+            times = [t for _, t, _ in self._startup]
+            if len(self._startup) >= _STARTUP_FRAMES or max(times) - min(times) >= _STARTUP_SPAN:
+                self._plan()
+            return
+        self._pick(frame, at, arrival)
+
+    # --- planning ------------------------------------------------------------------------
+
+    def _plan(self) -> None:
+        first = self._startup[0][0]
+        width, height = first.width, first.height
+        self._source_size = (width, height)
+        times = [t for _, t, _ in self._startup]
+        self.source_fps = estimate_frame_rate(times) or Fraction(30)
+        self.fps = output_frame_rate(self.source_fps, self.config.max_fps)
+        self.gop = gop_frames(self.config.segment_duration, self.fps)
+        self.picker = FrameSlotPicker(self.fps)
+        plans = plan_ladder(
+            width, height, self.fps, self.codec, self.passthrough.gop_ok, self.config
+        )
+        passthrough = next((p for p in plans if p.passthrough), None)
+        log.info(
+            "%s source %s %dx%d %.3g fps → %s at %.3g fps, GOP %d",
+            self._prefix,
+            self.codec,
+            width,
+            height,
+            float(self.source_fps),
+            ", ".join(p.name + (" (passthrough)" if p.passthrough else "") for p in plans),
+            float(self.fps),
+            self.gop,
+        )
+        self._start_rungs([p for p in plans if not p.passthrough])
+        if not passthrough_candidate(width, height, self.codec, self.config):
+            self.passthrough.set_geometry(None, self.source_fps)
+        else:
+            self.passthrough.set_geometry(passthrough, self.source_fps)
+        startup, self._startup = self._startup, []
+        for frame, at, arrival in startup:
+            self._pick(frame, at, arrival)
+
+    def _start_rungs(self, plans: list[RungPlan]) -> None:
+        assert self.fps is not None
+        for plan in plans:
+            if plan.name in self.rungs:
+                continue
+            rung = RungEncoder(
+                plan,
+                self.fps,
+                self.gop,
+                self.config,
+                self._vertical,
+                self._bridge,
+                self._stats,
+                self._prefix,
+            )
+            self.rungs[plan.name] = rung
+            self._waiting_rungs.append(rung)
+
+    def _check_passthrough(self) -> None:
+        """Re-plan when the passthrough check fails; announce the ladder once it is final."""
+        if self._ladder_sent or not self.passthrough.resolved or self.picker is None:
+            return
+        if self.passthrough.state == "rejected" and self.fps is not None:
+            width, height = self._source_size
+            self._start_rungs(plan_ladder(width, height, self.fps, self.codec, False, self.config))
+        self._ladder_sent = True
+        infos = [r.info for r in self.rungs.values()]
+        if self.passthrough.info is not None:
+            infos.insert(0, self.passthrough.info)
+        infos.sort(key=lambda info: info.width, reverse=True)
+        self._bridge.call(self._on_ladder, infos)
+
+    # --- picking -------------------------------------------------------------------------
+
+    def _pick(self, frame: av.VideoFrame, at: Fraction, arrival: float) -> None:
+        assert self.picker is not None
+        self._check_passthrough()
+        placement = self.picker.place(at)
+        follow_source = self.passthrough.state == "active"
+        if placement is None:
+            self._stats.frames_dropped += 1
+            if follow_source and frame.key_frame:
+                self._idr_owed = True  # the source IDR's slot was taken: cut at the next one
+            return
+        if self._previous is not None:
+            for slot in placement.repeats:
+                self._dispatch(self._previous, slot, arrival, self._is_idr(slot, False))
+        self._stats.slots_repeated += len(placement.repeats)
+        idr = self._is_idr(placement.slot, frame.key_frame or self._idr_owed)
+        self._idr_owed = False
+        self._dispatch(frame, placement.slot, arrival, idr)
+        self._previous = frame
+
+    def _is_idr(self, slot: int, source_keyframe: bool) -> bool:
+        if self.passthrough.state == "active":
+            # Cut where the passthrough rung cuts, so all renditions switch at the same PTS.
+            return source_keyframe
+        return slot % self.gop == 0
+
+    def _dispatch(self, frame: av.VideoFrame, slot: int, arrival: float, idr: bool) -> None:
+        if self._waiting_rungs and (idr or not self._active_rungs):
+            # A rung starts on an IDR slot so its first GOP lines up with the others.
+            self._active_rungs += self._waiting_rungs
+            self._waiting_rungs = []
+            idr = True
+        item = PickedFrame(frame, slot, arrival, idr)
+        for rung in self._active_rungs:
+            rung.submit(item)
+
+    def _end_of_stream(self) -> None:
+        try:
+            self._drain_decoder()
+            if self.picker is None and self._startup:
+                self._plan()
+            self.passthrough.end_of_stream()
+            self._check_passthrough()
+        except Exception as exc:  # still flush the rungs below
+            log.exception("%s video end of stream failed", self._prefix)
+            self._faults.record("internal_error", repr(exc))
+        finally:
+            if not self._ladder_sent:
+                self._ladder_sent = True
+                self._bridge.call(self._on_ladder, [r.info for r in self.rungs.values()])
+            for rung in self.rungs.values():
+                rung.finish()
+            for rung in self.rungs.values():
+                rung.join()

@@ -1,0 +1,172 @@
+"""One rung's encoder thread: shaped frames in, H.264 (AVCC) packets out to the sink."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import av
+from av.codec.context import Flags
+from av.video.codeccontext import VideoCodecContext
+from av.video.frame import PictureType
+
+from ingest.media import MediaKind
+from transcode.bitstream import AvcConfig, annexb_to_avcc
+from transcode.output import VIDEO_TIMESCALE, EncodedPacket, RenditionInfo, SinkBridge
+from transcode.policy import LadderConfig, RungPlan, VerticalPolicy
+from transcode.stats import TranscodeStats
+from transcode.video.shaper import FrameShaper
+
+#: Frames in flight per rung: enough to keep the encoder busy, little added latency.
+_RUNG_QUEUE = 4
+
+
+@dataclass(frozen=True, slots=True)
+class PickedFrame:
+    """A decoded frame placed in output slot ``slot``; ``idr`` is decided once for all rungs."""
+
+    frame: av.VideoFrame
+    slot: int
+    arrival: float
+    idr: bool
+
+
+def open_h264_encoder(
+    plan: RungPlan, fps: Fraction, gop: int, config: LadderConfig
+) -> VideoCodecContext:
+    """libx264 for one rung: capped VBR, zerolatency, fixed GOP, IDRs only where we force them."""
+    encoder = av.CodecContext.create("libx264", "w")
+    assert isinstance(encoder, VideoCodecContext)
+    encoder.width = plan.width
+    encoder.height = plan.height
+    encoder.pix_fmt = "yuv420p"
+    encoder.time_base = 1 / fps
+    encoder.framerate = fps
+    encoder.bit_rate = plan.bitrate
+    encoder.gop_size = gop
+    encoder.thread_count = config.encoder_threads
+    # Global header: SPS/PPS go to extradata (once, for the init segment), not in-band.
+    encoder.flags |= Flags.global_header
+    maxrate = int(plan.bitrate * config.maxrate_factor)
+    encoder.options = {
+        "preset": config.preset,
+        "tune": "zerolatency",
+        "profile": plan.profile,
+        "maxrate": str(maxrate),
+        "bufsize": str(int(maxrate * config.bufsize_seconds)),
+        "forced-idr": "1",
+        "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0",
+    }
+    encoder.open()
+    return encoder
+
+
+class RungEncoder:
+    """One rung's worker thread: shape each picked frame, encode it, emit AVCC packets."""
+
+    def __init__(
+        self,
+        plan: RungPlan,
+        fps: Fraction,
+        gop: int,
+        config: LadderConfig,
+        vertical: Callable[[], VerticalPolicy],
+        bridge: SinkBridge,
+        stats: TranscodeStats,
+        prefix: str,
+    ) -> None:
+        self.plan = plan
+        self.fps = fps
+        self._vertical = vertical
+        self._bridge = bridge
+        self._stats = stats.rendition(plan.name)
+        self._faults = stats.faults
+        self._prefix = prefix
+        self._encoder = open_h264_encoder(plan, fps, gop, config)
+        avcc = AvcConfig.from_annexb(bytes(self._encoder.extradata or b""))
+        self.info = RenditionInfo(
+            name=plan.name,
+            kind=MediaKind.VIDEO,
+            codec="h264",
+            codec_string=avcc.codec_string,
+            timescale=VIDEO_TIMESCALE,
+            extradata=avcc.to_bytes(),
+            bitrate=plan.bitrate,
+            width=plan.width,
+            height=plan.height,
+            fps=fps,
+        )
+        self.shaper = FrameShaper(plan.width, plan.height, config.scale_flags)
+        self._announced = False
+        self._arrivals: dict[int, float] = {}
+        self._queue: queue.Queue[PickedFrame | None] = queue.Queue(maxsize=_RUNG_QUEUE)
+        self._thread = threading.Thread(
+            target=self._run, name=f"transcode-{plan.name}", daemon=True
+        )
+        self._thread.start()
+
+    def submit(self, item: PickedFrame) -> None:
+        """Queue a frame; blocks while the rung is ``_RUNG_QUEUE`` frames behind."""
+        self._queue.put(item)
+
+    def finish(self) -> None:
+        """Flush the encoder after the queued frames and end the thread."""
+        self._queue.put(None)
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def _slot_ticks(self, slot: int) -> int:
+        return slot * VIDEO_TIMESCALE * self.fps.denominator // self.fps.numerator
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                self._encode(item)
+            except Exception as exc:  # keep consuming: the decoder must never block on us
+                self._faults.record("encoder_error", f"{self.plan.name}: {exc!r}")
+        try:
+            for packet in self._encoder.encode(None):
+                self._emit(packet)
+        except av.error.FFmpegError as exc:
+            self._faults.record("encoder_error", f"{self.plan.name} flush: {exc}")
+
+    def _encode(self, item: PickedFrame) -> None:
+        frame = self.shaper.shape(item.frame, self._vertical())
+        frame.pts = item.slot
+        frame.time_base = self._encoder.time_base
+        # Decoded frames keep their source picture type, and libx264 obeys it: reset all but
+        # the IDR slots, which are forced so that every rung cuts at the same PTS.
+        frame.pict_type = PictureType.I if item.idr else PictureType.NONE
+        self._arrivals[item.slot] = item.arrival
+        self._stats.frames_in += 1
+        for packet in self._encoder.encode(frame):
+            self._emit(packet)
+
+    def _emit(self, packet: av.Packet[Any]) -> None:
+        if packet.pts is None:
+            return
+        slot = packet.pts
+        dts = packet.dts if packet.dts is not None else slot
+        arrival = self._arrivals.pop(slot, time.time())
+        payload = annexb_to_avcc(bytes(packet))
+        if not self._announced:
+            self._announced = True
+            self._bridge.rendition(self.info)
+        self._stats.count_out(len(payload), arrival)
+        self._bridge.packet(
+            EncodedPacket(
+                rendition=self.plan.name,
+                pts=self._slot_ticks(slot),
+                dts=self._slot_ticks(dts),
+                duration=self._slot_ticks(slot + 1) - self._slot_ticks(slot),
+                keyframe=packet.is_keyframe,
+                payload=payload,
+                arrival=arrival,
+            )
+        )
