@@ -132,7 +132,7 @@ class ShopcastServer:
         self.whip = WhipEndpoint(
             self.streams,
             lambda stream_id: self.store.get_stream(stream_id) is not None,
-            WhipSettings.from_section(config.whip, config.transcode.audio_bitrate),
+            WhipSettings.from_section(config.whip),
             on_tag=lambda stream_id, body: tag_json(self.tags.create(stream_id, body, "cue")),
         )
         self.whip.add_routes(self.app)
