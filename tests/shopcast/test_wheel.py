@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from packaging.requirements import Requirement
 
-from tests.serve_env import read_until, serve_env
+from harness.serve_env import read_until, serve_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(280)]
 
