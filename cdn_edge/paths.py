@@ -15,9 +15,11 @@ from packager.playlist import PlaylistSyntaxError, parse_media_playlist
 # (%2e%2e, %2f) never matches and never reaches the origin.
 _NAME = r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}"
 _STREAM = r"[a-z0-9][a-z0-9_-]{0,63}"
-_HLS = re.compile(rf"^/hls/(?P<stream>{_STREAM})/(?:master\.m3u8|{_NAME}/{_NAME})$")
+_HLS = re.compile(rf"^/hls/(?P<stream>{_STREAM})/(?:master\.m3u8|poster\.jpg|{_NAME}/{_NAME})$")
 #: Recordings (``/vod/<recording id>/…``): ids are 22 URL-safe characters (128 random bits).
-_VOD = re.compile(rf"^/vod/(?P<stream>[A-Za-z0-9_-]{{22}})/(?:master\.m3u8|{_NAME}/{_NAME})$")
+_VOD = re.compile(
+    rf"^/vod/(?P<stream>[A-Za-z0-9_-]{{22}})/(?:master\.m3u8|poster\.jpg|{_NAME}/{_NAME})$"
+)
 _PAGES = re.compile(rf"^/(?:demo/{_STREAM}|static/{_NAME})$")
 #: Query parameters that select a different response (LLHLS_RULES "Caching").
 HLS_PARAMS = ("_HLS_msn", "_HLS_part", "_HLS_skip")
