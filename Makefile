@@ -51,7 +51,7 @@ test: install system-deps
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shopcast ingest transcode packager cdn_edge benchmarks harness
+	$(BIN)/mypy shopcast ingest transcode packager cdn_edge benchmarks
 
 bench: install system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider benchmarks --benchmark-only

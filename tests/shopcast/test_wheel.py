@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import aiohttp
 import pytest
 from packaging.requirements import Requirement
 
-from harness.serve_env import read_until, serve_env
+from benchmarks.harness.serve_env import read_until, serve_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(280)]
 
@@ -44,8 +45,30 @@ def _outside_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in CHECKOUT_VARS}
 
 
+def _checkout_files() -> list[str]:
+    """The checkout's own files: tracked or new, not ignored, still present."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    return [name for name in listed.split("\0") if name and (ROOT / name).is_file()]
+
+
+def _fresh_clone(dest: Path) -> Path:
+    """The checkout's files without its build/: an in-tree build would pack whatever an earlier
+    build left there, deleted modules included."""
+    for name in _checkout_files():
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, dest / name)
+    (dest / "node_modules").symlink_to(ROOT / "node_modules")  # npm's hls.js, from make install
+    return dest
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    source = _fresh_clone(tmp_path_factory.mktemp("src"))
     dist = tmp_path_factory.mktemp("dist")
     # Offline-safe: the checkout venv's setuptools and Cython, no isolated build env to fetch.
     _run(
@@ -58,7 +81,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--no-build-isolation",
         "-w",
         dist,
-        ROOT,
+        source,
         cwd=dist,
         env=_outside_env(),
     )
@@ -98,6 +121,10 @@ def test_wheel_holds_every_package_its_data_and_its_dependencies(wheel: Path) ->
     }
     assert shipped <= names, shipped - names
     assert not any(n.startswith(("tests/", "node_modules/")) for n in names)
+    modules = {
+        n for n in _checkout_files() if n.endswith(".py") and n.split("/", 1)[0] in TOP_LEVEL
+    }
+    assert {n for n in names if n.endswith(".py")} == modules
     declared = {Requirement(d) for d in meta.get_all("Requires-Dist") or []}
     lines = (ROOT / "requirements.txt").read_text().splitlines()
     listed = {Requirement(r) for line in lines if (r := line.split("#", 1)[0].strip())}
