@@ -157,6 +157,8 @@ class LivePackage:
                 r.push_audio(packet)
 
     def on_end(self) -> None:
+        if self._slate is not None:
+            return  # the slate's cutters are not the ended source's
         for r in self.renditions.values():
             part = r.flush()
             if part is not None:

@@ -110,7 +110,10 @@ class Pipelines:
                         listener(session.stream_id, round(slate_seconds, 3))
                 log.info("[%s] publisher back: playlists continue", session.stream_id)
                 package.continue_after_reconnect()
-            await transcoder.run()
+            # Started as its own task, so that ``transcoder.wait()`` (slate, finish,
+            # reconnect) waits for its last packets.
+            await transcoder.start()
+            await transcoder.wait()
 
         self._spawn(pipeline, run(), name=f"pipeline-{session.stream_id}")
         self._watch_gap(pipeline, session)
