@@ -35,6 +35,8 @@ class StreamPipeline:
     #: Set once every rendition's slate is encoded (or could not be).
     slate_ready: asyncio.Event = field(default_factory=asyncio.Event)
     gap_timer: asyncio.TimerHandle | None = None
+    #: The current session's task (transcoder run, after the previous one's end is listed).
+    runner: asyncio.Task[None] | None = None
 
 
 class RecordingOpener(Protocol):
@@ -94,13 +96,13 @@ class Pipelines:
                 package.sink = pipeline.recording
             self.pipelines[session.stream_id] = pipeline
             self._spawn(pipeline, self._prepare_slate(pipeline))
-        previous = old.transcoder if old is not None else None
+        previous = old.runner if old is not None else None
         transcoder = LadderTranscoder(reader, self.ladder, sink=pipeline.package)
         pipeline.transcoder = transcoder
 
         async def run() -> None:
             if previous is not None:
-                await previous.wait()  # its last parts land before the discontinuity
+                await _done(previous)  # its last parts land before the discontinuity
             if reconnect:
                 package = pipeline.package
                 slate_seconds = package.slate_seconds
@@ -110,12 +112,9 @@ class Pipelines:
                         listener(session.stream_id, round(slate_seconds, 3))
                 log.info("[%s] publisher back: playlists continue", session.stream_id)
                 package.continue_after_reconnect()
-            # Started as its own task, so that ``transcoder.wait()`` (slate, finish,
-            # reconnect) waits for its last packets.
-            await transcoder.start()
-            await transcoder.wait()
+            await transcoder.run()
 
-        self._spawn(pipeline, run(), name=f"pipeline-{session.stream_id}")
+        pipeline.runner = self._spawn(pipeline, run(), name=f"pipeline-{session.stream_id}")
         self._watch_gap(pipeline, session)
 
     def _spawn(
@@ -201,12 +200,12 @@ class Pipelines:
         """The publisher dropped: once its last media is listed, the slate plays until the
         publisher is back or the slate window ends."""
         package = pipeline.package
-        dropped = pipeline.transcoder
+        dropped = pipeline.runner
         if dropped is not None:
-            await dropped.wait()  # its last parts are listed before the discontinuity
+            await _done(dropped)  # its last parts are listed before the discontinuity
         if package.renditions:
             await pipeline.slate_ready.wait()
-        if pipeline.transcoder is not dropped or pipeline.finish_timer is None:
+        if pipeline.runner is not dropped or pipeline.finish_timer is None:
             return  # back already (or ended)
         if not package.start_slate():
             return
@@ -228,8 +227,8 @@ class Pipelines:
         pipeline.finish_timer = None
 
         async def finish() -> None:
-            if pipeline.transcoder is not None:
-                await pipeline.transcoder.wait()
+            if pipeline.runner is not None:
+                await _done(pipeline.runner)
             if pipeline.package.ended:
                 return
             pipeline.package.finish()
@@ -268,6 +267,11 @@ class Pipelines:
         for pipeline in self.pipelines.values():
             for task in list(pipeline.tasks):
                 task.cancel()
+
+
+async def _done(task: asyncio.Task[None]) -> None:
+    """Until ``task`` is over (however it ends), without cancelling it when we are cancelled."""
+    await asyncio.wait({task})
 
 
 def _task_done(pipeline: StreamPipeline, task: asyncio.Task[None]) -> None:

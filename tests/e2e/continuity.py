@@ -30,7 +30,7 @@ class PlaylistWatch:
 
     http: aiohttp.ClientSession
     url: str
-    #: part URI → (monotonic time it was first seen listed, discontinuity number it follows)
+    #: part URI → (wall-clock time it was first seen listed, discontinuity number it follows)
     parts: dict[str, tuple[float, int]] = field(default_factory=dict)
     text: str = ""
     ended: bool = False
@@ -48,7 +48,7 @@ class PlaylistWatch:
             except aiohttp.ClientError:
                 await asyncio.sleep(0.1)
                 continue
-            seen = time.monotonic()
+            seen = time.time()
             self._take(text, seen)
             hint = _HINT.search(text)
             query = {"_HLS_msn": hint.group(1), "_HLS_part": hint.group(2)} if hint else {}
