@@ -290,10 +290,11 @@ class LivePackage:
         self._changed(self.renditions.values())
 
     def slate_time(self) -> Fraction | None:
-        """Session time of the slate frame showing now (a tag posted on slate lands on it)."""
+        """Session time of the newest slate frame handed to the renditions (a tag posted on
+        slate lands on it, like a live tag on the newest ingested frame)."""
         if self._slate is None:
             return None
-        return self.show.on_grid(Fraction(self.clock() - self._slate_started))
+        return min(loop.newest_time for loop in self._slate.values())
 
     def prepare_tag(
         self,

@@ -66,10 +66,16 @@ class SlateLoop:
             )
 
     @property
-    def video_time(self) -> Fraction:
-        """Session time of the next video frame to be handed out."""
+    def newest_time(self) -> Fraction:
+        """Session time of the newest lead frame handed out (0 before the first)."""
         clip = self.clip
-        if not clip.video or clip.video_info is None:
-            return Fraction(self.audio_frames * clip.silence_samples, clip.audio_info.timescale)  # type: ignore[union-attr]
-        loop, index = divmod(self.frames, len(clip.video))
-        return Fraction(clip.video[index].dts + loop * clip.loop_ticks, clip.video_info.timescale)
+        if clip.video and clip.video_info is not None:
+            if not self.frames:
+                return Fraction(0)
+            loop, index = divmod(self.frames - 1, len(clip.video))
+            ticks = clip.video[index].pts + loop * clip.loop_ticks
+            return Fraction(ticks, clip.video_info.timescale)
+        if clip.audio_info is None or not self.audio_frames:
+            return Fraction(0)
+        ticks = (self.audio_frames - 1) * clip.silence_samples
+        return Fraction(ticks, clip.audio_info.timescale)

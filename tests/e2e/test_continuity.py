@@ -83,6 +83,10 @@ async def publish(origin: Origin, seconds: float = 120) -> asyncio.subprocess.Pr
     )
 
 
+def event_types(receiver: Receiver) -> list[str]:
+    return [e["type"] for e in receiver.events()]
+
+
 async def until(check: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -218,7 +222,20 @@ async def test_killed_publisher_gets_a_slate_then_resumes_then_ends(
             await until(lambda: all(w.ended for w in watches.values()), SLATE_WINDOW + 10, "end")
             assert time.monotonic() - killed >= SLATE_WINDOW - 0.5
             assert all(w.discontinuity == 3 for w in watches.values())
-        types = [e["type"] for e in receiver.events()]
+        # The recording kept the slate segments, their discontinuities and the slate's init.
+        await until(lambda: "recording.ready" in event_types(receiver), 10, "recording.ready")
+        _, body = await api(origin, "GET", "/api/v1/streams/demo/recordings")
+        [recording] = body["recordings"]
+        async with aiohttp.ClientSession() as http:
+            base = f"{origin.http}/vod/{recording['id']}/180p"
+            async with http.get(f"{base}/index.m3u8") as resp:
+                vod = PlaylistWatch(http, "")
+                vod.text = await resp.text()
+            slate_maps = {s.map_uri for s in vod.segments() if s.map_uri.startswith("slate-")}
+            assert len(slate_maps) == 1 and vod.text.count("#EXT-X-DISCONTINUITY\n") == 3
+            async with http.get(f"{base}/{slate_maps.pop()}") as resp:
+                assert resp.status == 200 and resp.content_type == "video/mp4"
+        types = event_types(receiver)
         assert types.count("stream.interrupted") == 2, types
         assert types.count("stream.resumed") == 1, types
         resumed = next(e for e in receiver.events() if e["type"] == "stream.resumed")
@@ -263,7 +280,7 @@ async def test_clean_unpublish_is_no_drop(origin: Origin, receiver: Receiver) ->
             assert w.discontinuity == 0 and "#EXT-X-DISCONTINUITY" not in w.text
     package = origin.server.pipelines.package("demo")
     assert package is not None and package.slate_seconds == 0
-    assert "stream.interrupted" not in [e["type"] for e in receiver.events()]
+    assert "stream.interrupted" not in event_types(receiver)
 
 
 async def test_end_endpoint_ends_the_show_at_once(origin: Origin) -> None:
