@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-
-from shopcast.config import ContinuitySection
 from shopcast.loadtest import percentile
-from shopcast.server import ShopcastServer
-from tests.e2e.conftest import (
+
+from benchmarks.harness.continuity import PlaylistWatch
+from benchmarks.harness.origin import (
     Origin,
     ffmpeg_publish_args,
     make_config,
@@ -37,7 +36,8 @@ from tests.e2e.conftest import (
     start_ffmpeg,
     stop_ffmpeg,
 )
-from tests.e2e.continuity import PlaylistWatch
+from shopcast.config import ContinuitySection
+from shopcast.server import ShopcastServer
 from transcode.policy import LadderConfig
 
 SMOKE = os.environ.get("SHOPCAST_BENCH_SMOKE") == "1"

@@ -8,20 +8,22 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode
 
 from packager.access import TOKEN_PARAM
+from packager.playlist import PlaylistSyntaxError, parse_media_playlist
 
 # Names the origin hands out: stream ids like the store's, renditions ("360p"), files
 # ("12.3.m4s", "init.mp4", "index.m3u8"). Matched on the *raw* target, so percent-encoding
 # (%2e%2e, %2f) never matches and never reaches the origin.
 _NAME = r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}"
 _STREAM = r"[a-z0-9][a-z0-9_-]{0,63}"
-_HLS = re.compile(rf"^/hls/(?P<stream>{_STREAM})/(?:master\.m3u8|{_NAME}/{_NAME})$")
+_HLS = re.compile(rf"^/hls/(?P<stream>{_STREAM})/(?:master\.m3u8|poster\.jpg|{_NAME}/{_NAME})$")
 #: Recordings (``/vod/<recording id>/…``): ids are 22 URL-safe characters (128 random bits).
-_VOD = re.compile(rf"^/vod/(?P<stream>[A-Za-z0-9_-]{{22}})/(?:master\.m3u8|{_NAME}/{_NAME})$")
+_VOD = re.compile(
+    rf"^/vod/(?P<stream>[A-Za-z0-9_-]{{22}})/(?:master\.m3u8|poster\.jpg|{_NAME}/{_NAME})$"
+)
 _PAGES = re.compile(rf"^/(?:demo/{_STREAM}|static/{_NAME})$")
 #: Query parameters that select a different response (LLHLS_RULES "Caching").
 HLS_PARAMS = ("_HLS_msn", "_HLS_part", "_HLS_skip")
 _SKIP_VALUES = {"YES", "v2"}
-_PRELOAD_HINT = re.compile(r'^#EXT-X-PRELOAD-HINT:(?=.*TYPE=(?:PART|MAP))(?=.*URI="([^"]+)")')
 
 
 @dataclass(frozen=True)
@@ -89,12 +91,14 @@ def cache_key(target: Target, token_in_key: bool) -> str:
 def preload_hints(playlist_path: str, text: str) -> list[str]:
     """Raw targets of the playlist's ``#EXT-X-PRELOAD-HINT`` URIs, resolved against its path."""
     base = posixpath.dirname(playlist_path)
+    try:
+        hints = parse_media_playlist(text).preload_hints
+    except PlaylistSyntaxError:
+        return []  # the playlist is served as the origin sent it; only the prefetch is skipped
     out = []
-    for line in text.splitlines():
-        match = _PRELOAD_HINT.match(line)
-        if match is None:
+    for kind, uri in hints:
+        if kind not in ("PART", "MAP"):
             continue
-        uri = match.group(1)
         if "://" in uri:
             continue  # only same-origin relative hints
         out.append(uri if uri.startswith("/") else f"{base}/{uri}")

@@ -15,10 +15,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from benchmarks.harness.browser import CHROMIUM
+from benchmarks.harness.continuity import PlaylistWatch, decode_segment
 from shopcast.config import HooksSection, PackagerSection, load_config
 from shopcast.server import ShopcastServer
 from shopcast.web import HLS_JS
-from tests.browser import CHROMIUM
 from transcode.policy import LadderConfig
 
 from .conftest import (
@@ -31,7 +32,6 @@ from .conftest import (
     start_ffmpeg,
     stop_ffmpeg,
 )
-from .continuity import PlaylistWatch, decode_segment
 
 pytestmark = [pytest.mark.e2e, requires_ffmpeg]
 
