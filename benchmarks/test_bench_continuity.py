@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from shopcast.loadtest import percentile
 
 from benchmarks.harness.continuity import PlaylistWatch
 from benchmarks.harness.origin import (
@@ -36,6 +35,7 @@ from benchmarks.harness.origin import (
     start_ffmpeg,
     stop_ffmpeg,
 )
+from benchmarks.loadtest.stats import percentile
 from shopcast.config import ContinuitySection
 from shopcast.server import ShopcastServer
 from transcode.policy import LadderConfig
