@@ -17,7 +17,9 @@ import pytest
 
 from benchmarks.harness.browser import CHROMIUM
 from benchmarks.harness.continuity import PlaylistWatch, decode_segment
-from shopcast.config import HooksSection, PackagerSection, load_config
+from benchmarks.harness.whip_client import publish as whip_publish
+from benchmarks.harness.whip_client import unpublish
+from shopcast.config import HooksSection, PackagerSection, WhipSection, load_config
 from shopcast.server import ShopcastServer
 from shopcast.web import HLS_JS
 from transcode.policy import LadderConfig
@@ -54,7 +56,9 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 @contextlib.asynccontextmanager
-async def serving(tmp_path: Path, hook_url: str, slate_window: float) -> AsyncIterator[Origin]:
+async def serving(
+    tmp_path: Path, hook_url: str, slate_window: float, **sections: Any
+) -> AsyncIterator[Origin]:
     # The slate window comes from the environment, as an operator would set it.
     env = {"SHOPCAST_CONTINUITY_SLATE_WINDOW": str(slate_window)}
     config = dataclasses.replace(
@@ -62,6 +66,7 @@ async def serving(tmp_path: Path, hook_url: str, slate_window: float) -> AsyncIt
         continuity=load_config(None, env=env).continuity,
         packager=PackagerSection(reconnect_window=RECONNECT_WINDOW),
         hooks=HooksSection(webhook_urls=(hook_url,), webhook_secret="hook-secret"),
+        **sections,
     )
     server = ShopcastServer(config)
     await server.start()
@@ -301,6 +306,38 @@ async def test_end_endpoint_ends_the_show_at_once(origin: Origin) -> None:
         assert status == 404
     finally:
         await stop_ffmpeg(publisher)
+
+
+async def test_whip_delete_is_clean_and_silent_tracks_are_a_drop(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """WHIP: DELETE ends on purpose (no slate); a peer whose tracks go silent (ICE still up)
+    is a drop after gap_timeout, and the slate follows."""
+    whip = WhipSection(host_addresses=("127.0.0.1",))
+    async with serving(tmp_path, receiver.url, SLATE_WINDOW, whip=whip) as origin:
+        async with aiohttp.ClientSession() as http:
+            first = await whip_publish(http, origin.http, "demo", origin.key(), size=(180, 320))
+            await ready_show(origin)
+            assert await unpublish(http, origin.http, first) == 200
+            await asyncio.sleep(origin.server.config.continuity.gap_timeout + 0.5)
+            package = origin.server.pipelines.package("demo")
+            assert package is not None and package.active_input == "main"
+            assert package.slate_seconds == 0
+
+            # Back within the reconnect window: the same show goes on; then the tracks stop.
+            second = await whip_publish(http, origin.http, "demo", origin.key(), size=(180, 320))
+            try:
+                sessions = origin.server.streams.sessions
+                await until(lambda: any(x.last_media for x in sessions.values()), 10, "its media")
+                await asyncio.sleep(1)
+                for sender in second.pc.getSenders():
+                    sender.replaceTrack(None)
+                await until(lambda: package.active_input == "slate", 5, "the slate")
+                _, body = await api(origin, "GET", "/api/v1/streams/demo")
+                assert body["active_input"] == "slate" and "no media" in body["last_error"]
+            finally:
+                await second.pc.close()
+        assert event_types(receiver).count("stream.interrupted") == 1
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed")
