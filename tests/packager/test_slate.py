@@ -170,3 +170,26 @@ async def test_finish_on_slate_ends_every_playlist(media) -> None:
         assert text.rstrip().endswith("#EXT-X-ENDLIST") or "#EXT-X-ENDLIST" in text
         assert "PRELOAD-HINT" not in text
     assert Fraction(feed.package.slate_seconds).limit_denominator(10) == Fraction(7, 10)
+
+
+async def test_audio_only_show_gets_silence(media) -> None:
+    clock = Clock()
+    package = LivePackage("radio", PackagerConfig(), clock=clock)
+    feed = Feeder(package, {"audio": media["audio"]})
+    feed.until(4)
+    package.on_end()
+    [r] = package.renditions.values()
+    package.set_slate({r.name: encode_slate(None, None, r.info, LadderConfig())})
+    assert package.start_slate()
+    for _ in range(30):
+        clock.now += 0.1
+        package.advance_slate()
+    text = r.playlist()
+    assert text.count("#EXT-X-DISCONTINUITY\n") == 1 and "slate-" not in text
+    first = next(i for i, s in enumerate(r.state.segments) if s.discontinuity)
+    assert sum(float(s.duration) for s in r.state.segments[first:]) >= 3.0  # paced, a part ahead
+    init_uri, _, uri = slate_segments(text)[0]
+    blob = r.files[init_uri] + r.files[uri]
+    with av.open(io.BytesIO(blob)) as c:
+        samples = [f.to_ndarray() for f in c.decode(audio=0)]
+    assert len(samples) >= 40 and max(float(abs(a).max()) for a in samples) < 1e-4
