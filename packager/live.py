@@ -277,17 +277,20 @@ class LivePackage:
                     self._published(r, part)
                 self.show.media_until(Fraction(packet.dts + packet.duration, r.lead.timescale))
 
-    def stop_slate(self) -> None:
-        """End the slate: its last part is listed; the next source follows a discontinuity."""
+    def stop_slate(self) -> float:
+        """End the slate: its last part is listed; the next source follows a discontinuity.
+        Returns how long this stretch of slate lasted (0 when not on slate)."""
         if self._slate is None:
-            return
+            return 0.0
         for r in self.renditions.values():
             part = r.flush()
             if part is not None:
                 self._published(r, part)
-        self._slate_seconds += self.clock() - self._slate_started
+        stretch = self.clock() - self._slate_started
+        self._slate_seconds += stretch
         self._slate = None
         self._changed(self.renditions.values())
+        return stretch
 
     def slate_time(self) -> Fraction | None:
         """Session time of the newest slate frame handed to the renditions (a tag posted on

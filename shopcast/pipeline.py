@@ -60,7 +60,7 @@ class Pipelines:
         self.continuity = continuity or ContinuitySection()
         #: Told ``(stream_id, reason)`` when a show goes on slate.
         self.on_interrupted: list[Callable[[str, str], None]] = []
-        #: Told ``(stream_id, slate seconds)`` when the publisher is back after a slate.
+        #: Told ``(stream_id, seconds on slate)`` when the publisher is back after a slate.
         self.on_resumed: list[Callable[[str, float], None]] = []
         self.recordings = recordings
         self.ladder = ladder
@@ -105,11 +105,11 @@ class Pipelines:
                 await _done(previous)  # its last parts land before the discontinuity
             if reconnect:
                 package = pipeline.package
-                slate_seconds = package.slate_seconds
                 if package.active_input == "slate":
-                    package.stop_slate()  # the show resumes from the new source's first IDR
+                    # The show resumes from the new source's first IDR.
+                    stretch = package.stop_slate()
                     for listener in self.on_resumed:
-                        listener(session.stream_id, round(slate_seconds, 3))
+                        listener(session.stream_id, round(stretch, 3))
                 log.info("[%s] publisher back: playlists continue", session.stream_id)
                 package.continue_after_reconnect()
             await transcoder.run()
@@ -208,6 +208,13 @@ class Pipelines:
         if pipeline.runner is not dropped or pipeline.finish_timer is None:
             return  # back already (or ended)
         if not package.start_slate():
+            # No slate to play (its encode failed): the short wait of a clean end instead.
+            log.warning("[%s] publisher dropped (%s), no slate", package.stream_id, reason)
+            if pipeline.finish_timer is not None:
+                pipeline.finish_timer.cancel()
+                pipeline.finish_timer = asyncio.get_running_loop().call_later(
+                    self.packager.reconnect_window, self._finish, package.stream_id
+                )
             return
         log.info("[%s] publisher dropped (%s): on slate", package.stream_id, reason)
         for listener in self.on_interrupted:

@@ -216,10 +216,10 @@ class TagService:
         session = self.streams.sessions.get(stream_id)
         pipeline = self.pipelines.pipelines.get(stream_id)
         slate_time = pipeline.package.slate_time() if pipeline is not None else None
-        if slate_time is not None and session is None and req.at is None:
-            # On slate the tag timeline keeps working: the tag lands on the slate frame showing
-            # now (its "pts" is that frame's time on the slate's timeline, in ms).
-            package = pipeline.package  # type: ignore[union-attr]
+        if pipeline is not None and slate_time is not None and session is None and req.at is None:
+            # On slate the tag timeline keeps working: the tag lands on the newest slate frame
+            # (its "pts" is that frame's time on the slate's timeline, in ms).
+            package = pipeline.package
             out, pts_ms = slate_time, round(slate_time * 1000)
         else:
             if session is None or pipeline is None or pipeline.transcoder is None:
