@@ -349,7 +349,19 @@ async def test_hlsjs_plays_through_the_slate(
         await play_through_slate(origin, browser, seconds=10)
 
 
+async def advancing(page: Any, seconds: float) -> None:
+    """Playback moves on for ``seconds`` with no fatal hls.js error."""
+    start = float(await page.evaluate("document.getElementById('video').currentTime"))
+    await asyncio.sleep(seconds)
+    end = float(await page.evaluate("document.getElementById('video').currentTime"))
+    assert end - start >= seconds * 0.6, f"playback stalled: {start:.2f} → {end:.2f}"
+    fatal = await page.evaluate("window.shopcast.errors.filter(e => e.fatal)")
+    assert fatal == [], fatal
+
+
 async def play_through_slate(origin: Origin, browser: Any, seconds: float) -> None:
+    """On the passthrough rung (whose slate brings its own init: EXT-X-MAP changes twice),
+    hls.js plays through ``seconds`` of slate and on after the publisher is back."""
     publisher = await publish(origin)
     try:
         await ready_show(origin)
@@ -358,17 +370,23 @@ async def play_through_slate(origin: Origin, browser: Any, seconds: float) -> No
         await page.wait_for_function(
             "document.getElementById('video').currentTime > 1", timeout=30_000
         )
+        level = await page.evaluate("hls.levels.findIndex(l => l.height === 320)")
+        await page.evaluate(f"hls.currentLevel = {level}")
+        await page.wait_for_function(
+            f"window.shopcast.levelSwitches.includes({level})", timeout=15_000
+        )
+        await asyncio.sleep(1)
         publisher.send_signal(signal.SIGKILL)
         await publisher.wait()
         package = origin.server.pipelines.package("demo")
         assert package is not None
         await until(lambda: package.active_input == "slate", 10, "slate")
-        start = float(await page.evaluate("document.getElementById('video').currentTime"))
-        await asyncio.sleep(seconds)
-        end = float(await page.evaluate("document.getElementById('video').currentTime"))
-        assert end - start >= seconds * 0.6, f"playback stalled on slate: {start:.2f} → {end:.2f}"
+        await advancing(page, seconds)
         assert package.active_input == "slate"
-        fatal = await page.evaluate("window.shopcast.errors.filter(e => e.fatal)")
-        assert fatal == [], fatal
+        publisher = await publish(origin)
+        await until(lambda: package.active_input == "main", 20, "the resume")
+        await asyncio.sleep(3)  # the first parts of the returned publisher reach the player
+        await advancing(page, 4)
+        assert await page.evaluate("hls.currentLevel") == level
     finally:
         await stop_ffmpeg(publisher)
