@@ -35,6 +35,8 @@ __all__ = ["LivePackage", "PackageListener", "PackagerConfig"]
 log = logging.getLogger(__name__)
 
 _MAX_BACKLOG = 20_000
+#: Seconds of slate listed at once when a drop is noticed late (a gap_timeout, at most).
+_MAX_SLATE_CATCH_UP = 5.0
 
 
 class PackageListener(Protocol):
@@ -251,7 +253,11 @@ class LivePackage:
         for name, r in self.renditions.items():
             r.continue_at(offset, self._slate_maps.get(name))
             self._slate[name] = SlateLoop(name, self.slate_clips[name], audio_name)
-        self._slate_started = self.clock()
+        # The slate starts where the media stopped on the PDT grid. A drop noticed late (a
+        # media gap) leaves that time unlisted: list it at once, so the edge stays live.
+        now = self.clock()
+        behind = now - self.show.program_date_time(offset)
+        self._slate_started = now - min(max(behind, 0.0), _MAX_SLATE_CATCH_UP)
         self.advance_slate()
         return True
 

@@ -16,25 +16,26 @@ from transcode.slate import encode_slate
 from .conftest import Feeder
 from .m3u8 import parse
 
-EPOCH = 1_800_000_000.0
+#: The test media arrives at 1,000,000 s (its time 0 is packaged at 10 s); 6 s in, the drop.
+ARRIVAL = 1_000_000.0
 
 
 class Clock:
     def __init__(self) -> None:
-        self.now = EPOCH
+        self.now = ARRIVAL
 
     def __call__(self) -> float:
         return self.now
 
 
-def on_slate(media: dict) -> tuple[Feeder, Clock]:
-    """6 s of media, the source ends (a drop), the slate starts at once."""
+def on_slate(media: dict, noticed_after: float = 0.0) -> tuple[Feeder, Clock]:
+    """6 s of media, the source ends (a drop), the slate starts ``noticed_after`` s later."""
     clock = Clock()
     package = LivePackage("shop", PackagerConfig(), clock=clock)
     feed = Feeder(package, {n: media[n] for n in ("270p", "180p", "audio")})
     feed.until(6)
     package.on_end()
-    clock.now = EPOCH + 10 + 6
+    clock.now = ARRIVAL + 6 + noticed_after
     audio = package.audio
     clips = {
         name: encode_slate(None, r.info, audio, LadderConfig())
@@ -193,3 +194,15 @@ async def test_audio_only_show_gets_silence(media) -> None:
     with av.open(io.BytesIO(blob)) as c:
         samples = [f.to_ndarray() for f in c.decode(audio=0)]
     assert len(samples) >= 40 and max(float(abs(a).max()) for a in samples) < 1e-4
+
+
+async def test_a_drop_noticed_late_lists_the_missed_time_at_once(media) -> None:
+    """A media gap is noticed after gap_timeout: the slate covers that second at once, so the
+    newest part's date stays at the wall clock."""
+    feed, clock = on_slate(media, noticed_after=1.0)
+    for r in feed.package.renditions.values():
+        first = next(s for s in r.state.segments if s.map_uri)
+        listed = sum(float(p.duration) for p in first.parts)
+        assert 0.95 <= listed <= 1.0 + 0.334 + 0.034, listed  # not just the first part
+        # The newest part ends within a part target of the wall clock, as live parts do.
+        assert first.program_date_time + listed >= clock.now - 0.334
