@@ -100,7 +100,7 @@ def decode_segment(init: bytes, segment: bytes) -> tuple[list[tuple[int, int]], 
     """PyAV decodes init + segment: (width, height) of every video frame, audio frames."""
     sizes: list[tuple[int, int]] = []
     audio = 0
-    with av.open(io.BytesIO(init + segment), format="mp4") as container:
+    with av.open(io.BytesIO(init + segment), mode="r", format="mp4") as container:
         for frame in container.decode(*container.streams):
             if isinstance(frame, av.VideoFrame):
                 sizes.append((frame.width, frame.height))
