@@ -100,6 +100,28 @@ class PackagerSection:
 
 
 @dataclass(frozen=True)
+class ContinuitySection:
+    """What viewers see when the publisher drops (connection lost, killed, no media)."""
+
+    #: No media from a connected publisher for this many seconds counts as a drop.
+    gap_timeout: float = 1.0
+    #: After a drop the slate plays this long (at most an hour) before ENDLIST.
+    slate_window: float = 120.0
+    #: Slate picture of every stream (any image PyAV decodes); empty: the generated card.
+    slate_image: str = ""
+    #: Per-stream slate pictures, ``"<stream_id>=<path>"`` each.
+    slate_images: tuple[str, ...] = ()
+
+    def image_for(self, stream_id: str) -> str:
+        """The slate picture file of ``stream_id`` ("" for the generated card)."""
+        for item in self.slate_images:
+            name, _, path = item.partition("=")
+            if name.strip() == stream_id:
+                return path.strip()
+        return self.slate_image
+
+
+@dataclass(frozen=True)
 class HooksSection:
     #: URL POSTed before a publisher is accepted; 2xx admits, anything else refuses.
     on_publish: str = ""
@@ -165,6 +187,7 @@ class Config:
     ingest: IngestSection = field(default_factory=IngestSection)
     transcode: LadderConfig = field(default_factory=LadderConfig)
     packager: PackagerSection = field(default_factory=PackagerSection)
+    continuity: ContinuitySection = field(default_factory=ContinuitySection)
     hooks: HooksSection = field(default_factory=HooksSection)
     whip: WhipSection = field(default_factory=WhipSection)
     playback: PlaybackSection = field(default_factory=PlaybackSection)
@@ -174,6 +197,12 @@ class Config:
     def __post_init__(self) -> None:
         if not 0.2 <= self.packager.part_target <= 1.0:
             raise ConfigError("packager.part_target must be within 0.2..1.0 seconds")
+        if not 0 < self.continuity.slate_window <= 3600:
+            raise ConfigError("continuity.slate_window must be within 0..3600 seconds")
+        if self.continuity.gap_timeout <= 0:
+            raise ConfigError("continuity.gap_timeout must be positive")
+        if any("=" not in item for item in self.continuity.slate_images):
+            raise ConfigError('continuity.slate_images entries are "<stream_id>=<path>"')
         if self.hooks.webhook_urls and not self.hooks.webhook_secret:
             raise ConfigError("hooks.webhook_secret is required when webhook_urls are set")
         if self.log.format not in ("plain", "json"):

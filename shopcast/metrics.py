@@ -126,6 +126,22 @@ class LiveStateCollector(Collector):
                 faults.add_metric([stream_id, kind], count)
         yield faults
 
+        on_slate = GaugeMetricFamily(
+            "shopcast_stream_on_slate",
+            "1 while the show plays its slate (the publisher dropped), 0 otherwise",
+            labels=["stream"],
+        )
+        slate = CounterMetricFamily(
+            "shopcast_slate_seconds",
+            "Seconds the show spent on slate since it started",
+            labels=["stream"],
+        )
+        for stream_id, pipeline in sorted(self.pipelines.items()):
+            package = pipeline.package
+            on_slate.add_metric([stream_id], 1.0 if package.active_input == "slate" else 0.0)
+            slate.add_metric([stream_id], package.slate_seconds)
+        yield from (on_slate, slate)
+
 
 class RecorderCollector(Collector):
     """Recording figures read from the recorder at scrape time."""

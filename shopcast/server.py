@@ -84,6 +84,7 @@ class ShopcastServer:
                 reconnect_window=pk.reconnect_window,
             ),
             listener=self.metrics,
+            continuity=config.continuity,
         )
         self.metrics.watch(lambda: self._stream_ids, self.streams, self.pipelines.pipelines)
         self.metrics.before_scrape.append(self._refresh_stream_ids)
@@ -109,6 +110,16 @@ class ShopcastServer:
                     "error": self.streams.states[s.stream_id].last_error,
                     "duration": round(time.time() - s.started_at, 3),
                 },
+            )
+        )
+        self.pipelines.on_interrupted.append(
+            lambda stream_id, reason: self.webhooks.emit(
+                "stream.interrupted", {"stream_id": stream_id, "reason": reason}
+            )
+        )
+        self.pipelines.on_resumed.append(
+            lambda stream_id, slate_seconds: self.webhooks.emit(
+                "stream.resumed", {"stream_id": stream_id, "slate_seconds": slate_seconds}
             )
         )
         self.recordings = Recordings(
