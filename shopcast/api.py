@@ -298,7 +298,7 @@ async def kick_publisher(request: web.Request) -> web.Response:
 
 async def end_show(request: web.Request) -> web.Response:
     """End the show now: publisher kicked, ENDLIST on every playlist, recording closed."""
-    record = _record(request)
+    record = await _record(request)
     if not await request.app[PIPELINES_KEY].end_show(record.id, "show ended through the API"):
         raise ApiError(409, "offline", f"stream {record.id!r} has no show to end")
     return web.json_response({"id": record.id, "state": "ended"})
