@@ -1,6 +1,7 @@
 """Build shopcast: the Python packages plus the Cython twins in ``native/``.
 
-The extensions are optional: without Cython or a C compiler the package installs pure Python.
+The extensions are optional: without Cython or a C compiler the package installs pure Python;
+without libsrt's headers (Debian ``libsrt-openssl-dev``) the SRT binding is left out.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import os
 from setuptools import find_packages, setup
 
 PACKAGES = ("shopcast", "ingest", "transcode", "packager", "cdn_edge", "native")
+SRT_BINDING = "native/libsrt.pyx"
+SRT_HEADER = "/usr/include/srt/srt.h"
 
 
 def native_extensions() -> list:
@@ -20,9 +23,13 @@ def native_extensions() -> list:
         from Cython.Build import cythonize
     except ImportError:
         return []
-    sources = sorted(glob.glob("native/*.pyx"))
+    from setuptools import Extension
+
+    modules: list = [p for p in sorted(glob.glob("native/*.pyx")) if p != SRT_BINDING]
+    if os.path.exists(SRT_HEADER):
+        modules.append(Extension("native.libsrt", [SRT_BINDING], libraries=["srt"]))
     return cythonize(
-        sources,
+        modules,
         language_level=3,
         compiler_directives={
             "boundscheck": False,

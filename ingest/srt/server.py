@@ -1,0 +1,307 @@
+"""SRT listener: libsrt sockets in, MPEG-TS demuxed, sessions through :class:`LiveStreams`.
+
+libsrt's sockets are not OS file descriptors, so asyncio cannot watch them. libsrt's own epoll
+is driven from the event loop instead: ``SrtPoller.wait`` (GIL released) runs on one dedicated
+thread, and everything else — accept, non-blocking receive, close, the demuxer, the sessions —
+runs on the loop. One thread serves every SRT socket, and no socket is touched from two threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ingest.media import MediaUnit
+from ingest.mpegts import (
+    NEED_DATA,
+    DataDiscarded,
+    MPEGTSError,
+    ProgramChanged,
+    Resynced,
+    StreamEnded,
+    TSDemuxer,
+    TSLimits,
+)
+from ingest.sessions import LiveStreams, PublishRefused, PublishSession, RefusalReason
+from ingest.srt.streamid import StreamIdError, parse_stream_id, shown
+
+try:
+    from native import libsrt
+except ImportError as exc:  # built without libsrt's headers
+    libsrt = None  # type: ignore[assignment]
+    UNAVAILABLE: str | None = (
+        f"SRT ingest is unavailable: the libsrt binding did not load ({exc}); install "
+        "Debian's libsrt-openssl-dev and rebuild (make native)"
+    )
+else:
+    UNAVAILABLE = None
+
+log = logging.getLogger(__name__)
+_ids = itertools.count(1)
+_POLL_MS = 50
+#: Bytes a caller may send while the on_publish hook decides (a few seconds of video).
+MAX_PENDING = 4 << 20
+
+
+class SrtUnavailable(RuntimeError):
+    """libsrt is missing or the listener could not start."""
+
+
+@dataclass(frozen=True)
+class SrtSettings:
+    latency_ms: int = 120
+    passphrase: str = ""
+    pbkeylen: int = 0  # 0: libsrt's default (16, AES-128) when a passphrase is set
+    max_sessions: int = 16
+    idle_timeout: float = 30.0  # no media for this long drops the publisher
+    limits: TSLimits = field(default_factory=TSLimits)
+
+
+class _ConnLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self.extra['conn']}] {msg}", kwargs  # type: ignore[index]
+
+
+class SrtPublisher:
+    """One SRT caller; also the session's :class:`ingest.sessions.Publisher`."""
+
+    protocol = "srt"
+
+    def __init__(self, server: SrtServer, sock: Any, peer: str) -> None:
+        self.server = server
+        self.sock = sock
+        self.peer = peer
+        self.demuxer = TSDemuxer(server.settings.limits, clock=time.time)
+        self.session: PublishSession | None = None
+        self.closed = False
+        self.last_data = time.monotonic()
+        self.log = _ConnLog(log, {"conn": f"srt#{next(_ids)} {peer}"})
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._admitting: asyncio.Future[None] | None = None
+
+    # --- start -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        streams = self.server.streams
+        try:
+            request = parse_stream_id(self.sock.stream_id)
+            stream_id = streams.resolve(request.key)
+            if request.stream_id is not None and request.stream_id != stream_id:
+                raise PublishRefused(
+                    RefusalReason.BAD_KEY,
+                    f"the stream key is not the key of stream {shown(request.stream_id)}",
+                )
+        except (StreamIdError, PublishRefused) as exc:
+            self.fail(f"publish refused: {exc}")
+            return
+        if streams.admission is None:
+            self._open(stream_id)
+        else:
+            self._admitting = asyncio.ensure_future(self._admit(stream_id))
+
+    async def _admit(self, stream_id: str) -> None:
+        try:
+            await self.server.streams.admit(stream_id, self)
+        except PublishRefused as exc:
+            self.fail(f"publish refused: {exc.detail}")
+            return
+        finally:
+            self._admitting = None
+        if not self.closed:
+            self._open(stream_id)
+
+    def _open(self, stream_id: str) -> None:
+        try:
+            self.session = self.server.streams.open(stream_id, self)
+        except PublishRefused as exc:
+            self.fail(f"publish refused: {exc.detail}")
+            return
+        self.log.extra["conn"] = f"{self.log.extra['conn']} stream={stream_id}"  # type: ignore[index]
+        self.log.info("publishing")
+        pending, self._pending = self._pending, []
+        for data in pending:
+            self._feed(data)
+
+    # --- media -----------------------------------------------------------------------------
+
+    def readable(self) -> None:
+        """Drain what libsrt has for this socket (called on an epoll event)."""
+        while not self.closed:
+            try:
+                data = self.sock.recv()
+            except libsrt.SrtError as exc:
+                self.lost(str(exc))
+                return
+            if data is None:
+                return
+            self.last_data = time.monotonic()
+            if self.session is None:
+                self._pending.append(data)
+                self._pending_bytes += len(data)
+                if self._pending_bytes > MAX_PENDING:
+                    self.fail(f"more than {MAX_PENDING} bytes before the publish was admitted")
+            else:
+                self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            self.demuxer.receive_data(data)
+            self._pump()
+        except MPEGTSError as exc:
+            self.fail(f"MPEG-TS error: {exc}")
+
+    def _pump(self) -> None:
+        while (event := self.demuxer.next_event()) is not NEED_DATA:
+            if isinstance(event, MediaUnit):
+                if self.session is not None:
+                    self.session.write(event)
+            elif isinstance(event, ProgramChanged):
+                self.log.info(
+                    "program %d v%d: %s",
+                    event.program_number,
+                    event.version,
+                    ", ".join(f"{s.codec} on PID {s.pid}" for s in event.streams),
+                )
+            elif isinstance(event, Resynced | DataDiscarded):
+                self.log.info("MPEG-TS damage: %s", event)
+            elif isinstance(event, StreamEnded):
+                return
+
+    # --- closing ---------------------------------------------------------------------------
+
+    def lost(self, reason: str) -> None:
+        """The caller disconnected (or libsrt broke the connection)."""
+        if self.closed:
+            return
+        if self.session is not None:
+            self.demuxer.receive_data(b"")
+            with contextlib.suppress(MPEGTSError):  # ending anyway: keep what was whole
+                self._pump()
+            self.log.info("stream %s offline (%s)", self.session.stream_id, reason)
+            self.server.streams.end(self.session, None)
+            self.session = None
+        self._close()
+
+    def fail(self, reason: str) -> None:
+        """Drop the caller for ``reason`` (logged; the session, if any, ends with it)."""
+        if self.closed:
+            return
+        self.log.warning("disconnecting: %s", reason)
+        if self.session is not None:
+            self.server.streams.end(self.session, reason)
+            self.session = None
+        self._close()
+
+    def kick(self, reason: str) -> None:
+        """Server-side close (takeover, API kick, shutdown); SRT carries no reason, we log it."""
+        if self.closed:
+            return
+        self.session = None  # the registry already ended it
+        self.log.info("closing: %s", reason)
+        self._close()
+
+    def _close(self) -> None:
+        self.closed = True
+        if self._admitting is not None:
+            self._admitting.cancel()
+        self.server.forget(self)
+        self.sock.close()
+
+
+class SrtServer:
+    """Listens for SRT callers and hands their streams to :class:`LiveStreams`."""
+
+    def __init__(self, streams: LiveStreams, settings: SrtSettings) -> None:
+        self.streams = streams
+        self.settings = settings
+        self.publishers: dict[int, SrtPublisher] = {}
+        self._listener: Any = None
+        self._poller: Any = None
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="srt-poll")
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen on UDP ``host:port``; :class:`SrtUnavailable` if libsrt is missing or fails."""
+        if libsrt is None:
+            raise SrtUnavailable(UNAVAILABLE)
+        s = self.settings
+        try:
+            self._listener = libsrt.SrtSocket.listener(
+                host, port, latency_ms=s.latency_ms, passphrase=s.passphrase, pbkeylen=s.pbkeylen
+            )
+        except (libsrt.SrtError, ValueError) as exc:
+            raise SrtUnavailable(f"SRT listener on {host}:{port} failed: {exc}") from exc
+        self._poller = libsrt.SrtPoller()
+        self._poller.add(self._listener)
+        self._task = asyncio.create_task(self._run(), name="srt-poll")
+        log.info("SRT listening on %s:%d (latency %d ms)", host, self.port, s.latency_ms)
+
+    @property
+    def port(self) -> int:
+        return int(self._listener.local_port) if self._listener is not None else 0
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_check = time.monotonic() + 1
+        while not self._closing:
+            ready = await loop.run_in_executor(self._thread, self._poller.wait, _POLL_MS)
+            for fd, events in ready:
+                if fd == self._listener.fd:
+                    self._accept()
+                elif (publisher := self.publishers.get(fd)) is not None:
+                    if events & libsrt.EPOLL_IN:
+                        publisher.readable()
+                    if events & libsrt.EPOLL_ERR and not publisher.closed:
+                        publisher.lost("connection broken")
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + 1
+                self._check_idle()
+
+    def _accept(self) -> None:
+        while (accepted := self._listener.accept()) is not None:
+            sock, peer = accepted
+            if len(self.publishers) >= self.settings.max_sessions:
+                log.warning("SRT caller %s refused: max_sessions reached", peer)
+                sock.close()
+                continue
+            publisher = SrtPublisher(self, sock, peer)
+            self.publishers[sock.fd] = publisher
+            self._poller.add(sock)
+            publisher.start()
+            if not publisher.closed:
+                publisher.readable()  # data that came with the connection
+
+    def _check_idle(self) -> None:
+        now = time.monotonic()
+        idle = self.settings.idle_timeout
+        for publisher in list(self.publishers.values()):
+            if now - publisher.last_data >= idle:
+                publisher.fail(f"no data for {idle:g} s")
+
+    def forget(self, publisher: SrtPublisher) -> None:
+        if self.publishers.get(publisher.sock.fd) is publisher:
+            del self.publishers[publisher.sock.fd]
+            self._poller.remove(publisher.sock.fd)
+
+    async def close(self, reason: str = "server shutting down") -> None:
+        """Stop listening and disconnect every caller."""
+        self._closing = True
+        if self._task is not None:
+            await self._task
+        for publisher in list(self.publishers.values()):
+            if publisher.session is not None:
+                self.streams.end(publisher.session, None)
+            publisher.kick(reason)
+        if self._listener is not None:
+            self._listener.close()
+        if self._poller is not None:
+            self._poller.close()
+        self._thread.shutdown(wait=True)
