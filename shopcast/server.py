@@ -8,7 +8,6 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from urllib.parse import quote
 
 from aiohttp import web
 
@@ -198,7 +197,8 @@ class ShopcastServer:
         if not self.srt_available:
             return {}
         stream = f"#!::r={stream_id},m=publish,k={stream_key}"
-        return {"srt_url": f"srt://{host}:{self.srt.port}?streamid={quote(stream, safe='')}"}
+        # Raw, not percent-encoded: ffmpeg 5.1 and phone apps pass streamid on verbatim.
+        return {"srt_url": f"srt://{host}:{self.srt.port}?streamid={stream}"}
 
     async def close(self) -> None:
         for hook in self.before_close:

@@ -10,7 +10,6 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 SHOPCAST = str(Path(sys.executable).with_name("shopcast"))
 
@@ -38,8 +37,8 @@ class ServeEnv:
         return f"rtmp://127.0.0.1:{self.rtmp_port}/live/{key}"
 
     def srt_url(self, stream_id: str) -> str:
-        """Where ffmpeg publishes over SRT; ``stream_id`` is the SRT stream id, unencoded."""
-        return f"srt://127.0.0.1:{self.srt_port}?streamid={quote(stream_id, safe='')}"
+        """Where ffmpeg publishes over SRT (ffmpeg 5.1 passes ``streamid`` on verbatim)."""
+        return f"srt://127.0.0.1:{self.srt_port}?streamid={stream_id}"
 
 
 def serve_env(store_dir: Path, **overrides: str) -> ServeEnv:

@@ -15,9 +15,10 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
-from ingest.media import MediaUnit
+from ingest.media import MediaKind, MediaUnit
 from ingest.mpegts import (
     NEED_DATA,
     DataDiscarded,
@@ -45,6 +46,7 @@ else:
 log = logging.getLogger(__name__)
 _ids = itertools.count(1)
 _POLL_MS = 50
+_KINDS = {"h264": MediaKind.VIDEO, "hevc": MediaKind.VIDEO, "aac": MediaKind.AUDIO}
 #: Bytes a caller may send while the on_publish hook decides (a few seconds of video).
 MAX_PENDING = 4 << 20
 
@@ -61,6 +63,47 @@ class SrtSettings:
     max_sessions: int = 16
     idle_timeout: float = 30.0  # no media for this long drops the publisher
     limits: TSLimits = field(default_factory=TSLimits)
+
+
+class StartGate:
+    """Holds the first units until every stream of the program has sent its configuration,
+    then releases them in decode-time order.
+
+    MPEG-TS muxers interleave loosely (ffmpeg writes audio PES up to ~0.7 s after the video
+    around them); a hub reader that met video long before the audio track existed would plan
+    its output without audio. Bounded: ``max_units`` or ``max_span`` seconds of units.
+    """
+
+    def __init__(self, max_units: int = 512, max_span: Fraction = Fraction(3)) -> None:
+        self.max_units = max_units
+        self.max_span = max_span
+        self.open = False
+        self._expected: set[MediaKind] = set()
+        self._held: list[MediaUnit] = []
+
+    def expect(self, kinds: set[MediaKind]) -> None:
+        if not self.open:
+            self._expected = kinds
+
+    def offer(self, unit: MediaUnit) -> list[MediaUnit]:
+        if self.open:
+            return [unit]
+        self._held.append(unit)
+        configured = {u.kind for u in self._held if u.is_config}
+        span = self._held[-1].dts * unit.timebase - self._held[0].dts * self._held[0].timebase
+        if (
+            configured >= self._expected
+            or len(self._held) >= self.max_units
+            or span > self.max_span
+        ):
+            return self.release()
+        return []
+
+    def release(self) -> list[MediaUnit]:
+        """Everything held, in DTS order (a configuration before the frames of its time)."""
+        self.open = True
+        held, self._held = self._held, []
+        return sorted(held, key=lambda u: (u.dts * u.timebase, not u.is_config))
 
 
 class _ConnLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -85,6 +128,7 @@ class SrtPublisher:
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._admitting: asyncio.Future[None] | None = None
+        self._gate = StartGate()
 
     # --- start -----------------------------------------------------------------------------
 
@@ -160,9 +204,9 @@ class SrtPublisher:
     def _pump(self) -> None:
         while (event := self.demuxer.next_event()) is not NEED_DATA:
             if isinstance(event, MediaUnit):
-                if self.session is not None:
-                    self.session.write(event)
+                self._write(self._gate.offer(event))
             elif isinstance(event, ProgramChanged):
+                self._gate.expect({_KINDS[s.codec] for s in event.streams if s.codec})
                 self.log.info(
                     "program %d v%d: %s",
                     event.program_number,
@@ -172,7 +216,13 @@ class SrtPublisher:
             elif isinstance(event, Resynced | DataDiscarded):
                 self.log.info("MPEG-TS damage: %s", event)
             elif isinstance(event, StreamEnded):
+                self._write(self._gate.release())
                 return
+
+    def _write(self, units: list[MediaUnit]) -> None:
+        if self.session is not None:
+            for unit in units:
+                self.session.write(unit)
 
     # --- closing ---------------------------------------------------------------------------
 
@@ -266,12 +316,15 @@ class SrtServer:
                 self._check_idle()
 
     def _accept(self) -> None:
-        while (accepted := self._listener.accept()) is not None:
+        # One per epoll event (level-triggered: more pending callers report again); a second
+        # srt_accept with nothing pending would only make libsrt log an error.
+        accepted = self._listener.accept()
+        if accepted is not None:
             sock, peer = accepted
             if len(self.publishers) >= self.settings.max_sessions:
                 log.warning("SRT caller %s refused: max_sessions reached", peer)
                 sock.close()
-                continue
+                return
             publisher = SrtPublisher(self, sock, peer)
             self.publishers[sock.fd] = publisher
             self._poller.add(sock)

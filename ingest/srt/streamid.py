@@ -16,6 +16,7 @@ when configured, only encrypts the transport.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 #: libsrt bounds SRTO_STREAMID at 512 bytes; so do we, before decoding.
 MAX_STREAM_ID = 512
@@ -23,6 +24,7 @@ MAX_STREAM_ID = 512
 SHOWN = 48
 _ACCESS_PREFIX = "#!::"
 _PUBLISH_PREFIX = "publish:"
+_ENCODED_PREFIXES = ("%23", "publish%3A", "publish%3a")
 
 
 class StreamIdError(ValueError):
@@ -52,6 +54,8 @@ def parse_stream_id(raw: bytes) -> PublishRequest:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise StreamIdError("stream id is not UTF-8") from None
+    if text.startswith(_ENCODED_PREFIXES):  # a client that percent-encoded the URL parameter
+        text = unquote(text)
     if not text.isprintable():
         raise StreamIdError("stream id holds control characters")
     if text.startswith(_ACCESS_PREFIX):
