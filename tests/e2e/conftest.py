@@ -20,6 +20,7 @@ from shopcast.config import (
     IngestSection,
     PackagerSection,
     ServerSection,
+    SrtSection,
     StoreSection,
 )
 from shopcast.server import ShopcastServer
@@ -89,6 +90,7 @@ def make_config(tmp_path: Path, ladder: LadderConfig | None = None, **ingest: ob
         ingest=IngestSection(**ingest),  # type: ignore[arg-type]
         transcode=ladder or SMALL_LADDER,
         packager=PackagerSection(reconnect_window=10.0),
+        srt=SrtSection(host="127.0.0.1", port=0),
     )
 
 

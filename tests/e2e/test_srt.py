@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -13,7 +12,6 @@ import pytest
 
 from ingest.media import MediaKind
 from ingest.srt.server import UNAVAILABLE
-from shopcast.config import SrtSection
 from shopcast.server import ShopcastServer
 from tests.ingest.whip.client import fetch_and_decode
 
@@ -28,8 +26,7 @@ pytestmark = [
 
 @pytest.fixture
 async def srt_origin(tmp_path: Path) -> AsyncIterator[Origin]:
-    config = replace(make_config(tmp_path), srt=SrtSection(host="127.0.0.1", port=0))
-    server = ShopcastServer(config)
+    server = ShopcastServer(make_config(tmp_path))
     await server.start()
     assert server.srt_available
     yield Origin(server)

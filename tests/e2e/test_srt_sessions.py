@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ from ingest.media import MediaUnit
 from ingest.mpegts import NEED_DATA, StreamEnded, TSDemuxer
 from ingest.sessions import Publisher
 from ingest.srt.server import UNAVAILABLE
-from shopcast.config import SrtSection
 from shopcast.server import ShopcastServer
 
 from .conftest import API_TOKEN, Origin, make_config, requires_ffmpeg, run_ffmpeg, start_ffmpeg
@@ -39,8 +37,7 @@ AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 @pytest.fixture
 async def srt_origin(tmp_path: Path) -> AsyncIterator[Origin]:
-    config = replace(make_config(tmp_path), srt=SrtSection(host="127.0.0.1", port=0))
-    server = ShopcastServer(config)
+    server = ShopcastServer(make_config(tmp_path))
     await server.start()
     yield Origin(server)
     await server.close()
