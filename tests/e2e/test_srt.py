@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -113,3 +115,91 @@ async def test_srt_key_of_another_stream_refused(srt_origin: Origin) -> None:
     code, _ = await run_ffmpeg(ffmpeg_srt_args(url, seconds=3))
     assert code != 0
     assert not origin.captures
+
+
+class LossyLink(asyncio.DatagramProtocol):
+    """A UDP relay between one SRT caller and the origin that drops ``loss`` of the datagrams
+    in each direction (seeded): libsrt's retransmission has to fill the holes."""
+
+    def __init__(self, target: tuple[str, int], loss: float) -> None:
+        self.target = target
+        self.loss = loss
+        self.rng = random.Random(2)
+        self.dropped = self.relayed = 0
+        self.caller: tuple[str, int] | None = None
+        self.front: asyncio.DatagramTransport | None = None
+        self.back: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.front = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.caller = addr
+        if self.back is not None:
+            self._relay(self.back, data, None)
+
+    def from_origin(self, data: bytes) -> None:
+        if self.front is not None and self.caller is not None:
+            self._relay(self.front, data, self.caller)
+
+    def _relay(self, out: asyncio.DatagramTransport, data: bytes, to: Any) -> None:
+        if self.rng.random() < self.loss:
+            self.dropped += 1
+            return
+        self.relayed += 1
+        out.sendto(data, to)
+
+
+class _Back(asyncio.DatagramProtocol):
+    def __init__(self, link: LossyLink) -> None:
+        self.link = link
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.link.from_origin(data)
+
+
+async def test_srt_survives_two_percent_loss(srt_origin: Origin) -> None:
+    origin = srt_origin
+    loop = asyncio.get_running_loop()
+    link = LossyLink(("127.0.0.1", origin.server.srt.port), 0.02)
+    front, _ = await loop.create_datagram_endpoint(lambda: link, local_addr=("127.0.0.1", 0))
+    back, _ = await loop.create_datagram_endpoint(
+        lambda: _Back(link), remote_addr=("127.0.0.1", origin.server.srt.port)
+    )
+    link.back = back
+    port = front.get_extra_info("sockname")[1]
+    # ffmpeg's latency is in µs: 400 ms gives retransmissions room on a 2 % lossy link
+    url = f"srt://127.0.0.1:{port}?linger=2&latency=400000&streamid=publish:{origin.key()}"
+    try:
+        code, err = await run_ffmpeg(ffmpeg_srt_args(url))
+    finally:
+        front.close()
+        back.close()
+    assert code == 0, err
+    total = link.dropped + link.relayed
+    assert link.dropped >= 10 and 0.01 < link.dropped / total < 0.04, (link.dropped, total)
+    capture = origin.captures[0]
+    await capture.drain()
+    video = capture.frames(MediaKind.VIDEO)
+    # every frame in order despite the holes: libsrt retransmitted within the latency window
+    assert [b.dts - a.dts for a, b in itertools.pairwise(video)] == [3000] * 179
+    assert origin.server.streams.states["demo"].last_error is None
+
+
+async def test_without_libsrt_srt_is_reported_unavailable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A build without libsrt's headers: RTMP and WHIP serve; SRT says why it is off."""
+    from ingest.srt import server as srt_server
+
+    monkeypatch.setattr(srt_server, "libsrt", None)
+    monkeypatch.setattr(srt_server, "UNAVAILABLE", "SRT ingest is unavailable: (test)")
+    server = ShopcastServer(make_config(tmp_path))
+    await server.start()
+    try:
+        assert not server.srt_available
+        assert "SRT ingest is unavailable: (test)" in caplog.text
+        urls = server.urls("demo", "k")
+        assert "srt_url" not in urls and urls["rtmp_url"].startswith("rtmp://")
+    finally:
+        await server.close()
