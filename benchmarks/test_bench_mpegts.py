@@ -56,8 +56,8 @@ def demux_ours(messages: list[bytes]) -> int:
 
 
 def demux_libavformat(data: bytes) -> int:
-    with av.open(io.BytesIO(data), format="mpegts") as container:
-        return sum(1 for packet in container.demux() if packet.size)
+    with av.open(io.BytesIO(data), mode="r", format="mpegts") as container:
+        return len([packet for packet in container.demux() if packet.size])
 
 
 @pytest.mark.parametrize("demuxer", ["libavformat", "ours"])
