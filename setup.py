@@ -11,7 +11,7 @@ import os
 
 from setuptools import find_packages, setup
 
-PACKAGES = ("shopcast", "ingest", "transcode", "packager", "cdn_edge", "native")
+PACKAGES = ("shopcast", "ingest", "transcode", "packager", "cdn_edge", "native", "benchmarks")
 SRT_BINDING = "native/libsrt.pyx"
 SRT_HEADER = "/usr/include/srt/srt.h"
 

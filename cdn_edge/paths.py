@@ -8,18 +8,22 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode
 
 from packager.access import TOKEN_PARAM
+from packager.playlist import PlaylistSyntaxError, parse_media_playlist
 
 # Names the origin hands out: stream ids like the store's, renditions ("360p"), files
 # ("12.3.m4s", "init.mp4", "index.m3u8"). Matched on the *raw* target, so percent-encoding
 # (%2e%2e, %2f) never matches and never reaches the origin.
 _NAME = r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}"
 _STREAM = r"[a-z0-9][a-z0-9_-]{0,63}"
-_HLS = re.compile(rf"^/hls/(?P<stream>{_STREAM})/(?:master\.m3u8|{_NAME}/{_NAME})$")
+_HLS = re.compile(rf"^/hls/(?P<stream>{_STREAM})/(?:master\.m3u8|poster\.jpg|{_NAME}/{_NAME})$")
+#: Recordings (``/vod/<recording id>/…``): ids are 22 URL-safe characters (128 random bits).
+_VOD = re.compile(
+    rf"^/vod/(?P<stream>[A-Za-z0-9_-]{{22}})/(?:master\.m3u8|poster\.jpg|{_NAME}/{_NAME})$"
+)
 _PAGES = re.compile(rf"^/(?:demo/{_STREAM}|static/{_NAME})$")
 #: Query parameters that select a different response (LLHLS_RULES "Caching").
 HLS_PARAMS = ("_HLS_msn", "_HLS_part", "_HLS_skip")
 _SKIP_VALUES = {"YES", "v2"}
-_PRELOAD_HINT = re.compile(r'^#EXT-X-PRELOAD-HINT:(?=.*TYPE=(?:PART|MAP))(?=.*URI="([^"]+)")')
 
 
 @dataclass(frozen=True)
@@ -27,9 +31,10 @@ class Target:
     """A request the edge may serve: the path, the HLS parameters that select the response."""
 
     path: str
-    stream: str | None  # None for the demo page and its assets
+    stream: str | None  # None for the demo page and its assets; a recording id under /vod
     params: tuple[tuple[str, str], ...]
     token: str | None
+    scope: str = "hls"  # or "vod": what a playback token is minted for
 
     @property
     def is_playlist(self) -> bool:
@@ -57,11 +62,14 @@ def parse_target(raw: str) -> Target:
     if ".." in path or "//" in path:
         raise BadTarget(404, "no such path")
     hls = _HLS.match(path)
+    scope = "hls"
+    if hls is None and (hls := _VOD.match(path)) is not None:
+        scope = "vod"
     if hls is None and _PAGES.match(path) is None:
         raise BadTarget(404, "no such path")
     values = dict(parse_qsl(query, keep_blank_values=True))
     params: list[tuple[str, str]] = []
-    if hls is not None and path.endswith("/index.m3u8"):
+    if hls is not None and scope == "hls" and path.endswith("/index.m3u8"):
         for name in HLS_PARAMS:
             value = values.get(name)
             if value is None:
@@ -71,7 +79,8 @@ def parse_target(raw: str) -> Target:
                 raise BadTarget(400, f"{name} must be a decimal integer")
             params.append((name, value))
     token = values.get(TOKEN_PARAM) if hls is not None else None
-    return Target(path, hls.group("stream") if hls else None, tuple(params), token or None)
+    stream = hls.group("stream") if hls else None
+    return Target(path, stream, tuple(params), token or None, scope)
 
 
 def cache_key(target: Target, token_in_key: bool) -> str:
@@ -82,12 +91,14 @@ def cache_key(target: Target, token_in_key: bool) -> str:
 def preload_hints(playlist_path: str, text: str) -> list[str]:
     """Raw targets of the playlist's ``#EXT-X-PRELOAD-HINT`` URIs, resolved against its path."""
     base = posixpath.dirname(playlist_path)
+    try:
+        hints = parse_media_playlist(text).preload_hints
+    except PlaylistSyntaxError:
+        return []  # the playlist is served as the origin sent it; only the prefetch is skipped
     out = []
-    for line in text.splitlines():
-        match = _PRELOAD_HINT.match(line)
-        if match is None:
+    for kind, uri in hints:
+        if kind not in ("PART", "MAP"):
             continue
-        uri = match.group(1)
         if "://" in uri:
             continue  # only same-origin relative hints
         out.append(uri if uri.startswith("/") else f"{base}/{uri}")

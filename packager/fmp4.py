@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 _MATRIX = struct.pack(">9I", 0x00010000, 0, 0, 0, 0x00010000, 0, 0, 0, 0x40000000)
@@ -43,6 +43,33 @@ def box(kind: bytes, *payload: bytes) -> bytes:
 def full_box(kind: bytes, version: int, flags: int, *payload: bytes) -> bytes:
     """A FullBox: a box whose payload starts with version (8 bits) and flags (24 bits)."""
     return box(kind, struct.pack(">I", (version << 24) | flags), *payload)
+
+
+def iter_boxes(
+    data: bytes | bytearray, start: int = 0, end: int | None = None
+) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, box end) of each box in ``data[start:end]``, 64-bit sizes included.
+
+    Bounded by ``end``: a size that is too small or runs past it raises ``ValueError``.
+    """
+    end = len(data) if end is None else end
+    pos = start
+    while pos < end:
+        if end - pos < 8:
+            raise ValueError(f"truncated box header at byte {pos}")
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        header = 8
+        if size == 1:  # §4.2: a 64-bit largesize follows the type
+            if end - pos < 16:
+                raise ValueError(f"truncated box header at byte {pos}")
+            (size,) = struct.unpack_from(">Q", data, pos + 8)
+            header = 16
+        elif size == 0:  # §4.2: the box runs to the end of the file
+            size = end - pos
+        if size < header or pos + size > end:
+            raise ValueError(f"box {kind!r} at byte {pos} has a bad size {size}")
+        yield kind, pos + header, pos + size
+        pos += size
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +295,58 @@ def fragment_py(
     moof = box(b"moof", mfhd, *trafs(offsets))
     mdat = box(b"mdat", *(s.data for r in runs for s in r.samples))
     return b"".join(e.to_bytes() for e in emsgs) + moof + mdat
+
+
+def fragment_timing(data: bytes, track_id: int) -> tuple[int, int] | None:
+    """(first ``tfdt``, summed sample durations) of ``track_id`` over every ``moof`` in a
+    segment, in the track's timescale; ``None`` when the bytes hold no such run or are damaged
+    (a box size that does not fit)."""
+    try:
+        return _fragment_timing(data, track_id)
+    except ValueError:
+        return None
+
+
+def _fragment_timing(data: bytes, track_id: int) -> tuple[int, int] | None:
+    first: int | None = None
+    total = 0
+    for kind, start, end in iter_boxes(data):
+        if kind != b"moof":
+            continue
+        for tkind, tstart, tend in iter_boxes(data, start, end):
+            if tkind != b"traf":
+                continue
+            found, base, durations = False, None, 0
+            for ckind, cstart, cend in iter_boxes(data, tstart, tend):
+                if ckind == b"tfhd" and cend - cstart >= 8:
+                    found = struct.unpack_from(">I", data, cstart + 4)[0] == track_id
+                elif ckind == b"tfdt" and cend - cstart >= 8:
+                    v1 = data[cstart] == 1 and cend - cstart >= 12
+                    base = struct.unpack_from(">Q" if v1 else ">I", data, cstart + 4)[0]
+                elif ckind == b"trun" and cend - cstart >= 8:
+                    flags = struct.unpack_from(">I", data, cstart)[0] & 0xFFFFFF
+                    count = struct.unpack_from(">I", data, cstart + 4)[0]
+                    if not flags & TRUN_SAMPLE_DURATION:
+                        return None  # the writer always lists durations
+                    pos = cstart + 8 + 4 * bool(flags & TRUN_DATA_OFFSET) + 4 * bool(flags & 0x4)
+                    step = 4 * sum(
+                        bool(flags & f)
+                        for f in (
+                            TRUN_SAMPLE_DURATION,
+                            TRUN_SAMPLE_SIZE,
+                            TRUN_SAMPLE_FLAGS,
+                            TRUN_SAMPLE_CTO,
+                        )
+                    )
+                    if pos + count * step > cend:
+                        return None
+                    durations += sum(
+                        struct.unpack_from(">I", data, pos + i * step)[0] for i in range(count)
+                    )
+            if found and base is not None:
+                first = base if first is None else first
+                total += durations
+    return None if first is None else (first, total)
 
 
 fragment = fragment_py

@@ -3,21 +3,45 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
+from typing import Protocol
 
 from aiohttp import web
 
 from packager import access
 from packager.blocking import BadReloadRequest, parse_reload
 from packager.live import LivePackage
+from packager.posters import PosterCache
 from packager.rendition import RenditionOutput
+from packager.stores import RecordingStore, StoreUnavailable
+from packager.tags import Tag
+from packager.vod import Manifest, render_vod_media_playlist, render_vod_multivariant_playlist
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 PackageLookup = Callable[[str], LivePackage | None]
 LOOKUP_KEY: web.AppKey[PackageLookup] = web.AppKey("hls_packages")
 SECRET_KEY: web.AppKey[str] = web.AppKey("hls_playback_secret")
+POSTERS_KEY = web.AppKey("hls_posters", PosterCache)
+
+
+class ThumbnailSource(Protocol):
+    """Where tag thumbnails come from (``shopcast.thumbnails.Thumbnails``)."""
+
+    async def get(self, stream_id: str, tag_id: str) -> bytes | None:
+        """JPEG of the tag's frame, or None when there is no such tag or no media holds it."""
+
+    async def recording_poster(self, recording_id: str) -> bytes | None:
+        """JPEG of a recording's cover frame, or None when there is no such recording."""
+
+
+THUMBNAILS_KEY: web.AppKey[ThumbnailSource] = web.AppKey("hls_thumbnails")
+#: Tag ids as the tag service makes them (bounded before any lookup).
+_TAG_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CORS = {
     "Access-Control-Allow-Origin": "*",
     # hls.js reads Age to correct its latency estimate (LLHLS_RULES "Caching").
@@ -145,6 +169,74 @@ async def media_file(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def poster(request: web.Request) -> web.StreamResponse:
+    """The latest keyframe of the top rung as a JPEG (decoded once per segment)."""
+    if (denied := _denied(request)) is not None:
+        return denied
+    stream_id = request.match_info["stream"]
+    package = _package(request)
+    posters = request.app[POSTERS_KEY]
+    if package is None or package.ended:
+        posters.forget(stream_id)
+        return _error(404, "the stream is not live")
+    jpeg = await posters.get(stream_id, package)
+    if jpeg is None:
+        return _error(404, "no keyframe yet", package.config.target_duration)
+    # A new poster comes with every segment: cached for half a target duration, like playlists.
+    return web.Response(
+        body=jpeg,
+        content_type="image/jpeg",
+        headers={**CORS, "Cache-Control": _cache(Fraction(package.config.target_duration, 2))},
+    )
+
+
+async def tag_thumbnail(request: web.Request) -> web.StreamResponse:
+    """JPEG of a tag's frame (``thumbnail_url`` of every tag)."""
+    if (denied := _denied(request)) is not None:
+        return denied
+    tag_id = request.match_info["tag"]
+    if not _TAG_ID.match(tag_id):
+        return _error(404, "no such tag")
+    try:
+        jpeg = await request.app[THUMBNAILS_KEY].get(request.match_info["stream"], tag_id)
+    except StoreUnavailable as exc:
+        return _error(503, f"the recordings store is unavailable: {exc}")
+    if jpeg is None:
+        return _error(404, "no such tag, or its frame is no longer held")
+    return web.Response(
+        body=jpeg,
+        content_type="image/jpeg",
+        headers={**CORS, "Cache-Control": _cache(24 * 3600)},  # a tag's frame never changes
+    )
+
+
+async def recording_poster(request: web.Request) -> web.StreamResponse:
+    """JPEG cover of a recording (its first product moment)."""
+    if (denied := _denied(request)) is not None:
+        return denied
+    try:
+        jpeg = await request.app[THUMBNAILS_KEY].recording_poster(request.match_info["recording"])
+    except StoreUnavailable as exc:
+        return _error(503, f"the recordings store is unavailable: {exc}")
+    if jpeg is None:
+        return _error(404, "no such recording")
+    return web.Response(
+        body=jpeg, content_type="image/jpeg", headers={**CORS, "Cache-Control": _cache(3600)}
+    )
+
+
+def add_picture_routes(app: web.Application, source: ThumbnailSource) -> None:
+    """Mount ``/hls/<stream_id>/tags/<tag_id>.jpg`` and ``/vod/<recording_id>/poster.jpg``
+    (before :func:`add_hls_routes`, whose rendition route would take the first otherwise)."""
+    app[THUMBNAILS_KEY] = source
+    for path, handler in (
+        ("/hls/{stream}/tags/{tag}.jpg", tag_thumbnail),
+        ("/vod/{recording}/poster.jpg", recording_poster),
+    ):
+        app.router.add_get(path, handler)
+        app.router.add_route("OPTIONS", path, preflight)
+
+
 async def preflight(request: web.Request) -> web.Response:
     return web.Response(
         status=204,
@@ -161,10 +253,141 @@ def add_hls_routes(app: web.Application, lookup: PackageLookup, playback_secret:
     """Mount the origin's ``/hls`` routes on ``app``; a secret makes playback need tokens."""
     app[LOOKUP_KEY] = lookup
     app[SECRET_KEY] = playback_secret
+    app[POSTERS_KEY] = PosterCache()
     for path, handler in (
         ("/hls/{stream}/master.m3u8", multivariant),
+        ("/hls/{stream}/poster.jpg", poster),
         ("/hls/{stream}/{rendition}/index.m3u8", media_playlist),
         ("/hls/{stream}/{rendition}/{file}", media_file),
+    ):
+        app.router.add_get(path, handler)
+        app.router.add_route("OPTIONS", path, preflight)
+
+
+# -- /vod: recordings ----------------------------------------------------------------------
+#: A recorded file: the init segment or a segment by its media sequence number.
+_VOD_FILE = re.compile(r"^(init\.mp4|\d{1,19}\.m4s)$")
+#: Recorded segments never change; a year (RFC 8246 immutable) lets every cache keep them.
+VOD_MEDIA_CACHE = "public, max-age=31536000, immutable"
+#: A finished recording's playlists change only if it is deleted.
+VOD_READY_PLAYLIST_SECONDS = 24 * 3600
+#: Rendered VOD playlists kept (a 2-hour show's is ~250 kB and takes ~20 ms to render).
+VOD_PLAYLIST_CACHE = 64
+#: Playlists with more segments than this render on a worker thread, not on the loop.
+VOD_RENDER_INLINE = 300
+
+
+@dataclass(frozen=True)
+class VodRecording:
+    """What ``/vod/<id>/…`` serves: the manifest, the show's tags, whether it has ended."""
+
+    manifest: Manifest
+    tags: list[Tag]
+    ended: bool
+
+
+class VodSource(Protocol):
+    async def vod(self, recording_id: str) -> VodRecording | None:
+        """The recording, or None when there is no such (playable) recording."""
+
+
+VOD_SOURCE_KEY: web.AppKey[VodSource] = web.AppKey("vod_source")
+VOD_STORE_KEY: web.AppKey[RecordingStore] = web.AppKey("vod_store")
+VodCache = collections.OrderedDict[tuple[object, ...], str]
+VOD_CACHE_KEY: web.AppKey[VodCache] = web.AppKey("vod_playlists")
+
+
+def _vod_playlist(request: web.Request, rec: VodRecording, text: str) -> web.Response:
+    td = rec.manifest.target_duration
+    # S Appendix B: a growing (EVENT) playlist half a target duration, like live.
+    seconds = VOD_READY_PLAYLIST_SECONDS if rec.ended else Fraction(td, 2)
+    resp = web.Response(
+        text=_playlist(request, text),
+        content_type=PLAYLIST_TYPE,
+        headers={**CORS, "Cache-Control": _cache(seconds)},
+    )
+    resp.enable_compression()
+    return resp
+
+
+async def _vod(request: web.Request) -> VodRecording | web.Response:
+    if (denied := _denied(request)) is not None:
+        return denied
+    try:
+        rec = await request.app[VOD_SOURCE_KEY].vod(request.match_info["recording"])
+    except StoreUnavailable as exc:
+        return _error(503, f"the recordings store is unavailable: {exc}")
+    return _error(404, "no such recording") if rec is None else rec
+
+
+async def vod_multivariant(request: web.Request) -> web.StreamResponse:
+    rec = await _vod(request)
+    if isinstance(rec, web.Response):
+        return rec
+    return _vod_playlist(request, rec, render_vod_multivariant_playlist(rec.manifest))
+
+
+async def vod_media_playlist(request: web.Request) -> web.StreamResponse:
+    rec = await _vod(request)
+    if isinstance(rec, web.Response):
+        return rec
+    rendition = rec.manifest.rendition(request.match_info["rendition"])
+    if rendition is None:
+        return _error(404, "no such rendition")
+    cache = request.app[VOD_CACHE_KEY]
+    key = (
+        rec.manifest.id,
+        rendition.name,
+        rec.ended,
+        len(rendition.segments),
+        tuple(t.id for t in rec.tags),
+    )
+    text = cache.get(key)
+    if text is None:
+        render = (rec.manifest, rendition, rec.tags)
+        if len(rendition.segments) > VOD_RENDER_INLINE:
+            text = await asyncio.to_thread(render_vod_media_playlist, *render, ended=rec.ended)
+        else:
+            text = render_vod_media_playlist(*render, ended=rec.ended)
+        cache[key] = text
+        if len(cache) > VOD_PLAYLIST_CACHE:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end(key)
+    return _vod_playlist(request, rec, text)
+
+
+async def vod_file(request: web.Request) -> web.StreamResponse:
+    rec = await _vod(request)
+    if isinstance(rec, web.Response):
+        return rec
+    rendition = rec.manifest.rendition(request.match_info["rendition"])
+    name = request.match_info["file"]
+    if rendition is None or not _VOD_FILE.match(name):
+        return _error(404, "no such rendition or file")
+    # The key comes from the manifest's own names; the request only picked among them.
+    try:
+        data = await request.app[VOD_STORE_KEY].get(f"{rec.manifest.id}/{rendition.name}/{name}")
+    except StoreUnavailable as exc:
+        return _error(503, f"the recordings store is unavailable: {exc}")
+    if data is None:
+        return _error(404, "no such segment")
+    return web.Response(
+        body=data,
+        content_type="video/mp4" if name.endswith(".mp4") else "video/iso.segment",
+        headers={**CORS, "Cache-Control": VOD_MEDIA_CACHE},
+    )
+
+
+def add_vod_routes(app: web.Application, source: VodSource, store: RecordingStore) -> None:
+    """Mount ``/vod/<recording_id>/…`` (after :func:`add_hls_routes`: same playback secret)."""
+    app[VOD_SOURCE_KEY] = source
+    app[VOD_STORE_KEY] = store
+    app[VOD_CACHE_KEY] = collections.OrderedDict()
+    for path, handler in (
+        ("/vod/{recording}/master.m3u8", vod_multivariant),
+        ("/vod/{recording}/{rendition}/index.m3u8", vod_media_playlist),
+        ("/vod/{recording}/{rendition}/{file}", vod_file),
     ):
         app.router.add_get(path, handler)
         app.router.add_route("OPTIONS", path, preflight)

@@ -13,8 +13,11 @@ from aiohttp import web
 
 from ingest.sessions import LiveStreams, PublishSession
 from packager import access
+from packager.stores import StoreUnavailable
+from shopcast.clips import CLIPS_KEY, ClipRefused
 from shopcast.pipeline import Pipelines
-from shopcast.store import Store, StoreError, StreamRecord
+from shopcast.recordings import Recordings
+from shopcast.store import Store, StoreError, StreamRecord, TagRecord
 from shopcast.tags import TagError, TagService, tag_json
 from transcode.policy import LadderConfigError, VerticalMode
 
@@ -26,6 +29,7 @@ TAGS_KEY = web.AppKey("tags", TagService)
 UrlMaker = Callable[[str, str], dict[str, str]]
 PIPELINES_KEY = web.AppKey("pipelines", Pipelines)
 URLS_KEY: web.AppKey[UrlMaker] = web.AppKey("urls")
+RECORDINGS_KEY = web.AppKey("recordings", Recordings)
 
 
 class EdgeViewers:
@@ -87,7 +91,7 @@ async def api_auth(request: web.Request, handler: Handler) -> web.StreamResponse
             )
     try:
         return await handler(request)
-    except (ApiError, TagError) as exc:
+    except (ApiError, TagError, ClipRefused) as exc:
         return json_error(exc.status, exc.code, exc.message)
     except web.HTTPException as exc:
         if exc.status >= 400 and request.path.startswith("/api/"):
@@ -168,6 +172,7 @@ def _status(request: web.Request, record: StreamRecord) -> dict[str, Any]:
     out["renditions"] = _renditions(request, record.id)
     out["viewers"] = request.app[VIEWERS_KEY].get(record.id, 0)
     out["playback_url"] = request.app[URLS_KEY](record.id, "")["playback_url"]
+    out["record"] = record.record
     return out
 
 
@@ -221,6 +226,52 @@ async def delete_stream(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def update_stream(request: web.Request) -> web.Response:
+    """Change a stream's settings: ``{"record": bool}`` (applies from its next show on)."""
+    record = _record(request)
+    body = await _json_body(request)
+    if (
+        not isinstance(body, dict)
+        or set(body) != {"record"}
+        or not isinstance(body["record"], bool)
+    ):
+        raise ApiError(422, "invalid", 'the body must be {"record": true|false}')
+    request.app[STORE_KEY].set_record(record.id, body["record"])
+    return web.json_response(_status(request, _record(request)))
+
+
+async def list_recordings(request: web.Request) -> web.Response:
+    record = _record(request)
+    recordings = request.app[RECORDINGS_KEY]
+    rows = request.app[STORE_KEY].list_recordings(record.id)
+    return web.json_response({"recordings": [await recordings.describe(r) for r in rows]})
+
+
+def _recording(request: web.Request) -> Any:
+    row = request.app[RECORDINGS_KEY].get(request.match_info["rid"])
+    if row is None:
+        raise ApiError(404, "not_found", "no such recording")
+    return row
+
+
+async def get_recording(request: web.Request) -> web.Response:
+    row = _recording(request)
+    return web.json_response(await request.app[RECORDINGS_KEY].describe(row))
+
+
+async def delete_recording(request: web.Request) -> web.Response:
+    """Remove a recording's files/objects and its row (not while it still records)."""
+    row = _recording(request)
+    recordings = request.app[RECORDINGS_KEY]
+    if row.id in recordings.recorder.active:
+        raise ApiError(409, "recording", "the recording is in progress; end the show first")
+    try:
+        await recordings.delete(row.id)
+    except StoreUnavailable as exc:
+        raise ApiError(503, "store_unavailable", str(exc)) from exc
+    return web.Response(status=204)
+
+
 async def rotate_key(request: web.Request) -> web.Response:
     """A new key at once; the old one is refused from now on (a live publisher stays on)."""
     record = _record(request)
@@ -266,15 +317,38 @@ async def _json_body(request: web.Request) -> Any:
         raise ApiError(400, "bad_json", f"the body is not JSON: {exc}") from exc
 
 
+def origin_url(request: web.Request, path: str) -> str:
+    """``path`` on this origin as clients reach it (the host of every other URL we hand out)."""
+    playback = request.app[URLS_KEY]("", "")["playback_url"]
+    return playback.partition("/hls/")[0] + path
+
+
+def _tag_out(request: web.Request, rec: TagRecord) -> dict[str, Any]:
+    out = tag_json(rec)
+    out["thumbnail_url"] = origin_url(request, f"/hls/{rec.stream_id}/tags/{rec.id}.jpg")
+    return out
+
+
 async def create_tag(request: web.Request) -> web.Response:
     body = await _json_body(request)
     rec = request.app[TAGS_KEY].create(request.match_info["id"], body)
-    return web.json_response(tag_json(rec), status=201)
+    return web.json_response(_tag_out(request, rec), status=201)
 
 
 async def list_tags(request: web.Request) -> web.Response:
     records = request.app[TAGS_KEY].list(request.match_info["id"])
-    return web.json_response({"tags": [tag_json(r) for r in records]})
+    return web.json_response({"tags": [_tag_out(request, r) for r in records]})
+
+
+async def create_clip(request: web.Request) -> web.Response:
+    """Cut a clip of a recording: ``{"tag_id"}`` or ``{"start", "end"}`` (+ ``max_duration``)."""
+    body = await _json_body(request)
+    try:
+        clip = await request.app[CLIPS_KEY].create(request.match_info["rid"], body)
+    except StoreUnavailable as exc:
+        raise ApiError(503, "store_unavailable", str(exc)) from exc
+    clip["url"] = origin_url(request, clip["url"])
+    return web.json_response(clip, status=201)
 
 
 async def playback_token(request: web.Request) -> web.Response:
@@ -353,6 +427,7 @@ def make_app(
     pipelines: Pipelines,
     urls: UrlMaker,
     playback: tuple[str, int] = ("", 3600),
+    recordings: Recordings | None = None,
 ) -> web.Application:
     """The origin's aiohttp application with the control API mounted."""
     app = web.Application(middlewares=[api_auth], client_max_size=64 * 1024)
@@ -364,6 +439,13 @@ def make_app(
     app[URLS_KEY] = urls
     app[VIEWERS_KEY] = EdgeViewers()
     app[PLAYBACK_KEY] = playback
+    if recordings is not None:
+        app[RECORDINGS_KEY] = recordings
+        app.router.add_patch("/api/v1/streams/{id}", update_stream)
+        app.router.add_get("/api/v1/streams/{id}/recordings", list_recordings)
+        app.router.add_get("/api/v1/recordings/{rid}", get_recording)
+        app.router.add_delete("/api/v1/recordings/{rid}", delete_recording)
+        app.router.add_post("/api/v1/recordings/{rid}/clips", create_clip)
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_post("/api/v1/streams", create_stream)
     app.router.add_get("/api/v1/streams", list_streams)

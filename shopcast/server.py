@@ -17,14 +17,19 @@ from ingest.sessions import LiveStreams
 from ingest.srt.server import SrtServer, SrtSettings, SrtUnavailable
 from ingest.whip.endpoint import WhipEndpoint
 from ingest.whip.session import WhipSettings
-from packager.origin import add_hls_routes
+from packager import access
+from packager.origin import add_hls_routes, add_picture_routes, add_vod_routes
+from packager.stores import open_store
 from shopcast.api import make_app
+from shopcast.clips import ClipService, add_clip_routes
 from shopcast.config import Config
 from shopcast.hooks import PublishHook, TagWebhooks, Webhooks
 from shopcast.metrics import ShopcastMetrics, add_metrics_route
 from shopcast.pipeline import Pipelines, packager_config
+from shopcast.recordings import Recordings
 from shopcast.store import Store, new_secret
 from shopcast.tags import TagService, tag_json
+from shopcast.thumbnails import Thumbnails
 from shopcast.web import add_web_routes
 
 log = logging.getLogger(__name__)
@@ -112,6 +117,11 @@ class ShopcastServer:
                 },
             )
         )
+        self.recordings = Recordings(
+            config.record, self.store, open_store(config.record), self.webhooks, self.vod_url
+        )
+        self.pipelines.recordings = self.recordings
+        self.metrics.watch_recorder(self.recordings.recorder)
         self.tags = TagService(
             self.store,
             self.streams,
@@ -126,8 +136,13 @@ class ShopcastServer:
             self.pipelines,
             self.urls,
             playback=(config.playback.secret, config.playback.token_ttl),
+            recordings=self.recordings,
         )
+        self.thumbnails = Thumbnails(self.store, self.pipelines, self.recordings)
+        add_picture_routes(self.app, self.thumbnails)
         add_hls_routes(self.app, self.pipelines.package, config.playback.secret)
+        add_vod_routes(self.app, self.recordings, self.recordings.media)
+        add_clip_routes(self.app, ClipService(self.recordings))
         add_web_routes(self.app)
         add_metrics_route(self.app, self.metrics)
         self.whip = WhipEndpoint(
@@ -170,12 +185,14 @@ class ShopcastServer:
 
     async def start(self) -> None:
         srv = self.config.server
+        await self.recordings.start()
         await self.rtmp.start(srv.rtmp_host, srv.rtmp_port)
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, srv.http_host, srv.http_port)
         await site.start()
         self.http_port = int(self._runner.addresses[0][1])
+        self.recordings.serve()
         log.info("HTTP listening on %s:%d", srv.http_host, self.http_port)
         if self.config.srt.enabled:
             try:
@@ -193,6 +210,16 @@ class ShopcastServer:
             "playback_url": f"http://{host}:{self.http_port}/hls/{stream_id}/master.m3u8",
         }
 
+    def vod_url(self, recording_id: str) -> str:
+        """A recording's playback URL (signed when playback needs tokens)."""
+        host = self.config.server.public_host
+        url = f"http://{host}:{self.http_port}/vod/{recording_id}/master.m3u8"
+        secret, ttl = self.config.playback.secret, self.config.playback.token_ttl
+        if secret:
+            token = access.mint(secret, recording_id, int(time.time()) + ttl, scope="vod")
+            url += f"?{access.TOKEN_PARAM}={token}"
+        return url
+
     def _srt_url(self, host: str, stream_id: str, stream_key: str) -> dict[str, str]:
         if not self.srt_available:
             return {}
@@ -207,6 +234,7 @@ class ShopcastServer:
         await self.srt.close("server shutting down")
         await self.whip.close("server shutting down")
         await self.pipelines.close()
+        await self.recordings.close()
         await self.webhooks.close()
         if self.publish_hook is not None:
             await self.publish_hook.close()

@@ -12,10 +12,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from benchmarks.harness.whip_client import fetch_and_decode
 from ingest.media import MediaKind
 from ingest.srt.server import UNAVAILABLE
 from shopcast.server import ShopcastServer
-from tests.ingest.whip.client import fetch_and_decode
 
 from .conftest import API_TOKEN, FFMPEG, Origin, make_config, requires_ffmpeg, run_ffmpeg
 

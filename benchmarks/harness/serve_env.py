@@ -53,6 +53,7 @@ def serve_env(store_dir: Path, **overrides: str) -> ServeEnv:
         SHOPCAST_SRT_HOST="127.0.0.1",
         SHOPCAST_SRT_PORT=str(srt_port),
         SHOPCAST_STORE_PATH=str(store_dir / "store.sqlite3"),
+        SHOPCAST_RECORD_PATH=str(store_dir / "recordings"),
     )
     env.pop("SHOPCAST_API_TOKENS", None)
     env.update(overrides)
