@@ -16,7 +16,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ingest.media import MediaKind, MediaUnit
 from ingest.mpegts import (
@@ -42,6 +42,9 @@ except ImportError as exc:  # built without libsrt's headers
     )
 else:
     UNAVAILABLE = None
+
+if TYPE_CHECKING:
+    from native.libsrt import SrtPoller, SrtSocket
 
 log = logging.getLogger(__name__)
 _ids = itertools.count(1)
@@ -116,7 +119,7 @@ class SrtPublisher:
 
     protocol = "srt"
 
-    def __init__(self, server: SrtServer, sock: Any, peer: str) -> None:
+    def __init__(self, server: SrtServer, sock: SrtSocket, peer: str) -> None:
         self.server = server
         self.sock = sock
         self.peer = peer
@@ -129,6 +132,7 @@ class SrtPublisher:
         self._pending_bytes = 0
         self._admitting: asyncio.Future[None] | None = None
         self._gate = StartGate()
+        self._damage = 0
 
     # --- start -----------------------------------------------------------------------------
 
@@ -214,7 +218,10 @@ class SrtPublisher:
                     ", ".join(f"{s.codec} on PID {s.pid}" for s in event.streams),
                 )
             elif isinstance(event, Resynced | DataDiscarded):
-                self.log.info("MPEG-TS damage: %s", event)
+                self._damage += 1
+                # A lossy link can make many: the first few, then every hundredth, are logged.
+                if self._damage <= 5 or self._damage % 100 == 0:
+                    self.log.info("MPEG-TS damage #%d: %s", self._damage, event)
             elif isinstance(event, StreamEnded):
                 self._write(self._gate.release())
                 return
@@ -272,8 +279,8 @@ class SrtServer:
         self.streams = streams
         self.settings = settings
         self.publishers: dict[int, SrtPublisher] = {}
-        self._listener: Any = None
-        self._poller: Any = None
+        self._listener: SrtSocket | None = None
+        self._poller: SrtPoller | None = None
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="srt-poll")
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -291,21 +298,21 @@ class SrtServer:
             raise SrtUnavailable(f"SRT listener on {host}:{port} failed: {exc}") from exc
         self._poller = libsrt.SrtPoller()
         self._poller.add(self._listener)
-        self._task = asyncio.create_task(self._run(), name="srt-poll")
+        self._task = asyncio.create_task(self._run(self._listener, self._poller), name="srt-poll")
         log.info("SRT listening on %s:%d (latency %d ms)", host, self.port, s.latency_ms)
 
     @property
     def port(self) -> int:
         return int(self._listener.local_port) if self._listener is not None else 0
 
-    async def _run(self) -> None:
+    async def _run(self, listener: SrtSocket, poller: SrtPoller) -> None:
         loop = asyncio.get_running_loop()
         next_check = time.monotonic() + 1
         while not self._closing:
-            ready = await loop.run_in_executor(self._thread, self._poller.wait, _POLL_MS)
+            ready = await loop.run_in_executor(self._thread, poller.wait, _POLL_MS)
             for fd, events in ready:
-                if fd == self._listener.fd:
-                    self._accept()
+                if fd == listener.fd:
+                    self._accept(listener, poller)
                 elif (publisher := self.publishers.get(fd)) is not None:
                     if events & libsrt.EPOLL_IN:
                         publisher.readable()
@@ -315,10 +322,10 @@ class SrtServer:
                 next_check = time.monotonic() + 1
                 self._check_idle()
 
-    def _accept(self) -> None:
+    def _accept(self, listener: SrtSocket, poller: SrtPoller) -> None:
         # One per epoll event (level-triggered: more pending callers report again); a second
         # srt_accept with nothing pending would only make libsrt log an error.
-        accepted = self._listener.accept()
+        accepted = listener.accept()
         if accepted is not None:
             sock, peer = accepted
             if len(self.publishers) >= self.settings.max_sessions:
@@ -327,7 +334,7 @@ class SrtServer:
                 return
             publisher = SrtPublisher(self, sock, peer)
             self.publishers[sock.fd] = publisher
-            self._poller.add(sock)
+            poller.add(sock)
             publisher.start()
             if not publisher.closed:
                 publisher.readable()  # data that came with the connection
@@ -342,7 +349,8 @@ class SrtServer:
     def forget(self, publisher: SrtPublisher) -> None:
         if self.publishers.get(publisher.sock.fd) is publisher:
             del self.publishers[publisher.sock.fd]
-            self._poller.remove(publisher.sock.fd)
+            if self._poller is not None:
+                self._poller.remove(publisher.sock.fd)
 
     async def close(self, reason: str = "server shutting down") -> None:
         """Stop listening and disconnect every caller."""
