@@ -185,3 +185,27 @@ async def test_admission_hook_refuses_then_admits_without_losing_the_start(
     units = await origin.captures[0].drain()
     assert asked == ["srt", "srt"]
     assert sorted(map(fields, units), key=repr) == sorted(demuxed(data), key=repr)
+
+
+async def test_stalled_caller_is_dropped(tmp_path: Path) -> None:
+    """An SRT caller that connects and then sends nothing holds no session for long."""
+    server = ShopcastServer(make_config(tmp_path, idle_timeout=1.0))
+    await server.start()
+    origin = Origin(server)
+    assert SLT is not None
+    url = srt_url(origin, f"publish:{origin.key()}")
+    proc = await asyncio.create_subprocess_exec(
+        *(SLT, "-q", "-a:no", "-t:20", "file://con", url),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await until(lambda: "demo" in server.streams.sessions, 10)
+        await until(lambda: "demo" not in server.streams.sessions, 5)
+        assert server.streams.states["demo"].last_error == "no data for 1 s"
+        assert not server.srt.publishers
+    finally:
+        proc.kill()
+        await proc.wait()
+        await server.close()
