@@ -1,5 +1,7 @@
 """Types of the libsrt binding (``native/libsrt.pyx``)."""
 
+from collections.abc import Callable
+
 EASYNCRCV: int
 EPOLL_IN: int
 EPOLL_ERR: int
@@ -22,7 +24,9 @@ class SrtSocket:
         pbkeylen: int = 0,
         backlog: int = 16,
         peer_idle_ms: int = 5000,
+        check: Callable[[bytes, str], int] | None = None,
     ) -> SrtSocket: ...
+    def set_listen_check(self, check: Callable[[bytes, str], int]) -> None: ...
     def get_int(self, name: str) -> int: ...
     @property
     def stream_id(self) -> bytes: ...

@@ -80,6 +80,10 @@ cdef extern from "srt/srt.h" nogil:
     int srt_epoll_uwait(int eid, SRT_EPOLL_EVENT* fdsSet, int fdsSize, int64_t msTimeOut)
     int srt_epoll_release(int eid)
     void srt_setloglevel(int ll)
+    ctypedef int srt_listen_callback_fn(void* opaq, SRTSOCKET ns, int hsversion,
+                                        const sockaddr* peeraddr, const char* streamid)
+    int srt_listen_callback(SRTSOCKET lsn, srt_listen_callback_fn* hook_fn, void* hook_opaque)
+    int srt_setrejectreason(SRTSOCKET sock, int value)
 
 
 #: libsrt's own error codes a caller may want to tell apart.
@@ -128,11 +132,29 @@ cdef str _address(sockaddr_storage* storage):
     return f"{text.decode()}:{ntohs(sin.sin_port)}"
 
 
+cdef int _listen_hook(void* opaq, SRTSOCKET ns, int hsversion, const sockaddr* peeraddr,
+                      const char* streamid) noexcept with gil:
+    # libsrt's thread, during the handshake: the check returns 0 (accept) or a reject code.
+    cdef int code
+    raw = b"" if streamid == NULL else <bytes>streamid
+    try:
+        peer = "?" if peeraddr == NULL else _address(<sockaddr_storage*>peeraddr)
+        code = (<object>opaq)(raw, peer)
+    except BaseException:
+        code = 1400  # SRT_REJX_BAD_REQUEST: never let an exception escape into libsrt
+    if code:
+        srt_setrejectreason(ns, code)
+        return -1
+    return 0
+
+
+
 cdef class SrtSocket:
     """One SRT socket (a listener or an accepted connection); non-blocking once set up."""
 
     cdef readonly int fd
     cdef bytearray _buffer
+    cdef object _check
 
     def __cinit__(self, int fd=-1):
         self.fd = fd
@@ -140,8 +162,9 @@ cdef class SrtSocket:
 
     @staticmethod
     def listener(str host, int port, *, int latency_ms=120, str passphrase="", int pbkeylen=0,
-                 int backlog=16, int peer_idle_ms=5000):
-        """A bound, listening socket; options set here are inherited by accepted sockets."""
+                 int backlog=16, int peer_idle_ms=5000, check=None):
+        """A bound, listening socket; options set here are inherited by accepted sockets.
+        ``check``: see :meth:`set_listen_check` (installed before listening starts)."""
         startup()
         cdef SRTSOCKET fd = srt_create_socket()
         if fd == SRT_INVALID_SOCK:
@@ -156,6 +179,8 @@ cdef class SrtSocket:
                 if pbkeylen:
                     sock._set_int(SRTO_PBKEYLEN, pbkeylen)
             sock._bind(host, port)
+            if check is not None:
+                sock.set_listen_check(check)
             if srt_listen(fd, backlog) == SRT_ERROR:
                 _raise("srt_listen")
         except BaseException:
@@ -180,6 +205,14 @@ cdef class SrtSocket:
             raise ValueError(f"SRT listens on IPv4 addresses, not {host!r}")
         if srt_bind(self.fd, <sockaddr*>&sin, sizeof(sin)) == SRT_ERROR:
             _raise(f"srt_bind({host}:{port})")
+
+    def set_listen_check(self, check):
+        """Call ``check(stream_id: bytes, peer: str) -> int`` during each caller's handshake,
+        on libsrt's thread (with the GIL): 0 accepts, else the caller is rejected with that code
+        (``SRT_REJX_*``, e.g. 1401 unauthorized) and never reaches ``accept``."""
+        self._check = check  # kept alive as long as the listener
+        if srt_listen_callback(self.fd, _listen_hook, <void*>check) == SRT_ERROR:
+            _raise("srt_listen_callback")
 
     def get_int(self, str name):
         """An integer option by name: ``latency``, ``pbkeylen``, ``peer_idle_ms``, ``rcvsyn``."""

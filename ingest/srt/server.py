@@ -4,6 +4,9 @@ libsrt's sockets are not OS file descriptors, so asyncio cannot watch them. libs
 is driven from the event loop instead: ``SrtPoller.wait`` (GIL released) runs on one dedicated
 thread, and everything else — accept, non-blocking receive, close, the demuxer, the sessions —
 runs on the loop. One thread serves every SRT socket, and no socket is touched from two threads.
+The one exception is read-only: libsrt's listen callback checks the stream id, key, capacity and
+duplicate policy during the handshake (on libsrt's thread), so a refused caller is told
+``rejected`` with an SRT code; the loop re-checks at accept and runs the async admission hook.
 """
 
 from __future__ import annotations
@@ -50,6 +53,11 @@ log = logging.getLogger(__name__)
 _ids = itertools.count(1)
 _POLL_MS = 50
 _KINDS = {"h264": MediaKind.VIDEO, "hevc": MediaKind.VIDEO, "aac": MediaKind.AUDIO}
+#: SRT access-control reject codes (libsrt's access_control.h) a caller is told.
+REJECT_BAD_REQUEST = 1400
+REJECT_UNAUTHORIZED = 1401
+REJECT_OVERLOAD = 1402
+REJECT_CONFLICT = 1409
 #: Bytes a caller may send while the on_publish hook decides (a few seconds of video).
 MAX_PENDING = 4 << 20
 
@@ -284,6 +292,7 @@ class SrtServer:
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="srt-poll")
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self.handshake_refusals = 0
 
     async def start(self, host: str, port: int) -> None:
         """Listen on UDP ``host:port``; :class:`SrtUnavailable` if libsrt is missing or fails."""
@@ -292,7 +301,12 @@ class SrtServer:
         s = self.settings
         try:
             self._listener = libsrt.SrtSocket.listener(
-                host, port, latency_ms=s.latency_ms, passphrase=s.passphrase, pbkeylen=s.pbkeylen
+                host,
+                port,
+                latency_ms=s.latency_ms,
+                passphrase=s.passphrase,
+                pbkeylen=s.pbkeylen,
+                check=self._handshake_check,
             )
         except (libsrt.SrtError, ValueError) as exc:
             raise SrtUnavailable(f"SRT listener on {host}:{port} failed: {exc}") from exc
@@ -321,6 +335,30 @@ class SrtServer:
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + 1
                 self._check_idle()
+
+    def _handshake_check(self, raw: bytes, peer: str) -> int:
+        """Refuse during the handshake what can be refused without the event loop (a malformed
+        stream id, a wrong key, a full house), so the caller is told ``rejected`` with a code
+        instead of seeing its connection drop. Runs on libsrt's thread: it only reads."""
+        try:
+            request = parse_stream_id(raw)
+            stream_id = self.streams.resolve(request.key)
+        except StreamIdError as exc:
+            return self._reject(peer, REJECT_BAD_REQUEST, str(exc))
+        except PublishRefused as exc:
+            return self._reject(peer, REJECT_UNAUTHORIZED, exc.detail)
+        if request.stream_id is not None and request.stream_id != stream_id:
+            return self._reject(peer, REJECT_UNAUTHORIZED, "the stream key is not that stream's")
+        if len(self.publishers) >= self.settings.max_sessions:
+            return self._reject(peer, REJECT_OVERLOAD, "max_sessions reached")
+        if self.streams.on_duplicate == "reject" and stream_id in self.streams.sessions:
+            return self._reject(peer, REJECT_CONFLICT, f"stream {stream_id} is live already")
+        return 0
+
+    def _reject(self, peer: str, code: int, reason: str) -> int:
+        self.handshake_refusals += 1
+        log.warning("SRT caller %s refused in the handshake (%d): %s", peer, code, reason)
+        return code
 
     def _accept(self, listener: SrtSocket, poller: SrtPoller) -> None:
         # One per epoll event (level-triggered: more pending callers report again); a second

@@ -9,8 +9,9 @@ Accepted forms (the SRT access-control syntax, and what phone apps and encoders 
 
 The stream key travels in the stream id, not as the SRT passphrase: it is the same secret RTMP
 and WHIP use (one resolve path, rotation through the API), and a wrong key is then refused by
-name instead of failing the encryption handshake like a mistyped passphrase. The passphrase,
-when configured, only encrypts the transport.
+name (SRT reject code 1401 in the handshake) instead of failing the encryption handshake like a
+mistyped passphrase. The passphrase, when configured, only encrypts the transport. The stream
+id is not encrypted by SRT (nor is an RTMP URL): use the passphrase on untrusted networks.
 """
 
 from __future__ import annotations

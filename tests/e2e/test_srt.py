@@ -102,9 +102,10 @@ async def test_srt_publish_goes_live(srt_origin: Origin, codec: str, form: str) 
 async def test_srt_wrong_key_refused(srt_origin: Origin) -> None:
     origin = srt_origin
     url = srt_url(origin, "#!::r=demo,m=publish,k=not-the-key")
-    code, _ = await run_ffmpeg(ffmpeg_srt_args(url, seconds=3))
-    assert code != 0
+    code, err = await run_ffmpeg(ffmpeg_srt_args(url, seconds=3))
+    assert code != 0 and "Connection to srt://" in err and "failed" in err, err
     assert not origin.captures and not origin.server.streams.sessions
+    assert origin.server.srt.handshake_refusals == 1  # rejected before any accept
     assert not origin.server.srt.publishers
 
 

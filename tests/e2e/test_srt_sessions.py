@@ -21,7 +21,15 @@ from ingest.sessions import Publisher
 from ingest.srt.server import UNAVAILABLE
 from shopcast.server import ShopcastServer
 
-from .conftest import API_TOKEN, Origin, make_config, requires_ffmpeg, run_ffmpeg, start_ffmpeg
+from .conftest import (
+    API_TOKEN,
+    Origin,
+    make_config,
+    requires_ffmpeg,
+    run_ffmpeg,
+    start_ffmpeg,
+    stop_ffmpeg,
+)
 from .test_srt import ffmpeg_srt_args, srt_url
 
 SLT = shutil.which("srt-live-transmit")
@@ -206,6 +214,24 @@ async def test_stalled_caller_is_dropped(tmp_path: Path) -> None:
         assert server.streams.states["demo"].last_error == "no data for 1 s"
         assert not server.srt.publishers
     finally:
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):  # it may have hung up already
+            proc.kill()
         await proc.wait()
+        await server.close()
+
+
+@requires_ffmpeg
+async def test_second_publisher_rejected_when_configured(tmp_path: Path) -> None:
+    server = ShopcastServer(make_config(tmp_path, on_duplicate_publisher="reject"))
+    await server.start()
+    origin = Origin(server)
+    url = srt_url(origin, f"publish:{origin.key()}")
+    first = await start_ffmpeg(ffmpeg_srt_args(url, seconds=30))
+    try:
+        await until(lambda: "demo" in server.streams.sessions, 10)
+        code, _ = await run_ffmpeg(ffmpeg_srt_args(url, seconds=2))
+        assert code != 0 and server.srt.handshake_refusals == 1
+        assert first.returncode is None and len(origin.captures) == 1
+    finally:
+        await stop_ffmpeg(first)
         await server.close()

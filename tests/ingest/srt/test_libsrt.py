@@ -126,3 +126,23 @@ def test_wait_releases_the_gil() -> None:
     poller.close()
     # with the GIL held for 400 ms this thread would barely run; it counts millions of steps
     assert counted > 100_000
+
+
+@requires_slt
+def test_listen_check_rejects_in_the_handshake() -> None:
+    seen: list[tuple[bytes, str]] = []
+
+    def check(stream_id: bytes, peer: str) -> int:
+        seen.append((stream_id, peer))
+        return 1403  # SRT_REJX_FORBIDDEN
+
+    sock = SrtSocket.listener("127.0.0.1", 0, check=check)
+    try:
+        proc = caller(sock.local_port, "streamid=publish:nope")
+        got_id, data, _ = serve(sock, 2, proc, b"x" * 1316)
+        proc.kill()
+        proc.wait()
+    finally:
+        sock.close()
+    assert got_id is None and data == b""  # never reached accept
+    assert seen and seen[0][0] == b"publish:nope" and seen[0][1].startswith("127.0.0.1:")
