@@ -326,12 +326,19 @@ class SrtServer:
             ready = await loop.run_in_executor(self._thread, poller.wait, _POLL_MS)
             for fd, events in ready:
                 if fd == listener.fd:
-                    self._accept(listener, poller)
+                    try:
+                        self._accept(listener, poller)
+                    except libsrt.SrtError as exc:  # e.g. the caller vanished meanwhile
+                        log.warning("SRT accept failed: %s", exc)
                 elif (publisher := self.publishers.get(fd)) is not None:
-                    if events & libsrt.EPOLL_IN:
-                        publisher.readable()
-                    if events & libsrt.EPOLL_ERR and not publisher.closed:
-                        publisher.lost("connection broken")
+                    try:
+                        if events & libsrt.EPOLL_IN:
+                            publisher.readable()
+                        if events & libsrt.EPOLL_ERR and not publisher.closed:
+                            publisher.lost("connection broken")
+                    except Exception as exc:  # a bug drops one caller, never the listener
+                        log.exception("SRT caller %s failed", publisher.peer)
+                        publisher.fail(f"internal error: {exc!r}")
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + 1
                 self._check_idle()
