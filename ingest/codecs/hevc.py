@@ -112,6 +112,29 @@ class HevcConfig:
             *(tuple(n for n in nals if nal_type(n) == t) for t in (NAL_VPS, NAL_SPS, NAL_PPS))
         )
 
+    @classmethod
+    def parse(cls, record: bytes) -> HevcConfig:
+        """Read an hvcC record's VPS/SPS/PPS arrays (other NAL types are skipped); bounded."""
+        if len(record) < 23 or record[0] != 1:
+            raise HevcError("hvcC shorter than 23 bytes or not configurationVersion 1")
+        sets: dict[int, list[bytes]] = {NAL_VPS: [], NAL_SPS: [], NAL_PPS: []}
+        pos = 23
+        for _ in range(record[22]):
+            if pos + 3 > len(record):
+                raise HevcError("hvcC array header truncated")
+            kind, count = record[pos] & 0x3F, int.from_bytes(record[pos + 1 : pos + 3], "big")
+            pos += 3
+            for _ in range(count):
+                if pos + 2 > len(record):
+                    raise HevcError("hvcC NAL unit length truncated")
+                size = int.from_bytes(record[pos : pos + 2], "big")
+                if pos + 2 + size > len(record):
+                    raise HevcError(f"hvcC NAL unit of {size} bytes runs past the record")
+                if kind in sets:
+                    sets[kind].append(bytes(record[pos + 2 : pos + 2 + size]))
+                pos += 2 + size
+        return cls(tuple(sets[NAL_VPS]), tuple(sets[NAL_SPS]), tuple(sets[NAL_PPS]))
+
     @property
     def codec_string(self) -> str:
         """A short RFC 6381-style ``hvc1.<profile>.L<level>`` (for display, not for HLS)."""

@@ -83,6 +83,8 @@ async def test_srt_publish_goes_live(srt_origin: Origin, codec: str, form: str) 
         assert live["ingest"]["protocol"] == "srt"
         assert live["ingest"]["video"]["codec"] == ("h264" if codec == "libx264" else "hevc")
         assert live["ingest"]["audio"]["codec"] == "aac"
+        video_status = live["ingest"]["video"]
+        assert (video_status["width"], video_status["height"]) == (180, 320)
         code, err = await publisher
         assert code == 0, err
         for _ in range(100):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ingest.codecs import (
@@ -54,3 +56,17 @@ def test_hevc_config_needs_all_parameter_sets() -> None:
         HevcConfig((b"\x40\x01",), (), (b"\x44\x01",))
     with pytest.raises(HevcError, match="not an HEVC SPS"):
         HevcConfig((b"\x40\x01",), (b"\x42\x01\x01",), (b"\x44\x01",))
+
+
+def test_hvcc_round_trip_and_truncation() -> None:
+    data = (Path(__file__).parents[1] / "vectors" / "ts_hevc_aac.ts").read_bytes()
+    # the first PES of PID 0x100 starts with the keyframe's VPS/SPS/PPS (Annex B)
+    first = data.find(b"\x00\x00\x00\x01\x40\x01")
+    config = HevcConfig.from_annexb(data[first : first + 150])
+    assert HevcConfig.parse(config.to_bytes()) == config
+    assert (config.sps_info.width, config.sps_info.height) == (180, 320)
+    record = config.to_bytes()
+    with pytest.raises(HevcError, match="runs past the record"):
+        HevcConfig.parse(record[:-3])
+    with pytest.raises(HevcError, match="configurationVersion"):
+        HevcConfig.parse(b"\x00" * 23)
