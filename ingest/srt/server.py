@@ -76,6 +76,19 @@ class SrtSettings:
     limits: TSLimits = field(default_factory=TSLimits)
 
 
+def resolve_caller(streams: LiveStreams, raw_stream_id: bytes) -> str:
+    """The stream an SRT caller's stream id publishes to; raises ``StreamIdError`` or
+    ``PublishRefused`` (an unknown key, or ``r=`` naming a stream the key is not for)."""
+    request = parse_stream_id(raw_stream_id)
+    stream_id = streams.resolve(request.key)
+    if request.stream_id is not None and request.stream_id != stream_id:
+        raise PublishRefused(
+            RefusalReason.BAD_KEY,
+            f"the stream key is not the key of stream {shown(request.stream_id)}",
+        )
+    return stream_id
+
+
 class StartGate:
     """Holds the first units until every stream of the program has sent its configuration,
     then releases them in decode-time order.
@@ -147,13 +160,7 @@ class SrtPublisher:
     def start(self) -> None:
         streams = self.server.streams
         try:
-            request = parse_stream_id(self.sock.stream_id)
-            stream_id = streams.resolve(request.key)
-            if request.stream_id is not None and request.stream_id != stream_id:
-                raise PublishRefused(
-                    RefusalReason.BAD_KEY,
-                    f"the stream key is not the key of stream {shown(request.stream_id)}",
-                )
+            stream_id = resolve_caller(streams, self.sock.stream_id)
         except (StreamIdError, PublishRefused) as exc:
             self.fail(f"publish refused: {exc}")
             return
@@ -348,14 +355,11 @@ class SrtServer:
         stream id, a wrong key, a full house), so the caller is told ``rejected`` with a code
         instead of seeing its connection drop. Runs on libsrt's thread: it only reads."""
         try:
-            request = parse_stream_id(raw)
-            stream_id = self.streams.resolve(request.key)
+            stream_id = resolve_caller(self.streams, raw)
         except StreamIdError as exc:
             return self._reject(peer, REJECT_BAD_REQUEST, str(exc))
         except PublishRefused as exc:
             return self._reject(peer, REJECT_UNAUTHORIZED, exc.detail)
-        if request.stream_id is not None and request.stream_id != stream_id:
-            return self._reject(peer, REJECT_UNAUTHORIZED, "the stream key is not that stream's")
         if len(self.publishers) >= self.settings.max_sessions:
             return self._reject(peer, REJECT_OVERLOAD, "max_sessions reached")
         if self.streams.on_duplicate == "reject" and stream_id in self.streams.sessions:
