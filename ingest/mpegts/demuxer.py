@@ -90,6 +90,9 @@ _H264_PARAMETER_SETS = {7: "sps", 8: "pps"}
 _HEVC_PARAMETER_SETS = {32: "vps", 33: "sps", 34: "pps"}
 
 MAX_PES_SIZE = 8 << 20  # one 4K keyframe fits
+#: Packets in a row after which sync counts as held: random bytes lock falsely on a 0x47 pair
+#: now and then (1 in 256 candidates), never for 8 packets (2^-64).
+STABLE_PACKETS = 8
 MAX_RESYNC_SCAN = 64 << 10
 
 
@@ -98,7 +101,7 @@ class TSLimits:
     """What one publisher can make the demuxer hold or scan."""
 
     max_pes_size: int = MAX_PES_SIZE
-    #: Bytes without two sync bytes 188 apart before the input is declared not MPEG-TS.
+    #: Bytes skipped before sync holds again (STABLE_PACKETS in a row): beyond, not MPEG-TS.
     max_resync_scan: int = MAX_RESYNC_SCAN
 
 
@@ -169,7 +172,9 @@ class TSDemuxer:
         self._buf = bytearray()
         self._pos = 0
         self._locked = False
-        self._skipping = 0
+        self._skipping = 0  # bytes skipped since the last lock (reported in Resynced)
+        self._unsynced = 0  # bytes skipped since sync last held for STABLE_PACKETS
+        self._stable = 0  # packets read since the last lock
         self._eof = False
         self._ended = False
         self._events: collections.deque[object] = collections.deque()
@@ -236,6 +241,9 @@ class TSDemuxer:
         if buf[pos] != SYNC_BYTE or not self._locked:
             return self._resync()
         self._pos = pos + PACKET_SIZE
+        self._stable += 1
+        if self._stable == STABLE_PACKETS:
+            self._unsynced = 0
         self._packet(bytes(buf[pos : pos + PACKET_SIZE]))
         return True
 
@@ -267,6 +275,7 @@ class TSDemuxer:
         self._skip(found - pos)
         self._pos = found
         self._locked = True
+        self._stable = 0
         if self._skipping:
             if self.stats.packets:  # garbage before the first packet is no resync
                 self.stats.resyncs += 1
@@ -279,9 +288,10 @@ class TSDemuxer:
             return
         self._locked = False
         self._skipping += n
+        self._unsynced += n
         self.stats.bytes_skipped += n
-        if self._skipping > self.limits.max_resync_scan:
-            raise MPEGTSError(f"no MPEG-TS sync (0x47 every 188 bytes) in {self._skipping} bytes")
+        if self._unsynced > self.limits.max_resync_scan:
+            raise MPEGTSError(f"no MPEG-TS sync (0x47 every 188 bytes) in {self._unsynced} bytes")
 
     def _packet(self, pkt: bytes) -> None:
         self.stats.packets += 1

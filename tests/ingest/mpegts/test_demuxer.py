@@ -191,6 +191,21 @@ def test_only_garbage_is_refused_after_the_scan_limit() -> None:
     assert demuxer.buffered < 1024
 
 
+def test_random_bytes_are_refused_despite_false_locks() -> None:
+    """Random bytes hold a 0x47 pair 188 apart now and then: sync must also hold after it."""
+    noise = random.Random(7).randbytes(200_000)
+    with pytest.raises(MPEGTSError, match="no MPEG-TS sync"):
+        demux([noise[i : i + 1316] for i in range(0, len(noise), 1316)])
+
+
+def test_damage_after_a_held_sync_starts_the_count_again() -> None:
+    data = vector("ts_h264_aac")
+    garbage = b"\x00" * 3000  # under the limit each time, far over it in total
+    pieces = [data[i : i + 188 * 20] + garbage for i in range(0, 188 * 400, 188 * 20)]
+    events = demux(pieces, TSLimits(max_resync_scan=4096))
+    assert [e.skipped for e in events if isinstance(e, Resynced)] == [3000] * 19
+
+
 # --- damage, hand-built ----------------------------------------------------------------------
 
 
