@@ -53,3 +53,22 @@ def test_bad_config_is_a_clear_error(tmp_path, toml: str, env: dict, message: st
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config("/nonexistent/shopcast.toml", env={})
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SHOPCAST_SRT_PASSPHRASE": "short"}, "srt.passphrase must be 10 to 79 characters"),
+        ({"SHOPCAST_SRT_PBKEYLEN": "20"}, "srt.pbkeylen must be 0, 16, 24 or 32"),
+        ({"SHOPCAST_SRT_PORT": "70000"}, "srt.port must be within 0..65535"),
+        ({"SHOPCAST_SRT_MAX_SESSIONS": "0"}, "srt.max_sessions must be positive"),
+    ],
+)
+def test_srt_section_is_checked(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, env)
+
+
+def test_srt_section_from_env() -> None:
+    srt = load_config(None, {"SHOPCAST_SRT_ENABLED": "off", "SHOPCAST_SRT_LATENCY": "400"}).srt
+    assert (srt.enabled, srt.latency, srt.port) == (False, 400, 9000)
