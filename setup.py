@@ -110,7 +110,10 @@ setup(
     python_requires=">=3.11",
     install_requires=requirements(),
     packages=find_packages(include=[p for name in PACKAGES for p in (name, f"{name}.*")]),
-    package_data={"shopcast": ["openapi.json", "static/*.*", "static/vendor/*"]},
+    package_data={
+        "shopcast": ["openapi.json", "static/*.*", "static/vendor/*"],
+        "native": ["*.pyi"],
+    },
     ext_modules=native_extensions(),
     cmdclass={"build_py": BuildPy, "vendor_hls": VendorHlsJs},
     entry_points={"console_scripts": ["shopcast = shopcast.cli:main"]},
