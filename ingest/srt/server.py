@@ -408,7 +408,7 @@ class SrtServer:
             await self._task
         for publisher in list(self.publishers.values()):
             if publisher.session is not None:
-                self.streams.end(publisher.session, None)
+                self.streams.end(publisher.session, None, clean=True)  # shutdown: no slate
             publisher.kick(reason)
         if self._listener is not None:
             self._listener.close()
