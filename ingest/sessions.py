@@ -14,7 +14,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ingest.codecs import BitstreamError, parse_audio_specific_config, parse_avcc
+from ingest.codecs import (
+    BitstreamError,
+    HevcConfig,
+    parse_audio_specific_config,
+    parse_avcc,
+)
 from ingest.hub import StreamHub
 from ingest.media import MILLISECONDS, MediaKind, MediaUnit
 
@@ -99,6 +104,14 @@ class IngestStats:
             win.popleft()
 
     def _describe_video(self, unit: MediaUnit) -> None:
+        if unit.codec == "hevc":
+            try:
+                hvcc = HevcConfig.parse(unit.payload)
+            except BitstreamError as exc:
+                log.warning("unreadable hvcC: %s", exc)
+                return
+            self.width, self.height = hvcc.sps_info.width, hvcc.sps_info.height
+            return
         if unit.codec != "h264":
             return
         try:

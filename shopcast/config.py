@@ -90,6 +90,29 @@ class WhipSection:
 
 
 @dataclass(frozen=True)
+class SrtSection:
+    #: SRT listener (libsrt) carrying MPEG-TS; the stream key goes in the stream id.
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: int = 9000  # UDP
+    latency: int = 120  # ms of receive buffer for retransmissions (SRTO_LATENCY)
+    #: Empty: unencrypted. Else 10..79 characters; callers must send the same one.
+    passphrase: str = ""
+    pbkeylen: int = 0  # AES key bytes: 16, 24 or 32 (0: libsrt's default, 16)
+    max_sessions: int = 16
+
+    def __post_init__(self) -> None:
+        if self.passphrase and not 10 <= len(self.passphrase) <= 79:
+            raise ConfigError("srt.passphrase must be 10 to 79 characters (or empty)")
+        if self.pbkeylen not in (0, 16, 24, 32):
+            raise ConfigError("srt.pbkeylen must be 0, 16, 24 or 32")
+        if not 0 <= self.port <= 65535 or not 0 <= self.latency <= 60_000:
+            raise ConfigError("srt.port must be within 0..65535 and srt.latency 0..60000 ms")
+        if self.max_sessions < 1:
+            raise ConfigError("srt.max_sessions must be positive")
+
+
+@dataclass(frozen=True)
 class PackagerSection:
     #: LL-HLS part duration in seconds (0.2–1.0); 1/3 s = 10 frames at 30 fps.
     part_target: float = 1 / 3
@@ -190,6 +213,7 @@ class Config:
     continuity: ContinuitySection = field(default_factory=ContinuitySection)
     hooks: HooksSection = field(default_factory=HooksSection)
     whip: WhipSection = field(default_factory=WhipSection)
+    srt: SrtSection = field(default_factory=SrtSection)
     playback: PlaybackSection = field(default_factory=PlaybackSection)
     record: RecordSection = field(default_factory=RecordSection)
     log: LogSection = field(default_factory=LogSection)

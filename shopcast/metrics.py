@@ -143,6 +143,9 @@ class LiveStateCollector(Collector):
         yield from (on_slate, slate)
 
 
+RECORDING_FAULT_KINDS = ("queue_full", "store")
+
+
 class RecorderCollector(Collector):
     """Recording figures read from the recorder at scrape time."""
 
@@ -171,7 +174,11 @@ class RecorderCollector(Collector):
             written.add_metric([stream_id], count)
         for stream_id, count in sorted(stats.segments.items()):
             segments.add_metric([stream_id], count)
-        for (stream_id, kind), count in sorted(stats.failures.items()):
+        # Every recorded stream shows both kinds, at 0 until a fault: an alert on
+        # increase() then sees the first fault, and the dashboard has a series to draw.
+        counts = {(s, k): 0 for s in stats.bytes for k in RECORDING_FAULT_KINDS}
+        counts.update(stats.failures)
+        for (stream_id, kind), count in sorted(counts.items()):
             failures.add_metric([stream_id, kind], count)
         for stream_id, queued in sorted(self.recorder.queue_depths()):
             depth.add_metric([stream_id], queued)

@@ -24,6 +24,7 @@ CASES: dict[str, tuple[list[str], str | None, int, bool]] = {
             "test_bench_amf0.py",
             "test_bench_playlist.py",
             "test_bench_timed_metadata.py",
+            "test_bench_mpegts.py",
         ],
         None,
         12,  # without the native twins: 4 + 2 + 4 + 3 + 1 pure-Python ones … at least 12

@@ -69,3 +69,22 @@ def test_continuity_defaults_and_slate_pictures(tmp_path) -> None:
     assert cfg.continuity.slate_window == 3600
     assert cfg.continuity.image_for("shoe-launch") == "/srv/shoe.png"
     assert cfg.continuity.image_for("demo") == "all.png"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SHOPCAST_SRT_PASSPHRASE": "short"}, "srt.passphrase must be 10 to 79 characters"),
+        ({"SHOPCAST_SRT_PBKEYLEN": "20"}, "srt.pbkeylen must be 0, 16, 24 or 32"),
+        ({"SHOPCAST_SRT_PORT": "70000"}, "srt.port must be within 0..65535"),
+        ({"SHOPCAST_SRT_MAX_SESSIONS": "0"}, "srt.max_sessions must be positive"),
+    ],
+)
+def test_srt_section_is_checked(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, env)
+
+
+def test_srt_section_from_env() -> None:
+    srt = load_config(None, {"SHOPCAST_SRT_ENABLED": "off", "SHOPCAST_SRT_LATENCY": "400"}).srt
+    assert (srt.enabled, srt.latency, srt.port) == (False, 400, 9000)
