@@ -113,7 +113,7 @@ async def test_srt_wrong_key_refused(srt_origin: Origin) -> None:
 
 async def test_srt_key_of_another_stream_refused(srt_origin: Origin) -> None:
     origin = srt_origin
-    other = origin.server.store.create_stream("other")
+    other = await origin.server.store.create_stream("other")
     url = srt_url(origin, f"#!::r=demo,m=publish,k={other.stream_key}")
     code, _ = await run_ffmpeg(ffmpeg_srt_args(url, seconds=3))
     assert code != 0

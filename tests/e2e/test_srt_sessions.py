@@ -121,7 +121,7 @@ async def test_srt_live_transmit_delivers_every_unit(srt_origin: Origin) -> None
 
 async def test_garbage_drops_that_publisher_only(srt_origin: Origin) -> None:
     origin = srt_origin
-    other = origin.server.store.create_stream("other")
+    other = await origin.server.store.create_stream("other")
     good = asyncio.ensure_future(
         slt_publish(origin, f"publish:{other.stream_key}", VECTOR.read_bytes())
     )
