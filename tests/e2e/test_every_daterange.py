@@ -11,23 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
 from benchmarks.harness.browser import CHROMIUM
-from shopcast.server import ShopcastServer
 from shopcast.web import HLS_JS
-from transcode.policy import LadderConfig
 
 from .conftest import (
     API_TOKEN,
     Origin,
     ffmpeg_publish_args,
-    make_config,
     requires_ffmpeg,
     start_ffmpeg,
     stop_ffmpeg,
@@ -65,17 +60,6 @@ CUE_LOG_JS = """
   }, 20);
 })();
 """
-
-
-@pytest.fixture
-async def small_origin(tmp_path: Path) -> AsyncIterator[Origin]:
-    """One 180p rung: ten shows stay real-time on a loaded two-core machine."""
-    server = ShopcastServer(
-        make_config(tmp_path, LadderConfig.from_mapping({"rungs": ["180p:200k"]}))
-    )
-    await server.start()
-    yield Origin(server)
-    await server.close()
 
 
 async def on_air(http: aiohttp.ClientSession, origin: Origin, stream: str) -> None:
