@@ -20,6 +20,9 @@ TAG_CLASSES = {
 #: CLASS of the show's own range (``show_daterange``); it carries no client attribute.
 SHOW_CLASS = "com.shopcast.show"
 ID3_DESCRIPTION = "com.shopcast.tag"
+#: PLANNED-DURATION of an END-ON-NEXT range (seconds): a pin lasts until the next one, at
+#: most the show, and a show is shorter than a day.
+PIN_PLANNED_DURATION = 86_400.0
 #: Larger payloads stay out of the playlists (every viewer reloads them 3× a second); the
 #: emsg ID3 in the media and ``GET /api/v1/streams/{id}/tags`` carry them whole.
 MAX_INLINE_PAYLOAD = 512
@@ -61,6 +64,13 @@ class Tag:
         ]
         if self.end_on_next:
             attrs.append("END-ON-NEXT=YES")  # S 4.4.5.1: needs CLASS, excludes DURATION/END-DATE
+            # Shaka Player (4.x, hls_parser processDateRangeTags_) holds back an END-ON-NEXT
+            # range until the next one of its CLASS is listed, so the current pin never reached
+            # it; it takes PLANNED-DURATION as the end when there is no DURATION/END-DATE. S
+            # 4.4.5.1 (LLHLS_RULES "DATERANGE") excludes only DURATION and END-DATE from an
+            # END-ON-NEXT range: PLANNED-DURATION, "the expected duration", is allowed, and
+            # hls.js and AVPlayer still end the range on the next one.
+            attrs.append(f"PLANNED-DURATION={PIN_PLANNED_DURATION:.3f}")
         elif self.duration is not None:
             attrs.append(f"DURATION={self.duration:.3f}")
         if self.product_id is not None:

@@ -61,6 +61,8 @@ async def test_tag_lands_on_the_same_frame_everywhere(make_package) -> None:
         a = dr.attrs
         assert (a["ID"], a["CLASS"], a["END-ON-NEXT"]) == ("tag-1", "com.shopcast.product", "YES")
         assert "DURATION" not in a and "END-DATE" not in a
+        # The open pin's expected duration (Shaka reports an END-ON-NEXT range only with it).
+        assert a["PLANNED-DURATION"] == "86400.000"
         assert a["X-COM-SHOPCAST-PRODUCT"] == "sku-123"
         data = json.loads(bytes.fromhex(a["X-COM-SHOPCAST-DATA"][2:]))
         assert data == {"title": "red sneaker"}
@@ -108,6 +110,7 @@ async def test_late_tag_rides_in_the_next_part_with_its_true_time(make_package) 
         assert first.base_dts > box["presentation_time"]  # fired late, never wrong
         [dr] = tag_ranges(parse(r.playlist()))
         assert dr.attrs["DURATION"] == "30.000" and "END-ON-NEXT" not in dr.attrs
+        assert "PLANNED-DURATION" not in dr.attrs
 
 
 async def test_end_on_next_chain_and_pruning(make_package) -> None:
