@@ -10,10 +10,11 @@ from shopcast.store import STREAM_ID_RE
 
 ROOT = Path(__file__).resolve().parent
 STATIC = ROOT / "static"
-#: hls.js comes from npm (``make`` installs it into the repository's node_modules).
-HLS_JS = ROOT.parent / "node_modules" / "hls.js" / "dist" / "hls.min.js"
-#: Shaka Player's HLS build, also from npm: for viewer apps built on Shaka (and their tests).
-SHAKA_JS = ROOT.parent / "node_modules" / "shaka-player" / "dist" / "shaka-player.hls.js"
+#: hls.js (npm, pinned in package.json) as the build copies it into the package (see setup.py).
+HLS_JS = STATIC / "vendor" / "hls.min.js"
+#: Shaka Player's HLS build (npm, pinned in package.json), vendored the same way: for viewer
+#: apps built on Shaka (and their tests).
+SHAKA_JS = STATIC / "vendor" / "shaka-player.hls.js"
 SHOP = STATIC / "shop.html"
 #: The shop page's own assets (a fixed list: nothing else under static/ is served).
 ASSETS = {
@@ -47,13 +48,13 @@ async def demo_page(request: web.Request) -> web.Response:
 
 async def hls_js(request: web.Request) -> web.StreamResponse:
     if not HLS_JS.exists():
-        raise web.HTTPNotFound(text="hls.js is not installed: run `make run` (npm install)")
+        raise web.HTTPNotFound(text="hls.js is not in the package: run `make install`")
     return web.FileResponse(HLS_JS, headers={"Cache-Control": "public, max-age=3600"})
 
 
 async def shaka_js(request: web.Request) -> web.StreamResponse:
     if not SHAKA_JS.exists():
-        raise web.HTTPNotFound(text="Shaka Player is not installed: run `make run` (npm install)")
+        raise web.HTTPNotFound(text="Shaka Player is not in the package: run `make install`")
     return web.FileResponse(
         SHAKA_JS,
         headers={
