@@ -42,8 +42,8 @@ SIZE, FPS = ("180x320", 30) if SMOKE else ("720x1280", 30)
 VIDEO_BITRATE = "300k" if SMOKE else "2500k"
 STREAMS = int(os.environ.get("SHOPCAST_BENCH_RECORD_STREAMS", 1 if SMOKE else 4))
 #: On/off pairs; rounds = 2 × PAIRS, interleaved.
-PAIRS = int(os.environ.get("SHOPCAST_BENCH_RECORD_PAIRS", 1 if SMOKE else 5))
-WINDOW = float(os.environ.get("SHOPCAST_BENCH_RECORD_WINDOW", 4 if SMOKE else 30))
+PAIRS = int(os.environ.get("SHOPCAST_BENCH_RECORD_PAIRS", 1 if SMOKE else 7))
+WINDOW = float(os.environ.get("SHOPCAST_BENCH_RECORD_WINDOW", 4 if SMOKE else 20))
 WARM_UP = 2.0 if SMOKE else 6.0
 SOURCE_SECONDS = 4 if SMOKE else 10
 PART_TARGET = 1 / 3  # shopcast.toml's part_target
@@ -71,10 +71,12 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def core_busy(core: int) -> tuple[float, float]:
-    """(busy, total) jiffies of one CPU from /proc/stat: everything on it, other users' too."""
+def core_busy(core: int | None) -> tuple[float, float]:
+    """(busy, total) jiffies of one CPU (None: all of them) from /proc/stat: everything on it,
+    other users' too."""
+    name = "cpu " if core is None else f"cpu{core} "
     for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith(f"cpu{core} "):
+        if line.startswith(name):
             values = [float(v) for v in line.split()[1:]]
             return sum(values) - values[3] - values[4], sum(values)
     return 0.0, 1.0
@@ -192,6 +194,7 @@ class Round:
             "origin_cpu_ms_per_media_s": round(cpu / media_s * 1000, 3) if media_s else None,
             "origin_cores": round((after["origin"] - before["origin"]) / wall, 4),
             "publishers_cpu_cores": round((after["pub"] - before["pub"]) / wall, 4),
+            # The publishers' core (the whole machine when unpinned), every user's load.
             "publisher_core_busy": round(busy, 3),
             "wall_s": round(wall, 2),
             "parts_published": delta["parts_published"],
@@ -209,7 +212,7 @@ class Round:
             "at": at,
             "origin": process_cpu(pid),
             "pub": sum(process_cpu(p.pid) for p in self.publishers),
-            "core": core_busy(PIN[1]) if PIN else (0.0, 1.0),
+            "core": core_busy(PIN[1] if PIN else None),
             "metrics": MetricsSnapshot.parse(text, at),
             "recorded": counter_sum(text, RECORDING_SEGMENTS),
             "frames": counter_sum(text, INGEST_VIDEO_FRAMES),
