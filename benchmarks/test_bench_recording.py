@@ -7,7 +7,8 @@ one pre-encoded FLV (9:16 H.264 + AAC, 2 s GOP) a fixed number of times with ``-
 … -c copy``, so the publishers cost next to nothing and send the same bytes every round. The
 origin's CPU (user + sys of every thread, ``/proc/<pid>/stat``) is taken from just before the
 first publish until every show has ended and its recording closed, less the idle origin's own
-rate measured just before: CPU per second of media, whatever the machine's load did to the pace.
+rate measured just before: CPU per second of media packaged (parts published × part target),
+whatever the machine's load did to the pace.
 (A fixed window of wall time would not do: on a loaded machine the origin runs behind, and a
 window's CPU is not the window's media.) Rounds alternate off, on, off, on …; each on/off pair
 gives a ratio, the headline is the median pair ratio with its min–max. The origin is pinned to one
@@ -206,21 +207,23 @@ class Round:
             url = f"{base}/api/v1/streams/{stream}/recordings"
             async with http.get(url, headers=auth) as r:
                 recordings += (await r.json())["recordings"]
-        media = STREAMS * MEDIA_SECONDS
+        parts = int(counter_sum(text, PARTS))
+        # Media the origin took in and packaged: on a starved machine a show can lose some.
+        media = parts * PART_TARGET
         cpu = cpu1 - cpu0 - idle_rate * (t1 - t0)
         return {
             "record": self.record,
             "origin_cpu_s": round(cpu, 3),
             "origin_cpu_s_raw": round(cpu1 - cpu0, 3),
             "idle_cores": round(idle_rate, 4),
-            "origin_cpu_ms_per_media_s": round(cpu / media * 1000, 3),
+            "origin_cpu_ms_per_media_s": round(cpu / media * 1000, 3) if media else None,
             "publish_wall_over_media": round(sent_in / MEDIA_SECONDS, 3),
             "publishers_cpu_cores": round(publishers_cpu / sent_in, 4),
             # The publishers' core (the whole machine when unpinned), every user's load.
             "publisher_core_busy": round((busy[0] - core[0]) / (busy[1] - core[1]), 3),
             "publisher_exits": list(exits),
-            "parts_published": int(counter_sum(text, PARTS)),
-            "parts_expected": round(media / PART_TARGET),
+            "parts_published": parts,
+            "parts_expected": round(STREAMS * MEDIA_SECONDS / PART_TARGET),
             "hub_dropped_frames": int(counter_sum(text, HUB_DROPPED)),
             "segments_recorded": int(counter_sum(text, RECORDING_SEGMENTS)),
             "recordings_ready": sum(r["state"] == "ready" for r in recordings),
@@ -284,7 +287,7 @@ def test_bench_recording_cpu_whole_origin(
     on = [r for r in rounds if r["record"]]
     for r in rounds:
         assert r["publisher_exits"] == [0] * STREAMS, r  # every publisher sent all of it
-        assert r["parts_published"] >= 0.9 * r["parts_expected"], r
+        assert r["parts_published"] >= 0.5 * r["parts_expected"], r
     assert all(r["segments_recorded"] == r["recordings_ready"] == 0 for r in off), off
     assert all(r["segments_recorded"] > 0 and r["recordings_ready"] == STREAMS for r in on), on
     unit = "origin_cpu_ms_per_media_s"
@@ -294,6 +297,7 @@ def test_bench_recording_cpu_whole_origin(
     ms_on = statistics.median(r[unit] for r in on)
     per_stream_hour = (ms_on - ms_off) * 3.6  # ms per media second → s per stream-hour
     pace = max(r["publish_wall_over_media"] for r in rounds)
+    short = sum(r["parts_published"] < r["parts_expected"] for r in rounds)
     generator = max(r["publishers_cpu_cores"] for r in rounds)
     conditions = (
         f"{STREAMS} passthrough stream(s) {SIZE} {FPS} fps H.264 {bitrate / 1e6:.2f} Mb/s + AAC "
@@ -314,6 +318,7 @@ def test_bench_recording_cpu_whole_origin(
         recording_cpu_s_per_stream_hour=round(per_stream_hour, 1),
         publishers_cpu_cores_max=generator,
         publish_wall_over_media_max=pace,
+        rounds_short_of_media=short,
         rounds=rounds,
         summary={
             "ratio": ratio,
