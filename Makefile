@@ -4,9 +4,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NATIVE := native/.built
-APT_PACKAGES := ffmpeg chromium prometheus nginx
+APT_PACKAGES := ffmpeg chromium prometheus nginx srt-tools
+# Headers the native build links against (optional: without them SRT is reported unavailable).
+BUILD_APT_PACKAGES := libsrt-openssl-dev
 
-.PHONY: run test test-fast lint bench system-deps install native clean
+.PHONY: run test lint bench system-deps install native clean
 
 $(STAMP): requirements.txt requirements-dev.txt setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +18,10 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py pyproject.toml
 	touch $@
 
 $(NATIVE): $(STAMP) $(wildcard native/*.pyx native/*.pxd)
+	@for p in $(BUILD_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || { \
+		echo "installing Debian package $$p"; apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$p || \
+		echo "$$p not installed: building without it"; }; done
 	$(BIN)/python setup.py -q build_ext --inplace
 	touch $@
 
@@ -25,7 +31,12 @@ $(NODE_STAMP): package.json
 	npm install --no-audit --no-fund --silent
 	touch $@
 
-install: $(STAMP) $(NATIVE) $(NODE_STAMP)
+# hls.js as the package serves it (setup.py's build copies it too, for a wheel).
+HLS_VENDOR := shopcast/static/vendor/hls.min.js
+$(HLS_VENDOR): $(NODE_STAMP) $(STAMP)
+	$(BIN)/python setup.py -q vendor_hls
+
+install: $(STAMP) $(NATIVE) $(NODE_STAMP) $(HLS_VENDOR)
 native: $(NATIVE)
 
 # Debian packages the tests drive (real clients); apt-get update only when something is missing.
@@ -52,4 +63,4 @@ bench: install system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider benchmarks --benchmark-only
 
 clean:
-	rm -rf build $(VENV) native/*.so native/*.c $(NATIVE)
+	rm -rf build $(VENV) native/*.so native/*.c $(NATIVE) shopcast/static/vendor
