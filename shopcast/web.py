@@ -12,6 +12,9 @@ ROOT = Path(__file__).resolve().parent
 STATIC = ROOT / "static"
 #: hls.js (npm, pinned in package.json) as the build copies it into the package (see setup.py).
 HLS_JS = STATIC / "vendor" / "hls.min.js"
+#: Shaka Player's HLS build (npm, pinned in package.json), vendored the same way: for viewer
+#: apps built on Shaka (and their tests).
+SHAKA_JS = STATIC / "vendor" / "shaka-player.hls.js"
 SHOP = STATIC / "shop.html"
 #: The shop page's own assets (a fixed list: nothing else under static/ is served).
 ASSETS = {
@@ -49,6 +52,18 @@ async def hls_js(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(HLS_JS, headers={"Cache-Control": "public, max-age=3600"})
 
 
+async def shaka_js(request: web.Request) -> web.StreamResponse:
+    if not SHAKA_JS.exists():
+        raise web.HTTPNotFound(text="Shaka Player is not in the package: run `make install`")
+    return web.FileResponse(
+        SHAKA_JS,
+        headers={
+            "Cache-Control": "public, max-age=3600",
+            "Content-Type": "application/javascript; charset=utf-8",
+        },
+    )
+
+
 async def asset(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     content_type = ASSETS.get(name)
@@ -63,4 +78,5 @@ async def asset(request: web.Request) -> web.StreamResponse:
 def add_web_routes(app: web.Application) -> None:
     app.router.add_get("/demo/{stream_id}", demo_page)
     app.router.add_get("/static/hls.min.js", hls_js)
+    app.router.add_get("/static/shaka-player.hls.js", shaka_js)
     app.router.add_get("/static/{name}", asset)
