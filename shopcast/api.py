@@ -336,9 +336,12 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def click_beacon(request: web.Request) -> web.Response:
-    """A viewer pressed "buy" on a tag's card (public: the shop page calls it)."""
+    """A viewer pressed "buy" on a tag's card (public: the shop pages call it);
+    ``?source=replay`` from the replay page, ``live`` (the default) from the live one."""
     clicks = request.app[TAGS_KEY].click(
-        request.match_info["stream_id"], request.match_info["tag_id"]
+        request.match_info["stream_id"],
+        request.match_info["tag_id"],
+        request.query.get("source", "live"),
     )
     if clicks is None:
         return json_error(404, "not_found", "no such tag")
