@@ -13,8 +13,11 @@ STATIC = ROOT / "static"
 #: hls.js comes from npm (``make`` installs it into the repository's node_modules).
 HLS_JS = ROOT.parent / "node_modules" / "hls.js" / "dist" / "hls.min.js"
 SHOP = STATIC / "shop.html"
-#: The shop page's own assets (a fixed list: nothing else under static/ is served).
+#: The shop pages' own assets (a fixed list: nothing else under static/ is served).
 ASSETS = {
+    "cues.js": "application/javascript",
+    "cards.js": "application/javascript",
+    "player.js": "application/javascript",
     "shop.js": "application/javascript",
     "shop.css": "text/css",
 }
