@@ -215,7 +215,16 @@
 
     function attach(hls) {
       hls.on(Hls.Events.FRAG_PARSING_METADATA, () => scan(true));
-      hls.on(Hls.Events.LEVEL_UPDATED, () => setTimeout(() => scan(true), 0));
+      // hls.js adds a playlist's DATERANGE cues in its own LEVEL_UPDATED/MEDIA_ATTACHED handler
+      // (registered before ours), to a <track> it has just created; Chromium empties that track
+      // once the track's src has loaded. Live playlists come back and re-add them; a VOD
+      // playlist is loaded once. So read the cues at once: an entry keeps its cue, on the track
+      // or not.
+      hls.on(Hls.Events.LEVEL_UPDATED, () => {
+        scan(true);
+        setTimeout(() => scan(true), 0);
+      });
+      hls.on(Hls.Events.MEDIA_ATTACHED, () => scan(true));
     }
 
     return { scan, rearm, attach };

@@ -14,6 +14,8 @@
   // frame presented at the target (well under half a frame at 60 fps).
   const SEEK_INTO = 0.008;
   const CHAPTER_KINDS = new Set(["product", "deal"]);
+  // Play on after a chapter's seek even if no frame callback came (e.g. a hidden tab).
+  const RESUME_AFTER = 500;
 
   const streamId = document.body.dataset.stream;
   const recordingId = document.body.dataset.recording;
@@ -45,6 +47,7 @@
       if (pendingSeek && !video.seeking) {
         const seek = pendingSeek;
         pendingSeek = null;
+        resume();
         seek.mediaTime = mediaTime;
         if (typeof sc.probe === "function" && metadata) {
           try {
@@ -96,13 +99,20 @@
     }
   }
 
+  // Paused while it seeks, so the first frame shown is the product's (a playing element may
+  // already be on the next one when it presents), then on it goes.
   function seekTo(chapter) {
     if (chapter.time === null) return;
     const target = chapter.time + SEEK_INTO;
     pendingSeek = { id: chapter.id, target };
     sc.seeks.push(pendingSeek);
+    video.pause();
     video.currentTime = target;
-    if (video.paused) video.play().catch(() => {});
+    video.addEventListener("seeked", () => setTimeout(resume, RESUME_AFTER), { once: true });
+  }
+
+  function resume() {
+    if (video.paused && !video.seeking) video.play().catch(() => {});
   }
 
   function showChapters(tags) {
