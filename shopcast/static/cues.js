@@ -134,7 +134,11 @@
           const entry = entries.get(key);
           if (!entry) {
             entries.set(key, { id, path, cue, fired: false });
-          } else if (entry.cue !== cue && path === "emsg" && cue.startTime < entry.cue.startTime) {
+          } else if (entry.cue === cue) {
+            continue;
+          } else if (path === "daterange") {
+            entry.cue = cue; // the range's cues added again (see attach): the ones hls.js updates
+          } else if (cue.startTime < entry.cue.startTime) {
             entry.cue = cue; // the same emsg parsed again (another rendition): keep the earliest
           }
         }
