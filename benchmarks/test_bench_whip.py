@@ -41,7 +41,7 @@ STEPS = (1, 2) if SMOKE else (1, 2, 4, 8, 12, 16)
 WARM_UP = 2.0 if SMOKE else 4.0  # seconds after the last publisher connected before measuring
 WINDOW = 2.0 if SMOKE else 6.0
 VIDEO_FPS = 30
-AAC_FPS = 48_000 / 1024
+OPUS_FPS = 1000 / 20  # the publisher's 20 ms Opus packets, as they reach the hub
 
 
 async def _start(tmp_path: Path, ladder: LadderConfig | None = None) -> Origin:
@@ -182,7 +182,7 @@ async def measure_step(tmp_path: Path, count: int) -> dict[str, Any]:
         after, cpu1, t1 = counts(), os.times(), time.monotonic()
         span = t1 - t0
         video = [(after[s][0] - before[s][0]) / (span * VIDEO_FPS) for s in streams]
-        audio = [(after[s][1] - before[s][1]) / (span * AAC_FPS) for s in streams]
+        audio = [(after[s][1] - before[s][1]) / (span * OPUS_FPS) for s in streams]
         part_target = float(server.pipelines.packager.part_target)
         new_parts = [len(after[s][2] - before[s][2]) * part_target / span for s in streams]
         server_cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / span

@@ -15,6 +15,8 @@ from packager.access import TOKEN_PARAM
 _NAME = r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}"
 _STREAM = r"[a-z0-9][a-z0-9_-]{0,63}"
 _HLS = re.compile(rf"^/hls/(?P<stream>{_STREAM})/(?:master\.m3u8|{_NAME}/{_NAME})$")
+#: Recordings (``/vod/<recording id>/…``): ids are 22 URL-safe characters (128 random bits).
+_VOD = re.compile(rf"^/vod/(?P<stream>[A-Za-z0-9_-]{{22}})/(?:master\.m3u8|{_NAME}/{_NAME})$")
 _PAGES = re.compile(rf"^/(?:demo/{_STREAM}|static/{_NAME})$")
 #: Query parameters that select a different response (LLHLS_RULES "Caching").
 HLS_PARAMS = ("_HLS_msn", "_HLS_part", "_HLS_skip")
@@ -27,9 +29,10 @@ class Target:
     """A request the edge may serve: the path, the HLS parameters that select the response."""
 
     path: str
-    stream: str | None  # None for the demo page and its assets
+    stream: str | None  # None for the demo page and its assets; a recording id under /vod
     params: tuple[tuple[str, str], ...]
     token: str | None
+    scope: str = "hls"  # or "vod": what a playback token is minted for
 
     @property
     def is_playlist(self) -> bool:
@@ -57,11 +60,14 @@ def parse_target(raw: str) -> Target:
     if ".." in path or "//" in path:
         raise BadTarget(404, "no such path")
     hls = _HLS.match(path)
+    scope = "hls"
+    if hls is None and (hls := _VOD.match(path)) is not None:
+        scope = "vod"
     if hls is None and _PAGES.match(path) is None:
         raise BadTarget(404, "no such path")
     values = dict(parse_qsl(query, keep_blank_values=True))
     params: list[tuple[str, str]] = []
-    if hls is not None and path.endswith("/index.m3u8"):
+    if hls is not None and scope == "hls" and path.endswith("/index.m3u8"):
         for name in HLS_PARAMS:
             value = values.get(name)
             if value is None:
@@ -71,7 +77,8 @@ def parse_target(raw: str) -> Target:
                 raise BadTarget(400, f"{name} must be a decimal integer")
             params.append((name, value))
     token = values.get(TOKEN_PARAM) if hls is not None else None
-    return Target(path, hls.group("stream") if hls else None, tuple(params), token or None)
+    stream = hls.group("stream") if hls else None
+    return Target(path, stream, tuple(params), token or None, scope)
 
 
 def cache_key(target: Target, token_in_key: bool) -> str:

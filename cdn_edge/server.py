@@ -170,7 +170,8 @@ class EdgeServer:
                     self.metrics.rejected.labels("token").inc()
                     self._local_error(conn, 403, why)
                     return
-            self.viewers.seen(target.stream, target.token or conn.client(request), now)
+            if target.scope == "hls":  # viewers are counted per live stream
+                self.viewers.seen(target.stream, target.token or conn.client(request), now)
         entry = self.cache.get(key, now)
         if entry is not None:
             self.metrics.requests.hits += 1
@@ -276,7 +277,9 @@ class EdgeServer:
                 continue
             if hinted.stream != playlist.stream:
                 continue
-            hinted = Target(hinted.path, hinted.stream, (), hinted.token or playlist.token)
+            hinted = Target(
+                hinted.path, hinted.stream, (), hinted.token or playlist.token, hinted.scope
+            )
             key = cache_key(hinted, token_in_key=not self.config.playback_secret)
             if key in self.collapser or self.cache.get(key, time.monotonic()) is not None:
                 continue
@@ -288,11 +291,13 @@ class EdgeServer:
         if target.stream is None:
             return None
         now = int(time.time())
-        held = self._upstream_tokens.get(target.stream)
+        scoped = f"{target.scope}/{target.stream}"
+        held = self._upstream_tokens.get(scoped)
         if held is None or held[1] - now < _UPSTREAM_TOKEN_RENEW:
             expires = now + _UPSTREAM_TOKEN_TTL
-            held = (access.mint(self.config.playback_secret, target.stream, expires), expires)
-            self._upstream_tokens[target.stream] = held
+            token = access.mint(self.config.playback_secret, target.stream, expires, target.scope)
+            held = (token, expires)
+            self._upstream_tokens[scoped] = held
         return held[0]
 
     @staticmethod

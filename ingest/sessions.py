@@ -1,18 +1,20 @@
 """Live publish sessions: who publishes which stream, its hub, and what the ingest looks like.
 
-Protocol-neutral: the RTMP server (and later WHIP) asks :class:`LiveStreams` to start a
+Protocol-neutral: the RTMP server and the WHIP endpoint ask :class:`LiveStreams` to start a
 session, writes media units into it and ends it.
 """
 
 from __future__ import annotations
 
 import collections
+import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ingest.codecs import BitstreamError, parse_audio_specific_config, parse_avcc
 from ingest.hub import StreamHub
 from ingest.media import MILLISECONDS, MediaKind, MediaUnit
 
@@ -21,13 +23,21 @@ log = logging.getLogger(__name__)
 _RATE_WINDOW = 5.0  # seconds of arrivals behind the bitrate and fps figures
 
 
-class PublishRefused(Exception):
-    """A publish attempt is refused; ``code`` is the RTMP onStatus code to send."""
+class RefusalReason(enum.Enum):
+    """Why the registry refuses a publisher; each protocol maps it to its own status."""
 
-    def __init__(self, code: str, description: str) -> None:
-        super().__init__(description)
-        self.code = code
-        self.description = description
+    BAD_KEY = "bad_key"  # unknown or invalid stream key
+    DUPLICATE = "duplicate"  # the stream is live and on_duplicate_publisher = "reject"
+    HOOK_DENIED = "hook_denied"  # the on_publish admission hook said no
+
+
+class PublishRefused(Exception):
+    """A publish attempt is refused for ``reason``; ``detail`` says why in words."""
+
+    def __init__(self, reason: RefusalReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
 
 
 class Publisher(Protocol):
@@ -91,11 +101,9 @@ class IngestStats:
     def _describe_video(self, unit: MediaUnit) -> None:
         if unit.codec != "h264":
             return
-        from ingest.h264 import H264Error, parse_avcc
-
         try:
             avcc = parse_avcc(unit.payload)
-        except H264Error as exc:
+        except BitstreamError as exc:
             log.warning("unreadable avcC: %s", exc)
             return
         if avcc.sps_info is not None:
@@ -105,11 +113,9 @@ class IngestStats:
     def _describe_audio(self, unit: MediaUnit) -> None:
         if unit.codec != "aac":
             return
-        from ingest.rtmp.flv import parse_audio_specific_config
-
         try:
             asc = parse_audio_specific_config(unit.payload)
-        except ValueError as exc:
+        except BitstreamError as exc:
             log.warning("unreadable AudioSpecificConfig: %s", exc)
             return
         self.sample_rate = asc.sample_rate
@@ -194,7 +200,7 @@ class LiveStreams:
         """The stream ``stream_key`` publishes to; ``PublishRefused`` if the key is unknown."""
         stream_id = self._authorize(stream_key)
         if stream_id is None:
-            raise PublishRefused("NetStream.Publish.BadName", "unknown or invalid stream key")
+            raise PublishRefused(RefusalReason.BAD_KEY, "unknown or invalid stream key")
         return stream_id
 
     async def admit(self, stream_id: str, publisher: Publisher) -> None:
@@ -202,7 +208,7 @@ class LiveStreams:
         if self.admission is not None:
             refusal = await self.admission(stream_id, publisher)
             if refusal is not None:
-                raise PublishRefused("NetStream.Publish.Rejected", refusal)
+                raise PublishRefused(RefusalReason.HOOK_DENIED, refusal)
 
     def start(self, stream_key: str, publisher: Publisher) -> PublishSession:
         """Authorize ``stream_key`` and open a session (no admission hook)."""
@@ -214,7 +220,7 @@ class LiveStreams:
         if current is not None:
             if self.on_duplicate == "reject":
                 raise PublishRefused(
-                    "NetStream.Publish.BadName", f"stream {stream_id} is already being published"
+                    RefusalReason.DUPLICATE, f"stream {stream_id} is already being published"
                 )
             log.info(
                 "[%s] %s publisher %s takes over from %s",

@@ -1,4 +1,5 @@
-"""Signed playback URLs: an HMAC token scoped to one stream's ``/hls/<id>/`` prefix, with expiry.
+"""Signed playback URLs: an HMAC token scoped to one stream's ``/hls/<id>/`` prefix (or one
+recording's ``/vod/<id>/``), with expiry.
 
 The origin and the edge check it with the same shared secret; playlists carry it on to every
 child URI so players keep working without knowing about it.
@@ -12,7 +13,7 @@ import hmac
 import re
 
 TOKEN_PARAM = "token"
-_HLS_PREFIX = re.compile(r"^(/hls/[^/]+/)")
+_HLS_PREFIX = re.compile(r"^(/(?:hls|vod)/[^/]+/)")
 # URI lines (no leading '#') and URI="..." attributes of a playlist.
 _URI_ATTR = re.compile(r'URI="([^"?]*)"')
 
@@ -22,9 +23,10 @@ def _signature(secret: str, prefix: str, expires: int) -> str:
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 
-def mint(secret: str, stream_id: str, expires: int) -> str:
-    """A token for ``/hls/<stream_id>/`` valid until ``expires`` (epoch seconds)."""
-    return f"{expires}.{_signature(secret, f'/hls/{stream_id}/', expires)}"
+def mint(secret: str, stream_id: str, expires: int, scope: str = "hls") -> str:
+    """A token for ``/<scope>/<stream_id>/`` (scope ``hls``, or ``vod`` with a recording id)
+    valid until ``expires`` (epoch seconds)."""
+    return f"{expires}.{_signature(secret, f'/{scope}/{stream_id}/', expires)}"
 
 
 def verify(secret: str, path: str, token: str | None, now: float) -> str | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 _MATRIX = struct.pack(">9I", 0x00010000, 0, 0, 0, 0x00010000, 0, 0, 0, 0x40000000)
@@ -268,6 +268,67 @@ def fragment_py(
     moof = box(b"moof", mfhd, *trafs(offsets))
     mdat = box(b"mdat", *(s.data for r in runs for s in r.samples))
     return b"".join(e.to_bytes() for e in emsgs) + moof + mdat
+
+
+def _boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, payload end) of each box in ``data[start:end]``; stops at garbage."""
+    end = len(data) if end is None else end
+    pos = start
+    while pos + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        header = 8
+        if size == 1 and pos + 16 <= end:
+            size, header = struct.unpack_from(">Q", data, pos + 8)[0], 16
+        elif size == 0:
+            size = end - pos
+        if size < header or pos + size > end:
+            return
+        yield kind, pos + header, pos + size
+        pos += size
+
+
+def fragment_timing(data: bytes, track_id: int) -> tuple[int, int] | None:
+    """(first ``tfdt``, summed sample durations) of ``track_id`` over every ``moof`` in a
+    segment, in the track's timescale; ``None`` when the bytes hold no such run."""
+    first: int | None = None
+    total = 0
+    for kind, start, end in _boxes(data):
+        if kind != b"moof":
+            continue
+        for tkind, tstart, tend in _boxes(data, start, end):
+            if tkind != b"traf":
+                continue
+            found, base, durations = False, None, 0
+            for ckind, cstart, cend in _boxes(data, tstart, tend):
+                if ckind == b"tfhd" and cend - cstart >= 8:
+                    found = struct.unpack_from(">I", data, cstart + 4)[0] == track_id
+                elif ckind == b"tfdt" and cend - cstart >= 8:
+                    v1 = data[cstart] == 1 and cend - cstart >= 12
+                    base = struct.unpack_from(">Q" if v1 else ">I", data, cstart + 4)[0]
+                elif ckind == b"trun" and cend - cstart >= 8:
+                    flags = struct.unpack_from(">I", data, cstart)[0] & 0xFFFFFF
+                    count = struct.unpack_from(">I", data, cstart + 4)[0]
+                    if not flags & TRUN_SAMPLE_DURATION:
+                        return None  # the writer always lists durations
+                    pos = cstart + 8 + 4 * bool(flags & TRUN_DATA_OFFSET) + 4 * bool(flags & 0x4)
+                    step = 4 * sum(
+                        bool(flags & f)
+                        for f in (
+                            TRUN_SAMPLE_DURATION,
+                            TRUN_SAMPLE_SIZE,
+                            TRUN_SAMPLE_FLAGS,
+                            TRUN_SAMPLE_CTO,
+                        )
+                    )
+                    if pos + count * step > cend:
+                        return None
+                    durations += sum(
+                        struct.unpack_from(">I", data, pos + i * step)[0] for i in range(count)
+                    )
+            if found and base is not None:
+                first = base if first is None else first
+                total += durations
+    return None if first is None else (first, total)
 
 
 fragment = fragment_py

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from fractions import Fraction
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ingest.media import MediaKind
 from packager.config import PackagerConfig
@@ -24,6 +24,9 @@ from packager.show import ShowTimeline
 from packager.tag_placement import TagPlacer
 from packager.tags import Tag, TagTimeline
 from transcode.output import EncodedPacket, RenditionInfo
+
+if TYPE_CHECKING:
+    from packager.recorder import SegmentSink
 
 __all__ = ["LivePackage", "PackageListener", "PackagerConfig"]
 
@@ -56,6 +59,8 @@ class LivePackage:
     ) -> None:
         self.stream_id = stream_id
         self.listener = listener
+        #: Told of every init and completed segment (the recorder), when set.
+        self.sink: SegmentSink | None = None
         self.config = config
         self.show = ShowTimeline(config.segment_duration, clock)
         self.tag_placer = TagPlacer(self.show, config.target_duration)
@@ -99,9 +104,14 @@ class LivePackage:
         audio = self.audio if videos else None
         for info in leads:
             if info.name not in self.renditions:
-                self.renditions[info.name] = RenditionOutput(
+                r = self.renditions[info.name] = RenditionOutput(
                     info, audio, self.config, self.show, self
                 )
+                if self.sink is not None:  # a recording starts with every rendition's init
+                    init = r.files[r.state.init_uri]
+                    self.sink.rendition_started(
+                        r.name, init, r.variant(), info.timescale, r.lead.track_id
+                    )
         self.show.frame_rate = next(
             (r.info.fps for r in self.renditions.values() if r.info.fps), None
         )
@@ -145,6 +155,9 @@ class LivePackage:
     def _published(self, rendition: RenditionOutput, part: CutPart) -> None:
         """``rendition`` listed ``part``: prune tags with the window, tell the listener, wake."""
         segments = rendition.state.segments
+        if part.ends_segment and segments and self.sink is not None:
+            done = segments[-1]
+            self.sink.segment_completed(rendition.name, done, rendition.files[done.uri])
         if part.ends_segment and segments:
             self.tag_placer.prune(
                 segments[0].program_date_time, float(rendition.state.can_skip_until)

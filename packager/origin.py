@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
+from typing import Protocol
 
 from aiohttp import web
 
@@ -13,6 +17,9 @@ from packager import access
 from packager.blocking import BadReloadRequest, parse_reload
 from packager.live import LivePackage
 from packager.rendition import RenditionOutput
+from packager.stores import RecordingStore, StoreUnavailable
+from packager.tags import Tag
+from packager.vod import Manifest, render_vod_media_playlist, render_vod_multivariant_playlist
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 PackageLookup = Callable[[str], LivePackage | None]
@@ -165,6 +172,135 @@ def add_hls_routes(app: web.Application, lookup: PackageLookup, playback_secret:
         ("/hls/{stream}/master.m3u8", multivariant),
         ("/hls/{stream}/{rendition}/index.m3u8", media_playlist),
         ("/hls/{stream}/{rendition}/{file}", media_file),
+    ):
+        app.router.add_get(path, handler)
+        app.router.add_route("OPTIONS", path, preflight)
+
+
+# -- /vod: recordings ----------------------------------------------------------------------
+#: A recorded file: the init segment or a segment by its media sequence number.
+_VOD_FILE = re.compile(r"^(init\.mp4|\d{1,19}\.m4s)$")
+#: Recorded segments never change; a year (RFC 8246 immutable) lets every cache keep them.
+VOD_MEDIA_CACHE = "public, max-age=31536000, immutable"
+#: A finished recording's playlists change only if it is deleted.
+VOD_READY_PLAYLIST_SECONDS = 24 * 3600
+#: Rendered VOD playlists kept (a 2-hour show's is ~250 kB and takes ~20 ms to render).
+VOD_PLAYLIST_CACHE = 64
+#: Playlists with more segments than this render on a worker thread, not on the loop.
+VOD_RENDER_INLINE = 300
+
+
+@dataclass(frozen=True)
+class VodRecording:
+    """What ``/vod/<id>/…`` serves: the manifest, the show's tags, whether it has ended."""
+
+    manifest: Manifest
+    tags: list[Tag]
+    ended: bool
+
+
+class VodSource(Protocol):
+    async def vod(self, recording_id: str) -> VodRecording | None:
+        """The recording, or None when there is no such (playable) recording."""
+
+
+VOD_SOURCE_KEY: web.AppKey[VodSource] = web.AppKey("vod_source")
+VOD_STORE_KEY: web.AppKey[RecordingStore] = web.AppKey("vod_store")
+VodCache = collections.OrderedDict[tuple[object, ...], str]
+VOD_CACHE_KEY: web.AppKey[VodCache] = web.AppKey("vod_playlists")
+
+
+def _vod_playlist(request: web.Request, rec: VodRecording, text: str) -> web.Response:
+    td = rec.manifest.target_duration
+    # S Appendix B: a growing (EVENT) playlist half a target duration, like live.
+    seconds = VOD_READY_PLAYLIST_SECONDS if rec.ended else Fraction(td, 2)
+    resp = web.Response(
+        text=_playlist(request, text),
+        content_type=PLAYLIST_TYPE,
+        headers={**CORS, "Cache-Control": _cache(seconds)},
+    )
+    resp.enable_compression()
+    return resp
+
+
+async def _vod(request: web.Request) -> VodRecording | web.Response:
+    if (denied := _denied(request)) is not None:
+        return denied
+    try:
+        rec = await request.app[VOD_SOURCE_KEY].vod(request.match_info["recording"])
+    except StoreUnavailable as exc:
+        return _error(503, f"the recordings store is unavailable: {exc}")
+    return _error(404, "no such recording") if rec is None else rec
+
+
+async def vod_multivariant(request: web.Request) -> web.StreamResponse:
+    rec = await _vod(request)
+    if isinstance(rec, web.Response):
+        return rec
+    return _vod_playlist(request, rec, render_vod_multivariant_playlist(rec.manifest))
+
+
+async def vod_media_playlist(request: web.Request) -> web.StreamResponse:
+    rec = await _vod(request)
+    if isinstance(rec, web.Response):
+        return rec
+    rendition = rec.manifest.rendition(request.match_info["rendition"])
+    if rendition is None:
+        return _error(404, "no such rendition")
+    cache = request.app[VOD_CACHE_KEY]
+    key = (
+        rec.manifest.id,
+        rendition.name,
+        rec.ended,
+        len(rendition.segments),
+        tuple(t.id for t in rec.tags),
+    )
+    text = cache.get(key)
+    if text is None:
+        render = (rec.manifest, rendition, rec.tags)
+        if len(rendition.segments) > VOD_RENDER_INLINE:
+            text = await asyncio.to_thread(render_vod_media_playlist, *render, ended=rec.ended)
+        else:
+            text = render_vod_media_playlist(*render, ended=rec.ended)
+        cache[key] = text
+        if len(cache) > VOD_PLAYLIST_CACHE:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end(key)
+    return _vod_playlist(request, rec, text)
+
+
+async def vod_file(request: web.Request) -> web.StreamResponse:
+    rec = await _vod(request)
+    if isinstance(rec, web.Response):
+        return rec
+    rendition = rec.manifest.rendition(request.match_info["rendition"])
+    name = request.match_info["file"]
+    if rendition is None or not _VOD_FILE.match(name):
+        return _error(404, "no such rendition or file")
+    # The key comes from the manifest's own names; the request only picked among them.
+    try:
+        data = await request.app[VOD_STORE_KEY].get(f"{rec.manifest.id}/{rendition.name}/{name}")
+    except StoreUnavailable as exc:
+        return _error(503, f"the recordings store is unavailable: {exc}")
+    if data is None:
+        return _error(404, "no such segment")
+    return web.Response(
+        body=data,
+        content_type="video/mp4" if name.endswith(".mp4") else "video/iso.segment",
+        headers={**CORS, "Cache-Control": VOD_MEDIA_CACHE},
+    )
+
+
+def add_vod_routes(app: web.Application, source: VodSource, store: RecordingStore) -> None:
+    """Mount ``/vod/<recording_id>/…`` (after :func:`add_hls_routes`: same playback secret)."""
+    app[VOD_SOURCE_KEY] = source
+    app[VOD_STORE_KEY] = store
+    app[VOD_CACHE_KEY] = collections.OrderedDict()
+    for path, handler in (
+        ("/vod/{recording}/master.m3u8", vod_multivariant),
+        ("/vod/{recording}/{rendition}/index.m3u8", vod_media_playlist),
+        ("/vod/{recording}/{rendition}/{file}", vod_file),
     ):
         app.router.add_get(path, handler)
         app.router.add_route("OPTIONS", path, preflight)

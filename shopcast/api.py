@@ -13,7 +13,9 @@ from aiohttp import web
 
 from ingest.sessions import LiveStreams, PublishSession
 from packager import access
+from packager.stores import StoreUnavailable
 from shopcast.pipeline import Pipelines
+from shopcast.recordings import Recordings
 from shopcast.store import Store, StoreError, StreamRecord
 from shopcast.tags import TagError, TagService, tag_json
 from transcode.policy import LadderConfigError, VerticalMode
@@ -26,6 +28,7 @@ TAGS_KEY = web.AppKey("tags", TagService)
 UrlMaker = Callable[[str, str], dict[str, str]]
 PIPELINES_KEY = web.AppKey("pipelines", Pipelines)
 URLS_KEY: web.AppKey[UrlMaker] = web.AppKey("urls")
+RECORDINGS_KEY = web.AppKey("recordings", Recordings)
 
 
 class EdgeViewers:
@@ -168,6 +171,7 @@ def _status(request: web.Request, record: StreamRecord) -> dict[str, Any]:
     out["renditions"] = _renditions(request, record.id)
     out["viewers"] = request.app[VIEWERS_KEY].get(record.id, 0)
     out["playback_url"] = request.app[URLS_KEY](record.id, "")["playback_url"]
+    out["record"] = record.record
     return out
 
 
@@ -218,6 +222,52 @@ async def delete_stream(request: web.Request) -> web.Response:
     record = _record(request)
     request.app[STREAMS_KEY].kick(record.id, "stream deleted")
     request.app[STORE_KEY].delete_stream(record.id)
+    return web.Response(status=204)
+
+
+async def update_stream(request: web.Request) -> web.Response:
+    """Change a stream's settings: ``{"record": bool}`` (applies from its next show on)."""
+    record = _record(request)
+    body = await _json_body(request)
+    if (
+        not isinstance(body, dict)
+        or set(body) != {"record"}
+        or not isinstance(body["record"], bool)
+    ):
+        raise ApiError(422, "invalid", 'the body must be {"record": true|false}')
+    request.app[STORE_KEY].set_record(record.id, body["record"])
+    return web.json_response(_status(request, _record(request)))
+
+
+async def list_recordings(request: web.Request) -> web.Response:
+    record = _record(request)
+    recordings = request.app[RECORDINGS_KEY]
+    rows = request.app[STORE_KEY].list_recordings(record.id)
+    return web.json_response({"recordings": [await recordings.describe(r) for r in rows]})
+
+
+def _recording(request: web.Request) -> Any:
+    row = request.app[RECORDINGS_KEY].get(request.match_info["rid"])
+    if row is None:
+        raise ApiError(404, "not_found", "no such recording")
+    return row
+
+
+async def get_recording(request: web.Request) -> web.Response:
+    row = _recording(request)
+    return web.json_response(await request.app[RECORDINGS_KEY].describe(row))
+
+
+async def delete_recording(request: web.Request) -> web.Response:
+    """Remove a recording's files/objects and its row (not while it still records)."""
+    row = _recording(request)
+    recordings = request.app[RECORDINGS_KEY]
+    if row.id in recordings.recorder.active:
+        raise ApiError(409, "recording", "the recording is in progress; end the show first")
+    try:
+        await recordings.delete(row.id)
+    except StoreUnavailable as exc:
+        raise ApiError(503, "store_unavailable", str(exc)) from exc
     return web.Response(status=204)
 
 
@@ -356,6 +406,7 @@ def make_app(
     pipelines: Pipelines,
     urls: UrlMaker,
     playback: tuple[str, int] = ("", 3600),
+    recordings: Recordings | None = None,
 ) -> web.Application:
     """The origin's aiohttp application with the control API mounted."""
     app = web.Application(middlewares=[api_auth], client_max_size=64 * 1024)
@@ -367,6 +418,12 @@ def make_app(
     app[URLS_KEY] = urls
     app[VIEWERS_KEY] = EdgeViewers()
     app[PLAYBACK_KEY] = playback
+    if recordings is not None:
+        app[RECORDINGS_KEY] = recordings
+        app.router.add_patch("/api/v1/streams/{id}", update_stream)
+        app.router.add_get("/api/v1/streams/{id}/recordings", list_recordings)
+        app.router.add_get("/api/v1/recordings/{rid}", get_recording)
+        app.router.add_delete("/api/v1/recordings/{rid}", delete_recording)
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_post("/api/v1/streams", create_stream)
     app.router.add_get("/api/v1/streams", list_streams)

@@ -97,7 +97,8 @@ class HooksSection:
     #: URL POSTed before a publisher is accepted; 2xx admits, anything else refuses.
     on_publish: str = ""
     on_publish_timeout: float = 2.0
-    #: Receivers of stream.started / stream.ended / tag.created, signed with webhook_secret.
+    #: Receivers of stream.started / stream.ended / tag.created / recording.started /
+    #: recording.ready, signed with webhook_secret.
     webhook_urls: tuple[str, ...] = ()
     webhook_secret: str = ""
 
@@ -107,6 +108,33 @@ class PlaybackSection:
     #: Shared with the edge. Empty: playback is open; set: /hls needs a signed token.
     secret: str = ""
     token_ttl: int = 3600
+
+
+@dataclass(frozen=True)
+class RecordSection:
+    """Replay: every show recorded as it goes (see ``packager.recorder``)."""
+
+    enabled: bool = True
+    store: str = "file"  # or "s3"
+    #: The file store's directory (the S3 store's local spool).
+    path: str = "var/recordings"
+    #: Recordings older than this many days are deleted by a background sweep; 0 keeps them.
+    retention_days: float = 0.0
+    #: Segments held in memory for the store per recording (a stalled disk costs at most
+    #: this many); beyond it a recording degrades.
+    queue_size: int = 64
+    s3_endpoint: str = ""
+    s3_bucket: str = ""
+    s3_region: str = ""
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_prefix: str = ""
+
+    def __post_init__(self) -> None:
+        if self.store not in ("file", "s3"):
+            raise ConfigError("record.store must be 'file' or 's3'")
+        if self.queue_size < 1 or self.retention_days < 0:
+            raise ConfigError("record.queue_size must be positive, retention_days not negative")
 
 
 @dataclass(frozen=True)
@@ -126,6 +154,7 @@ class Config:
     hooks: HooksSection = field(default_factory=HooksSection)
     whip: WhipSection = field(default_factory=WhipSection)
     playback: PlaybackSection = field(default_factory=PlaybackSection)
+    record: RecordSection = field(default_factory=RecordSection)
     log: LogSection = field(default_factory=LogSection)
 
     def __post_init__(self) -> None:

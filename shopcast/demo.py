@@ -28,6 +28,7 @@ from typing import Any
 import av
 import numpy as np
 
+from ingest.codecs import NAL_AUD, NAL_PPS, NAL_SPS, AvcConfig, avcc_from_nals, iter_annexb
 from ingest.rtmp import amf0
 from ingest.rtmp.chunk_py import ChunkStreamReader, ChunkWriter
 from shopcast.server import DEMO_STREAM, ShopcastServer
@@ -163,7 +164,6 @@ def tone(start_sample: int, count: int, rate: int) -> np.ndarray:
 
 # -- FLV bodies (RTMP audio/video message payloads; FLV spec v10.1 E.4.2.1, E.4.3.1) ------------
 MSG_AUDIO, MSG_VIDEO = 8, 9
-_NAL_SPS, _NAL_PPS, _NAL_AUD = 7, 8, 9
 
 
 @dataclass(frozen=True)
@@ -175,43 +175,13 @@ class FlvMessage:
     config: bool = False  # a sequence header (AVCDecoderConfigurationRecord / AudioSpecificConfig)
 
 
-def split_annexb(data: bytes) -> list[bytes]:
-    """NAL units of an Annex B byte stream (start codes 00 00 01 / 00 00 00 01)."""
-    nals: list[bytes] = []
-    i, n = 0, len(data)
-    start = -1
-    while i + 3 <= n:
-        if data[i] == 0 and data[i + 1] == 0 and data[i + 2] == 1:
-            if start >= 0:
-                nals.append(data[start:i].rstrip(b"\x00"))
-            i += 3
-            start = i
-        else:
-            i += 1
-    if start >= 0:
-        nals.append(data[start:])
-    return [nal for nal in nals if nal]
-
-
-def avc_config(sps: bytes, pps: bytes) -> bytes:
-    """AVCDecoderConfigurationRecord (ISO/IEC 14496-15 §5.2.4.1), 4-byte NAL lengths."""
-    return (
-        bytes((1, sps[1], sps[2], sps[3], 0xFF, 0xE1))
-        + struct.pack(">H", len(sps))
-        + sps
-        + b"\x01"
-        + struct.pack(">H", len(pps))
-        + pps
-    )
-
-
 def video_body(nals: list[bytes], keyframe: bool, cts: int = 0) -> bytes:
     head = bytes(((1 if keyframe else 2) << 4 | 7, 1)) + (cts & 0xFFFFFF).to_bytes(3, "big")
-    return head + b"".join(struct.pack(">I", len(nal)) + nal for nal in nals)
+    return head + avcc_from_nals(nals)
 
 
 def avc_sequence_header(sps: bytes, pps: bytes) -> bytes:
-    return b"\x17\x00\x00\x00\x00" + avc_config(sps, pps)
+    return b"\x17\x00\x00\x00\x00" + AvcConfig.from_parameter_sets([sps], [pps]).to_bytes()
 
 
 def aac_body(raw: bytes, config: bool = False) -> bytes:
@@ -297,15 +267,15 @@ class ShowEncoder:
     def _emit_video(self, packet: Any, emit: Callable[[FlvMessage], None]) -> None:
         ts = round(packet.pts * 1000 / self.settings.fps)
         dts = round(packet.dts * 1000 / self.settings.fps) if packet.dts is not None else ts
-        nals = split_annexb(bytes(packet))
-        sps = next((x for x in nals if x[0] & 0x1F == _NAL_SPS), None)
-        pps = next((x for x in nals if x[0] & 0x1F == _NAL_PPS), None)
+        nals = list(iter_annexb(bytes(packet)))
+        sps = next((x for x in nals if x[0] & 0x1F == NAL_SPS), None)
+        pps = next((x for x in nals if x[0] & 0x1F == NAL_PPS), None)
         if sps is not None and pps is not None:
             config = avc_sequence_header(sps, pps)
             if config != self._sent_avc_config:
                 self._sent_avc_config = config
                 emit(FlvMessage(MSG_VIDEO, dts, config, config=True))
-        body = [x for x in nals if x[0] & 0x1F not in (_NAL_SPS, _NAL_PPS, _NAL_AUD)]
+        body = [x for x in nals if x[0] & 0x1F not in (NAL_SPS, NAL_PPS, NAL_AUD)]
         emit(
             FlvMessage(
                 MSG_VIDEO,

@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 
 from ingest.sessions import LiveStreams
 from packager.origin import LOOKUP_KEY
+from packager.recorder import Recorder
 from shopcast.pipeline import StreamPipeline
 from shopcast.store import TagRecord
 
@@ -124,6 +125,41 @@ class LiveStateCollector(Collector):
         yield faults
 
 
+class RecorderCollector(Collector):
+    """Recording figures read from the recorder at scrape time."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.recorder.stats
+        written = CounterMetricFamily(
+            "shopcast_recording_bytes", "Bytes written to the recordings store", labels=["stream"]
+        )
+        segments = CounterMetricFamily(
+            "shopcast_recording_segments", "Segments recorded", labels=["stream"]
+        )
+        failures = CounterMetricFamily(
+            "shopcast_recording_failures",
+            "Recording faults: queue_full (a segment left out), store (the recording failed)",
+            labels=["stream", "kind"],
+        )
+        depth = GaugeMetricFamily(
+            "shopcast_recording_queue_depth",
+            "Segments waiting for the recordings store",
+            labels=["stream"],
+        )
+        for stream_id, count in sorted(stats.bytes.items()):
+            written.add_metric([stream_id], count)
+        for stream_id, count in sorted(stats.segments.items()):
+            segments.add_metric([stream_id], count)
+        for (stream_id, kind), count in sorted(stats.failures.items()):
+            failures.add_metric([stream_id, kind], count)
+        for stream_id, queued in sorted(self.recorder.queue_depths()):
+            depth.add_metric([stream_id], queued)
+        yield from (written, segments, failures, depth)
+
+
 class ShopcastMetrics:
     """The origin's metrics: listener of the packager and the tag service, HTTP middleware,
     and the ``/metrics`` handler. One per server (tests run several in one process)."""
@@ -186,6 +222,9 @@ class ShopcastMetrics:
     ) -> None:
         """Read these at every scrape (see :class:`LiveStateCollector`)."""
         self.registry.register(LiveStateCollector(stream_ids, streams, pipelines))
+
+    def watch_recorder(self, recorder: Recorder) -> None:
+        self.registry.register(RecorderCollector(recorder))
 
     # -- PackageListener ---------------------------------------------------------------
     def packet(self, stream: str, rendition: str, lag_seconds: float) -> None:

@@ -7,9 +7,11 @@ import logging
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Protocol
 
 from ingest.sessions import LiveStreams, PublishSession
 from packager.live import LivePackage, PackageListener, PackagerConfig
+from packager.recorder import Recording
 from transcode.ladder import LadderTranscoder
 from transcode.policy import LadderConfig
 
@@ -24,6 +26,12 @@ class StreamPipeline:
     transcoder: LadderTranscoder | None = None
     finish_timer: asyncio.TimerHandle | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    recording: Recording | None = None  # the show's recording, when it is recorded
+
+
+class RecordingOpener(Protocol):
+    def open_recording(self, stream_id: str, target_duration: int) -> Recording | None:
+        """A recording for a new show of ``stream_id``, or None when it is not recorded."""
 
 
 class Pipelines:
@@ -35,7 +43,9 @@ class Pipelines:
         ladder: LadderConfig,
         packager: PackagerConfig,
         listener: PackageListener | None = None,
+        recordings: RecordingOpener | None = None,
     ) -> None:
+        self.recordings = recordings
         self.ladder = ladder
         self.packager = packager
         self.listener = listener  # told of every stream's packaging events (metrics)
@@ -61,6 +71,12 @@ class Pipelines:
         else:
             package = LivePackage(session.stream_id, self.packager, listener=self.listener)
             pipeline = StreamPipeline(package)
+            if self.recordings is not None:
+                # A new show: a new recording (a reconnect continues the one it had).
+                pipeline.recording = self.recordings.open_recording(
+                    session.stream_id, self.packager.target_duration
+                )
+                package.sink = pipeline.recording
             self.pipelines[session.stream_id] = pipeline
         previous = old.transcoder if old is not None else None
         transcoder = LadderTranscoder(reader, self.ladder, sink=pipeline.package)
@@ -99,6 +115,8 @@ class Pipelines:
                 await pipeline.transcoder.wait()
             pipeline.package.finish()
             log.info("[%s] stream ended: ENDLIST written", stream_id)
+            if pipeline.recording is not None:
+                await pipeline.recording.close()
 
         task = asyncio.get_running_loop().create_task(finish())
         pipeline.tasks.add(task)
@@ -113,6 +131,8 @@ class Pipelines:
                 await pipeline.transcoder.close()
             if not pipeline.package.ended:
                 pipeline.package.finish()
+            if pipeline.recording is not None:
+                await pipeline.recording.close()
             log.debug("[%s] pipeline closed", stream_id)
         for pipeline in self.pipelines.values():
             for task in list(pipeline.tasks):

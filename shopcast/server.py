@@ -16,12 +16,15 @@ from ingest.rtmp.server import RTMPServer, RTMPServerSettings
 from ingest.sessions import LiveStreams
 from ingest.whip.endpoint import WhipEndpoint
 from ingest.whip.session import WhipSettings
-from packager.origin import add_hls_routes
+from packager import access
+from packager.origin import add_hls_routes, add_vod_routes
+from packager.stores import open_store
 from shopcast.api import make_app
 from shopcast.config import Config
 from shopcast.hooks import PublishHook, TagWebhooks, Webhooks
 from shopcast.metrics import ShopcastMetrics, add_metrics_route
 from shopcast.pipeline import Pipelines, packager_config
+from shopcast.recordings import Recordings
 from shopcast.store import Store, new_secret
 from shopcast.tags import TagService, tag_json
 from shopcast.web import add_web_routes
@@ -111,6 +114,11 @@ class ShopcastServer:
                 },
             )
         )
+        self.recordings = Recordings(
+            config.record, self.store, open_store(config.record), self.webhooks, self.vod_url
+        )
+        self.pipelines.recordings = self.recordings
+        self.metrics.watch_recorder(self.recordings.recorder)
         self.tags = TagService(
             self.store,
             self.streams,
@@ -125,14 +133,16 @@ class ShopcastServer:
             self.pipelines,
             self.urls,
             playback=(config.playback.secret, config.playback.token_ttl),
+            recordings=self.recordings,
         )
         add_hls_routes(self.app, self.pipelines.package, config.playback.secret)
+        add_vod_routes(self.app, self.recordings, self.recordings.media)
         add_web_routes(self.app)
         add_metrics_route(self.app, self.metrics)
         self.whip = WhipEndpoint(
             self.streams,
             lambda stream_id: self.store.get_stream(stream_id) is not None,
-            WhipSettings.from_section(config.whip, config.transcode.audio_bitrate),
+            WhipSettings.from_section(config.whip),
             on_tag=lambda stream_id, body: tag_json(self.tags.create(stream_id, body, "cue")),
         )
         self.whip.add_routes(self.app)
@@ -157,12 +167,14 @@ class ShopcastServer:
 
     async def start(self) -> None:
         srv = self.config.server
+        await self.recordings.start()
         await self.rtmp.start(srv.rtmp_host, srv.rtmp_port)
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, srv.http_host, srv.http_port)
         await site.start()
         self.http_port = int(self._runner.addresses[0][1])
+        self.recordings.serve()
         log.info("HTTP listening on %s:%d", srv.http_host, self.http_port)
 
     def urls(self, stream_id: str, stream_key: str) -> dict[str, str]:
@@ -173,12 +185,23 @@ class ShopcastServer:
             "playback_url": f"http://{host}:{self.http_port}/hls/{stream_id}/master.m3u8",
         }
 
+    def vod_url(self, recording_id: str) -> str:
+        """A recording's playback URL (signed when playback needs tokens)."""
+        host = self.config.server.public_host
+        url = f"http://{host}:{self.http_port}/vod/{recording_id}/master.m3u8"
+        secret, ttl = self.config.playback.secret, self.config.playback.token_ttl
+        if secret:
+            token = access.mint(secret, recording_id, int(time.time()) + ttl, scope="vod")
+            url += f"?{access.TOKEN_PARAM}={token}"
+        return url
+
     async def close(self) -> None:
         for hook in self.before_close:
             await hook()
         await self.rtmp.close("server shutting down")
         await self.whip.close("server shutting down")
         await self.pipelines.close()
+        await self.recordings.close()
         await self.webhooks.close()
         if self.publish_hook is not None:
             await self.publish_hook.close()

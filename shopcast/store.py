@@ -39,6 +39,20 @@ CREATE TABLE IF NOT EXISTS tags (
     replay_clicks INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS tags_by_stream ON tags (stream_id, program_date_time);
+CREATE TABLE IF NOT EXISTS recordings (
+    id TEXT PRIMARY KEY,
+    stream_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    store TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    duration REAL NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    renditions TEXT NOT NULL DEFAULT '[]',
+    error TEXT,
+    degraded TEXT
+);
+CREATE INDEX IF NOT EXISTS recordings_by_stream ON recordings (stream_id, started_at);
 CREATE TABLE IF NOT EXISTS settings (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -55,6 +69,24 @@ class StreamRecord:
     id: str
     stream_key: str
     created_at: float
+    record: bool = True  # shows are recorded (``[record] enabled`` must be on too)
+
+
+@dataclass(frozen=True)
+class RecordingRecord:
+    """A recording as stored: its state and totals (the media are in the recordings store)."""
+
+    id: str
+    stream_id: str
+    state: str  # "recording", "ready" or "failed"
+    store: str  # "file" or "s3"
+    started_at: float
+    ended_at: float | None
+    duration: float
+    bytes: int
+    renditions: list[str]
+    error: str | None
+    degraded: str | None
 
 
 @dataclass(frozen=True)
@@ -81,6 +113,33 @@ class TagRecord:
         return {"live": self.clicks - self.replay_clicks, "replay": self.replay_clicks}
 
 
+_STREAM_COLUMNS = "id, stream_key, created_at, record"
+_RECORDING_COLUMNS = (
+    "id, stream_id, state, store, started_at, ended_at, duration, bytes, renditions, "
+    "error, degraded"
+)
+
+
+def _stream(row: tuple[Any, ...]) -> StreamRecord:
+    return StreamRecord(row[0], row[1], row[2], bool(row[3]))
+
+
+def _recording(row: tuple[Any, ...]) -> RecordingRecord:
+    return RecordingRecord(
+        id=row[0],
+        stream_id=row[1],
+        state=row[2],
+        store=row[3],
+        started_at=row[4],
+        ended_at=row[5],
+        duration=row[6],
+        bytes=row[7],
+        renditions=json.loads(row[8]),
+        error=row[9],
+        degraded=row[10],
+    )
+
+
 def new_secret() -> str:
     """A 192-bit random URL-safe secret (stream keys, API tokens)."""
     return secrets.token_urlsafe(24)
@@ -100,11 +159,13 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
-        self._add_missing_columns()
+        self._migrate()
 
-    def _add_missing_columns(self) -> None:
-        """Columns added since a store file may have been created (``CREATE TABLE IF NOT EXISTS``
-        leaves an existing table as it was)."""
+    def _migrate(self) -> None:
+        """Columns added after a store file may have been created."""
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(streams)")}
+        if "record" not in columns:
+            self._db.execute("ALTER TABLE streams ADD COLUMN record INTEGER NOT NULL DEFAULT 1")
         tag_columns = {r[1] for r in self._db.execute("PRAGMA table_info(tags)")}
         if "replay_clicks" not in tag_columns:
             # Every click counted before the replay page existed came from the live page.
@@ -136,13 +197,16 @@ class Store:
 
     def get_stream(self, stream_id: str) -> StreamRecord | None:
         row = self._db.execute(
-            "SELECT id, stream_key, created_at FROM streams WHERE id = ?", (stream_id,)
+            f"SELECT {_STREAM_COLUMNS} FROM streams WHERE id = ?", (stream_id,)
         ).fetchone()
-        return StreamRecord(*row) if row else None
+        return _stream(row) if row else None
 
     def list_streams(self) -> list[StreamRecord]:
-        rows = self._db.execute("SELECT id, stream_key, created_at FROM streams ORDER BY id")
-        return [StreamRecord(*r) for r in rows]
+        rows = self._db.execute(f"SELECT {_STREAM_COLUMNS} FROM streams ORDER BY id")
+        return [_stream(r) for r in rows]
+
+    def set_record(self, stream_id: str, record: bool) -> None:
+        self._db.execute("UPDATE streams SET record = ? WHERE id = ?", (int(record), stream_id))
 
     def delete_stream(self, stream_id: str) -> bool:
         return self._db.execute("DELETE FROM streams WHERE id = ?", (stream_id,)).rowcount > 0
@@ -167,11 +231,11 @@ class Store:
         with a constant-time comparison.
         """
         row = self._db.execute(
-            "SELECT id, stream_key, created_at FROM streams WHERE key_hash = ?", (_key_hash(key),)
+            f"SELECT {_STREAM_COLUMNS} FROM streams WHERE key_hash = ?", (_key_hash(key),)
         ).fetchone()
         if row is None:
             return None
-        rec = StreamRecord(*row)
+        rec = _stream(row)
         if not hmac.compare_digest(rec.stream_key.encode(), key.encode("utf-8", "surrogatepass")):
             return None
         return rec
@@ -252,3 +316,54 @@ class Store:
             "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
             (name, value),
         )
+
+    def save_recording(self, rec: RecordingRecord) -> None:
+        """Insert or update a recording's row."""
+        self._db.execute(
+            f"INSERT OR REPLACE INTO recordings ({_RECORDING_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                rec.id,
+                rec.stream_id,
+                rec.state,
+                rec.store,
+                rec.started_at,
+                rec.ended_at,
+                rec.duration,
+                rec.bytes,
+                json.dumps(rec.renditions),
+                rec.error,
+                rec.degraded,
+            ),
+        )
+
+    def get_recording(self, recording_id: str) -> RecordingRecord | None:
+        row = self._db.execute(
+            f"SELECT {_RECORDING_COLUMNS} FROM recordings WHERE id = ?", (recording_id,)
+        ).fetchone()
+        return _recording(row) if row else None
+
+    def list_recordings(
+        self, stream_id: str | None = None, state: str | None = None
+    ) -> list[RecordingRecord]:
+        query = f"SELECT {_RECORDING_COLUMNS} FROM recordings WHERE 1 = 1"
+        args: list[Any] = []
+        if stream_id is not None:
+            query += " AND stream_id = ?"
+            args.append(stream_id)
+        if state is not None:
+            query += " AND state = ?"
+            args.append(state)
+        rows = self._db.execute(query + " ORDER BY started_at", args)
+        return [_recording(r) for r in rows]
+
+    def recordings_ended_before(self, when: float) -> list[RecordingRecord]:
+        rows = self._db.execute(
+            f"SELECT {_RECORDING_COLUMNS} FROM recordings "
+            "WHERE ended_at IS NOT NULL AND ended_at < ? ORDER BY ended_at",
+            (when,),
+        )
+        return [_recording(r) for r in rows]
+
+    def delete_recording(self, recording_id: str) -> None:
+        self._db.execute("DELETE FROM recordings WHERE id = ?", (recording_id,))

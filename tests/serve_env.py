@@ -46,6 +46,7 @@ def serve_env(store_dir: Path, **overrides: str) -> ServeEnv:
         SHOPCAST_SERVER_RTMP_PORT=str(rtmp_port),
         SHOPCAST_SERVER_HTTP_PORT=str(http_port),
         SHOPCAST_STORE_PATH=str(store_dir / "store.sqlite3"),
+        SHOPCAST_RECORD_PATH=str(store_dir / "recordings"),
     )
     env.pop("SHOPCAST_API_TOKENS", None)
     env.update(overrides)

@@ -18,8 +18,8 @@ import av
 from av.audio.codeccontext import AudioCodecContext
 from av.codec.context import Flags
 
+from ingest.codecs import AacConfig, BitstreamError, parse_audio_specific_config
 from ingest.media import MediaKind, MediaUnit
-from transcode.bitstream import AacConfig, BitstreamError
 from transcode.output import EncodedPacket, RenditionInfo, SinkBridge
 from transcode.policy import LadderConfig
 from transcode.stats import TranscodeStats
@@ -208,7 +208,7 @@ class AudioTrack:
         aac: AacConfig | None = None
         if unit.codec == "aac":
             try:
-                aac = AacConfig.parse(unit.payload)
+                aac = parse_audio_specific_config(unit.payload)
             except BitstreamError as exc:
                 self._faults.record("bad_config", f"audio: {exc}")
         if self.info is None:
@@ -241,7 +241,7 @@ class AudioTrack:
         self.transcoder.info = self.info
 
     def _make_info(self, asc: bytes, rate: int, channels: int, passthrough: bool) -> RenditionInfo:
-        config = AacConfig.parse(asc)
+        config = parse_audio_specific_config(asc)
         return RenditionInfo(
             name=AUDIO_RENDITION,
             kind=MediaKind.AUDIO,

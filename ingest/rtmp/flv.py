@@ -6,8 +6,6 @@ ExVideoTagHeader/ExAudioTagHeader with FourCC, ModEx and one-track Multitrack).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ingest.media import MILLISECONDS, MediaKind, MediaUnit
 from ingest.rtmp.errors import RTMPProtocolError
 
@@ -60,9 +58,6 @@ _LEGACY_AUDIO_NAMES = {
     11: "Speex",
     15: "device-specific sound",
 }
-# ISO/IEC 14496-3 §1.6.3.4 samplingFrequencyIndex
-AAC_SAMPLE_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025,
-                    8000, 7350)  # fmt: skip
 
 
 class UnsupportedMediaError(RTMPProtocolError):
@@ -70,7 +65,7 @@ class UnsupportedMediaError(RTMPProtocolError):
 
 
 class FLVFormatError(RTMPProtocolError, ValueError):
-    """A malformed audio/video tag body or AudioSpecificConfig."""
+    """A malformed audio/video tag body."""
 
 
 class TimestampUnwrapper:
@@ -94,53 +89,6 @@ class TimestampUnwrapper:
             self._value += step - (1 << 32) if step >= 1 << 31 else step
         self._last = raw
         return self._value
-
-
-@dataclass(frozen=True, slots=True)
-class AudioSpecificConfig:
-    """The head of an MPEG-4 AudioSpecificConfig (ISO/IEC 14496-3 §1.6.2.1)."""
-
-    object_type: int  # 2 = AAC LC, 5 = SBR (HE-AAC), 29 = PS (HE-AACv2)
-    sample_rate: int
-    channels: int  # 0: defined by a program config element
-    frame_length: int = 1024  # samples per frame; 960 when GASpecificConfig says so
-
-    def codec_string(self) -> str:
-        """RFC 6381 codec string, e.g. ``mp4a.40.2``."""
-        return f"mp4a.40.{self.object_type}"
-
-
-def parse_audio_specific_config(data: bytes) -> AudioSpecificConfig:
-    """Parse object type, sampling rate and channels; raises :class:`FLVFormatError`."""
-    bits = int.from_bytes(data[:8], "big")
-    nbits = min(len(data), 8) * 8
-    pos = 0
-
-    def take(n: int) -> int:
-        nonlocal pos
-        if pos + n > nbits:
-            raise FLVFormatError("AudioSpecificConfig truncated")
-        pos += n
-        return (bits >> (nbits - pos)) & ((1 << n) - 1)
-
-    object_type = take(5)
-    if object_type == 31:
-        object_type = 32 + take(6)
-    if object_type == 0:
-        raise FLVFormatError("AudioSpecificConfig object type 0 is invalid")
-    index = take(4)
-    if index == 15:
-        rate = take(24)
-    elif index < len(AAC_SAMPLE_RATES):
-        rate = AAC_SAMPLE_RATES[index]
-    else:
-        raise FLVFormatError(f"AudioSpecificConfig sampling frequency index {index} is reserved")
-    if rate == 0:
-        raise FLVFormatError("AudioSpecificConfig sampling rate 0")
-    channels = take(4)
-    # GASpecificConfig (§4.4.1): frameLengthFlag selects 960-sample frames for AAC-LC.
-    frame_length = 960 if object_type == 2 and pos < nbits and take(1) else 1024
-    return AudioSpecificConfig(object_type, rate, channels, frame_length)
 
 
 def _unit(

@@ -23,10 +23,16 @@ from ingest.rtmp.events import (
     PublishEnded,
     PublishRequested,
 )
-from ingest.sessions import LiveStreams, PublishRefused, PublishSession
+from ingest.sessions import LiveStreams, PublishRefused, PublishSession, RefusalReason
 
 log = logging.getLogger(__name__)
 _ids = itertools.count(1)
+#: onStatus code of each registry refusal (what ffmpeg, OBS and librtmp have always been sent).
+REFUSAL_CODES = {
+    RefusalReason.BAD_KEY: "NetStream.Publish.BadName",
+    RefusalReason.DUPLICATE: "NetStream.Publish.BadName",
+    RefusalReason.HOOK_DENIED: "NetStream.Publish.Rejected",
+}
 
 
 @dataclass(frozen=True)
@@ -179,8 +185,8 @@ class RTMPPublisherProtocol(asyncio.Protocol):
             self._fail(f"protocol error: {exc}")
 
     def _refuse(self, event: PublishRequested, exc: PublishRefused) -> None:
-        self.conn.reject_publish(event, code=exc.code, description=exc.description)
-        self._fail(f"publish refused: {exc.description}")
+        self.conn.reject_publish(event, code=REFUSAL_CODES[exc.reason], description=exc.detail)
+        self._fail(f"publish refused: {exc.detail}")
 
     def _open(self, event: PublishRequested, stream_id: str) -> None:
         try:

@@ -21,7 +21,7 @@ from pathlib import Path
 from aiohttp import web
 from aiortc.sdp import SessionDescription
 
-from ingest.sessions import LiveStreams, PublishRefused
+from ingest.sessions import LiveStreams, PublishRefused, RefusalReason
 from ingest.whip.codecs import SUPPORTED_AUDIO, SUPPORTED_VIDEO
 from ingest.whip.ice import PortRangeExhausted
 from ingest.whip.session import OfferError, TagSink, WhipSession, WhipSettings
@@ -32,6 +32,12 @@ SDP = "application/sdp"
 TRICKLE = "application/trickle-ice-sdpfrag"
 MAX_BODY = 64 * 1024
 _RETRY_AFTER = "5"
+#: HTTP status of each registry refusal (RFC 9725 leaves the choice to the server).
+REFUSAL_STATUS = {
+    RefusalReason.BAD_KEY: 401,
+    RefusalReason.DUPLICATE: 409,
+    RefusalReason.HOOK_DENIED: 403,
+}
 _CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Expose-Headers": "Location, ETag, Link, Accept-Patch, Retry-After",
@@ -204,9 +210,8 @@ class WhipEndpoint:
                 raise OfferError(503, "session closed while negotiating")
             live = self.streams.open(stream_id, session)
         except PublishRefused as exc:
-            await session.close(f"refused: {exc.description}")
-            status = 409 if exc.code == "NetStream.Publish.BadName" else 403
-            return _error(status, exc.description)
+            await session.close(f"refused: {exc.detail}")
+            return _error(REFUSAL_STATUS[exc.reason], exc.detail)
         except OfferError as exc:
             await session.close(exc.message)
             return _error(exc.status, exc.message)

@@ -53,6 +53,8 @@ _JITTER_DELAY = {MediaKind.VIDEO: 1 / 30, MediaKind.AUDIO: 4 * 0.020}
 #: Keyframe requests (RTCP PLI) while no keyframe arrived yet, and the minimum spacing of any.
 _PLI_RETRY = 0.5
 _TICK = 0.25
+#: Codecs whose WebRTC payload format carries no configuration record.
+_NO_RECORD = frozenset({"vp8", "opus"})
 
 
 @dataclass(frozen=True)
@@ -72,10 +74,9 @@ class WhipSettings:
     keyframe_interval: float = 1.0
     #: A session whose ICE/DTLS did not connect within this many seconds is closed.
     connect_timeout: float = 15.0
-    aac_bitrate: int = 128_000
 
     @classmethod
-    def from_section(cls, section: Any, aac_bitrate: int) -> WhipSettings:
+    def from_section(cls, section: Any) -> WhipSettings:
         """From shopcast's ``[whip]`` config section (same field names)."""
         return cls(
             ice_servers=section.ice_servers,
@@ -89,7 +90,6 @@ class WhipSettings:
             rate_burst=section.rate_burst,
             keyframe_interval=section.keyframe_interval,
             connect_timeout=section.connect_timeout,
-            aac_bitrate=aac_bitrate,
         )
 
     def rtc_configuration(self) -> RTCConfiguration:
@@ -214,7 +214,7 @@ class WhipSession:
             raise OfferError(400, f"unusable offer: {exc}") from exc
         except Exception as exc:  # aiortc's OperationError: nothing in common
             raise OfferError(422, f"no supported codec in the offer: {exc}") from exc
-        use_encoded_frames(pc, self.settings.aac_bitrate)
+        use_encoded_frames(pc)
         self.settings.candidates.apply(pc)
         answer = await pc.createAnswer()
         assert answer is not None
@@ -270,9 +270,9 @@ class WhipSession:
         kind = frame.kind
         if frame.config is not None:
             self._configs[kind] = (frame.codec, frame.config)
-        elif frame.codec == "vp8" and self._configs.get(kind, ("",))[0] != "vp8":
-            # VP8 has no configuration record: its config unit only names the codec.
-            self._configs[kind] = ("vp8", b"")
+        elif frame.codec in _NO_RECORD and self._configs.get(kind, ("",))[0] != frame.codec:
+            # VP8 and WebRTC Opus have no configuration record: the config unit names the codec.
+            self._configs[kind] = (frame.codec, b"")
         if self._origin is None:
             self._origin = frame.arrival - _JITTER_DELAY[kind]
         pts = self._clocks[kind].pts(frame, self._origin)
@@ -289,6 +289,9 @@ class WhipSession:
             if kind is MediaKind.VIDEO:
                 self._video_started = False  # a new configuration starts at a keyframe
         if kind is MediaKind.AUDIO:
+            if frame.codec == "opus" and live.stats.sample_rate is None:
+                # RFC 7587 §7: always "opus/48000/2"; the transcoder decodes it as stereo.
+                live.stats.sample_rate, live.stats.channels = AUDIO_CLOCK, 2
             self.audio_frames += 1
             live.write(self._unit(frame, pts, frame.payload))
             return

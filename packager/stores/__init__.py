@@ -25,7 +25,7 @@ class StoreHealth:
 
 
 class RecordingStore(Protocol):
-    """Bytes by key. ``put`` returns once the bytes are safe locally (S3: spooled, uploaded later)."""
+    """Bytes by key; ``put`` returns once the bytes are safe locally (S3: spooled first)."""
 
     name: str  # "file" or "s3": shown on every recording
 
@@ -46,3 +46,51 @@ class RecordingStore(Protocol):
         """Remove every object under ``prefix``; how many were removed."""
 
     def health(self) -> StoreHealth: ...
+
+
+class StoreSettings(Protocol):
+    """What :func:`open_store` reads (``shopcast.config.RecordSection`` has these fields)."""
+
+    @property
+    def store(self) -> str:
+        """``"file"`` or ``"s3"``."""
+
+    @property
+    def path(self) -> str:
+        """The file store's directory; the S3 store's local spool."""
+
+    @property
+    def queue_size(self) -> int: ...
+
+    @property
+    def s3_endpoint(self) -> str: ...
+
+    @property
+    def s3_bucket(self) -> str: ...
+
+    @property
+    def s3_region(self) -> str: ...
+
+    @property
+    def s3_access_key(self) -> str: ...
+
+    @property
+    def s3_secret_key(self) -> str: ...
+
+    @property
+    def s3_prefix(self) -> str: ...
+
+
+def open_store(settings: StoreSettings) -> RecordingStore:
+    """The configured store (not started yet): ``FileStore(path)`` or
+    ``S3Store.from_settings(settings)``."""
+    if settings.store == "s3":
+        from packager.stores.s3 import S3Store  # lazily: its client library loads only for S3
+
+        s3: RecordingStore = S3Store.from_settings(settings)
+        return s3
+    if settings.store != "file":
+        raise ValueError(f"unknown recordings store {settings.store!r} (file or s3)")
+    from packager.stores.local import FileStore
+
+    return FileStore(settings.path)

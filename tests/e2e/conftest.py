@@ -19,6 +19,7 @@ from shopcast.config import (
     Config,
     IngestSection,
     PackagerSection,
+    RecordSection,
     ServerSection,
     StoreSection,
 )
@@ -89,6 +90,7 @@ def make_config(tmp_path: Path, ladder: LadderConfig | None = None, **ingest: ob
         ingest=IngestSection(**ingest),  # type: ignore[arg-type]
         transcode=ladder or SMALL_LADDER,
         packager=PackagerSection(reconnect_window=10.0),
+        record=RecordSection(path=str(tmp_path / "recordings")),
     )
 
 

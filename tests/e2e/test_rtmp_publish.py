@@ -9,10 +9,9 @@ import aiohttp
 import av
 import pytest
 
-from ingest.h264 import parse_avcc
+from ingest.codecs import parse_audio_specific_config, parse_avcc
 from ingest.media import MediaKind
 from ingest.rtmp.chunk_py import ChunkStreamReader, ChunkWriter
-from ingest.rtmp.flv import parse_audio_specific_config
 from shopcast.server import ShopcastServer
 
 from .conftest import (

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from aiortc import RTCRtpSender
 
-from ingest.h264 import parse_avcc
+from ingest.codecs import parse_avcc
 from ingest.media import MediaKind
 from shopcast.config import WhipSection
 from shopcast.server import ShopcastServer
@@ -104,8 +104,11 @@ async def test_publish_reaches_hub_ladder_and_hls(
         assert video_config is not None and video_config.codec == codec.lower()
         if codec == "H264":
             assert parse_avcc(video_config.payload).sps
+        # Opus goes onto the hub as it came; the transcoder's rendition is AAC-LC.
         audio_config = capture.config(MediaKind.AUDIO)
-        assert audio_config is not None and audio_config.codec == "aac"
+        assert audio_config is not None and audio_config.codec == "opus"
+        async with http.get(f"{origin.http}/hls/demo/master.m3u8") as resp:
+            assert 'mp4a.40.2"' in await resp.text()
         video = capture.frames(MediaKind.VIDEO)
         audio = capture.frames(MediaKind.AUDIO)
         assert video[0].keyframe
@@ -124,7 +127,7 @@ async def test_publish_reaches_hub_ladder_and_hls(
             360,
             640,
         )
-        assert status["ingest"]["audio"]["codec"] == "aac"
+        assert status["ingest"]["audio"]["codec"] == "opus"
     finally:
         assert await unpublish(http, origin.http, pub) == 200
     await until(lambda: not origin.server.whip.sessions and not origin.server.streams.sessions)
@@ -413,7 +416,7 @@ async def test_single_track_publish(
             # RTMP), so the hub is checked here rather than the playlists.
             stats = origin.captures[0].session.stats
             await until(lambda: stats.audio_frames > 20)
-            assert stats.video_frames == 0 and stats.audio_codec == "aac"
+            assert stats.video_frames == 0 and stats.audio_codec == "opus"
         status = await api_status(http, origin)
         assert status["ingest"]["protocol"] == "whip"
         assert len(origin.server.whip.sessions) == 1  # still connected, not timed out

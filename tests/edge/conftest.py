@@ -39,9 +39,15 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def logged_origin(tmp_path: Path, secret: str = "") -> AsyncIterator[LoggedOrigin]:
+async def logged_origin(
+    tmp_path: Path, secret: str = "", reconnect_window: float | None = None
+) -> AsyncIterator[LoggedOrigin]:
     """An in-process origin whose every answer lands in ``origin.log``."""
     config = make_config(tmp_path)
+    if reconnect_window is not None:
+        config = replace(
+            config, packager=replace(config.packager, reconnect_window=reconnect_window)
+        )
     if secret:
         config = replace(config, playback=PlaybackSection(secret=secret))
     server = ShopcastServer(config)

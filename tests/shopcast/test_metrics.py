@@ -21,6 +21,8 @@ from ingest.media import MILLISECONDS, MediaKind, MediaUnit
 from ingest.sessions import LiveStreams
 from packager.live import LivePackage, PackagerConfig
 from packager.origin import add_hls_routes
+from packager.recorder import Recorder
+from packager.stores.local import FileStore
 from shopcast.metrics import ShopcastMetrics, add_metrics_route
 from shopcast.pipeline import StreamPipeline
 from shopcast.store import TagRecord
@@ -281,6 +283,12 @@ def populated() -> ShopcastMetrics:
     metrics.blocking_wait.labels("playlist").observe(0.3)
     metrics.tags_created.labels("shop", "api").inc()
     metrics.tag_clicked("shop", "replay")
+    recorder = Recorder(FileStore("never-written"))
+    recorder.open("shop", 2)  # one recording in progress: a queue depth
+    recorder.stats.bytes["shop"] += 1000
+    recorder.stats.segments["shop"] += 1
+    recorder.stats.failures["shop", "store"] += 1
+    metrics.watch_recorder(recorder)
     return metrics
 
 
@@ -345,6 +353,9 @@ def test_dashboard_queries_exported_metrics() -> None:
         "shopcast_http_blocking_wait_seconds_bucket",
         "shopcast_tags_created_total",
         "shopcast_tag_clicks_total",
+        "shopcast_recording_bytes_total",
+        "shopcast_recording_failures_total",
+        "shopcast_recording_queue_depth",
         "process_cpu_seconds_total",
         "process_resident_memory_bytes",
     ):

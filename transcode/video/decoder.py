@@ -12,8 +12,8 @@ from fractions import Fraction
 import av
 from av.video.codeccontext import VideoCodecContext
 
+from ingest.codecs import AvcConfig, BitstreamError
 from ingest.media import MediaUnit
-from transcode.bitstream import AvcConfig, BitstreamError
 from transcode.output import VIDEO_TIMESCALE, RenditionInfo, SinkBridge
 from transcode.policy import (
     DECODABLE_VIDEO,

@@ -15,8 +15,8 @@ from av.codec.context import Flags
 from av.video.codeccontext import VideoCodecContext
 from av.video.frame import PictureType
 
+from ingest.codecs import AvcConfig, annexb_to_avcc
 from ingest.media import MediaKind
-from transcode.bitstream import AvcConfig, annexb_to_avcc
 from transcode.output import VIDEO_TIMESCALE, EncodedPacket, RenditionInfo, SinkBridge
 from transcode.policy import LadderConfig, RungPlan, VerticalPolicy
 from transcode.stats import TranscodeStats

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Literal
 
+from ingest.codecs import AvcConfig, BitstreamError
 from ingest.media import MediaKind, MediaUnit
-from transcode.bitstream import AvcConfig, BitstreamError
 from transcode.output import VIDEO_TIMESCALE, EncodedPacket, RenditionInfo, SinkBridge
 from transcode.policy import LadderConfig, RungPlan
 from transcode.stats import TranscodeStats

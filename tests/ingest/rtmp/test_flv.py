@@ -9,12 +9,10 @@ from hypothesis import strategies as st
 from ingest.media import MILLISECONDS, MediaKind, MediaUnit
 from ingest.rtmp.errors import RTMPProtocolError
 from ingest.rtmp.flv import (
-    AudioSpecificConfig,
     FLVFormatError,
     TimestampUnwrapper,
     UnsupportedMediaError,
     parse_audio,
-    parse_audio_specific_config,
     parse_video,
 )
 
@@ -170,32 +168,6 @@ def test_unsupported_audio(payload: bytes, message: str) -> None:
         parse_audio(payload, 0, 0.0)
 
 
-@pytest.mark.parametrize(
-    ("asc", "expected"),
-    [
-        ("1188", AudioSpecificConfig(2, 48000, 1)),
-        ("1210", AudioSpecificConfig(2, 44100, 2)),
-        ("118856e500", AudioSpecificConfig(2, 48000, 1)),
-        ("2b8a", AudioSpecificConfig(5, 22050, 1)),
-        ("17805dc010", AudioSpecificConfig(2, 48000, 2)),  # explicit 24-bit rate (index 15)
-        ("f8e200", AudioSpecificConfig(39, 88200, 0)),  # escape: object type 32 + 7
-    ],
-)
-def test_audio_specific_config(asc: str, expected: AudioSpecificConfig) -> None:
-    assert parse_audio_specific_config(bytes.fromhex(asc)) == expected
-    assert expected.codec_string() == f"mp4a.40.{expected.object_type}"
-
-
-@pytest.mark.parametrize(
-    ("asc", "message"),
-    [("", "truncated"), ("12", "truncated"), ("1688", "index 13 is reserved"), ("0010", "type 0")],
-)
-def test_bad_audio_specific_config(asc: str, message: str) -> None:
-    with pytest.raises(FLVFormatError, match=message):
-        parse_audio_specific_config(bytes.fromhex(asc))
-    assert issubclass(FLVFormatError, ValueError)  # callers may catch ValueError
-
-
 def test_timestamp_unwrapper() -> None:
     u = TimestampUnwrapper()
     assert [u.unwrap(t) for t in (100, 90, 200)] == [100, 90, 200]  # backward jitter followed
@@ -224,13 +196,3 @@ def test_fuzz_tag_bodies(payload: bytes, is_video: bool) -> None:
     except RTMPProtocolError:
         return
     assert unit is None or (isinstance(unit, MediaUnit) and unit.dts == 7)
-
-
-@settings(max_examples=1000, deadline=None)
-@given(st.binary(max_size=12))
-def test_fuzz_audio_specific_config(data: bytes) -> None:
-    try:
-        asc = parse_audio_specific_config(data)
-    except FLVFormatError:
-        return
-    assert asc.sample_rate > 0 and asc.object_type > 0

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ingest.h264 import parse_avcc
+from ingest.codecs import parse_audio_specific_config, parse_avcc
 from ingest.media import MILLISECONDS, MediaKind, MediaUnit
 from ingest.rtmp import connection
 from ingest.rtmp.errors import RTMPProtocolError
@@ -20,7 +20,6 @@ from ingest.rtmp.events import (
     PublishEnded,
     PublishRequested,
 )
-from ingest.rtmp.flv import parse_audio_specific_config
 
 from .rtmp_client import Replies, drain, feed, new_connection, vector
 

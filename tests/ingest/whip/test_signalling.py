@@ -90,7 +90,7 @@ def test_whip_section_and_settings() -> None:
             "SHOPCAST_WHIP_ICE_SERVERS": "stun:stun.example.net:3478,turn:turn.example.net",
         },
     )
-    settings = WhipSettings.from_section(config.whip, 96_000)
+    settings = WhipSettings.from_section(config.whip)
     assert settings.candidates.addresses == ("127.0.0.1", "10.0.0.5")
     assert (settings.candidates.port_min, settings.candidates.port_max) == (40000, 40100)
     servers = settings.rtc_configuration().iceServers

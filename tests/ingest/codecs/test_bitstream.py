@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from transcode.bitstream import (
-    AacConfig,
+from ingest.codecs import (
     AvcConfig,
     BitstreamError,
     annexb_to_avcc,
     iter_annexb,
     iter_avcc,
+    parse_audio_specific_config,
 )
 
 SPS = bytes.fromhex("6764001facd9405005bb011000000300100000030300f1831960")
@@ -69,7 +69,7 @@ def test_avcc_record_without_sps_is_refused() -> None:
 def test_audio_specific_config(
     asc: str, object_type: int, rate: int, channels: int, passthrough: bool
 ) -> None:
-    config = AacConfig.parse(bytes.fromhex(asc))
+    config = parse_audio_specific_config(bytes.fromhex(asc))
     assert (config.object_type, config.sample_rate, config.channels) == (
         object_type,
         rate,

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.h264 import H264Error, parse_avcc, parse_sps, unescape_rbsp
+from ingest.codecs import H264Error, parse_avcc, parse_sps, unescape_rbsp
 
 CONFIGS: list[dict[str, Any]] = json.loads(
     (Path(__file__).parent / "vectors" / "h264_configs.json").read_text()
@@ -35,10 +35,10 @@ def test_libx264_configs(cfg: dict[str, Any]) -> None:
     assert sps.profile_idc == PROFILES[cfg["profile"]] == avcc.profile_idc
     assert sps.level_idc == cfg["level"] == avcc.level_idc
     assert sps.fps == Fraction(25)
-    assert avcc.nal_length_size == 4 and len(avcc.sps) == 1 and len(avcc.pps) == 1
-    assert sps.codec_string() == avcc.codec_string()
+    assert avcc.length_size == 4 and len(avcc.sps) == 1 and len(avcc.pps) == 1
+    assert sps.codec_string == avcc.codec_string
     assert (
-        sps.codec_string()
+        sps.codec_string
         == f"avc1.{sps.profile_idc:02x}{sps.constraint_flags:02x}{sps.level_idc:02x}"
     )
     assert sps.frame_mbs_only == ("ilme" not in cfg["command"])
@@ -49,7 +49,7 @@ def test_libx264_configs(cfg: dict[str, Any]) -> None:
 
 def test_codec_string_example() -> None:
     cfg = next(c for c in CONFIGS if c["width"] == 720 and c["height"] == 1280)
-    assert parse_avcc(bytes.fromhex(cfg["avcc"])).codec_string() == "avc1.64001f"
+    assert parse_avcc(bytes.fromhex(cfg["avcc"])).codec_string == "avc1.64001f"
 
 
 def test_emulation_prevention_is_removed() -> None:

@@ -1,17 +1,32 @@
-"""H.264 configuration parsing: avcC (ISO/IEC 14496-15 §5.3.3.1) and the SPS (H.264 §7.3.2.1)."""
+"""H.264 configuration: the SPS (H.264 §7.3.2.1) and the avcC record (ISO/IEC 14496-15 §5.3.3.1).
+
+``AvcConfig`` parses and serializes avcC; its optional trailer (chroma format and bit depths) is
+written from what the SPS says, for the profiles 14496-15 lists.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from fractions import Fraction
+
+from ingest.codecs.annexb import avcc_from_nals, iter_annexb
+from ingest.codecs.errors import BitstreamError
 
 # §7.3.2.1.1: profiles whose SPS carries chroma_format_idc, bit depths and scaling matrices
 _HIGH_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
+# ISO/IEC 14496-15 §5.3.3.1.2: profiles whose avcC carries chromaFormat, bitDepthLumaMinus8,
+# bitDepthChromaMinus8 and the SPS extensions (144, High 4:4:4, was withdrawn from H.264)
+_AVCC_TRAILER_PROFILES = frozenset({100, 110, 122, 244})
 _MAX_MBS = 1 << 16  # ~ 1 Gpixel: far above level 6.2 (139264 MBs per frame), still bounded
-_NAL_SPS = 7
+NAL_IDR = 5
+NAL_SPS = 7
+NAL_PPS = 8
+NAL_AUD = 9
+_PARAMETER_SETS = frozenset({NAL_SPS, NAL_PPS})
 
 
-class H264Error(ValueError):
+class H264Error(BitstreamError):
     """Malformed or out-of-range H.264 configuration data."""
 
 
@@ -81,6 +96,7 @@ class SPS:
     sar: tuple[int, int] | None
     fps: Fraction | None  # from VUI timing: time_scale / (2 * num_units_in_tick)
 
+    @property
     def codec_string(self) -> str:
         """RFC 6381 codec string, e.g. ``avc1.64001f``."""
         return f"avc1.{self.profile_idc:02x}{self.constraint_flags:02x}{self.level_idc:02x}"
@@ -109,7 +125,7 @@ def parse_sps(nal: bytes) -> SPS:
     """Parse an SPS NAL unit (with its one-byte NAL header)."""
     if len(nal) < 4:
         raise H264Error("SPS shorter than 4 bytes")
-    if nal[0] & 0x80 or nal[0] & 0x1F != _NAL_SPS:
+    if nal[0] & 0x80 or nal[0] & 0x1F != NAL_SPS:
         raise H264Error(f"NAL header 0x{nal[0]:02x} is not an SPS")
     r = BitReader(unescape_rbsp(nal[1:]))
     profile_idc = r.u(8)
@@ -201,30 +217,101 @@ def parse_sps(nal: bytes) -> SPS:
 
 
 @dataclass(frozen=True, slots=True)
-class AVCConfig:
-    """AVCDecoderConfigurationRecord (avcC)."""
+class AvcConfig:
+    """AVCDecoderConfigurationRecord (avcC); ``sps_info`` is its first SPS, parsed."""
 
     profile_idc: int
     profile_compatibility: int
     level_idc: int
-    nal_length_size: int
+    length_size: int  # bytes of each NAL unit's length prefix: 1, 2 or 4
     sps: tuple[bytes, ...]
     pps: tuple[bytes, ...]
-    sps_info: SPS | None  # the first SPS, parsed; None when the record carries none
+    sps_info: SPS | None = field(init=False, compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        if self.length_size not in (1, 2, 4):
+            raise H264Error(f"avcC NAL length size {self.length_size} is not 1, 2 or 4")
+        if len(self.sps) > 31 or len(self.pps) > 255:
+            raise H264Error(
+                f"avcC holds at most 31 SPS and 255 PPS, not {len(self.sps)}/{len(self.pps)}"
+            )
+        if any(not 0 < len(nal) <= 0xFFFF for nal in self.sps + self.pps):
+            raise H264Error("avcC parameter sets are 1 to 65535 bytes long")
+        object.__setattr__(self, "sps_info", parse_sps(self.sps[0]) if self.sps else None)
+
+    @property
     def codec_string(self) -> str:
-        """RFC 6381 codec string from the record's own profile/compatibility/level bytes."""
+        """RFC 6381 ``avc1.PPCCLL`` from the record's own profile/compatibility/level bytes."""
         return f"avc1.{self.profile_idc:02x}{self.profile_compatibility:02x}{self.level_idc:02x}"
 
+    def to_bytes(self) -> bytes:
+        """Serialize as an avcC record (ISO/IEC 14496-15 §5.3.3.1.1)."""
+        out = bytearray([1, self.profile_idc, self.profile_compatibility, self.level_idc])
+        out += bytes([0xFC | (self.length_size - 1), 0xE0 | len(self.sps)])
+        for nal in self.sps:
+            out += len(nal).to_bytes(2, "big") + nal
+        out.append(len(self.pps))
+        for nal in self.pps:
+            out += len(nal).to_bytes(2, "big") + nal
+        info = self.sps_info
+        if self.profile_idc in _AVCC_TRAILER_PROFILES and info is not None:
+            # What the SPS says (4:2:2, 10 bit …), and no SequenceParameterSetExt NAL units.
+            out += bytes(
+                [
+                    0xFC | info.chroma_format_idc,
+                    0xF8 | (info.bit_depth_luma - 8),
+                    0xF8 | (info.bit_depth_chroma - 8),
+                    0,
+                ]
+            )
+        return bytes(out)
 
-def parse_avcc(data: bytes) -> AVCConfig:
-    """Parse an avcC record and its first SPS; the optional high-profile trailer is ignored."""
+    @classmethod
+    def parse(cls, record: bytes) -> AvcConfig:
+        """A record a decoder can use: ``parse_avcc``, and at least one SPS and one PPS."""
+        config = parse_avcc(record)
+        if not config.sps:
+            raise H264Error("avcC record has no SPS")
+        if not config.pps:
+            raise H264Error("avcC record has no PPS")
+        return config
+
+    @classmethod
+    def from_parameter_sets(
+        cls, sps: Sequence[bytes], pps: Sequence[bytes], length_size: int = 4
+    ) -> AvcConfig:
+        """A record for SPS/PPS NAL units; profile, compatibility and level from the first SPS."""
+        if not sps or not pps:
+            raise H264Error("an avcC record needs an SPS and a PPS")
+        first = parse_sps(sps[0])
+        return cls(
+            first.profile_idc,
+            first.constraint_flags,
+            first.level_idc,
+            length_size,
+            tuple(sps),
+            tuple(pps),
+        )
+
+    @classmethod
+    def from_annexb(cls, data: bytes) -> AvcConfig:
+        """From an encoder's Annex B global header (SPS and PPS with start codes)."""
+        nals = list(iter_annexb(data))
+        sps = [n for n in nals if n[0] & 0x1F == NAL_SPS]
+        pps = [n for n in nals if n[0] & 0x1F == NAL_PPS]
+        if not sps or not pps:
+            raise H264Error("global header lacks SPS/PPS")
+        return cls.from_parameter_sets(sps, pps)
+
+
+def parse_avcc(data: bytes) -> AvcConfig:
+    """Parse an avcC record as received (it may lack SPS or PPS); the trailer is not kept."""
     if len(data) < 7:
         raise H264Error(f"avcC of {len(data)} bytes is shorter than 7")
     if data[0] != 1:
         raise H264Error(f"avcC configurationVersion {data[0]} is not 1")
-    nal_length_size = (data[4] & 0x03) + 1
-    if nal_length_size == 3:
+    length_size = (data[4] & 0x03) + 1
+    if length_size == 3:
         raise H264Error("avcC NAL length size 3 is not allowed")
     pos = 5
     lists: list[tuple[bytes, ...]] = []
@@ -244,5 +331,18 @@ def parse_avcc(data: bytes) -> AVCConfig:
             items.append(bytes(data[pos : pos + n]))
             pos += n
         lists.append(tuple(items))
-    sps_info = parse_sps(lists[0][0]) if lists[0] else None
-    return AVCConfig(data[1], data[2], data[3], nal_length_size, lists[0], lists[1], sps_info)
+    return AvcConfig(data[1], data[2], data[3], length_size, lists[0], lists[1])
+
+
+def annexb_to_avcc(data: bytes, *, drop_parameter_sets: bool = True) -> bytes:
+    """An encoder's Annex B access unit as 4-byte length-prefixed NAL units for ``mdat``.
+
+    Access unit delimiters go; SPS/PPS go too unless asked to stay (they live in the avcC).
+    """
+    return avcc_from_nals(
+        nal
+        for nal in iter_annexb(data)
+        if not (
+            nal[0] & 0x1F == NAL_AUD or (drop_parameter_sets and nal[0] & 0x1F in _PARAMETER_SETS)
+        )
+    )
