@@ -16,7 +16,7 @@ from packager import access
 from packager.stores import StoreUnavailable
 from shopcast.pipeline import Pipelines
 from shopcast.recordings import Recordings
-from shopcast.store import Store, StoreError, StreamRecord
+from shopcast.store import Store, StoreError, StreamRecord, TagRecord
 from shopcast.tags import TagError, TagService, tag_json
 from transcode.policy import LadderConfigError, VerticalMode
 
@@ -314,6 +314,24 @@ async def _json_body(request: web.Request) -> Any:
         return await request.json()
     except (ValueError, RecursionError) as exc:  # nesting deeper than the parser's stack: 400 too
         raise ApiError(400, "bad_json", f"the body is not JSON: {exc}") from exc
+
+
+#: What anyone may see of a tag: what its DATERANGE and emsg already carry in the playlists and
+#: segments, and its thumbnail (the replay page's data; no clicks, no source pts).
+PUBLIC_TAG_FIELDS = (
+    "id",
+    "kind",
+    "product_id",
+    "data",
+    "duration",
+    "program_date_time",
+    "thumbnail_url",
+)
+
+
+def public_tag(request: web.Request, rec: TagRecord) -> dict[str, Any]:
+    out = tag_json(rec)
+    return {name: out[name] for name in PUBLIC_TAG_FIELDS if name in out}
 
 
 async def create_tag(request: web.Request) -> web.Response:
