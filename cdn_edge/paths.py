@@ -17,7 +17,9 @@ _STREAM = r"[a-z0-9][a-z0-9_-]{0,63}"
 _HLS = re.compile(rf"^/hls/(?P<stream>{_STREAM})/(?:master\.m3u8|{_NAME}/{_NAME})$")
 #: Recordings (``/vod/<recording id>/…``): ids are 22 URL-safe characters (128 random bits).
 _VOD = re.compile(rf"^/vod/(?P<stream>[A-Za-z0-9_-]{{22}})/(?:master\.m3u8|{_NAME}/{_NAME})$")
-_PAGES = re.compile(rf"^/(?:demo/{_STREAM}|static/{_NAME})$")
+_PAGES = re.compile(rf"^/(?:demo/{_STREAM}|static/{_NAME}|replay/[A-Za-z0-9_-]{{22}})$")
+#: A replay page's data: the recording's tags, behind the recording's (``vod``) token.
+_REPLAY_DATA = re.compile(r"^/replay/(?P<stream>[A-Za-z0-9_-]{22})/data\.json$")
 #: Query parameters that select a different response (LLHLS_RULES "Caching").
 HLS_PARAMS = ("_HLS_msn", "_HLS_part", "_HLS_skip")
 _SKIP_VALUES = {"YES", "v2"}
@@ -29,7 +31,7 @@ class Target:
     """A request the edge may serve: the path, the HLS parameters that select the response."""
 
     path: str
-    stream: str | None  # None for the demo page and its assets; a recording id under /vod
+    stream: str | None  # None for the pages and their assets; a recording id under /vod
     params: tuple[tuple[str, str], ...]
     token: str | None
     scope: str = "hls"  # or "vod": what a playback token is minted for
@@ -61,7 +63,7 @@ def parse_target(raw: str) -> Target:
         raise BadTarget(404, "no such path")
     hls = _HLS.match(path)
     scope = "hls"
-    if hls is None and (hls := _VOD.match(path)) is not None:
+    if hls is None and (hls := _VOD.match(path) or _REPLAY_DATA.match(path)) is not None:
         scope = "vod"
     if hls is None and _PAGES.match(path) is None:
         raise BadTarget(404, "no such path")

@@ -92,9 +92,8 @@ async def replay_data(request: web.Request) -> web.Response:
     (``PUBLIC_TAG_FIELDS``). Behind the recording's playback token when playback needs one."""
     secret = request.app[SECRET_KEY]
     if secret:
-        scope = f"/vod/{request.match_info['recording_id']}/"
         token = request.query.get(access.TOKEN_PARAM)
-        why = access.verify(secret, scope, token, time.time())
+        why = access.verify(secret, request.path, token, time.time())
         if why is not None:
             raise web.HTTPForbidden(text=why)
     row, tags = await _replay_show(request)
