@@ -10,7 +10,7 @@ import os
 
 from setuptools import find_packages, setup
 
-PACKAGES = ("shopcast", "ingest", "transcode", "packager", "cdn_edge", "native")
+PACKAGES = ("shopcast", "ingest", "transcode", "packager", "cdn_edge", "native", "benchmarks")
 
 
 def native_extensions() -> list:

@@ -2,7 +2,7 @@
 against nginx proxy_cache (deploy/nginx-edge.conf) on the same core, origin fetches per object.
 
 The edge (or nginx, one worker) is pinned to CPU 1; the origin, ffmpeg and the viewer swarm
-processes (``benchmarks/viewer_swarm.py``: hls.js's loop on raw keep-alive connections) share
+processes (``benchmarks/loadtest/swarm.py``: hls.js's loop on raw keep-alive connections) share
 CPU 0. Each step records how busy each core was (/proc/stat: the edge's core is the edge's CPU),
 the swarm processes' own CPU and event-loop lateness; a step whose swarm needed as much CPU as
 the edge is marked generator-bound (its delays are then partly the generator's own). Figures go
@@ -22,10 +22,9 @@ from typing import Any
 
 import pytest
 
-from benchmarks import viewer_swarm
-from shopcast.loadtest import percentile
-from tests.e2e.conftest import requires_ffmpeg, stop_ffmpeg
-from tests.edge.conftest import (
+from benchmarks.loadtest import swarm
+from benchmarks.loadtest.stats import percentile
+from harness.edge import (
     NGINX,
     edge_process,
     logged_origin,
@@ -33,7 +32,8 @@ from tests.edge.conftest import (
     publish,
     wait_live,
 )
-from tests.edge.sim import follows
+from harness.origin import requires_ffmpeg, stop_ffmpeg
+from harness.sim import follows
 
 SMOKE = os.environ.get("SHOPCAST_BENCH_SMOKE") == "1"  # tests/benchmarks: tiny sizes
 # Viewers per step; the run stops after two steps over the goal.
@@ -132,9 +132,7 @@ async def viewer_step(base: str, playlist: str, count: int) -> dict[str, Any]:
     firsts = [sum(per[:i]) for i in range(GENERATORS)]
     procs = [
         await asyncio.create_subprocess_exec(
-            *viewer_swarm.command(
-                base, playlist, n, first=first, seconds=STEP_SECONDS, join=JOIN_SECONDS
-            ),
+            *swarm.command(base, playlist, n, first=first, seconds=STEP_SECONDS, join=JOIN_SECONDS),
             stdout=asyncio.subprocess.PIPE,
             preexec_fn=lambda: os.sched_setaffinity(0, {LOAD_CPU}),
         )

@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
+from benchmarks.loadtest.stats import percentile
+from harness.origin import Origin, ffmpeg_publish_args, make_config, requires_ffmpeg
 from packager.live import LivePackage
-from shopcast.loadtest import percentile
 from shopcast.server import ShopcastServer
 from shopcast.web import HLS_JS
-from tests.e2e.conftest import Origin, ffmpeg_publish_args, make_config, requires_ffmpeg
 
 CHROMIUM = shutil.which("chromium")
 HAS_PLAYWRIGHT = importlib.util.find_spec("playwright") is not None
@@ -195,7 +195,7 @@ async def measure_player_latency(tmp_path: Path) -> dict[str, Any]:
     from playwright.async_api import async_playwright
 
     # The e2e test's flags; imported by name so mypy (run on benchmarks/) skips that module.
-    from tests.browser import CHROMIUM_ARGS as chromium_args
+    from harness.browser import CHROMIUM_ARGS as chromium_args
 
     async with running_origin(tmp_path) as origin, async_playwright() as pw:
         publisher = await start_publisher(origin, PLAYER_PUBLISH)

@@ -21,9 +21,9 @@ from typing import Any
 
 import aiohttp
 
-from shopcast.loadtest import percentile
+from benchmarks.loadtest.stats import percentile
+from harness.origin import Origin, ffmpeg_publish_args, make_config, requires_ffmpeg
 from shopcast.server import ShopcastServer
-from tests.e2e.conftest import Origin, ffmpeg_publish_args, make_config, requires_ffmpeg
 
 # The e2e tag tests' HTTP helpers; imported by name so mypy (run on benchmarks/) skips that module.
 _api: Any = importlib.import_module("tests.e2e.test_tags_api")

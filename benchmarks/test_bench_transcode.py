@@ -23,9 +23,10 @@ from typing import Any
 
 import pytest
 
+from benchmarks.loadtest.stats import percentile
+from harness.mediakit import units_from_file
 from ingest.hub import StreamHub
 from ingest.media import MediaKind, MediaUnit
-from tests.transcode.mediakit import units_from_file
 from transcode.ladder import LadderTranscoder
 from transcode.output import EncodedPacket, QueueSink
 from transcode.policy import LadderConfig, Rung
@@ -206,7 +207,7 @@ def test_bench_realtime_1080p30_capacity(benchmark: Any, sources: Sources, bfram
         for count in range(1, 2 if SMOKE else 5):
             lags = asyncio.run(realtime_sources(units, count))
             assert lags, "no packets measured"
-            p50, p99 = lags[len(lags) // 2], lags[min(len(lags) - 1, int(len(lags) * 0.99))]
+            p50, p99 = percentile(lags, 0.5), percentile(lags, 0.99)
             results[count] = (p50, p99)
             print(
                 f"\n[bframes={bframes}] {count} real-time 1080p30 source(s): "

@@ -26,12 +26,13 @@ from typing import Any
 
 import aiohttp
 
+from harness.origin import Origin, make_config
+from harness.whip_client import publish, unpublish, wait_connected
 from ingest.media import MediaKind
 from ingest.sessions import PublishSession
+from packager.playlist import parse_media_playlist
 from shopcast.config import WhipSection
 from shopcast.server import ShopcastServer
-from tests.e2e.conftest import Origin, make_config
-from tests.ingest.whip.client import publish, unpublish, wait_connected
 from transcode.policy import LadderConfig
 
 LOOPBACK = WhipSection(host_addresses=("127.0.0.1",), max_sessions=64, rate_burst=200)
@@ -142,7 +143,7 @@ async def measure_step(tmp_path: Path, count: int) -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tests.ingest.whip.client",
+        "harness.whip_client",
         origin.http,
         str(seconds),
         "180x320",
@@ -166,9 +167,7 @@ async def measure_step(tmp_path: Path, count: int) -> dict[str, Any]:
                     for rendition in package.renditions.values():
                         parts |= {
                             f"{rendition.info.name}/{uri}"
-                            for uri in re.findall(
-                                r'#EXT-X-PART:[^\n]*URI="([^"]+)"', rendition.playlist()
-                            )
+                            for _, _, uri in parse_media_playlist(rendition.playlist()).parts
                         }
                 out[s] = (
                     live.stats.video_frames if live else 0,

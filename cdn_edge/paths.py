@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode
 
 from packager.access import TOKEN_PARAM
+from packager.playlist import PlaylistSyntaxError, parse_media_playlist
 
 # Names the origin hands out: stream ids like the store's, renditions ("360p"), files
 # ("12.3.m4s", "init.mp4", "index.m3u8"). Matched on the *raw* target, so percent-encoding
@@ -23,7 +24,6 @@ _REPLAY_DATA = re.compile(r"^/replay/(?P<stream>[A-Za-z0-9_-]{22})/data\.json$")
 #: Query parameters that select a different response (LLHLS_RULES "Caching").
 HLS_PARAMS = ("_HLS_msn", "_HLS_part", "_HLS_skip")
 _SKIP_VALUES = {"YES", "v2"}
-_PRELOAD_HINT = re.compile(r'^#EXT-X-PRELOAD-HINT:(?=.*TYPE=(?:PART|MAP))(?=.*URI="([^"]+)")')
 
 
 @dataclass(frozen=True)
@@ -91,12 +91,14 @@ def cache_key(target: Target, token_in_key: bool) -> str:
 def preload_hints(playlist_path: str, text: str) -> list[str]:
     """Raw targets of the playlist's ``#EXT-X-PRELOAD-HINT`` URIs, resolved against its path."""
     base = posixpath.dirname(playlist_path)
+    try:
+        hints = parse_media_playlist(text).preload_hints
+    except PlaylistSyntaxError:
+        return []  # the playlist is served as the origin sent it; only the prefetch is skipped
     out = []
-    for line in text.splitlines():
-        match = _PRELOAD_HINT.match(line)
-        if match is None:
+    for kind, uri in hints:
+        if kind not in ("PART", "MAP"):
             continue
-        uri = match.group(1)
         if "://" in uri:
             continue  # only same-origin relative hints
         out.append(uri if uri.startswith("/") else f"{base}/{uri}")

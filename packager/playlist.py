@@ -5,10 +5,12 @@ Section numbers ("S 4.4.4.9") refer to the HLS draft, "A x.y" to Apple's authori
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
+from typing import NamedTuple
 
 
 def format_pdt(epoch_seconds: float) -> str:
@@ -243,3 +245,138 @@ def render_multivariant_playlist(variants: Sequence[Variant]) -> str:
         lines.append("#EXT-X-STREAM-INF:" + ",".join(attrs))
         lines.append(v.uri)
     return "\n".join(lines) + "\n"
+
+
+# -- reading ---------------------------------------------------------------------------------
+# The load tools, the edge simulation and the tests read playlists with this one parser: it reads
+# what ``render_media_playlist`` writes (and what any LL-HLS origin writes) back into a view.
+
+_ATTRIBUTE = re.compile(r'([A-Z0-9-]+)=("[^"]*"|[^,]*)')
+_URI = re.compile(r'(?:^|,)URI="([^"]*)"')
+
+
+class PlaylistSyntaxError(ValueError):
+    """A playlist line the reader cannot make sense of (the message names the line, cut short)."""
+
+
+def tag_attributes(line: str) -> dict[str, str]:
+    """The attribute list of a tag line (S 4.2), quotes removed: ``URI="a"`` → {"URI": "a"}."""
+    return {k: v.strip('"') for k, v in _ATTRIBUTE.findall(line.partition(":")[2])}
+
+
+class ListedSegment(NamedTuple):
+    """A segment line as a reader sees it, with the tags written before it."""
+
+    msn: int
+    uri: str
+    duration: float  # its EXTINF
+    discontinuity: bool  # EXT-X-DISCONTINUITY right before it
+    program_date_time: str  # the last EXT-X-PROGRAM-DATE-TIME written before it, as written
+
+
+@dataclass
+class MediaPlaylistView:
+    """What a low-latency client reads from a media playlist; parts are located by counting from
+    EXT-X-MEDIA-SEQUENCE and EXT-X-SKIP, not from their names."""
+
+    parts: list[tuple[int, int, str]] = field(default_factory=list)  # (msn, index, uri)
+    segments: list[ListedSegment] = field(default_factory=list)  # complete ones
+    hint: tuple[int, int] | None = None  # (msn, index) of the PRELOAD-HINT part
+    preload_hints: list[tuple[str, str]] = field(default_factory=list)  # (TYPE, URI), S 4.4.5.3
+    part_target: float = 0.0
+    reports: list[tuple[str, int, int]] = field(default_factory=list)  # (uri, msn, part)
+    dateranges: list[str] = field(default_factory=list)  # their IDs, in order
+    map_uri: str | None = None
+    media_sequence: int = 0
+    skipped: int = 0  # EXT-X-SKIP's SKIPPED-SEGMENTS of a delta update
+    ended: bool = False
+    can_skip: bool = False  # EXT-X-SERVER-CONTROL has CAN-SKIP-UNTIL (delta updates, S 6.2.5.1)
+
+    @property
+    def last(self) -> tuple[int, int] | None:
+        return self.parts[-1][:2] if self.parts else None
+
+
+def _required(attrs: dict[str, str], name: str, line: str) -> str:
+    value = attrs.get(name)
+    if value is None:
+        raise PlaylistSyntaxError(f"{name} missing in {line[:80]!r}")
+    return value
+
+
+def parse_media_playlist(text: str) -> MediaPlaylistView:
+    """Read a media playlist; the PRELOAD-HINT's position is the part after the last listed one
+    (S 4.4.5.3). Raises :class:`PlaylistSyntaxError` (a ValueError) on a line it cannot read."""
+    view = MediaPlaylistView()
+    parts, segments = view.parts, view.segments
+    msn = index = 0
+    hinted = discontinuity = False
+    duration, pdt = 0.0, ""
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            if line.strip():  # a segment URI closes its segment
+                segments.append(ListedSegment(msn, line.strip(), duration, discontinuity, pdt))
+                msn, index, discontinuity = msn + 1, 0, False
+            continue
+        tag, _, value = line.partition(":")
+        try:
+            if tag == "#EXT-X-PART":  # the most frequent line: its URI without the full list
+                uri = _URI.search(value)
+                if uri is None:
+                    raise PlaylistSyntaxError(f"URI missing in {line[:80]!r}")
+                parts.append((msn, index, uri.group(1)))
+                index += 1
+            elif tag == "#EXTINF":
+                duration = float(value.partition(",")[0])
+            elif tag == "#EXT-X-PROGRAM-DATE-TIME":
+                pdt = value
+            elif tag == "#EXT-X-DISCONTINUITY":
+                discontinuity = True
+            elif tag == "#EXT-X-MEDIA-SEQUENCE":
+                msn = view.media_sequence = int(value)
+            elif tag == "#EXT-X-SKIP":
+                view.skipped = int(tag_attributes(line).get("SKIPPED-SEGMENTS", "0"))
+                msn += view.skipped
+            elif tag == "#EXT-X-SERVER-CONTROL":
+                view.can_skip = "CAN-SKIP-UNTIL" in tag_attributes(line)
+            elif tag == "#EXT-X-PART-INF":
+                view.part_target = float(tag_attributes(line).get("PART-TARGET", "0"))
+            elif tag == "#EXT-X-MAP":
+                view.map_uri = _required(tag_attributes(line), "URI", line)
+            elif tag == "#EXT-X-PRELOAD-HINT":
+                a = tag_attributes(line)
+                kind, hint_uri = a.get("TYPE", ""), a.get("URI")
+                if hint_uri is not None:
+                    view.preload_hints.append((kind, hint_uri))
+                hinted = hinted or kind == "PART"
+            elif tag == "#EXT-X-RENDITION-REPORT":
+                a = tag_attributes(line)
+                uri_, last_msn = _required(a, "URI", line), int(_required(a, "LAST-MSN", line))
+                view.reports.append((uri_, last_msn, int(a.get("LAST-PART", "-1"))))
+            elif tag == "#EXT-X-DATERANGE":
+                view.dateranges.append(tag_attributes(line).get("ID", ""))
+            elif tag == "#EXT-X-ENDLIST":
+                view.ended = True
+        except PlaylistSyntaxError:
+            raise
+        except ValueError:  # int()/float() of a malformed number (its message repeats it whole)
+            raise PlaylistSyntaxError(f"not a number in {line[:80]!r}") from None
+    if hinted:
+        view.hint = (msn, index)
+    return view
+
+
+def parse_variants(text: str) -> list[tuple[str, int]]:
+    """(URI, BANDWIDTH) of each EXT-X-STREAM-INF of a multivariant playlist, in order."""
+    out: list[tuple[str, int]] = []
+    bandwidth: int | None = None
+    for line in text.splitlines():
+        if line.startswith("#EXT-X-STREAM-INF:"):
+            value = tag_attributes(line).get("BANDWIDTH", "0")
+            if not value.isdigit():
+                raise PlaylistSyntaxError(f"BANDWIDTH is not a number in {line[:80]!r}")
+            bandwidth = int(value)
+        elif line and not line.startswith("#") and bandwidth is not None:
+            out.append((line.strip(), bandwidth))
+            bandwidth = None
+    return out

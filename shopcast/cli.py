@@ -11,7 +11,6 @@ from typing import Any
 from cdn_edge.cli import add_edge_parser, run_edge
 from shopcast.config import ConfigError, load_config
 from shopcast.demo import SIZE_ENV, DemoPublisher, DemoSettings, demo_size
-from shopcast.loadtest import add_loadtest_parser, run_loadtest
 from shopcast.logs import setup_logging
 from shopcast.server import DEMO_STREAM, ShopcastServer
 
@@ -89,6 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="seconds between the --demo show's product pins (default 5)",
     )
     add_edge_parser(sub)
+    # The load tool is a program of its own (benchmarks/loadtest), reachable from this command.
+    from benchmarks.loadtest.cli import add_loadtest_parser, run_loadtest
+
     add_loadtest_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "edge":

@@ -2,8 +2,8 @@
 
 A synthetic vertical show (moving colour field, the product "on camera" as a swatch, a frame
 counter, a 440 Hz tone with a beep per second) is encoded with PyAV (libx264 veryfast
-zerolatency + AAC) and published over real RTMP (handshake, connect, createStream, publish,
-chunked FLV bodies) to the server's own port, like any outside encoder. Every few seconds the
+zerolatency + AAC) and published over real RTMP (:mod:`ingest.rtmp.client`, the client role of
+the RTMP core) to the server's own port, like any outside encoder. Every few seconds the
 show switches to the next product and pins it through :meth:`TagService.create` with ``"at"``
 = the PTS of the very frame where the swatch changes, so the card lights up on that frame.
 
@@ -17,7 +17,6 @@ import contextlib
 import logging
 import os
 import re
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -29,8 +28,9 @@ import av
 import numpy as np
 
 from ingest.codecs import NAL_AUD, NAL_PPS, NAL_SPS, AvcConfig, avcc_from_nals, iter_annexb
-from ingest.rtmp import amf0
-from ingest.rtmp.chunk_py import ChunkStreamReader, ChunkWriter
+from ingest.rtmp import flv
+from ingest.rtmp.client import RTMPPublisher, RTMPPublishError
+from ingest.rtmp.connection import MSG_AUDIO, MSG_VIDEO
 from shopcast.server import DEMO_STREAM, ShopcastServer
 from shopcast.tags import TagError
 
@@ -162,8 +162,7 @@ def tone(start_sample: int, count: int, rate: int) -> np.ndarray:
     return np.stack([mono, mono])
 
 
-# -- FLV bodies (RTMP audio/video message payloads; FLV spec v10.1 E.4.2.1, E.4.3.1) ------------
-MSG_AUDIO, MSG_VIDEO = 8, 9
+# -- media messages (FLV tag bodies from ingest.rtmp.flv) --------------------------------------
 
 
 @dataclass(frozen=True)
@@ -173,20 +172,6 @@ class FlvMessage:
     payload: bytes
     keyframe: bool = False
     config: bool = False  # a sequence header (AVCDecoderConfigurationRecord / AudioSpecificConfig)
-
-
-def video_body(nals: list[bytes], keyframe: bool, cts: int = 0) -> bytes:
-    head = bytes(((1 if keyframe else 2) << 4 | 7, 1)) + (cts & 0xFFFFFF).to_bytes(3, "big")
-    return head + avcc_from_nals(nals)
-
-
-def avc_sequence_header(sps: bytes, pps: bytes) -> bytes:
-    return b"\x17\x00\x00\x00\x00" + AvcConfig.from_parameter_sets([sps], [pps]).to_bytes()
-
-
-def aac_body(raw: bytes, config: bool = False) -> bytes:
-    # 0xAF: AAC, "44 kHz", 16-bit, stereo (the real format is in the AudioSpecificConfig).
-    return b"\xaf" + (b"\x00" if config else b"\x01") + raw
 
 
 class ShowEncoder:
@@ -224,7 +209,10 @@ class ShowEncoder:
         s = self.settings
         emit(
             FlvMessage(
-                MSG_AUDIO, 0, aac_body(bytes(self.audio.extradata or b""), True), config=True
+                MSG_AUDIO,
+                0,
+                flv.aac_sequence_header_body(bytes(self.audio.extradata or b"")),
+                config=True,
             )
         )
         frame_size = self.audio.frame_size or 1024
@@ -259,7 +247,7 @@ class ShowEncoder:
                     # The priming packet has a negative pts: dropped, the clock starts at 0.
                     if packet.pts is not None and packet.pts >= 0:
                         ts = round(packet.pts * 1000 / s.audio_rate)
-                        emit(FlvMessage(MSG_AUDIO, ts, aac_body(bytes(packet))))
+                        emit(FlvMessage(MSG_AUDIO, ts, flv.aac_audio_body(bytes(packet))))
                 samples += frame_size
             n += 1
         return n
@@ -271,7 +259,9 @@ class ShowEncoder:
         sps = next((x for x in nals if x[0] & 0x1F == NAL_SPS), None)
         pps = next((x for x in nals if x[0] & 0x1F == NAL_PPS), None)
         if sps is not None and pps is not None:
-            config = avc_sequence_header(sps, pps)
+            config = flv.avc_sequence_header_body(
+                AvcConfig.from_parameter_sets([sps], [pps]).to_bytes()
+            )
             if config != self._sent_avc_config:
                 self._sent_avc_config = config
                 emit(FlvMessage(MSG_VIDEO, dts, config, config=True))
@@ -280,131 +270,10 @@ class ShowEncoder:
             FlvMessage(
                 MSG_VIDEO,
                 dts,
-                video_body(body, packet.is_keyframe, ts - dts),
+                flv.avc_video_body(avcc_from_nals(body), packet.is_keyframe, ts - dts),
                 keyframe=packet.is_keyframe,
             )
         )
-
-
-# -- a minimal RTMP publisher (Adobe RTMP 1.0 §5.2 handshake, §7.2 NetConnection/NetStream) ----
-HANDSHAKE_SIZE = 1536
-MSG_SET_CHUNK_SIZE, MSG_COMMAND_AMF0 = 1, 20
-OUT_CHUNK_SIZE = 4096
-
-
-class RTMPPublishError(Exception):
-    """The server refused (or dropped) the publisher."""
-
-
-class RTMPPublisher:
-    """Just enough RTMP to publish: handshake, connect, createStream, publish, media."""
-
-    def __init__(self, host: str, port: int, app: str, key: str) -> None:
-        self.host, self.port, self.app, self.key = host, port, app, key
-        self.writer = ChunkWriter()
-        self.reader = ChunkStreamReader()
-        self.stream_id = 0
-        self._r: asyncio.StreamReader | None = None
-        self._w: asyncio.StreamWriter | None = None
-        self._drain_task: asyncio.Task[None] | None = None
-
-    async def connect(self, timeout: float = 10.0) -> None:
-        async with asyncio.timeout(timeout):
-            self._r, self._w = await asyncio.open_connection(self.host, self.port)
-            c1 = struct.pack(">II", int(time.time()) & 0xFFFFFFFF, 0) + os.urandom(
-                HANDSHAKE_SIZE - 8
-            )
-            self._w.write(b"\x03" + c1)
-            s0s1 = await self._r.readexactly(1 + HANDSHAKE_SIZE)
-            await self._r.readexactly(HANDSHAKE_SIZE)  # S2 (echo of C1)
-            self._w.write(s0s1[1:])  # C2 = S1
-            self._w.write(
-                self.writer.write(2, MSG_SET_CHUNK_SIZE, 0, 0, struct.pack(">I", OUT_CHUNK_SIZE))
-            )
-            self.writer.chunk_size = OUT_CHUNK_SIZE
-            tc_url = f"rtmp://{self.host}:{self.port}/{self.app}"
-            self._command(
-                "connect",
-                1.0,
-                {"app": self.app, "type": "nonprivate", "flashVer": "FMLE/3.0", "tcUrl": tc_url},
-            )
-            await self._reply(1.0)
-            self._command("releaseStream", 2.0, None, self.key)
-            self._command("FCPublish", 3.0, None, self.key)
-            self._command("createStream", 4.0, None)
-            result = await self._reply(4.0)
-            self.stream_id = int(result[3]) if len(result) > 3 else 1
-            self._command("publish", 5.0, None, self.key, "live", stream_id=self.stream_id)
-            await self._publish_status()
-        self._drain_task = asyncio.ensure_future(self._drain())
-
-    def _command(self, *values: Any, stream_id: int = 0) -> None:
-        assert self._w is not None
-        self._w.write(self.writer.write(3, MSG_COMMAND_AMF0, stream_id, 0, amf0.encode(*values)))
-
-    async def _commands(self) -> list[Any]:
-        """The next AMF0 command from the server (other messages skipped)."""
-        assert self._r is not None
-        while True:
-            msg = self.reader.next_message()
-            if msg is None:
-                data = await self._r.read(65536)
-                if not data:
-                    raise RTMPPublishError("the server closed the connection")
-                self.reader.feed(data)
-                continue
-            if msg.type_id == MSG_COMMAND_AMF0:
-                return amf0.decode_all(msg.payload)
-
-    async def _reply(self, txn: float) -> list[Any]:
-        while True:
-            values = await self._commands()
-            if values and values[0] == "_error":
-                raise RTMPPublishError(f"refused: {values[-1]}")
-            if len(values) > 1 and values[0] == "_result" and values[1] == txn:
-                return values
-
-    async def _publish_status(self) -> None:
-        while True:
-            values = await self._commands()
-            if values and values[0] in ("onStatus", "_error"):
-                info = values[-1] if isinstance(values[-1], dict) else {}
-                code = str(info.get("code", ""))
-                if code == "NetStream.Publish.Start":
-                    return
-                if info.get("level") == "error" or values[0] == "_error":
-                    raise RTMPPublishError(f"publish refused: {code} {info.get('description', '')}")
-
-    async def _drain(self) -> None:
-        """Read (and drop) what the server sends while we publish: acks, pings, status."""
-        assert self._r is not None
-        while await self._r.read(65536):
-            pass
-
-    @property
-    def closed(self) -> bool:
-        return self._drain_task is not None and self._drain_task.done()
-
-    async def send(self, msg: FlvMessage) -> None:
-        if self._w is None or self.closed:
-            raise RTMPPublishError("the server closed the connection")
-        csid = 6 if msg.type_id == MSG_VIDEO else 4
-        self._w.write(
-            self.writer.write(csid, msg.type_id, self.stream_id, msg.timestamp, msg.payload)
-        )
-        await self._w.drain()
-
-    async def close(self) -> None:
-        if self._w is not None:
-            with contextlib.suppress(Exception):
-                self._command("FCUnpublish", 6.0, None, self.key)
-                self._command("deleteStream", 7.0, None, float(self.stream_id))
-                await self._w.drain()
-            self._w.close()
-            with contextlib.suppress(Exception):
-                await self._w.wait_closed()
-        if self._drain_task is not None:
-            self._drain_task.cancel()
 
 
 # -- the demo --------------------------------------------------------------------------------
@@ -555,9 +424,10 @@ class DemoPublisher:
                     continue
                 # Sequence headers first, on the keyframe's timestamp (also after reconnects).
                 for config in self._configs.values():
-                    await pub.send(FlvMessage(config.type_id, msg.timestamp, config.payload))
+                    pub.send_media(config.type_id, msg.timestamp, config.payload)
                 waiting_for_key = False
-            await pub.send(msg)
+            pub.send_media(msg.type_id, msg.timestamp, msg.payload)
+            await pub.drain()
 
     def _create_tag(self, body: dict[str, Any], attempt: int) -> None:
         try:

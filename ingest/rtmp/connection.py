@@ -1,4 +1,5 @@
-"""RTMP server connection core, sans-I/O (h11 style): bytes in, events and reply bytes out.
+"""RTMP connection cores, sans-I/O (h11 style): bytes in, events and bytes out; the server role
+(:class:`RTMPServerConnection`) and the publishing client role (:class:`RTMPClientConnection`).
 
 Every state transition lives in this module (see :class:`State`). The asyncio server calls
 ``receive_data()`` with what it read (``b""`` at EOF), then ``next_event()`` until ``NEED_DATA``,
@@ -25,6 +26,8 @@ from ingest.rtmp.chunk import ChunkMessage, ChunkStreamReader, ChunkWriter
 from ingest.rtmp.errors import RTMPProtocolError
 from ingest.rtmp.events import (
     NEED_DATA,
+    ClientEvent,
+    CommandResult,
     ConnectionClosed,
     ConnectRequested,
     DataMessage,
@@ -33,9 +36,10 @@ from ingest.rtmp.events import (
     MetaData,
     PublishEnded,
     PublishRequested,
+    StatusReceived,
     _Sentinel,
 )
-from ingest.rtmp.handshake import ServerHandshake
+from ingest.rtmp.handshake import ClientHandshake, ServerHandshake
 from ingest.rtmp.limits import (
     MAX_AMF_DEPTH,
     MAX_AMF_ITEMS,
@@ -594,3 +598,275 @@ def _as_str(value: Any) -> str:
 
 def _str(args: list[Any]) -> str:
     return _as_str(args[0]) if args else ""
+
+
+# -- client role -------------------------------------------------------------------------------
+# The publisher's side of the same protocol: the demo publisher and the tests speak RTMP through
+# it. ``RTMPClientMessages`` only serialises (the tests use it to send anything in any order);
+# ``RTMPClientConnection`` keeps the state and reads the server's answers, sans-I/O like above.
+
+_CSID_AUDIO = 4
+_CSID_VIDEO = 6
+_CSID_PUBLISH = 8
+_FLASH_VER = "FMLE/3.0"  # what ffmpeg and OBS announce
+
+
+class RTMPClientMessages:
+    """Client messages as chunk bytes, the way ffmpeg writes them (chunk size 128 until changed)."""
+
+    def __init__(self) -> None:
+        self.writer = ChunkWriter()
+
+    def command(self, *values: Any, stream_id: int = 0, csid: int = _CSID_COMMAND) -> bytes:
+        return self.writer.write(csid, MSG_COMMAND_AMF0, stream_id, 0, amf0.encode(*values))
+
+    def data(
+        self, *values: Any, stream_id: int = 1, timestamp: int = 0, csid: int = _CSID_AUDIO
+    ) -> bytes:
+        """An AMF0 data message (``@setDataFrame``, ``onCuePoint`` …) on the media clock."""
+        return self.writer.write(csid, MSG_DATA_AMF0, stream_id, timestamp, amf0.encode(*values))
+
+    def media(self, type_id: int, payload: bytes, timestamp: int, stream_id: int = 1) -> bytes:
+        """An audio (8) or video (9) message: an FLV tag body (see :mod:`ingest.rtmp.flv`)."""
+        csid = _CSID_VIDEO if type_id == MSG_VIDEO else _CSID_AUDIO
+        return self.writer.write(csid, type_id, stream_id, timestamp, payload)
+
+    def control(self, type_id: int, payload: bytes) -> bytes:
+        return self.writer.write(_CSID_CONTROL, type_id, 0, 0, payload)
+
+    def set_chunk_size(self, size: int) -> bytes:
+        """Set Chunk Size (§5.4.1); the messages after it are cut at ``size``."""
+        if not 1 <= size <= MAX_CHUNK_SIZE:
+            raise ValueError(f"chunk size {size} out of range")
+        out = self.control(MSG_SET_CHUNK_SIZE, size.to_bytes(4, "big"))
+        self.writer.chunk_size = size
+        return out
+
+    def connect(self, app: str = "live", tc_url: str = "", **extra: Any) -> bytes:
+        obj = {"app": app, "type": "nonprivate", "flashVer": _FLASH_VER, "tcUrl": tc_url}
+        return self.command("connect", 1.0, {**obj, **extra})
+
+    def publish_preamble(self, name: str = "testkey") -> bytes:
+        """releaseStream, FCPublish and createStream, as FMLE-style encoders send them."""
+        return (
+            self.command("releaseStream", 2.0, None, name)
+            + self.command("FCPublish", 3.0, None, name)
+            + self.command("createStream", 4.0, None)
+        )
+
+    def publish(self, name: str = "testkey", stream_id: int = 1) -> bytes:
+        return self.command("publish", 5.0, None, name, "live", stream_id=stream_id, csid=8)
+
+
+class ClientState(enum.Enum):
+    """Client connection states, in the order a publisher walks through them."""
+
+    HANDSHAKE = "handshake"  # C0+C1 sent, waiting for S0/S1/S2
+    CONNECT = "connect"  # handshake done: connect may be sent
+    CONNECT_PENDING = "connect pending"  # connect sent, waiting for its _result
+    CONNECTED = "connected"  # createStream / publish
+    PUBLISH_PENDING = "publish pending"  # publish sent, waiting for onStatus
+    PUBLISHING = "publishing"  # media and data may be sent
+    CLOSED = "closed"  # EOF, a protocol error or a refusal
+
+
+class RTMPClientConnection:
+    """A publisher's RTMP connection, client side, without I/O.
+
+    The caller writes ``data_to_send()``, hands over what it reads with ``receive_data()`` and
+    reads ``next_event()`` (:data:`ingest.rtmp.events.ClientEvent`) until ``NEED_DATA``. Commands
+    may be queued before the handshake is done: they go out right behind C2.
+    """
+
+    def __init__(
+        self,
+        limits: RTMPLimits | None = None,
+        *,
+        clock: Callable[[], float],
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.limits = limits = limits or RTMPLimits()
+        self.state = ClientState.HANDSHAKE
+        self.stream_id = 0  # the message stream publish uses (createStream's answer)
+        self.bytes_received = 0
+        self.messages = RTMPClientMessages()
+        self._amf_limits = amf0.AMF0Limits(
+            limits.max_amf_depth, limits.max_amf_string, limits.max_amf_items, limits.max_amf_values
+        )
+        self._handshake = ClientHandshake(int(clock() * 1000), random_bytes)
+        self._reader = ChunkStreamReader(
+            max_chunk_size=limits.max_chunk_size,
+            max_message_size=limits.max_message_size,
+            max_buffered=limits.max_buffered,
+            max_chunk_streams=limits.max_chunk_streams,
+        )
+        self._out = bytearray(self._handshake.data_to_send())
+        self._held = bytearray()  # messages queued before the handshake finished
+        self._events: deque[ClientEvent] = deque()
+        self._eof = False
+        self._ack_window = 0  # the server's Window Acknowledgement Size (§5.4.3)
+        self._acked_at = 0
+        self._next_transaction = 2.0  # 1 is connect's (§7.2.1.1)
+        self._create_stream_tid: float | None = None
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def _send(self, data: bytes) -> None:
+        if self.state is ClientState.CLOSED:
+            raise RuntimeError("the connection is closed")
+        if self._handshake.complete:
+            self._out += data
+        else:
+            self._held += data
+
+    def _transaction(self) -> float:
+        tid = self._next_transaction
+        self._next_transaction += 1.0
+        return tid
+
+    def connect(
+        self, app: str, tc_url: str, chunk_size: int = OUT_CHUNK_SIZE, **extra: Any
+    ) -> None:
+        """Queue Set Chunk Size and ``connect`` (§7.2.1.1); answered by a :class:`CommandResult`."""
+        if self.state not in (ClientState.HANDSHAKE, ClientState.CONNECT):
+            raise RuntimeError(f"connect in state {self.state.value}")
+        self._send(self.messages.set_chunk_size(chunk_size))
+        self._send(self.messages.connect(app, tc_url, **extra))
+        self.state = ClientState.CONNECT_PENDING
+
+    def create_stream(self, name: str) -> float:
+        """Queue releaseStream, FCPublish and createStream for ``name``; returns createStream's
+        transaction id (its ``_result`` carries the stream id, kept in :attr:`stream_id`)."""
+        if self.state not in (ClientState.CONNECT_PENDING, ClientState.CONNECTED):
+            raise RuntimeError(f"createStream in state {self.state.value}")
+        self._send(self.messages.command("releaseStream", self._transaction(), None, name))
+        self._send(self.messages.command("FCPublish", self._transaction(), None, name))
+        self._create_stream_tid = tid = self._transaction()
+        self._send(self.messages.command("createStream", tid, None))
+        return tid
+
+    def publish(self, name: str, publish_type: str = "live") -> None:
+        """Queue ``publish`` on the created stream (§7.2.2.6); answered by an onStatus."""
+        if self.state is not ClientState.CONNECTED or not self.stream_id:
+            raise RuntimeError(f"publish before a stream was created (state {self.state.value})")
+        self._send(
+            self.messages.command(
+                "publish", self._transaction(), None, name, publish_type,
+                stream_id=self.stream_id, csid=_CSID_PUBLISH,
+            )
+        )  # fmt: skip
+        self.state = ClientState.PUBLISH_PENDING
+
+    def send_media(self, type_id: int, timestamp: int, payload: bytes) -> None:
+        """Queue an audio (8) or video (9) message carrying an FLV tag body."""
+        self._require_publishing("media")
+        if type_id not in (MSG_AUDIO, MSG_VIDEO):
+            raise ValueError(f"message type {type_id} is not audio or video")
+        self._send(self.messages.media(type_id, payload, timestamp, self.stream_id))
+
+    def send_data(self, *values: Any, timestamp: int) -> None:
+        """Queue an AMF0 data message (``@setDataFrame``, ``onCuePoint`` …) at ``timestamp``."""
+        self._require_publishing("data")
+        self._send(self.messages.data(*values, stream_id=self.stream_id, timestamp=timestamp))
+
+    def unpublish(self, name: str) -> None:
+        """Queue FCUnpublish and deleteStream; the connection can then be closed."""
+        self._require_publishing("unpublish")
+        self._send(self.messages.command("FCUnpublish", self._transaction(), None, name))
+        stream = float(self.stream_id)
+        self._send(self.messages.command("deleteStream", self._transaction(), None, stream))
+        self.state = ClientState.CONNECTED
+
+    def _require_publishing(self, what: str) -> None:
+        if self.state is not ClientState.PUBLISHING:
+            raise RuntimeError(f"{what} before publishing (state {self.state.value})")
+
+    def data_to_send(self) -> bytes:
+        """Drain the bytes to write to the server."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    # -- receiving -----------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Hand over bytes read from the socket; ``b""`` means the server closed its side.
+        Raises :class:`RTMPProtocolError` on bytes that break the protocol."""
+        if self._eof:
+            raise RuntimeError("receive_data() after EOF")
+        if not data:
+            self._eof = True
+            return
+        self.bytes_received += len(data)
+        if self.state is ClientState.CLOSED:
+            return
+        if not self._handshake.complete:
+            self._handshake.receive_data(data)
+            self._out += self._handshake.data_to_send()
+            if not self._handshake.complete:
+                return
+            self._events.append(HandshakeComplete(self._handshake.server_version, False))
+            self._out += self._held
+            self._held.clear()
+            if self.state is ClientState.HANDSHAKE:
+                self.state = ClientState.CONNECT
+            data = self._handshake.leftover
+        if data:
+            self._reader.feed(data)
+        while (msg := self._reader.next_message()) is not None:
+            self._dispatch(msg)
+        # §5.4.3: acknowledge once the server has sent a window's worth since our last ack
+        if self._ack_window and self.bytes_received - self._acked_at >= self._ack_window:
+            self._acked_at = self.bytes_received
+            ack = (self.bytes_received & 0xFFFFFFFF).to_bytes(4, "big")
+            self._out += self.messages.control(MSG_ACK, ack)
+
+    def next_event(self) -> ClientEvent | _Sentinel:
+        """The next event, ``NEED_DATA``, or ``ConnectionClosed`` once EOF was received."""
+        if self._events:
+            return self._events.popleft()
+        if self._eof:
+            self.state = ClientState.CLOSED
+            return ConnectionClosed()
+        return NEED_DATA
+
+    def _dispatch(self, msg: ChunkMessage) -> None:
+        t = msg.type_id
+        if t == MSG_WINDOW_ACK_SIZE:
+            self._ack_window = _u32(msg.payload, "Window Acknowledgement Size")
+        elif t == MSG_USER_CONTROL:
+            if len(msg.payload) == 6 and int.from_bytes(msg.payload[:2]) == UC_PING_REQUEST:
+                pong = UC_PING_RESPONSE.to_bytes(2, "big") + msg.payload[2:6]
+                self._out += self.messages.control(MSG_USER_CONTROL, pong)
+        elif t in (MSG_COMMAND_AMF0, MSG_COMMAND_AMF3):
+            payload = _strip_amf3_prefix(msg.payload) if t == MSG_COMMAND_AMF3 else msg.payload
+            self._command(msg.stream_id, amf0.decode_all(payload, self._amf_limits))
+        # Set Chunk Size and Abort are applied by the reader; the rest carries nothing for us.
+
+    def _command(self, stream_id: int, values: list[Any]) -> None:
+        if len(values) < 2 or not isinstance(values[0], str) or not isinstance(values[1], float):
+            raise RTMPProtocolError("command message without a name and transaction id")
+        name, tid = values[0], values[1]
+        obj = values[2] if len(values) > 2 else None
+        if name in ("_result", "_error"):
+            ev = CommandResult(name, tid, obj, tuple(values[3:]))
+            if tid == 1.0 and self.state is ClientState.CONNECT_PENDING:
+                self.state = ClientState.CONNECTED if name == "_result" else ClientState.CLOSED
+            elif tid == self._create_stream_tid and name == "_result":
+                self.stream_id = _stream_id(values[3]) if len(values) > 3 else -1
+                if self.stream_id <= 0:
+                    raise RTMPProtocolError("createStream answered without a stream id")
+            self._events.append(ev)
+        elif name == "onStatus":
+            info = next((v for v in reversed(values) if isinstance(v, dict)), {})
+            level, code = _as_str(info.get("level")), _as_str(info.get("code"))
+            ev2 = StatusReceived(stream_id, level, code, _as_str(info.get("description")), info)
+            if self.state is ClientState.PUBLISH_PENDING:
+                if code == "NetStream.Publish.Start":
+                    self.state = ClientState.PUBLISHING
+                elif level == "error":
+                    self.state = ClientState.CONNECTED
+            elif self.state is ClientState.PUBLISHING and level == "error":
+                self.state = ClientState.CLOSED  # the server ended the publish (§7.2.2)
+            self._events.append(ev2)
+        # onFCPublish, onBWDone …: notifications a publisher needs nothing from

@@ -1,4 +1,4 @@
-"""Events the RTMP server connection core emits (frozen dataclasses, h11 style).
+"""Events the RTMP connection cores emit, server and client role (frozen dataclasses, h11 style).
 
 Media itself is emitted as :class:`ingest.media.MediaUnit` (timestamps unwrapped to 64-bit
 milliseconds, ``pts = dts + composition time``).
@@ -78,6 +78,32 @@ class ConnectionClosed:
     """The peer closed its side (``receive_data(b"")``)."""
 
 
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """Client role: a ``_result`` or ``_error`` answer to one of its commands (§7.2.1)."""
+
+    name: str  # "_result" or "_error"
+    transaction_id: float
+    command_object: Any
+    values: tuple[Any, ...]  # what follows the command object: an info object, a stream id
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The info object (level, code, description), or {} when there is none."""
+        return next((v for v in reversed(self.values) if isinstance(v, dict)), {})
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReceived:
+    """Client role: an ``onStatus`` from the server (§7.2.2), e.g. ``NetStream.Publish.Start``."""
+
+    message_stream_id: int
+    level: str
+    code: str
+    description: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
 Event = (
     HandshakeComplete
     | ConnectRequested
@@ -87,3 +113,6 @@ Event = (
     | PublishEnded
     | ConnectionClosed
 )
+
+#: What :class:`ingest.rtmp.connection.RTMPClientConnection` emits.
+ClientEvent = HandshakeComplete | CommandResult | StatusReceived | ConnectionClosed

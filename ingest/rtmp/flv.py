@@ -271,3 +271,55 @@ def _parse_ex_audio(payload: bytes, dts: int, arrival: float) -> MediaUnit | Non
 def _fourcc_name(fourcc: bytes) -> str:
     text = fourcc.decode("latin-1")
     return f"'{text}'" if text.isprintable() else f"FourCC 0x{fourcc.hex()}"
+
+
+# -- writing: tag bodies for a publisher (the client role, the demo, the tests) ------------------
+_AAC_HEAD = 0xAF  # §E.4.2.1: AAC, "44 kHz", 16-bit, stereo (the real format is in the ASC)
+
+
+def _si24_bytes(value: int) -> bytes:
+    if not -(1 << 23) <= value < 1 << 23:
+        raise ValueError(f"composition time {value} ms does not fit SI24")
+    return (value & 0xFFFFFF).to_bytes(3, "big")
+
+
+def _frame_type(keyframe: bool) -> int:
+    return VIDEO_KEYFRAME if keyframe else 2  # §E.4.3.1: 2 = inter frame
+
+
+def avc_sequence_header_body(avcc: bytes) -> bytes:
+    """Video body carrying an AVCDecoderConfigurationRecord (§E.4.3.1, AVCPacketType 0)."""
+    return bytes((VIDEO_KEYFRAME << 4 | CODEC_AVC, AVC_SEQUENCE_HEADER)) + b"\0\0\0" + avcc
+
+
+def avc_video_body(frame: bytes, keyframe: bool, cts: int = 0) -> bytes:
+    """Video body for one AVCC (length-prefixed NAL units) frame; ``cts`` = pts - dts in ms."""
+    head = bytes((_frame_type(keyframe) << 4 | CODEC_AVC, AVC_NALU))
+    return head + _si24_bytes(cts) + frame
+
+
+def ex_video_sequence_start_body(fourcc: bytes, config: bytes) -> bytes:
+    """Enhanced RTMP SequenceStart (``hvc1``: HEVCDecoderConfigurationRecord, ``av01``: av1C)."""
+    if fourcc not in VIDEO_FOURCC:
+        raise ValueError(f"video FourCC {_fourcc_name(fourcc)} is not one we read")
+    return bytes((0x80 | VIDEO_KEYFRAME << 4 | PT_SEQUENCE_START,)) + fourcc + config
+
+
+def ex_video_frame_body(fourcc: bytes, frame: bytes, keyframe: bool, cts: int = 0) -> bytes:
+    """Enhanced RTMP CodedFrames; ``avc1``/``hvc1`` carry the SI24 composition time, others none."""
+    if fourcc not in VIDEO_FOURCC:
+        raise ValueError(f"video FourCC {_fourcc_name(fourcc)} is not one we read")
+    if fourcc not in _FOURCC_WITH_CTS and cts:
+        raise ValueError(f"{_fourcc_name(fourcc)} frames carry no composition time")
+    head = bytes((0x80 | _frame_type(keyframe) << 4 | PT_CODED_FRAMES,)) + fourcc
+    return head + (_si24_bytes(cts) if fourcc in _FOURCC_WITH_CTS else b"") + frame
+
+
+def aac_sequence_header_body(audio_specific_config: bytes) -> bytes:
+    """Audio body carrying the AudioSpecificConfig (§E.4.2.1, AACPacketType 0)."""
+    return bytes((_AAC_HEAD, AAC_SEQUENCE_HEADER)) + audio_specific_config
+
+
+def aac_audio_body(raw: bytes) -> bytes:
+    """Audio body for one raw AAC frame (AACPacketType 1)."""
+    return bytes((_AAC_HEAD, AAC_RAW)) + raw

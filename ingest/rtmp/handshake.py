@@ -1,4 +1,4 @@
-"""RTMP server handshake (Adobe RTMP 1.0 spec §5.2), sans-I/O.
+"""RTMP handshake (Adobe RTMP 1.0 spec §5.2), sans-I/O: the server side and a plain client side.
 
 Plain handshake per §5.2.2-§5.2.4, plus the digest ("complex", Flash Player 9+) handshake that
 ffmpeg, OBS and Flash send: C1 carries an HMAC-SHA256 digest keyed with the Genuine FP key; the
@@ -132,3 +132,60 @@ class ServerHandshake:
         s2 = bytearray(self._random(HANDSHAKE_SIZE - _DIGEST_SIZE))
         s2 += _hmac(_hmac(GENUINE_FMS_KEY, client_digest), s2)
         return bytes(s1) + bytes(s2)
+
+
+class ClientHandshake:
+    """Client side of the plain handshake (§5.2.3): C0+C1 at once, C2 = S1's echo once S1 is in.
+
+    ``leftover`` holds what followed S2 (servers send their first messages right behind it).
+    """
+
+    def __init__(
+        self, epoch_ms: int = 0, random_bytes: Callable[[int], bytes] = os.urandom
+    ) -> None:
+        self.state = HandshakeState.WAIT_C0C1  # here: waiting for S0+S1
+        self.server_version = 0
+        self.leftover = b""
+        self._in = bytearray()
+        # §5.2.3 C1: time (4 bytes), zero (4 bytes; zero keeps servers on the plain handshake)
+        c1 = (
+            (epoch_ms & 0xFFFFFFFF).to_bytes(4, "big") + bytes(4) + random_bytes(HANDSHAKE_SIZE - 8)
+        )
+        self._out = bytearray(bytes((RTMP_VERSION,)) + c1)
+
+    @property
+    def complete(self) -> bool:
+        return self.state is HandshakeState.DONE
+
+    @property
+    def buffered(self) -> int:
+        return len(self._in)
+
+    def receive_data(self, data: bytes) -> None:
+        """Consume server bytes; raises :class:`HandshakeError` on a bad S0."""
+        if self.state is HandshakeState.DONE:
+            self.leftover += data
+            return
+        self._in += data
+        if self.state is HandshakeState.WAIT_C0C1:
+            if not self._in:
+                return
+            if self._in[0] != RTMP_VERSION:
+                raise HandshakeError(f"unsupported RTMP version {self._in[0]} in S0")
+            if len(self._in) < 1 + HANDSHAKE_SIZE:
+                return
+            self.server_version = RTMP_VERSION
+            self._out += self._in[1 : 1 + HANDSHAKE_SIZE]  # §5.2.4: C2 echoes S1
+            del self._in[: 1 + HANDSHAKE_SIZE]
+            self.state = HandshakeState.WAIT_C2  # here: waiting for S2
+        if self.state is HandshakeState.WAIT_C2 and len(self._in) >= HANDSHAKE_SIZE:
+            # S2 should echo C1; not checked, like the server does not check C2.
+            self.leftover = bytes(self._in[HANDSHAKE_SIZE:])
+            self._in.clear()
+            self.state = HandshakeState.DONE
+
+    def data_to_send(self) -> bytes:
+        """Drain the queued C0/C1/C2 bytes."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out

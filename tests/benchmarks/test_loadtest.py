@@ -13,16 +13,11 @@ from typing import Any
 
 import pytest
 
-from shopcast.loadtest import (
-    LoadTestOptions,
-    MetricsSnapshot,
-    check_options,
-    histogram_quantile,
-    metrics_delta,
-    parse_media_playlist,
-    parse_variants,
-)
-from tests.serve_env import SHOPCAST, serve_env
+from benchmarks.loadtest.options import LoadTestOptions, check_options
+from benchmarks.loadtest.prometheus import MetricsSnapshot, metrics_delta
+from benchmarks.loadtest.stats import histogram_quantile
+from harness.serve_env import SHOPCAST, serve_env
+from packager.playlist import parse_media_playlist, parse_variants
 
 TOKEN = "loadtest-token"
 ROOT = Path(__file__).parents[2]

@@ -9,6 +9,8 @@ import aiohttp
 import av
 import pytest
 
+from packager.playlist import parse_media_playlist
+
 from .conftest import Origin, ffmpeg_publish_args, requires_ffmpeg, start_ffmpeg, stop_ffmpeg
 
 pytestmark = [pytest.mark.e2e, requires_ffmpeg]
@@ -34,14 +36,10 @@ async def test_audio_only_publish_is_live_hls(origin: Origin) -> None:
             for _ in range(50):
                 async with http.get(f"{origin.http}/hls/demo/{uri}") as r:
                     media = await r.text()
-                if media.count("#EXT-X-PART:") >= 3:
+                if len(parse_media_playlist(media).parts) >= 3:
                     break
                 await asyncio.sleep(0.2)
-            parts = [
-                line.split('URI="')[1].split('"')[0]
-                for line in media.splitlines()
-                if line.startswith("#EXT-X-PART:")
-            ]
+            parts = [uri for _, _, uri in parse_media_playlist(media).parts]
             assert len(parts) >= 3
             base = f"{origin.http}/hls/demo/{uri.rsplit('/', 1)[0]}"
             blob = b""

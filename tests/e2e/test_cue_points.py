@@ -6,7 +6,6 @@ message's own timestamp, listed by the API and ranged in every rendition's playl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import struct
 import subprocess
@@ -20,7 +19,7 @@ import aiohttp
 import pytest
 
 from ingest.rtmp import amf0
-from tests.ingest.rtmp.rtmp_client import Client, Replies, handshake
+from ingest.rtmp.client import RTMPPublisher
 
 from .conftest import Origin, ffmpeg_publish_args, requires_ffmpeg
 from .test_tags_api import (
@@ -36,7 +35,6 @@ from .test_tags_api import (
 
 pytestmark = [pytest.mark.e2e, requires_ffmpeg]
 SECONDS = 8
-DATA_CSID = 5
 
 
 @dataclass(frozen=True)
@@ -71,51 +69,8 @@ def flv_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-class Publisher:
-    """An RTMP publisher over TCP, built from the test client's message bytes."""
-
-    def __init__(self) -> None:
-        self.client = Client()
-        self.replies = Replies()
-        self.statuses: list[tuple[str, dict[str, Any]]] = []
-        self._status_seen = asyncio.Event()
-
-    async def connect(self, port: int, key: str) -> None:
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", port)
-        self._reading = asyncio.ensure_future(self._read())
-        c = self.client
-        self.writer.write(handshake() + c.connect() + c.publish_preamble(key) + c.publish(key))
-        # Bigger chunks for the media, announced first (Set Chunk Size, §5.4.1).
-        self.writer.write(c.control(1, (4096).to_bytes(4, "big")))
-        c.writer.chunk_size = 4096
-        await self.writer.drain()
-        async with asyncio.timeout(10):
-            while not any(s.get("code") == "NetStream.Publish.Start" for _, s in self.statuses):
-                self._status_seen.clear()
-                await self._status_seen.wait()
-
-    async def _read(self) -> None:
-        while data := await self.reader.read(65536):
-            for name, info in self.replies.statuses(data):
-                self.statuses.append((name, info if isinstance(info, dict) else {}))
-            self._status_seen.set()
-
-    def media(self, type_id: int, payload: bytes, timestamp: int) -> None:
-        self.writer.write(self.client.media(type_id, payload, timestamp))
-
-    def data(self, *values: Any, timestamp: int) -> None:
-        payload = amf0.encode(*values)
-        self.writer.write(self.client.writer.write(DATA_CSID, 18, 1, timestamp, payload))
-
-    async def close(self) -> None:
-        self.writer.close()
-        self._reading.cancel()
-        with contextlib.suppress(OSError):
-            await self.writer.wait_closed()
-
-
 async def replay(
-    publisher: Publisher, tags: list[FlvTag], inserts: dict[int, list[tuple[Any, ...]]]
+    publisher: RTMPPublisher, tags: list[FlvTag], inserts: dict[int, list[tuple[Any, ...]]]
 ) -> None:
     """Send the FLV's tags paced in real time; ``inserts`` data messages go out at their
     timestamps, before the first media tag at or after them."""
@@ -125,17 +80,17 @@ async def replay(
         while pending and pending[0][0] <= tag.timestamp:
             ts, messages = pending.pop(0)
             for values in messages:
-                publisher.data(*values, timestamp=ts)
+                publisher.send_data(*values, timestamp=ts)
         delay = start + tag.timestamp / 1000 - time.monotonic()
         if delay > 0:
-            await publisher.writer.drain()
+            await publisher.drain()
             await asyncio.sleep(delay)
         if tag.type_id == 18:
             values = amf0.decode_all(tag.payload)
-            publisher.data("@setDataFrame", *values, timestamp=tag.timestamp)
+            publisher.send_data("@setDataFrame", *values, timestamp=tag.timestamp)
         else:
-            publisher.media(tag.type_id, tag.payload, tag.timestamp)
-    await publisher.writer.drain()
+            publisher.send_media(tag.type_id, tag.timestamp, tag.payload)
+    await publisher.drain()
 
 
 async def test_cue_points_become_tags_on_their_frames(origin: Origin, flv_file: Path) -> None:
@@ -165,8 +120,8 @@ async def test_cue_points_become_tags_on_their_frames(origin: Origin, flv_file: 
         1500: [("onCuePoint", {"name": "chapter", "parameters": {"title": "no tag"}})],
     }
 
-    publisher = Publisher()
-    await publisher.connect(origin.server.rtmp.port, origin.key())
+    publisher = RTMPPublisher("127.0.0.1", origin.server.rtmp.port, "live", origin.key())
+    await publisher.connect()
     sending = asyncio.ensure_future(replay(publisher, tags, inserts))
     try:
         async with aiohttp.ClientSession(headers=AUTH) as http:
@@ -227,4 +182,4 @@ async def test_cue_points_become_tags_on_their_frames(origin: Origin, flv_file: 
         sending.cancel()
         await publisher.close()
     # Data messages without a shopcast payload made no tag.
-    assert [s for s in publisher.statuses if s[1].get("level") == "error"] == []
+    assert [s for s in publisher.statuses if s.level == "error"] == []

@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from packager import access
+from packager.playlist import parse_media_playlist
 from shopcast.config import HooksSection, PlaybackSection
 from shopcast.server import ShopcastServer
 
@@ -219,11 +220,7 @@ async def test_signed_playback_urls(tmp_path: Path) -> None:
                 assert r.status == 200
                 media = await r.text()
             assert f'URI="init.mp4?token={token}"' in media
-            part = next(
-                line.split('URI="')[1].split('"')[0]
-                for line in media.splitlines()
-                if line.startswith("#EXT-X-PART:")
-            )
+            part = parse_media_playlist(media).parts[0][2]
             rendition = variant.split("/")[0]
             async with http.get(f"{base}/{rendition}/{part}") as r:
                 assert r.status == 200 and len(await r.read()) > 0

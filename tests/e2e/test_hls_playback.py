@@ -7,8 +7,8 @@ import os
 
 import pytest
 
+from harness.browser import CHROMIUM
 from shopcast.web import HLS_JS
-from tests.browser import CHROMIUM
 
 from .conftest import Origin, ffmpeg_publish_args, requires_ffmpeg
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.serve_env import serve_env
+from harness.serve_env import serve_env
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent

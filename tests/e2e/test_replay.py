@@ -23,11 +23,12 @@ import aiohttp
 import av
 import pytest
 
+from harness.serve_env import SHOPCAST, serve_env
+from packager.playlist import parse_media_playlist
 from shopcast.config import HooksSection, PackagerSection
 from shopcast.server import ShopcastServer
 from shopcast.store import Store
 from tests.packager.id3 import parse_emsg, read_txxx
-from tests.serve_env import SHOPCAST, serve_env
 
 from . import barcode
 from .conftest import API_TOKEN, FFMPEG, Origin, make_config, requires_ffmpeg
@@ -125,18 +126,10 @@ async def wait_recording(
 
 def segments(playlist: str) -> list[tuple[str, float, bool, str]]:
     """(uri, EXTINF, discontinuity before it, program date-time) of each listed segment."""
-    out, duration, disc, pdt = [], 0.0, False, ""
-    for line in playlist.splitlines():
-        if line.startswith("#EXTINF:"):
-            duration = float(line[8:].split(",")[0])
-        elif line == "#EXT-X-DISCONTINUITY":
-            disc = True
-        elif line.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
-            pdt = line.split(":", 1)[1]
-        elif line and not line.startswith("#"):
-            out.append((line, duration, disc, pdt))
-            disc = False
-    return out
+    return [
+        (s.uri, s.duration, s.discontinuity, s.program_date_time)
+        for s in parse_media_playlist(playlist).segments
+    ]
 
 
 def dateranges(playlist: str) -> dict[str, dict[str, str]]:

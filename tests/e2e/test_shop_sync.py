@@ -20,8 +20,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from harness.browser import CHROMIUM
 from shopcast.web import HLS_JS
-from tests.browser import CHROMIUM
 
 from . import barcode
 from .conftest import API_TOKEN, FFMPEG, Origin, requires_ffmpeg

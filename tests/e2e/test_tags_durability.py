@@ -14,8 +14,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from harness.serve_env import SHOPCAST, serve_env
 from shopcast.store import Store
-from tests.serve_env import SHOPCAST, serve_env
 
 from .conftest import ffmpeg_publish_args, requires_ffmpeg
 

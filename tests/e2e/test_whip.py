@@ -18,11 +18,7 @@ import aiohttp
 import pytest
 from aiortc import RTCRtpSender
 
-from ingest.codecs import parse_avcc
-from ingest.media import MediaKind
-from shopcast.config import WhipSection
-from shopcast.server import ShopcastServer
-from tests.ingest.whip.client import (
+from harness.whip_client import (
     fetch_and_decode,
     make_offer,
     make_offerer,
@@ -30,6 +26,10 @@ from tests.ingest.whip.client import (
     unpublish,
     wait_connected,
 )
+from ingest.codecs import parse_avcc
+from ingest.media import MediaKind
+from shopcast.config import WhipSection
+from shopcast.server import ShopcastServer
 
 from .conftest import API_TOKEN, Capture, Origin, make_config
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.browser import CHROMIUM_ARGS
-from tests.ingest.whip.client import fetch_and_decode
+from harness.browser import CHROMIUM_ARGS
+from harness.whip_client import fetch_and_decode
 
 from .test_whip import start_origin, until
 

@@ -12,6 +12,7 @@ import pytest
 
 from cdn_edge.server import EdgeConfig, EdgeServer
 from packager import access
+from packager.playlist import parse_media_playlist
 from tests.e2e.conftest import requires_ffmpeg, stop_ffmpeg
 from tests.edge.conftest import LoggedOrigin, logged_origin, publish, wait_live
 
@@ -112,11 +113,7 @@ async def test_playback_tokens_are_checked_at_the_edge(tmp_path: Path) -> None:
                 # Each viewer's playlist carries its own token; the edge's never leaks.
                 assert f"?token={good}" in mine and f"?token={other}" not in mine
                 assert f"?token={other}" in theirs and f"?token={good}" not in theirs
-                part = next(
-                    ln.split('URI="')[1].split('"')[0]
-                    for ln in mine.splitlines()
-                    if ln.startswith("#EXT-X-PART:")
-                )
+                part = parse_media_playlist(mine).parts[0][2]
                 async with http.get(f"{base}/{part}") as r:
                     assert r.status == 200 and len(await r.read()) > 0
                     assert r.headers["Cache-Control"] == "public, max-age=86400, immutable"

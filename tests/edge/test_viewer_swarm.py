@@ -1,4 +1,4 @@
-"""The benchmark's viewer swarm (benchmarks/viewer_swarm.py) behaves like the viewers it stands
+"""The benchmark's viewer swarm (benchmarks/loadtest/swarm.py) behaves like the viewers it stands
 for: through a real edge, every viewer gets every new part, complete and in order."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import viewer_swarm
+from benchmarks.loadtest import swarm
+from harness.sim import follows
 from tests.e2e.conftest import requires_ffmpeg, stop_ffmpeg
 from tests.edge.conftest import edge_process, logged_origin, publish, wait_live
-from tests.edge.sim import follows
 
 pytestmark = [pytest.mark.e2e, requires_ffmpeg]
 VIEWERS, SECONDS = 30, 4.0
@@ -27,7 +27,7 @@ async def test_swarm_viewers_get_every_part_complete_and_in_order(tmp_path: Path
             playlist = await wait_live(origin.http)
             async with edge_process([origin.http]) as edge:
                 proc = await asyncio.create_subprocess_exec(
-                    *viewer_swarm.command(edge, playlist, VIEWERS, seconds=SECONDS, join=0.5),
+                    *swarm.command(edge, playlist, VIEWERS, seconds=SECONDS, join=0.5),
                     stdout=asyncio.subprocess.PIPE,
                 )
                 out, _ = await proc.communicate()

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.transcode.mediakit import FFMPEG, SourceCache
+from harness.mediakit import FFMPEG, SourceCache
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from ingest.media import MediaUnit
-from tests.transcode.mediakit import (
+from harness.mediakit import (
     SourceCache,
     configs,
     end_seconds,
@@ -14,6 +13,7 @@ from tests.transcode.mediakit import (
     transcode,
     units_from_file,
 )
+from ingest.media import MediaUnit
 from transcode.policy import Rung
 
 #: 32 s holds a whole number of 30 fps frames (960) and of 1024-sample AAC frames at 48 kHz

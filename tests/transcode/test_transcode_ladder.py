@@ -10,8 +10,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from ingest.media import MediaKind, MediaUnit
-from tests.transcode.mediakit import (
+from harness.mediakit import (
     Run,
     SourceCache,
     configs,
@@ -26,6 +25,7 @@ from tests.transcode.mediakit import (
     transcode,
     units_from_file,
 )
+from ingest.media import MediaKind, MediaUnit
 from transcode.ladder import LadderTranscoder
 from transcode.output import VIDEO_TIMESCALE, EncodedPacket
 from transcode.policy import Rung, VerticalMode, VerticalPolicy

@@ -8,8 +8,8 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from harness.mediakit import decode_audio, small_config, transcode
 from ingest.media import MediaKind, MediaUnit
-from tests.transcode.mediakit import decode_audio, small_config, transcode
 
 RATE = 48_000
 OPUS_FRAME = 960  # 20 ms, what browsers send

@@ -1,4 +1,5 @@
-"""Client-side bytes for driving the RTMP core in tests: handshakes, commands, media tags."""
+"""Driving the RTMP server core in tests: recorded vectors, hand-made handshakes, the client
+role's message writer, and a reader for the server's replies."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Any
 
 from ingest.media import MediaUnit
 from ingest.rtmp import amf0
-from ingest.rtmp.chunk_py import ChunkStreamReader, ChunkWriter
-from ingest.rtmp.connection import RTMPLimits, RTMPServerConnection
+from ingest.rtmp.chunk_py import ChunkStreamReader
+from ingest.rtmp.connection import RTMPClientMessages, RTMPLimits, RTMPServerConnection
 from ingest.rtmp.events import NEED_DATA, ConnectionClosed, ConnectRequested, PublishRequested
 from ingest.rtmp.handshake import GENUINE_FP_KEY, HANDSHAKE_SIZE
 
@@ -40,37 +41,11 @@ def digest_c0c1(base: int = 8) -> bytes:
     return b"\x03" + bytes(c1)
 
 
-class Client:
-    """Serialises client messages the way ffmpeg does (chunk size 128 until changed)."""
+class Client(RTMPClientMessages):
+    """The client role's message writer, with the tcUrl the tests expect (host "h")."""
 
-    def __init__(self) -> None:
-        self.writer = ChunkWriter()
-
-    def command(self, *values: Any, stream_id: int = 0, csid: int = 3) -> bytes:
-        return self.writer.write(csid, 20, stream_id, 0, amf0.encode(*values))
-
-    def data(self, *values: Any, stream_id: int = 1, timestamp: int = 0) -> bytes:
-        return self.writer.write(4, 18, stream_id, timestamp, amf0.encode(*values))
-
-    def media(self, type_id: int, payload: bytes, timestamp: int, stream_id: int = 1) -> bytes:
-        return self.writer.write(6 if type_id == 9 else 4, type_id, stream_id, timestamp, payload)
-
-    def control(self, type_id: int, payload: bytes) -> bytes:
-        return self.writer.write(2, type_id, 0, 0, payload)
-
-    def connect(self, app: str = "live", **extra: Any) -> bytes:
-        obj = {"app": app, "type": "nonprivate", "flashVer": "FMLE/3.0", "tcUrl": f"rtmp://h/{app}"}
-        return self.command("connect", 1.0, {**obj, **extra})
-
-    def publish_preamble(self, name: str = "testkey") -> bytes:
-        return (
-            self.command("releaseStream", 2.0, None, name)
-            + self.command("FCPublish", 3.0, None, name)
-            + self.command("createStream", 4.0, None)
-        )
-
-    def publish(self, name: str = "testkey", stream_id: int = 1) -> bytes:
-        return self.command("publish", 5.0, None, name, "live", stream_id=stream_id, csid=8)
+    def connect(self, app: str = "live", tc_url: str = "", **extra: Any) -> bytes:
+        return super().connect(app, tc_url or f"rtmp://h/{app}", **extra)
 
 
 def handshake() -> bytes:

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingest.media import MILLISECONDS, MediaKind, MediaUnit
+from ingest.rtmp import flv
 from ingest.rtmp.errors import RTMPProtocolError
 from ingest.rtmp.flv import (
     FLVFormatError,
@@ -196,3 +197,54 @@ def test_fuzz_tag_bodies(payload: bytes, is_video: bool) -> None:
     except RTMPProtocolError:
         return
     assert unit is None or (isinstance(unit, MediaUnit) and unit.dts == 7)
+
+
+# -- the writers (client role, demo publisher): what they write, the parsers read back ---------
+
+
+@given(
+    frame=st.binary(max_size=64),
+    keyframe=st.booleans(),
+    cts=st.integers(-(1 << 23), (1 << 23) - 1),
+    dts=st.integers(0, 1 << 40),
+)
+def test_avc_writer_round_trip(frame: bytes, keyframe: bool, cts: int, dts: int) -> None:
+    unit = video(flv.avc_video_body(frame, keyframe, cts), dts)
+    assert unit is not None and not unit.is_config
+    assert (unit.payload, unit.keyframe, unit.dts, unit.pts) == (frame, keyframe, dts, dts + cts)
+
+
+def test_sequence_header_writers_round_trip() -> None:
+    body = flv.avc_sequence_header_body(AVCC)
+    assert body == b"\x17\x00\x00\x00\x00" + AVCC  # FLV §E.4.3.1, as ffmpeg writes it
+    cfg = video(body)
+    assert cfg is not None and cfg.is_config and cfg.payload == AVCC
+    assert flv.aac_sequence_header_body(b"\x11\x90") == b"\xaf\x00\x11\x90"
+    assert flv.aac_audio_body(b"raw") == b"\xaf\x01raw"
+    aac = parse_audio(flv.aac_sequence_header_body(b"\x11\x90"), 0, 0.0)
+    assert aac is not None and aac.is_config and aac.payload == b"\x11\x90"
+    raw = parse_audio(flv.aac_audio_body(b"raw"), 21, 0.0)
+    assert raw is not None and (raw.is_config, raw.payload, raw.dts) == (False, b"raw", 21)
+
+
+@pytest.mark.parametrize(("fourcc", "codec"), [(b"hvc1", "hevc"), (b"av01", "av1")])
+def test_enhanced_writers_round_trip(fourcc: bytes, codec: str) -> None:
+    cfg = video(flv.ex_video_sequence_start_body(fourcc, b"config"))
+    assert cfg is not None and cfg.is_config and (cfg.codec, cfg.payload) == (codec, b"config")
+    cts = 33 if fourcc == b"hvc1" else 0
+    frame = video(flv.ex_video_frame_body(fourcc, b"frame", False, cts))
+    assert frame is not None and (frame.codec, frame.payload, frame.keyframe) == (
+        codec,
+        b"frame",
+        False,
+    )
+    assert frame.pts - frame.dts == cts
+
+
+def test_writers_refuse_what_does_not_fit() -> None:
+    with pytest.raises(ValueError, match="SI24"):
+        flv.avc_video_body(b"", True, 1 << 23)
+    with pytest.raises(ValueError, match="no composition time"):
+        flv.ex_video_frame_body(b"av01", b"", True, 5)
+    with pytest.raises(ValueError, match="'xxxx' is not one we read"):
+        flv.ex_video_sequence_start_body(b"xxxx", b"")

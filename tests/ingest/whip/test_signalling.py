@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from aiortc import RTCRtpSender
 
+from harness.whip_client import make_offer, make_offerer
 from ingest.media import MediaKind
 from ingest.whip.codecs import AUDIO_CLOCK, VIDEO_CLOCK, EncodedFrame
 from ingest.whip.endpoint import RateLimiter, check_offer
 from ingest.whip.session import OfferError, WhipSettings, _TrackClock
 from shopcast.config import ConfigError, WhipSection, load_config
-from tests.ingest.whip.client import make_offer, make_offerer
 
 
 async def _offer(video: str | None = "H264", audio: bool = True) -> str:

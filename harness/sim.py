@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -14,10 +13,8 @@ from urllib.parse import parse_qsl
 import aiohttp
 from aiohttp import web
 
-_PART = re.compile(r'^#EXT-X-PART:.*URI="([^"]+)"')
-_MAP = re.compile(r'^#EXT-X-MAP:URI="([^"]+)"', re.MULTILINE)
-_HINT = re.compile(r'^#EXT-X-PRELOAD-HINT:TYPE=PART,URI="([^"]+)"')
-_PART_NAME = re.compile(r"(\d+)\.(\d+)\.m4s")
+from packager.playlist import parse_media_playlist
+
 HLS_PARAMS = ("_HLS_msn", "_HLS_part", "_HLS_skip")
 
 
@@ -104,20 +101,6 @@ class PartGot:
     at: float
 
 
-def parse_media_playlist(text: str) -> tuple[list[tuple[int, int, str]], tuple[int, int] | None]:
-    """Listed parts as (msn, index, uri) and the preload hint's (msn, index)."""
-    parts = []
-    hint = None
-    for line in text.splitlines():
-        if m := _PART.match(line):
-            uri = m.group(1)
-            if n := _PART_NAME.search(uri):
-                parts.append((int(n.group(1)), int(n.group(2)), uri))
-        elif (m := _HINT.match(line)) and (n := _PART_NAME.search(m.group(1))):
-            hint = (int(n.group(1)), int(n.group(2)))
-    return parts, hint
-
-
 @dataclass
 class SimViewer:
     """Loads the media playlist, then loops: blocking reload for the next part, fetch new parts."""
@@ -164,10 +147,10 @@ class SimViewer:
                     want = None
                     await asyncio.sleep(0.25)
                     continue
-                text = body.decode()
-                parts, hint = parse_media_playlist(text)
-                if last is None and (init := _MAP.search(text)):
-                    status, _ = await self._get(self._url(f"{directory}/{init.group(1)}"))
+                view = parse_media_playlist(body.decode())
+                parts, hint = view.parts, view.hint
+                if last is None and view.map_uri is not None:
+                    status, _ = await self._get(self._url(f"{directory}/{view.map_uri}"))
                     if status != 200:
                         self.errors.append(f"init: HTTP {status}")
                 if last is None and parts:

@@ -24,6 +24,7 @@ from aiortc import (
 )
 
 from ingest.whip.ice import CandidatePolicy
+from packager.playlist import parse_media_playlist
 
 LOOPBACK = CandidatePolicy(("127.0.0.1",))
 
@@ -198,16 +199,16 @@ async def fetch_and_decode(
                 uri = max(sized, key=lambda m: int(m[0]) * int(m[1]))[2] if sized else uris[0]
                 rendition = uri.split("/")[0]
                 media = await _get_text(http, f"{base}/hls/{stream_id}/{uri}")
-        parts = re.findall(r'#EXT-X-PART:[^\n]*URI="([^"]+)"', media or "")
+        parts = [uri for _, _, uri in parse_media_playlist(media or "").parts]
         if media is not None and len(parts) >= min_parts:
             break
         if loop.time() > deadline:
             raise TimeoutError(f"fewer than {min_parts} parts after {timeout:g} s: {media!r}")
         await asyncio.sleep(0.1)
-    init = re.search(r'#EXT-X-MAP:URI="([^"]+)"', media)
+    init = parse_media_playlist(media).map_uri
     assert init is not None, media
     data = bytearray()
-    for uri in [init.group(1), *parts[:min_parts]]:
+    for uri in [init, *parts[:min_parts]]:
         async with http.get(f"{base}/hls/{stream_id}/{rendition}/{uri}") as resp:
             assert resp.status == 200, (uri, resp.status)
             data += await resp.read()
@@ -241,7 +242,7 @@ async def _publish_many(
 
 
 def main() -> None:
-    """``python -m tests.ingest.whip.client BASE SECONDS SIZE STREAM:KEY...`` (benchmarks)."""
+    """``python -m harness.whip_client BASE SECONDS SIZE STREAM:KEY...`` (benchmarks)."""
     import sys
 
     base, seconds, size, *pairs = sys.argv[1:]
