@@ -23,12 +23,12 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.browser import CHROMIUM
 from packager import access
 from shopcast.api import PUBLIC_TAG_FIELDS
 from shopcast.config import PackagerSection, PlaybackSection
 from shopcast.server import ShopcastServer
 from shopcast.web import HLS_JS
-from tests.browser import CHROMIUM
 from transcode.policy import LadderConfig
 
 from . import barcode
