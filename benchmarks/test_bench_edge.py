@@ -22,9 +22,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.loadtest import swarm
-from benchmarks.loadtest.stats import percentile
-from harness.edge import (
+from benchmarks.harness.edge import (
     NGINX,
     edge_process,
     logged_origin,
@@ -32,8 +30,10 @@ from harness.edge import (
     publish,
     wait_live,
 )
-from harness.origin import requires_ffmpeg, stop_ffmpeg
-from harness.sim import follows
+from benchmarks.harness.origin import requires_ffmpeg, stop_ffmpeg
+from benchmarks.harness.sim import follows
+from benchmarks.loadtest import swarm
+from benchmarks.loadtest.stats import percentile
 
 SMOKE = os.environ.get("SHOPCAST_BENCH_SMOKE") == "1"  # tests/benchmarks: tiny sizes
 # Viewers per step; the run stops after two steps over the goal.

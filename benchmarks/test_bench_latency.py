@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
+from benchmarks.harness.origin import Origin, ffmpeg_publish_args, make_config, requires_ffmpeg
 from benchmarks.loadtest.stats import percentile
-from harness.origin import Origin, ffmpeg_publish_args, make_config, requires_ffmpeg
 from packager.live import LivePackage
 from shopcast.server import ShopcastServer
 from shopcast.web import HLS_JS
@@ -195,7 +195,7 @@ async def measure_player_latency(tmp_path: Path) -> dict[str, Any]:
     from playwright.async_api import async_playwright
 
     # The e2e test's flags; imported by name so mypy (run on benchmarks/) skips that module.
-    from harness.browser import CHROMIUM_ARGS as chromium_args
+    from benchmarks.harness.browser import CHROMIUM_ARGS as chromium_args
 
     async with running_origin(tmp_path) as origin, async_playwright() as pw:
         publisher = await start_publisher(origin, PLAYER_PUBLISH)

@@ -26,9 +26,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from benchmarks.harness.serve_env import SHOPCAST, serve_env
 from benchmarks.loadtest.options import LoadTestOptions
 from benchmarks.loadtest.run import run_load
-from harness.serve_env import SHOPCAST, serve_env
 
 SMOKE = os.environ.get("SHOPCAST_BENCH_SMOKE") == "1"
 FFMPEG = shutil.which("ffmpeg")

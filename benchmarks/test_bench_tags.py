@@ -21,8 +21,8 @@ from typing import Any
 
 import aiohttp
 
+from benchmarks.harness.origin import Origin, ffmpeg_publish_args, make_config, requires_ffmpeg
 from benchmarks.loadtest.stats import percentile
-from harness.origin import Origin, ffmpeg_publish_args, make_config, requires_ffmpeg
 from shopcast.server import ShopcastServer
 
 # The e2e tag tests' HTTP helpers; imported by name so mypy (run on benchmarks/) skips that module.

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
+from benchmarks.harness.mediakit import units_from_file
 from benchmarks.loadtest.stats import percentile
-from harness.mediakit import units_from_file
 from ingest.hub import StreamHub
 from ingest.media import MediaKind, MediaUnit
 from transcode.ladder import LadderTranscoder

@@ -26,8 +26,8 @@ from typing import Any
 
 import aiohttp
 
-from harness.origin import Origin, make_config
-from harness.whip_client import publish, unpublish, wait_connected
+from benchmarks.harness.origin import Origin, make_config
+from benchmarks.harness.whip_client import publish, unpublish, wait_connected
 from ingest.media import MediaKind
 from ingest.sessions import PublishSession
 from packager.playlist import parse_media_playlist
@@ -143,7 +143,7 @@ async def measure_step(tmp_path: Path, count: int) -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "harness.whip_client",
+        "benchmarks.harness.whip_client",
         origin.http,
         str(seconds),
         "180x320",

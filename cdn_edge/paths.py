@@ -15,9 +15,11 @@ from packager.playlist import PlaylistSyntaxError, parse_media_playlist
 # (%2e%2e, %2f) never matches and never reaches the origin.
 _NAME = r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}"
 _STREAM = r"[a-z0-9][a-z0-9_-]{0,63}"
-_HLS = re.compile(rf"^/hls/(?P<stream>{_STREAM})/(?:master\.m3u8|{_NAME}/{_NAME})$")
+_HLS = re.compile(rf"^/hls/(?P<stream>{_STREAM})/(?:master\.m3u8|poster\.jpg|{_NAME}/{_NAME})$")
 #: Recordings (``/vod/<recording id>/…``): ids are 22 URL-safe characters (128 random bits).
-_VOD = re.compile(rf"^/vod/(?P<stream>[A-Za-z0-9_-]{{22}})/(?:master\.m3u8|{_NAME}/{_NAME})$")
+_VOD = re.compile(
+    rf"^/vod/(?P<stream>[A-Za-z0-9_-]{{22}})/(?:master\.m3u8|poster\.jpg|{_NAME}/{_NAME})$"
+)
 _PAGES = re.compile(rf"^/(?:demo/{_STREAM}|static/{_NAME}|replay/[A-Za-z0-9_-]{{22}})$")
 #: A replay page's data: the recording's tags, behind the recording's (``vod``) token.
 _REPLAY_DATA = re.compile(r"^/replay/(?P<stream>[A-Za-z0-9_-]{22})/data\.json$")

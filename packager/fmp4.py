@@ -45,6 +45,33 @@ def full_box(kind: bytes, version: int, flags: int, *payload: bytes) -> bytes:
     return box(kind, struct.pack(">I", (version << 24) | flags), *payload)
 
 
+def iter_boxes(
+    data: bytes | bytearray, start: int = 0, end: int | None = None
+) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, box end) of each box in ``data[start:end]``, 64-bit sizes included.
+
+    Bounded by ``end``: a size that is too small or runs past it raises ``ValueError``.
+    """
+    end = len(data) if end is None else end
+    pos = start
+    while pos < end:
+        if end - pos < 8:
+            raise ValueError(f"truncated box header at byte {pos}")
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        header = 8
+        if size == 1:  # §4.2: a 64-bit largesize follows the type
+            if end - pos < 16:
+                raise ValueError(f"truncated box header at byte {pos}")
+            (size,) = struct.unpack_from(">Q", data, pos + 8)
+            header = 16
+        elif size == 0:  # §4.2: the box runs to the end of the file
+            size = end - pos
+        if size < header or pos + size > end:
+            raise ValueError(f"box {kind!r} at byte {pos} has a bad size {size}")
+        yield kind, pos + header, pos + size
+        pos += size
+
+
 @dataclass(frozen=True, slots=True)
 class TrackInfo:
     """One track of an init segment: ``codec_config`` is avcC or an AudioSpecificConfig."""
@@ -270,36 +297,27 @@ def fragment_py(
     return b"".join(e.to_bytes() for e in emsgs) + moof + mdat
 
 
-def _boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
-    """(type, payload start, payload end) of each box in ``data[start:end]``; stops at garbage."""
-    end = len(data) if end is None else end
-    pos = start
-    while pos + 8 <= end:
-        size, kind = struct.unpack_from(">I4s", data, pos)
-        header = 8
-        if size == 1 and pos + 16 <= end:
-            size, header = struct.unpack_from(">Q", data, pos + 8)[0], 16
-        elif size == 0:
-            size = end - pos
-        if size < header or pos + size > end:
-            return
-        yield kind, pos + header, pos + size
-        pos += size
-
-
 def fragment_timing(data: bytes, track_id: int) -> tuple[int, int] | None:
     """(first ``tfdt``, summed sample durations) of ``track_id`` over every ``moof`` in a
-    segment, in the track's timescale; ``None`` when the bytes hold no such run."""
+    segment, in the track's timescale; ``None`` when the bytes hold no such run or are damaged
+    (a box size that does not fit)."""
+    try:
+        return _fragment_timing(data, track_id)
+    except ValueError:
+        return None
+
+
+def _fragment_timing(data: bytes, track_id: int) -> tuple[int, int] | None:
     first: int | None = None
     total = 0
-    for kind, start, end in _boxes(data):
+    for kind, start, end in iter_boxes(data):
         if kind != b"moof":
             continue
-        for tkind, tstart, tend in _boxes(data, start, end):
+        for tkind, tstart, tend in iter_boxes(data, start, end):
             if tkind != b"traf":
                 continue
             found, base, durations = False, None, 0
-            for ckind, cstart, cend in _boxes(data, tstart, tend):
+            for ckind, cstart, cend in iter_boxes(data, tstart, tend):
                 if ckind == b"tfhd" and cend - cstart >= 8:
                     found = struct.unpack_from(">I", data, cstart + 4)[0] == track_id
                 elif ckind == b"tfdt" and cend - cstart >= 8:

@@ -259,6 +259,11 @@ class LivePackage:
     def removed_dateranges(self) -> list[str]:
         return self.tag_placer.removed_ids()
 
+    def top_rendition(self) -> RenditionOutput | None:
+        """The top rung: the largest picture (a passthrough rung's bitrate is only nominal)."""
+        videos = [r for r in self.renditions.values() if r.info.kind is MediaKind.VIDEO]
+        return max(videos, key=lambda r: (r.info.height, r.info.bitrate), default=None)
+
     def multivariant(self) -> str:
         return render_multivariant_playlist(
             [self.renditions[name].variant() for name in self._ladder if name in self.renditions]

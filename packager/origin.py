@@ -16,6 +16,7 @@ from aiohttp import web
 from packager import access
 from packager.blocking import BadReloadRequest, parse_reload
 from packager.live import LivePackage
+from packager.posters import PosterCache
 from packager.rendition import RenditionOutput
 from packager.stores import RecordingStore, StoreUnavailable
 from packager.tags import Tag
@@ -25,6 +26,22 @@ PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 PackageLookup = Callable[[str], LivePackage | None]
 LOOKUP_KEY: web.AppKey[PackageLookup] = web.AppKey("hls_packages")
 SECRET_KEY: web.AppKey[str] = web.AppKey("hls_playback_secret")
+POSTERS_KEY = web.AppKey("hls_posters", PosterCache)
+
+
+class ThumbnailSource(Protocol):
+    """Where tag thumbnails come from (``shopcast.thumbnails.Thumbnails``)."""
+
+    async def get(self, stream_id: str, tag_id: str) -> bytes | None:
+        """JPEG of the tag's frame, or None when there is no such tag or no media holds it."""
+
+    async def recording_poster(self, recording_id: str) -> bytes | None:
+        """JPEG of a recording's cover frame, or None when there is no such recording."""
+
+
+THUMBNAILS_KEY: web.AppKey[ThumbnailSource] = web.AppKey("hls_thumbnails")
+#: Tag ids as the tag service makes them (bounded before any lookup).
+_TAG_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CORS = {
     "Access-Control-Allow-Origin": "*",
     # hls.js reads Age to correct its latency estimate (LLHLS_RULES "Caching").
@@ -152,6 +169,74 @@ async def media_file(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def poster(request: web.Request) -> web.StreamResponse:
+    """The latest keyframe of the top rung as a JPEG (decoded once per segment)."""
+    if (denied := _denied(request)) is not None:
+        return denied
+    stream_id = request.match_info["stream"]
+    package = _package(request)
+    posters = request.app[POSTERS_KEY]
+    if package is None or package.ended:
+        posters.forget(stream_id)
+        return _error(404, "the stream is not live")
+    jpeg = await posters.get(stream_id, package)
+    if jpeg is None:
+        return _error(404, "no keyframe yet", package.config.target_duration)
+    # A new poster comes with every segment: cached for half a target duration, like playlists.
+    return web.Response(
+        body=jpeg,
+        content_type="image/jpeg",
+        headers={**CORS, "Cache-Control": _cache(Fraction(package.config.target_duration, 2))},
+    )
+
+
+async def tag_thumbnail(request: web.Request) -> web.StreamResponse:
+    """JPEG of a tag's frame (``thumbnail_url`` of every tag)."""
+    if (denied := _denied(request)) is not None:
+        return denied
+    tag_id = request.match_info["tag"]
+    if not _TAG_ID.match(tag_id):
+        return _error(404, "no such tag")
+    try:
+        jpeg = await request.app[THUMBNAILS_KEY].get(request.match_info["stream"], tag_id)
+    except StoreUnavailable as exc:
+        return _error(503, f"the recordings store is unavailable: {exc}")
+    if jpeg is None:
+        return _error(404, "no such tag, or its frame is no longer held")
+    return web.Response(
+        body=jpeg,
+        content_type="image/jpeg",
+        headers={**CORS, "Cache-Control": _cache(24 * 3600)},  # a tag's frame never changes
+    )
+
+
+async def recording_poster(request: web.Request) -> web.StreamResponse:
+    """JPEG cover of a recording (its first product moment)."""
+    if (denied := _denied(request)) is not None:
+        return denied
+    try:
+        jpeg = await request.app[THUMBNAILS_KEY].recording_poster(request.match_info["recording"])
+    except StoreUnavailable as exc:
+        return _error(503, f"the recordings store is unavailable: {exc}")
+    if jpeg is None:
+        return _error(404, "no such recording")
+    return web.Response(
+        body=jpeg, content_type="image/jpeg", headers={**CORS, "Cache-Control": _cache(3600)}
+    )
+
+
+def add_picture_routes(app: web.Application, source: ThumbnailSource) -> None:
+    """Mount ``/hls/<stream_id>/tags/<tag_id>.jpg`` and ``/vod/<recording_id>/poster.jpg``
+    (before :func:`add_hls_routes`, whose rendition route would take the first otherwise)."""
+    app[THUMBNAILS_KEY] = source
+    for path, handler in (
+        ("/hls/{stream}/tags/{tag}.jpg", tag_thumbnail),
+        ("/vod/{recording}/poster.jpg", recording_poster),
+    ):
+        app.router.add_get(path, handler)
+        app.router.add_route("OPTIONS", path, preflight)
+
+
 async def preflight(request: web.Request) -> web.Response:
     return web.Response(
         status=204,
@@ -168,8 +253,10 @@ def add_hls_routes(app: web.Application, lookup: PackageLookup, playback_secret:
     """Mount the origin's ``/hls`` routes on ``app``; a secret makes playback need tokens."""
     app[LOOKUP_KEY] = lookup
     app[SECRET_KEY] = playback_secret
+    app[POSTERS_KEY] = PosterCache()
     for path, handler in (
         ("/hls/{stream}/master.m3u8", multivariant),
+        ("/hls/{stream}/poster.jpg", poster),
         ("/hls/{stream}/{rendition}/index.m3u8", media_playlist),
         ("/hls/{stream}/{rendition}/{file}", media_file),
     ):

@@ -14,6 +14,7 @@ from aiohttp import web
 from ingest.sessions import LiveStreams, PublishSession
 from packager import access
 from packager.stores import StoreUnavailable
+from shopcast.clips import CLIPS_KEY, ClipRefused
 from shopcast.pipeline import Pipelines
 from shopcast.recordings import Recordings
 from shopcast.store import Store, StoreError, StreamRecord, TagRecord
@@ -90,7 +91,7 @@ async def api_auth(request: web.Request, handler: Handler) -> web.StreamResponse
             )
     try:
         return await handler(request)
-    except (ApiError, TagError) as exc:
+    except (ApiError, TagError, ClipRefused) as exc:
         return json_error(exc.status, exc.code, exc.message)
     except web.HTTPException as exc:
         if exc.status >= 400 and request.path.startswith("/api/"):
@@ -316,6 +317,18 @@ async def _json_body(request: web.Request) -> Any:
         raise ApiError(400, "bad_json", f"the body is not JSON: {exc}") from exc
 
 
+def origin_url(request: web.Request, path: str) -> str:
+    """``path`` on this origin as clients reach it (the host of every other URL we hand out)."""
+    playback = request.app[URLS_KEY]("", "")["playback_url"]
+    return playback.partition("/hls/")[0] + path
+
+
+def _tag_out(request: web.Request, rec: TagRecord) -> dict[str, Any]:
+    out = tag_json(rec)
+    out["thumbnail_url"] = origin_url(request, f"/hls/{rec.stream_id}/tags/{rec.id}.jpg")
+    return out
+
+
 #: What anyone may see of a tag: what its DATERANGE and emsg already carry in the playlists and
 #: segments, and its thumbnail (the replay page's data; no clicks, no source pts).
 PUBLIC_TAG_FIELDS = (
@@ -330,19 +343,30 @@ PUBLIC_TAG_FIELDS = (
 
 
 def public_tag(request: web.Request, rec: TagRecord) -> dict[str, Any]:
-    out = tag_json(rec)
-    return {name: out[name] for name in PUBLIC_TAG_FIELDS if name in out}
+    out = _tag_out(request, rec)
+    return {name: out[name] for name in PUBLIC_TAG_FIELDS}
 
 
 async def create_tag(request: web.Request) -> web.Response:
     body = await _json_body(request)
     rec = request.app[TAGS_KEY].create(request.match_info["id"], body)
-    return web.json_response(tag_json(rec), status=201)
+    return web.json_response(_tag_out(request, rec), status=201)
 
 
 async def list_tags(request: web.Request) -> web.Response:
     records = request.app[TAGS_KEY].list(request.match_info["id"])
-    return web.json_response({"tags": [tag_json(r) for r in records]})
+    return web.json_response({"tags": [_tag_out(request, r) for r in records]})
+
+
+async def create_clip(request: web.Request) -> web.Response:
+    """Cut a clip of a recording: ``{"tag_id"}`` or ``{"start", "end"}`` (+ ``max_duration``)."""
+    body = await _json_body(request)
+    try:
+        clip = await request.app[CLIPS_KEY].create(request.match_info["rid"], body)
+    except StoreUnavailable as exc:
+        raise ApiError(503, "store_unavailable", str(exc)) from exc
+    clip["url"] = origin_url(request, clip["url"])
+    return web.json_response(clip, status=201)
 
 
 async def playback_token(request: web.Request) -> web.Response:
@@ -442,6 +466,7 @@ def make_app(
         app.router.add_get("/api/v1/streams/{id}/recordings", list_recordings)
         app.router.add_get("/api/v1/recordings/{rid}", get_recording)
         app.router.add_delete("/api/v1/recordings/{rid}", delete_recording)
+        app.router.add_post("/api/v1/recordings/{rid}/clips", create_clip)
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_post("/api/v1/streams", create_stream)
     app.router.add_get("/api/v1/streams", list_streams)

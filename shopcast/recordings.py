@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from fractions import Fraction
 from typing import Any
 
@@ -56,6 +56,8 @@ class Recordings:
         self.vod_url = vod_url
         self.clock = clock
         self.recorder = Recorder(media, queue_size=section.queue_size, listener=self, clock=clock)
+        #: Awaited with the id before a recording's media go (e.g. its clips go with it).
+        self.on_delete: list[Callable[[str], Awaitable[None]]] = []
         self._sweeper: asyncio.Task[None] | None = None
         self._recovered: list[tuple[str, str, Manifest]] = []  # announced once HTTP is up
 
@@ -245,6 +247,8 @@ class Recordings:
 
     async def delete(self, recording_id: str) -> int:
         """Remove a recording's media and its row; how many objects were removed."""
+        for hook in self.on_delete:
+            await hook(recording_id)
         removed = await self.recorder.delete(recording_id)
         self.store.delete_recording(recording_id)
         return removed

@@ -17,9 +17,10 @@ from ingest.sessions import LiveStreams
 from ingest.whip.endpoint import WhipEndpoint
 from ingest.whip.session import WhipSettings
 from packager import access
-from packager.origin import add_hls_routes, add_vod_routes
+from packager.origin import add_hls_routes, add_picture_routes, add_vod_routes
 from packager.stores import open_store
 from shopcast.api import make_app
+from shopcast.clips import ClipService, add_clip_routes
 from shopcast.config import Config
 from shopcast.hooks import PublishHook, TagWebhooks, Webhooks
 from shopcast.metrics import ShopcastMetrics, add_metrics_route
@@ -27,6 +28,7 @@ from shopcast.pipeline import Pipelines, packager_config
 from shopcast.recordings import Recordings
 from shopcast.store import Store, new_secret
 from shopcast.tags import TagService, tag_json
+from shopcast.thumbnails import Thumbnails
 from shopcast.web import add_web_routes
 
 log = logging.getLogger(__name__)
@@ -135,8 +137,11 @@ class ShopcastServer:
             playback=(config.playback.secret, config.playback.token_ttl),
             recordings=self.recordings,
         )
+        self.thumbnails = Thumbnails(self.store, self.pipelines, self.recordings)
+        add_picture_routes(self.app, self.thumbnails)
         add_hls_routes(self.app, self.pipelines.package, config.playback.secret)
         add_vod_routes(self.app, self.recordings, self.recordings.media)
+        add_clip_routes(self.app, ClipService(self.recordings))
         add_web_routes(self.app)
         add_metrics_route(self.app, self.metrics)
         self.whip = WhipEndpoint(

@@ -15,7 +15,7 @@
   const SEEK_INTO = 0.008;
   const CHAPTER_KINDS = new Set(["product", "deal"]);
   // Play on after a chapter's seek even if no frame callback came (e.g. a hidden tab).
-  const RESUME_AFTER = 500;
+  const RESUME_AFTER = 1000;
 
   const streamId = document.body.dataset.stream;
   const recordingId = document.body.dataset.recording;
@@ -68,6 +68,7 @@
     cues.rearm();
   });
 
+  video.poster = `${base}/poster.jpg${query}`; // the recording's cover until it plays
   const hls = ShopcastPlayer.start(video, `${base}/master.m3u8${query}`, {}, cues);
 
   // ---- chapters --------------------------------------------------------------------------

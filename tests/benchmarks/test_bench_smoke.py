@@ -36,6 +36,7 @@ CASES: dict[str, tuple[list[str], str | None, int, bool]] = {
     "edge": (["test_bench_edge.py"], None, 1, True),
     "whip": (["test_bench_whip.py"], None, 2, False),
     "replay": (["test_bench_replay.py"], None, 4, False),
+    "clips": (["test_bench_clips.py"], None, 1, True),
 }
 MACHINE_KEYS = {"cpu", "cores", "python", "pyav", "pyav_x264", "ffmpeg_cli", "hls_js"}
 

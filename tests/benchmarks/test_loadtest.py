@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from benchmarks.harness.serve_env import SHOPCAST, serve_env
 from benchmarks.loadtest.options import LoadTestOptions, check_options
 from benchmarks.loadtest.prometheus import MetricsSnapshot, metrics_delta
 from benchmarks.loadtest.stats import histogram_quantile
-from harness.serve_env import SHOPCAST, serve_env
 from packager.playlist import parse_media_playlist, parse_variants
 
 TOKEN = "loadtest-token"

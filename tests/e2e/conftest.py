@@ -1,5 +1,5 @@
 """Fixtures for end-to-end tests: a real shopcast origin in-process and real ffmpeg publishers
-(the helpers live in :mod:`harness.origin`, shared with the benchmarks)."""
+(the helpers live in :mod:`benchmarks.harness.origin`, shared with the benchmarks)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from harness.browser import chromium
-from harness.origin import (
+from benchmarks.harness.browser import chromium
+from benchmarks.harness.origin import (
     API_TOKEN,
     FFMPEG,
     SMALL_LADDER,

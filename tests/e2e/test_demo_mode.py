@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from harness.serve_env import SHOPCAST, read_until, serve_env
+from benchmarks.harness.serve_env import SHOPCAST, read_until, serve_env
 
 pytestmark = [pytest.mark.e2e]
 

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from harness.browser import CHROMIUM
+from benchmarks.harness.browser import CHROMIUM
 from shopcast.web import HLS_JS
 
 from .conftest import Origin, ffmpeg_publish_args, requires_ffmpeg

@@ -23,7 +23,7 @@ import aiohttp
 import av
 import pytest
 
-from harness.serve_env import SHOPCAST, serve_env
+from benchmarks.harness.serve_env import SHOPCAST, serve_env
 from packager.playlist import parse_media_playlist
 from shopcast.config import HooksSection, PackagerSection
 from shopcast.server import ShopcastServer

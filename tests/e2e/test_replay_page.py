@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness.browser import CHROMIUM
+from benchmarks.harness.browser import CHROMIUM
 from packager import access
 from shopcast.api import PUBLIC_TAG_FIELDS
 from shopcast.config import PackagerSection, PlaybackSection
@@ -156,7 +156,9 @@ async def test_replay_page_cards_chapters_and_clicks(tmp_path: Path, browser: An
         assert [t["id"] for t in data["tags"]] == list(expected)
         for t in data["tags"]:
             # What the VOD playlist's DATERANGE already says, and the tag's thumbnail.
-            assert set(t) == set(PUBLIC_TAG_FIELDS) - {"thumbnail_url"}, t
+            assert set(t) == set(PUBLIC_TAG_FIELDS), t
+            async with http.get(t["thumbnail_url"]) as r:
+                assert r.status == 200 and r.content_type == "image/jpeg", t["thumbnail_url"]
 
         # The replay, played to the end from the start.
         requests: list[str] = []
@@ -185,6 +187,10 @@ async def test_replay_page_cards_chapters_and_clicks(tmp_path: Path, browser: An
         chapters = await page.evaluate("window.shopcast.chapters")
         assert [c["id"] for c in chapters] == list(expected)
         assert [c["title"] for c in chapters] == [titles[i] for i in expected]
+        thumbs = await page.eval_on_selector_all(
+            "#chapters .chapter .thumb", "els => els.map(e => e.style.backgroundImage)"
+        )
+        assert thumbs == [f'url("{t["thumbnail_url"]}")' for t in data["tags"]]
         texts = await page.eval_on_selector_all(
             "#chapters .chapter .info", "els => els.map(e => e.textContent)"
         )

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from harness.serve_env import SHOPCAST, read_until, serve_env
+from benchmarks.harness.serve_env import SHOPCAST, read_until, serve_env
 
 from .conftest import ffmpeg_publish_args, requires_ffmpeg, run_ffmpeg
 

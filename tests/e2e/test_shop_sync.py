@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from harness.browser import CHROMIUM
+from benchmarks.harness.browser import CHROMIUM
 from shopcast.web import HLS_JS
 
 from . import barcode

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from harness.serve_env import SHOPCAST, serve_env
+from benchmarks.harness.serve_env import SHOPCAST, serve_env
 from shopcast.store import Store
 
 from .conftest import ffmpeg_publish_args, requires_ffmpeg

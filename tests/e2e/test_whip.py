@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from aiortc import RTCRtpSender
 
-from harness.whip_client import (
+from benchmarks.harness.whip_client import (
     fetch_and_decode,
     make_offer,
     make_offerer,

@@ -9,8 +9,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from harness.browser import CHROMIUM_ARGS
-from harness.whip_client import fetch_and_decode
+from benchmarks.harness.browser import CHROMIUM_ARGS
+from benchmarks.harness.whip_client import fetch_and_decode
 
 from .test_whip import start_origin, until
 

@@ -1,6 +1,6 @@
-"""The edge tests' helpers live in :mod:`harness.edge` (the edge benchmark uses them too)."""
+"""The edge tests' helpers: :mod:`benchmarks.harness.edge` (shared with the edge benchmark)."""
 
-from harness.edge import (
+from benchmarks.harness.edge import (
     NGINX,
     LoggedOrigin,
     edge_process,

@@ -25,7 +25,7 @@ pytestmark = [
 
 @pytest.fixture
 async def browser() -> AsyncIterator[object]:
-    from harness.browser import CHROMIUM_ARGS
+    from benchmarks.harness.browser import CHROMIUM_ARGS
 
     async with playwright_api.async_playwright() as pw:
         b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

@@ -19,6 +19,9 @@ from cdn_edge.viewers import ViewerTracker
     ("raw", "key"),
     [
         ("/hls/demo/master.m3u8", "/hls/demo/master.m3u8"),
+        ("/hls/demo/poster.jpg?token=t", "/hls/demo/poster.jpg"),
+        ("/hls/demo/tags/t18f2a9c3d1e2f3a4b.jpg", "/hls/demo/tags/t18f2a9c3d1e2f3a4b.jpg"),
+        ("/vod/AAAAAAAAAAAAAAAAAAAAAA/poster.jpg", "/vod/AAAAAAAAAAAAAAAAAAAAAA/poster.jpg"),
         ("/hls/demo/180p/12.3.m4s?x=1&token=t", "/hls/demo/180p/12.3.m4s"),
         (
             "/hls/demo/180p/index.m3u8?_HLS_skip=YES&_HLS_part=2&_HLS_msn=7&utm=x",
@@ -50,6 +53,7 @@ def test_the_token_is_part_of_the_key_only_when_the_origin_judges_it() -> None:
         "/hls/demo//1.m4s",
         "/hls/demo/180p/1.m4s/extra",
         "/hls/demo",
+        "/hls/demo/poster.png",
         "/metrics/../hls/demo/master.m3u8",
         "/api/v1/streams",
         "/hls/demo/180p/index.m3u8?_HLS_msn=-1",

@@ -9,8 +9,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from benchmarks.harness.sim import SimViewer
 from benchmarks.loadtest.stats import percentile
-from harness.sim import SimViewer
 from tests.e2e.conftest import API_TOKEN, requires_ffmpeg, stop_ffmpeg
 from tests.edge.conftest import edge_process, get_json, get_text, logged_origin, publish, wait_live
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.harness.sim import follows
 from benchmarks.loadtest import swarm
-from harness.sim import follows
 from tests.e2e.conftest import requires_ffmpeg, stop_ffmpeg
 from tests.edge.conftest import edge_process, logged_origin, publish, wait_live
 

@@ -6,19 +6,17 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from packager import fmp4
+
 CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"mvex", b"moof", b"traf", b"dinf"}
 
 
 def iter_boxes(
     data: bytes, start: int = 0, end: int | None = None
 ) -> Iterator[tuple[bytes, bytes]]:
-    end = len(data) if end is None else end
-    pos = start
-    while pos < end:
-        size, kind = struct.unpack_from(">I4s", data, pos)
-        assert size >= 8 and pos + size <= end, f"bad box {kind!r} size {size} at {pos}"
-        yield kind, data[pos + 8 : pos + size]
-        pos += size
+    """(type, payload) of each box (the packager's walker, payloads sliced out for assertions)."""
+    for kind, payload, box_end in fmp4.iter_boxes(data, start, end):
+        yield kind, data[payload:box_end]
 
 
 def find(data: bytes, path: list[bytes]) -> list[bytes]:

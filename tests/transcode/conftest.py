@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.mediakit import FFMPEG, SourceCache
+from benchmarks.harness.mediakit import FFMPEG, SourceCache
 
 
 @pytest.fixture(scope="session")

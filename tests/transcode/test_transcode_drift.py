@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from harness.mediakit import (
+from benchmarks.harness.mediakit import (
     SourceCache,
     configs,
     end_seconds,

@@ -10,7 +10,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from harness.mediakit import (
+from benchmarks.harness.mediakit import (
     Run,
     SourceCache,
     configs,

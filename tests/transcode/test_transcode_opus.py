@@ -8,7 +8,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from harness.mediakit import decode_audio, small_config, transcode
+from benchmarks.harness.mediakit import decode_audio, small_config, transcode
 from ingest.media import MediaKind, MediaUnit
 
 RATE = 48_000

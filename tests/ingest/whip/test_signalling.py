@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from aiortc import RTCRtpSender
 
-from harness.whip_client import make_offer, make_offerer
+from benchmarks.harness.whip_client import make_offer, make_offerer
 from ingest.media import MediaKind
 from ingest.whip.codecs import AUDIO_CLOCK, VIDEO_CLOCK, EncodedFrame
 from ingest.whip.endpoint import RateLimiter, check_offer

@@ -17,9 +17,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from harness.origin import Origin, ffmpeg_publish_args, make_config, start_ffmpeg
-from harness.serve_env import SHOPCAST, free_port
-from harness.sim import AccessLog
+from benchmarks.harness.origin import Origin, ffmpeg_publish_args, make_config, start_ffmpeg
+from benchmarks.harness.serve_env import SHOPCAST, free_port
+from benchmarks.harness.sim import AccessLog
 from shopcast.config import PlaybackSection
 from shopcast.server import ShopcastServer
 
@@ -95,7 +95,7 @@ async def edge_process(
 NGINX = shutil.which("nginx") or next(
     (p for p in ("/usr/sbin/nginx", "/sbin/nginx") if os.access(p, os.X_OK)), None
 )
-NGINX_CONF = Path(__file__).resolve().parents[1] / "deploy" / "nginx-edge.conf"
+NGINX_CONF = Path(__file__).resolve().parents[2] / "deploy" / "nginx-edge.conf"
 requires_nginx = pytest.mark.skipif(NGINX is None, reason="Debian nginx not installed")
 
 

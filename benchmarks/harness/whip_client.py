@@ -242,7 +242,7 @@ async def _publish_many(
 
 
 def main() -> None:
-    """``python -m harness.whip_client BASE SECONDS SIZE STREAM:KEY...`` (benchmarks)."""
+    """``python -m benchmarks.harness.whip_client BASE SECONDS SIZE STREAM:KEY...`` (benchmarks)."""
     import sys
 
     base, seconds, size, *pairs = sys.argv[1:]
