@@ -174,14 +174,16 @@ class Recording:
         except asyncio.QueueFull:
             self.dropped += 1
             self.recorder.stats.failures[self.stream_id, "queue_full"] += 1
-            reason = f"the store is too slow: {self.dropped} segment(s) left out (queue full)"
-            first = self.degraded is None
-            self.degraded = reason
-            if first:
-                log.warning("[%s] recording %s degraded: %s", self.stream_id, self.id, reason)
-                self.recorder.recording_changed(self)
+            self._degrade(f"the store is too slow: {self.dropped} segment(s) left out (queue full)")
             return False
         return True
+
+    def _degrade(self, reason: str) -> None:
+        first = self.degraded is None
+        self.degraded = reason
+        if first:
+            log.warning("[%s] recording %s degraded: %s", self.stream_id, self.id, reason)
+            self.recorder.recording_changed(self)
 
     async def _write_all(self) -> None:
         store, stats = self.recorder.store, self.recorder.stats
@@ -199,6 +201,9 @@ class Recording:
                     if put.entry.discontinuity:  # its date cannot be told from the bytes alone
                         self._manifest_due = 0.0
                 stats.bytes[self.stream_id] += len(put.data)
+                # Taken, but the store behind is failing (S3 down: the bytes wait in its spool).
+                if self.degraded is None and (problem := store.health().last_error):
+                    self._degrade(f"{store.name} store: {problem}")
                 # Once the inits are in, then periodically, after the batch in the queue.
                 due = not self._manifest_written or self.recorder.clock() >= self._manifest_due
                 if self._queue.empty() and self._dirty and due:

@@ -116,7 +116,7 @@ class RecordSection:
 
     enabled: bool = True
     store: str = "file"  # or "s3"
-    #: The file store's directory (the S3 store's local spool).
+    #: The file store's directory (the S3 store spools under ``<path>/s3-spool``).
     path: str = "var/recordings"
     #: Recordings older than this many days are deleted by a background sweep; 0 keeps them.
     retention_days: float = 0.0
@@ -129,12 +129,19 @@ class RecordSection:
     s3_access_key: str = ""
     s3_secret_key: str = ""
     s3_prefix: str = ""
+    #: Files the S3 store keeps in its local spool while uploads wait (S3 down); beyond it
+    #: the store refuses them and the recording fails.
+    s3_spool_files: int = 4096
 
     def __post_init__(self) -> None:
         if self.store not in ("file", "s3"):
             raise ConfigError("record.store must be 'file' or 's3'")
         if self.queue_size < 1 or self.retention_days < 0:
             raise ConfigError("record.queue_size must be positive, retention_days not negative")
+        if self.store == "s3" and not self.s3_bucket:
+            raise ConfigError("record.s3_bucket is required with record.store = 's3'")
+        if self.s3_spool_files < 1:
+            raise ConfigError("record.s3_spool_files must be positive")
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 from ingest.sessions import LiveStreams
 from packager.origin import LOOKUP_KEY
 from packager.recorder import Recorder
+from packager.stores import RecordingStore
 from shopcast.pipeline import StreamPipeline
 from shopcast.store import TagRecord
 
@@ -249,6 +250,10 @@ class ShopcastMetrics:
     def tag_clicked(self, stream_id: str, source: str) -> None:
         self.tag_clicks.labels(stream_id, source).inc()
 
+    def watch_store(self, store: RecordingStore) -> None:
+        """Read the recordings store's health at every scrape (:class:`RecordingStoreCollector`)."""
+        self.registry.register(RecordingStoreCollector(store))
+
     # -- HTTP --------------------------------------------------------------------------
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -302,3 +307,33 @@ def add_metrics_route(app: web.Application, metrics: ShopcastMetrics) -> None:
     # (stream ids, counts, timings), and the server binds where the operator configures.
     app.router.add_get("/metrics", metrics.handle)
     app.middlewares.insert(0, metrics.middleware)
+
+
+class RecordingStoreCollector(Collector):
+    """The recordings store's health (pending uploads, failures) read at scrape time."""
+
+    def __init__(self, store: RecordingStore) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        health = self.store.health()
+        labels = [self.store.name]
+        pending = GaugeMetricFamily(
+            "shopcast_record_store_pending",
+            "Recording files written locally and not yet confirmed by the store (S3 uploads)",
+            labels=["store"],
+        )
+        pending.add_metric(labels, health.pending)
+        failures = CounterMetricFamily(
+            "shopcast_record_store_failures",
+            "Failed writes or upload attempts of the recordings store (each retry counts)",
+            labels=["store"],
+        )
+        failures.add_metric(labels, health.failed)
+        degraded = GaugeMetricFamily(
+            "shopcast_record_store_degraded",
+            "1 while the recordings store's last operation failed (the reason is in the log)",
+            labels=["store"],
+        )
+        degraded.add_metric(labels, 0.0 if health.last_error is None else 1.0)
+        yield from (pending, failures, degraded)

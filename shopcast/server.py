@@ -121,6 +121,7 @@ class ShopcastServer:
         )
         self.pipelines.recordings = self.recordings
         self.metrics.watch_recorder(self.recordings.recorder)
+        self.metrics.watch_store(self.recordings.media)
         self.tags = TagService(
             self.store,
             self.streams,

@@ -7,8 +7,20 @@ Keys are relative paths chosen by the recorder, never by user input:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Protocol
+
+#: Keys are made by the recorder: up to four ``/``-separated names of ``[A-Za-z0-9_.-]``, none
+#: starting with a dot (stores keep temp files hidden) and no ``..``: a key never leaves a root.
+_KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}){0,3}")
+
+
+def check_key(key: str) -> str:
+    """``key`` if it is a store key the recorder could have made, else ``ValueError``."""
+    if not _KEY.fullmatch(key) or ".." in key:
+        raise ValueError(f"invalid store key {key[:80]!r}")
+    return key
 
 
 class StoreUnavailable(Exception):
@@ -79,6 +91,10 @@ class StoreSettings(Protocol):
 
     @property
     def s3_prefix(self) -> str: ...
+
+    @property
+    def s3_spool_files(self) -> int:
+        """How many files the S3 store's spool holds at most."""
 
 
 def open_store(settings: StoreSettings) -> RecordingStore:

@@ -6,15 +6,11 @@ import asyncio
 import builtins
 import errno
 import os
-import re
 import shutil
 from pathlib import Path
 
-from packager.stores import StoreHealth, StoreUnavailable
+from packager.stores import StoreHealth, StoreUnavailable, check_key
 
-#: Keys are chosen by the recorder (see ``packager.stores``); anything else is refused before it
-#: becomes a path, so no key can leave the root.
-_KEY = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}(/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}){0,3}$")
 _TEMP_PREFIX = "."  # temp files are hidden: list() never shows a half-written object
 _REASONS = {
     errno.ENOSPC: "disk full",
@@ -23,13 +19,6 @@ _REASONS = {
     errno.EPERM: "permission denied",
     errno.EROFS: "read-only file system",
 }
-
-
-def check_key(key: str) -> str:
-    """``key`` if it is a store key the recorder could have made, else ``ValueError``."""
-    if not _KEY.match(key) or ".." in key:
-        raise ValueError(f"invalid store key {key[:80]!r}")
-    return key
 
 
 def _unavailable(exc: OSError, what: str) -> StoreUnavailable:

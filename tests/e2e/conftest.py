@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from benchmarks.harness.browser import chromium
+from benchmarks.harness.disks import tiny_disk  # noqa: F401  (fixture: a 256 kB tmpfs)
 from benchmarks.harness.origin import (
     API_TOKEN,
     FFMPEG,
@@ -23,6 +24,7 @@ from benchmarks.harness.origin import (
     start_ffmpeg,
     stop_ffmpeg,
 )
+from benchmarks.harness.s3_server import s3_server  # noqa: F401  (fixture: a real S3 server on loopback)
 from shopcast.server import ShopcastServer
 
 __all__ = [

@@ -11,7 +11,6 @@ import json
 import re
 import signal
 import struct
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -347,22 +346,6 @@ async def test_record_false_makes_no_recording(tmp_path: Path) -> None:
         await asyncio.sleep(0.5)
         assert await recordings(http, origin.http) == []
         assert list((tmp_path / "recordings").iterdir()) == []
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Any:
-    """A 256 kB tmpfs as the recordings directory (skips where mounting is not permitted)."""
-    path = tmp_path / "recordings"
-    path.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(path)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
-    yield path
-    subprocess.run(["umount", str(path)], check=False)
 
 
 async def test_disk_full_fails_the_recording_and_the_show_goes_on(

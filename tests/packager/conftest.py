@@ -4,6 +4,8 @@ from fractions import Fraction
 
 import pytest
 
+from benchmarks.harness.disks import tiny_disk  # noqa: F401  (fixture: a 256 kB tmpfs)
+from benchmarks.harness.s3_server import s3_server  # noqa: F401  (fixture: a real S3 server on loopback)
 from packager.live import LivePackage, PackagerConfig
 from transcode.output import EncodedPacket, RenditionInfo
 
