@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 NATIVE := native/.built
 APT_PACKAGES := ffmpeg chromium prometheus nginx
 
-.PHONY: run test test-fast lint bench system-deps install native clean
+.PHONY: run test lint bench system-deps install native clean
 
 $(STAMP): requirements.txt requirements-dev.txt setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,12 @@ $(NODE_STAMP): package.json
 	npm install --no-audit --no-fund --silent
 	touch $@
 
-install: $(STAMP) $(NATIVE) $(NODE_STAMP)
+# hls.js as the package serves it (setup.py's build copies it too, for a wheel).
+HLS_VENDOR := shopcast/static/vendor/hls.min.js
+$(HLS_VENDOR): $(NODE_STAMP) $(STAMP)
+	$(BIN)/python setup.py -q vendor_hls
+
+install: $(STAMP) $(NATIVE) $(NODE_STAMP) $(HLS_VENDOR)
 native: $(NATIVE)
 
 # Debian packages the tests drive (real clients); apt-get update only when something is missing.
@@ -52,4 +57,4 @@ bench: install system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider benchmarks --benchmark-only
 
 clean:
-	rm -rf build $(VENV) native/*.so native/*.c $(NATIVE)
+	rm -rf build $(VENV) native/*.so native/*.c $(NATIVE) shopcast/static/vendor

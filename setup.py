@@ -1,16 +1,79 @@
-"""Build shopcast: the Python packages plus the Cython twins in ``native/``.
+"""Build shopcast: the Python packages, the Cython twins in ``native/`` and the web assets.
 
 The extensions are optional: without Cython or a C compiler the package installs pure Python.
+Runtime dependencies come from ``requirements.txt`` (one list for ``pip install -r`` and the
+wheel's metadata). hls.js is pinned in ``package.json``; the build copies npm's file and its
+licence into ``shopcast/static/vendor/`` so the wheel serves it without a checkout.
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import os
+import shutil
+from pathlib import Path
+from typing import ClassVar
 
-from setuptools import find_packages, setup
+from setuptools import Command, find_packages, setup
+from setuptools.command.build_py import build_py
 
+HERE = Path(__file__).resolve().parent
 PACKAGES = ("shopcast", "ingest", "transcode", "packager", "cdn_edge", "native", "benchmarks")
+HLS_JS_NPM = HERE / "node_modules" / "hls.js"
+HLS_JS_VENDOR = HERE / "shopcast" / "static" / "vendor"
+#: npm file → name in static/vendor/ (the server serves hls.min.js; the rest travels with it).
+HLS_JS_FILES = {"dist/hls.min.js": "hls.min.js", "LICENSE": "hls.js.LICENSE"}
+
+
+def requirements() -> list[str]:
+    """``requirements.txt`` as PEP 508 strings: comments and blank lines dropped."""
+    reqs = []
+    for line in (HERE / "requirements.txt").read_text().splitlines():
+        req = line.split("#", 1)[0].strip()
+        if req.startswith("-"):  # pip options (-r, -e, --index-url) have no place in metadata
+            raise SystemExit(f"requirements.txt: pip option in {line!r}; list packages only")
+        if req:
+            reqs.append(req)
+    return reqs
+
+
+def vendor_hls_js() -> None:
+    """Copy hls.js from node_modules (``npm install``) into the package, with its licence."""
+    if not (HLS_JS_NPM / "dist" / "hls.min.js").exists():
+        if all((HLS_JS_VENDOR / name).exists() for name in HLS_JS_FILES.values()):
+            return  # already vendored, e.g. building from an unpacked sdist
+        raise SystemExit("hls.js is missing: run `npm install` (or `make install`) first")
+    HLS_JS_VENDOR.mkdir(parents=True, exist_ok=True)
+    for source, name in HLS_JS_FILES.items():
+        shutil.copyfile(HLS_JS_NPM / source, HLS_JS_VENDOR / name)
+    version = json.loads((HLS_JS_NPM / "package.json").read_text())["version"]
+    (HLS_JS_VENDOR / "hls.js.VERSION").write_text(f"{version}\n")
+
+
+class VendorHlsJs(Command):
+    """``setup.py vendor_hls``: refresh ``shopcast/static/vendor/`` (the Makefile runs it)."""
+
+    description = "copy hls.js from node_modules into shopcast/static/vendor"
+    user_options: ClassVar[list[tuple[str, str | None, str]]] = []
+
+    def initialize_options(self) -> None:
+        pass
+
+    def finalize_options(self) -> None:
+        pass
+
+    def run(self) -> None:
+        vendor_hls_js()
+
+
+class BuildPy(build_py):
+    """build_py that vendors hls.js first (an editable install reads the checkout instead)."""
+
+    def run(self) -> None:
+        if not getattr(self, "editable_mode", False):
+            vendor_hls_js()
+        super().run()
 
 
 def native_extensions() -> list:
@@ -38,9 +101,11 @@ setup(
     version="0.1.0",
     description="Live-stream shopping video backbone: RTMP/WHIP in, vertical LL-HLS ladder out",
     python_requires=">=3.11",
-    packages=find_packages(include=[f"{p}*" for p in PACKAGES]),
-    package_data={"shopcast": ["static/*", "*.toml"]},
+    install_requires=requirements(),
+    packages=find_packages(include=[p for name in PACKAGES for p in (name, f"{name}.*")]),
+    package_data={"shopcast": ["openapi.json", "static/*.*", "static/vendor/*"]},
     ext_modules=native_extensions(),
+    cmdclass={"build_py": BuildPy, "vendor_hls": VendorHlsJs},
     entry_points={"console_scripts": ["shopcast = shopcast.cli:main"]},
     zip_safe=False,
 )

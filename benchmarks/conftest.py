@@ -20,6 +20,7 @@ import pytest
 
 from ingest.rtmp.chunk_py import ChunkStreamReader as PyChunkStreamReader
 from ingest.rtmp.chunk_py import ChunkWriter
+from shopcast.web import HLS_JS
 
 RECORDED_PUBLISH = Path(__file__).parents[1] / "tests/ingest/vectors/publish_720p.bin"
 HANDSHAKE_BYTES = 1 + 1536 + 1536  # C0 + C1 + C2 precede the chunk stream (§5.2)
@@ -280,8 +281,8 @@ def machine_info() -> dict[str, Any]:
             timeout=10,
         )
         info["debian_x264"] = out.stdout.strip() or None
-    hls = Path(__file__).parents[1] / "node_modules/hls.js/package.json"
-    info["hls_js"] = json.loads(hls.read_text())["version"] if hls.exists() else None
+    hls = HLS_JS.with_name("hls.js.VERSION")  # written beside it by setup.py's vendor step
+    info["hls_js"] = hls.read_text().strip() if hls.exists() else None
     try:
         import native.chunk_reader  # noqa: F401
 

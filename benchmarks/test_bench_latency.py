@@ -222,7 +222,7 @@ async def measure_player_latency(tmp_path: Path) -> dict[str, Any]:
 @pytest.mark.skipif(SMOKE, reason="smoke run: a browser needs a minute, there is no tiny size")
 @pytest.mark.skipif(not HAS_PLAYWRIGHT, reason="playwright not installed")
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed")
-@pytest.mark.skipif(not HLS_JS.exists(), reason="hls.js not installed (npm install)")
+@pytest.mark.skipif(not HLS_JS.exists(), reason="hls.js not vendored (make install)")
 def test_bench_hlsjs_latency(benchmark: Any, tmp_path: Path, capsys: Any) -> None:
     """hls.js (lowLatencyMode) in headless Chromium: ``hls.latency`` sampled for 60 s of play.
 

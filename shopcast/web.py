@@ -17,8 +17,8 @@ from shopcast.store import STREAM_ID_RE, RecordingRecord, TagRecord
 
 ROOT = Path(__file__).resolve().parent
 STATIC = ROOT / "static"
-#: hls.js comes from npm (``make`` installs it into the repository's node_modules).
-HLS_JS = ROOT.parent / "node_modules" / "hls.js" / "dist" / "hls.min.js"
+#: hls.js (npm, pinned in package.json) as the build copies it into the package (see setup.py).
+HLS_JS = STATIC / "vendor" / "hls.min.js"
 SHOP = STATIC / "shop.html"
 REPLAY = STATIC / "replay.html"
 #: The shop pages' own assets (a fixed list: nothing else under static/ is served).
@@ -108,7 +108,7 @@ async def replay_data(request: web.Request) -> web.Response:
 
 async def hls_js(request: web.Request) -> web.StreamResponse:
     if not HLS_JS.exists():
-        raise web.HTTPNotFound(text="hls.js is not installed: run `make run` (npm install)")
+        raise web.HTTPNotFound(text="hls.js is not in the package: run `make install`")
     return web.FileResponse(HLS_JS, headers={"Cache-Control": "public, max-age=3600"})
 
 

@@ -32,7 +32,7 @@ pytestmark = [
     pytest.mark.e2e,
     requires_ffmpeg,
     pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed"),
-    pytest.mark.skipif(not HLS_JS.exists(), reason="hls.js not installed (npm install)"),
+    pytest.mark.skipif(not HLS_JS.exists(), reason="hls.js not vendored (make install)"),
 ]
 SECONDS = 40  # of published video; tags are all placed (and fired) well within it
 PATHS = ("daterange", "emsg")
