@@ -4,7 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NATIVE := native/.built
-APT_PACKAGES := ffmpeg chromium prometheus nginx
+APT_PACKAGES := ffmpeg chromium prometheus nginx srt-tools
+# Headers the native build links against (optional: without them SRT is reported unavailable).
+BUILD_APT_PACKAGES := libsrt-openssl-dev
 
 .PHONY: run test lint bench system-deps install native clean
 
@@ -16,6 +18,10 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py pyproject.toml
 	touch $@
 
 $(NATIVE): $(STAMP) $(wildcard native/*.pyx native/*.pxd)
+	@for p in $(BUILD_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || { \
+		echo "installing Debian package $$p"; apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$p || \
+		echo "$$p not installed: building without it"; }; done
 	$(BIN)/python setup.py -q build_ext --inplace
 	touch $@
 

@@ -1,6 +1,7 @@
 """Build shopcast: the Python packages, the Cython twins in ``native/`` and the web assets.
 
-The extensions are optional: without Cython or a C compiler the package installs pure Python.
+The extensions are optional: without Cython or a C compiler the package installs pure Python;
+without libsrt's headers (Debian ``libsrt-openssl-dev``) the SRT binding is left out.
 Runtime dependencies come from ``requirements.txt`` (one list for ``pip install -r`` and the
 wheel's metadata). hls.js is pinned in ``package.json``; the build copies npm's file and its
 licence into ``shopcast/static/vendor/`` so the wheel serves it without a checkout.
@@ -20,6 +21,8 @@ from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
 PACKAGES = ("shopcast", "ingest", "transcode", "packager", "cdn_edge", "native", "benchmarks")
+SRT_BINDING = "native/libsrt.pyx"
+SRT_HEADER = "/usr/include/srt/srt.h"
 HLS_JS_NPM = HERE / "node_modules" / "hls.js"
 HLS_JS_VENDOR = HERE / "shopcast" / "static" / "vendor"
 #: npm file → name in static/vendor/ (the server serves hls.min.js; the rest travels with it).
@@ -83,9 +86,13 @@ def native_extensions() -> list:
         from Cython.Build import cythonize
     except ImportError:
         return []
-    sources = sorted(glob.glob("native/*.pyx"))
+    from setuptools import Extension
+
+    modules: list = [p for p in sorted(glob.glob("native/*.pyx")) if p != SRT_BINDING]
+    if os.path.exists(SRT_HEADER):
+        modules.append(Extension("native.libsrt", [SRT_BINDING], libraries=["srt"]))
     return cythonize(
-        sources,
+        modules,
         language_level=3,
         compiler_directives={
             "boundscheck": False,
@@ -103,7 +110,10 @@ setup(
     python_requires=">=3.11",
     install_requires=requirements(),
     packages=find_packages(include=[p for name in PACKAGES for p in (name, f"{name}.*")]),
-    package_data={"shopcast": ["openapi.json", "static/*.*", "static/vendor/*"]},
+    package_data={
+        "shopcast": ["openapi.json", "static/*.*", "static/vendor/*"],
+        "native": ["*.pyi"],
+    },
     ext_modules=native_extensions(),
     cmdclass={"build_py": BuildPy, "vendor_hls": VendorHlsJs},
     entry_points={"console_scripts": ["shopcast = shopcast.cli:main"]},

@@ -14,7 +14,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ingest.codecs import BitstreamError, parse_audio_specific_config, parse_avcc
+from ingest.codecs import (
+    BitstreamError,
+    HevcConfig,
+    parse_audio_specific_config,
+    parse_avcc,
+)
 from ingest.hub import StreamHub
 from ingest.media import MILLISECONDS, MediaKind, MediaUnit
 
@@ -99,6 +104,14 @@ class IngestStats:
             win.popleft()
 
     def _describe_video(self, unit: MediaUnit) -> None:
+        if unit.codec == "hevc":
+            try:
+                hvcc = HevcConfig.parse(unit.payload)
+            except BitstreamError as exc:
+                log.warning("unreadable hvcC: %s", exc)
+                return
+            self.width, self.height = hvcc.sps_info.width, hvcc.sps_info.height
+            return
         if unit.codec != "h264":
             return
         try:
@@ -155,9 +168,15 @@ class PublishSession:
         self.stats = IngestStats()
         self.started_at = time.time()
         self.ended = False
+        #: Whether the publisher ended on purpose (unpublish, DELETE, kick) rather than dropped.
+        self.clean_end = False
+        #: Wall clock of the newest media unit (``None`` before the first one).
+        self.last_media: float | None = None
 
     def write(self, unit: MediaUnit) -> None:
         self.stats.add(unit)
+        if not unit.is_config:
+            self.last_media = unit.arrival
         self.hub.publish(unit)
 
 
@@ -229,7 +248,7 @@ class LiveStreams:
                 publisher.peer,
                 current.publisher.peer,
             )
-            self.end(current, f"taken over by a new publisher from {publisher.peer}")
+            self.end(current, f"taken over by a new publisher from {publisher.peer}", clean=True)
             current.publisher.kick("stream taken over by another publisher")
         session = PublishSession(stream_id, publisher, self.hub_queue_size)
         self.sessions[stream_id] = session
@@ -237,11 +256,17 @@ class LiveStreams:
             listener(session)
         return session
 
-    def end(self, session: PublishSession, error: str | None = None) -> None:
-        """Close ``session`` (idempotent); its hub readers drain and see end of stream."""
+    def end(
+        self, session: PublishSession, error: str | None = None, *, clean: bool = False
+    ) -> None:
+        """Close ``session`` (idempotent); its hub readers drain and see end of stream.
+
+        ``clean``: the publisher (or an operator) ended it on purpose; otherwise it dropped.
+        """
         if session.ended:
             return
         session.ended = True
+        session.clean_end = clean
         session.hub.end()
         if self.sessions.get(session.stream_id) is session:
             del self.sessions[session.stream_id]
@@ -257,6 +282,6 @@ class LiveStreams:
         session = self.sessions.get(stream_id)
         if session is None:
             return False
-        self.end(session, reason)
+        self.end(session, reason, clean=True)
         session.publisher.kick(reason)
         return True

@@ -21,9 +21,11 @@ from packager.playlist import DateRangeLine, RenditionReport, render_multivarian
 from packager.rendition import RenditionOutput
 from packager.segmenter import CutPart
 from packager.show import ShowTimeline
+from packager.slate import SlateLoop
 from packager.tag_placement import TagPlacer
 from packager.tags import Tag, TagTimeline
 from transcode.output import EncodedPacket, RenditionInfo
+from transcode.slate import SlateClip
 
 if TYPE_CHECKING:
     from packager.recorder import SegmentSink
@@ -33,6 +35,8 @@ __all__ = ["LivePackage", "PackageListener", "PackagerConfig"]
 log = logging.getLogger(__name__)
 
 _MAX_BACKLOG = 20_000
+#: Seconds of slate listed at once when a drop is noticed late (a gap_timeout, at most).
+_MAX_SLATE_CATCH_UP = 5.0
 
 
 class PackageListener(Protocol):
@@ -73,6 +77,12 @@ class LivePackage:
         #: Bumped on every change any playlist of the stream shows (parts, tags, end).
         self.version = 0
         self._ladder: list[str] = []
+        #: Each rendition's slate, once encoded (see ``set_slate``).
+        self.slate_clips: dict[str, SlateClip] = {}
+        self._slate_maps: dict[str, str] = {}  # rendition → its slate's own init, if it needs one
+        self._slate: dict[str, SlateLoop] | None = None  # playing while not None
+        self._slate_started = 0.0
+        self._slate_seconds = 0.0  # on slate before the current stretch
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -122,6 +132,8 @@ class LivePackage:
         self.ladder_ready.set()
 
     def on_packet(self, packet: EncodedPacket) -> None:
+        if self._slate is not None:
+            return  # the slate holds the renditions until the publisher's return is set up
         if self.listener is not None:
             self.listener.packet(self.stream_id, packet.rendition, self.clock() - packet.arrival)
         if not self.show.pinned:
@@ -147,6 +159,8 @@ class LivePackage:
                 r.push_audio(packet)
 
     def on_end(self) -> None:
+        if self._slate is not None:
+            return  # the slate's cutters are not the ended source's
         for r in self.renditions.values():
             part = r.flush()
             if part is not None:
@@ -189,10 +203,107 @@ class LivePackage:
 
     def finish(self) -> None:
         """No publisher came back: ENDLIST on every playlist; they stay servable."""
+        self.stop_slate()
         self.ended = True
         for r in self.renditions.values():
             r.end()
         self._changed(self.renditions.values())
+
+    # -- the slate (continuity) --------------------------------------------------------
+    @property
+    def active_input(self) -> str:
+        """``"slate"`` while the slate plays, else ``"main"``."""
+        return "slate" if self._slate is not None else "main"
+
+    @property
+    def slate_seconds(self) -> float:
+        """Wall-clock seconds this show has spent on slate."""
+        current = self.clock() - self._slate_started if self._slate is not None else 0.0
+        return self._slate_seconds + current
+
+    def set_slate(self, clips: dict[str, SlateClip]) -> None:
+        """Each rendition's slate (encoded off the loop). A slate whose avcC differs from its
+        rendition's (a passthrough rung) gets its own init segment, announced with EXT-X-MAP."""
+        for name, clip in clips.items():
+            r = self.renditions.get(name)
+            if r is None or clip.video_info is None:
+                continue
+            if clip.video_info.extradata != r.info.extradata:
+                uri = f"slate-{self.show.first_msn}.mp4"  # per show: inits are cached for good
+                r.add_init(uri, [clip.video_info, *([r.audio] if r.audio else [])])
+                self._slate_maps[name] = uri
+                if self.sink is not None:
+                    self.sink.init_added(name, uri, r.files[uri])
+        self.slate_clips = clips
+
+    def start_slate(self) -> bool:
+        """Every rendition continues with its slate after a discontinuity, on the same PDT
+        grid; the first slate part is listed at once. False when there is no slate to play."""
+        if self.ended or self._slate is not None or not self.renditions:
+            return False
+        if any(name not in self.slate_clips for name in self.renditions):
+            return False
+        for r in self.renditions.values():  # what the last source left in the cutters
+            part = r.flush()
+            if part is not None:
+                self._published(r, part)
+        offset = self.show.continue_on_slate()
+        audio_name = self.audio.name if self.audio is not None else ""
+        self._slate = {}
+        for name, r in self.renditions.items():
+            r.continue_at(offset, self._slate_maps.get(name))
+            self._slate[name] = SlateLoop(name, self.slate_clips[name], audio_name)
+        # The slate starts where the media stopped on the PDT grid. A drop noticed late (a
+        # media gap) leaves that time unlisted: list it at once, so the edge stays live.
+        now = self.clock()
+        behind = now - self.show.program_date_time(offset)
+        self._slate_started = now - min(max(behind, 0.0), _MAX_SLATE_CATCH_UP)
+        self.advance_slate()
+        return True
+
+    def advance_slate(self) -> None:
+        """List the slate up to one part target ahead of the wall clock (call it often)."""
+        if self._slate is None:
+            return
+        now = self.clock()
+        pt = self.config.part_target
+        until = Fraction(now - self._slate_started).limit_denominator(10_000) + pt
+        for name, loop in self._slate.items():
+            r = self.renditions[name]
+            if r.info.kind is MediaKind.VIDEO:
+                # Audio first, a part further: a part takes the audio that falls inside it.
+                for packet in loop.audio_until(until + pt, now):
+                    r.push_audio(packet)
+                lead = loop.video_until(until, now)
+            else:
+                lead = loop.audio_until(until, now)
+            for packet in lead:
+                part = r.push(packet)
+                if part is not None:
+                    self._published(r, part)
+                self.show.media_until(Fraction(packet.dts + packet.duration, r.lead.timescale))
+
+    def stop_slate(self) -> float:
+        """End the slate: its last part is listed; the next source follows a discontinuity.
+        Returns how long this stretch of slate lasted (0 when not on slate)."""
+        if self._slate is None:
+            return 0.0
+        for r in self.renditions.values():
+            part = r.flush()
+            if part is not None:
+                self._published(r, part)
+        stretch = self.clock() - self._slate_started
+        self._slate_seconds += stretch
+        self._slate = None
+        self._changed(self.renditions.values())
+        return stretch
+
+    def slate_time(self) -> Fraction | None:
+        """Session time of the newest slate frame handed to the renditions (a tag posted on
+        slate lands on it, like a live tag on the newest ingested frame)."""
+        if self._slate is None:
+            return None
+        return min(loop.newest_time for loop in self._slate.values())
 
     def prepare_tag(
         self,

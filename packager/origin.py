@@ -265,8 +265,8 @@ def add_hls_routes(app: web.Application, lookup: PackageLookup, playback_secret:
 
 
 # -- /vod: recordings ----------------------------------------------------------------------
-#: A recorded file: the init segment or a segment by its media sequence number.
-_VOD_FILE = re.compile(r"^(init\.mp4|\d{1,19}\.m4s)$")
+#: A recorded file: an init segment (the show's, a slate's) or a segment by its number.
+_VOD_FILE = re.compile(r"^(init\.mp4|slate-\d{1,19}\.mp4|\d{1,19}\.m4s)$")
 #: Recorded segments never change; a year (RFC 8246 immutable) lets every cache keep them.
 VOD_MEDIA_CACHE = "public, max-age=31536000, immutable"
 #: A finished recording's playlists change only if it is deleted.

@@ -43,6 +43,8 @@ class Segment:
     uri: str
     discontinuity: bool = False
     parts: list[Part] = field(default_factory=list)
+    #: Its init segment when not the playlist's ``init_uri`` (S 4.4.4.5: EXT-X-MAP).
+    map_uri: str | None = None
     complete: bool = False
 
     @property
@@ -141,7 +143,10 @@ def render_media_playlist(
     ]
     if state.discontinuity_sequence:
         lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{state.discontinuity_sequence}")
-    lines.append(f'#EXT-X-MAP:URI="{state.init_uri}"')
+    # S 4.4.4.5: an EXT-X-MAP applies to the segments after it until the next one, so the
+    # first listed segment's init comes first and every change of init gets its own tag.
+    current_map = segs[skipped].map_uri if len(segs) > skipped else None
+    lines.append(f'#EXT-X-MAP:URI="{current_map or state.init_uri}"')
     if skip_ranges:
         # S 4.4.5.2: RECENTLY-REMOVED-DATERANGES is a tab-separated list of IDs.
         removed = "\t".join(recently_removed)
@@ -159,6 +164,10 @@ def render_media_playlist(
     for seg in segs[skipped:]:
         if seg.discontinuity:
             lines.append("#EXT-X-DISCONTINUITY")
+        if seg.map_uri != current_map:
+            # S 4.4.4.3: a new init only after a discontinuity (the segmenter guarantees it).
+            current_map = seg.map_uri
+            lines.append(f'#EXT-X-MAP:URI="{current_map or state.init_uri}"')
         # A 8.4: PROGRAM-DATE-TIME on every segment, ahead of its parts.
         lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(seg.program_date_time)}")
         if seg.msn >= parts_from:

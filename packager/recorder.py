@@ -54,6 +54,9 @@ class SegmentSink(Protocol):
     def segment_completed(self, rendition: str, segment: Segment, data: bytes) -> None:
         """``segment`` of ``rendition`` is complete; ``data`` is its bytes (all its parts)."""
 
+    def init_added(self, rendition: str, uri: str, init: bytes) -> None:
+        """Another init of ``rendition`` (a slate's), named by segments' ``map_uri``."""
+
 
 class RecordingListener(Protocol):
     """Told of a recording's life (the server keeps its row, sends webhooks)."""
@@ -154,12 +157,16 @@ class Recording:
             discontinuity=segment.discontinuity or rendition in self._gap,
             bytes=len(data),
             start=round(float(segment.start), 6),
+            map=segment.map_uri,
         )
         key = f"{self.id}/{rendition}/{segment.msn}.m4s"
         if self._enqueue(_Put(key, data, "video/iso.segment", rendition, entry)):
             self._gap.discard(rendition)
         else:
             self._gap.add(rendition)
+
+    def init_added(self, rendition: str, uri: str, init: bytes) -> None:
+        self._enqueue(_Put(f"{self.id}/{rendition}/{uri}", init, "video/mp4"))
 
     # -- writing -----------------------------------------------------------------------
     def _enqueue(self, put: _Put) -> bool:

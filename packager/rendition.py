@@ -84,6 +84,7 @@ class RenditionOutput:
         self._segment_parts: list[bytes] = []
         self._bytes_in_segments: list[tuple[int, Fraction]] = []  # (bytes, seconds) per segment
         self._pending_discontinuity = False
+        self._map_uri: str | None = None  # the init of segments opened from now on (None: main)
         self.frame_latency: collections.deque[float] = collections.deque(maxlen=4096)
 
     def _new_cutter(self, offset: Fraction) -> PartCutter:
@@ -111,10 +112,18 @@ class RenditionOutput:
             self._publish(part)
         return part
 
-    def continue_at(self, offset: Fraction) -> None:
-        """A publisher came back: cut anew from ``offset``, after a discontinuity."""
+    def continue_at(self, offset: Fraction, map_uri: str | None = None) -> None:
+        """Another source follows (the publisher came back, or the slate): cut anew from
+        ``offset``, after a discontinuity; ``map_uri`` names its init when it is not the main
+        one (an init added with :meth:`add_init`)."""
         self._cutter = self._new_cutter(offset)
+        self._map_uri = map_uri
         self.mark_discontinuity()
+
+    def add_init(self, uri: str, tracks: list[RenditionInfo]) -> None:
+        """Keep another init segment (the slate's) servable beside the main one."""
+        ids = [VIDEO_TRACK_ID if t.kind is MediaKind.VIDEO else AUDIO_TRACK_ID for t in tracks]
+        self.files[uri] = init_segment([_track(t, i) for t, i in zip(tracks, ids, strict=True)])
 
     def mark_discontinuity(self) -> None:
         """The next segment follows a discontinuity (S 4.4.4.3: EXT-X-DISCONTINUITY)."""
@@ -164,6 +173,7 @@ class RenditionOutput:
                 program_date_time=show.program_date_time(show.on_grid(start)),
                 uri=segment_uri(msn),
                 discontinuity=self._pending_discontinuity,
+                map_uri=self._map_uri,
             )
         )
         self._pending_discontinuity = False

@@ -3,6 +3,7 @@ wall-clock date (PROGRAM-DATE-TIME) of every time on it, and where sequence numb
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from fractions import Fraction
 
@@ -66,4 +67,12 @@ class ShowTimeline:
         # On the frame grid, so grid-snapped times stay consistent across the discontinuity.
         self.offset = self.on_grid(self._session_end + self.segment_duration)
         self._epoch = None
+        return self.offset
+
+    def continue_on_slate(self) -> Fraction:
+        """The slate follows the last media at once, on the same wall clock: the PDT grid and
+        timestamps go on where the media stopped (on the next frame-grid time)."""
+        fps = self.frame_rate
+        end = self._session_end
+        self.offset = Fraction(math.ceil(end * fps)) / fps if fps else end
         return self.offset

@@ -31,6 +31,8 @@ class SegmentRecord:
     discontinuity: bool
     bytes: int
     start: float
+    #: Its init when not ``init.mp4`` (a slate with its own codec configuration).
+    map: str | None = None
 
 
 @dataclass
@@ -144,13 +146,17 @@ def render_vod_media_playlist(
         f"#EXT-X-PLAYLIST-TYPE:{'VOD' if ended else 'EVENT'}",
         f"#EXT-X-MEDIA-SEQUENCE:{segs[0].msn if segs else 0}",
         "#EXT-X-INDEPENDENT-SEGMENTS",  # every segment starts with an IDR (LLHLS_RULES)
-        '#EXT-X-MAP:URI="init.mp4"',
+        f'#EXT-X-MAP:URI="{(segs[0].map if segs else None) or "init.mp4"}"',
     ]
     # S 4.4.5.1: the same ranges, same IDs and START-DATEs as the live playlists had.
     lines.extend(t.daterange for t in tags)
+    current_map = segs[0].map if segs else None
     for i, seg in enumerate(segs):
         if seg.discontinuity and i > 0:
             lines.append("#EXT-X-DISCONTINUITY")
+        if seg.map != current_map:  # S 4.4.4.5: applies until the next EXT-X-MAP
+            current_map = seg.map
+            lines.append(f'#EXT-X-MAP:URI="{current_map or "init.mp4"}"')
         # A 8.4 / S 4.4.4.6: PROGRAM-DATE-TIME on every segment, as live.
         lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(seg.program_date_time)}")
         lines.append(f"#EXTINF:{seg.duration:.5f},")

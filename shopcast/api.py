@@ -173,6 +173,10 @@ def _status(request: web.Request, record: StreamRecord) -> dict[str, Any]:
     out["viewers"] = request.app[VIEWERS_KEY].get(record.id, 0)
     out["playback_url"] = request.app[URLS_KEY](record.id, "")["playback_url"]
     out["record"] = record.record
+    pipeline = request.app[PIPELINES_KEY].pipelines.get(record.id)
+    live = pipeline is not None and not pipeline.package.ended
+    # "main" while the publisher's media plays, "slate" while it is replaced; null without a show.
+    out["active_input"] = pipeline.package.active_input if live and pipeline else None
     return out
 
 
@@ -283,6 +287,14 @@ async def kick_publisher(request: web.Request) -> web.Response:
     if not request.app[STREAMS_KEY].kick(record.id, "disconnected through the API"):
         raise ApiError(409, "offline", f"stream {record.id!r} has no publisher")
     return web.Response(status=204)
+
+
+async def end_show(request: web.Request) -> web.Response:
+    """End the show now: publisher kicked, ENDLIST on every playlist, recording closed."""
+    record = _record(request)
+    if not await request.app[PIPELINES_KEY].end_show(record.id, "show ended through the API"):
+        raise ApiError(409, "offline", f"stream {record.id!r} has no show to end")
+    return web.json_response({"id": record.id, "state": "ended"})
 
 
 async def set_vertical(request: web.Request) -> web.Response:
@@ -474,6 +486,7 @@ def make_app(
     app.router.add_delete("/api/v1/streams/{id}", delete_stream)
     app.router.add_post("/api/v1/streams/{id}/key", rotate_key)
     app.router.add_delete("/api/v1/streams/{id}/publisher", kick_publisher)
+    app.router.add_post("/api/v1/streams/{id}/end", end_show)
     app.router.add_patch("/api/v1/streams/{id}/vertical", set_vertical)
     app.router.add_post("/api/v1/streams/{id}/playback-token", playback_token)
     app.router.add_post("/api/v1/streams/{id}/tags", create_tag)

@@ -42,6 +42,7 @@ async def _serve(server: ShopcastServer, demo: DemoSettings | None = None) -> No
             urls = server.urls(DEMO_STREAM, w.demo_key)
             lines += [
                 f"  demo stream created; publish to: {urls['rtmp_url']}",
+                *([f"  or over SRT: {urls['srt_url']}"] if "srt_url" in urls else []),
                 f"  playback: {urls['playback_url']}",
                 f"  status:   curl -H 'Authorization: Bearer <token>' "
                 f"http://{server.config.server.public_host}:{server.http_port}"

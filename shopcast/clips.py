@@ -165,6 +165,8 @@ class ClipService:
         segments = []
         for i in picked:
             seg = rendition.segments[i]
+            if seg.map is not None:  # a slate with its own avcC: the clip's one init won't do
+                raise ClipRefused(422, "uncuttable", "the range covers the slate of a dropped show")
             data = await self.media.get(f"{prefix}/{seg.msn}.m4s")
             if data is None:
                 raise ClipRefused(409, "incomplete", f"segment {seg.msn} is missing from the store")

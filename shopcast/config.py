@@ -83,6 +83,29 @@ class WhipSection:
 
 
 @dataclass(frozen=True)
+class SrtSection:
+    #: SRT listener (libsrt) carrying MPEG-TS; the stream key goes in the stream id.
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: int = 9000  # UDP
+    latency: int = 120  # ms of receive buffer for retransmissions (SRTO_LATENCY)
+    #: Empty: unencrypted. Else 10..79 characters; callers must send the same one.
+    passphrase: str = ""
+    pbkeylen: int = 0  # AES key bytes: 16, 24 or 32 (0: libsrt's default, 16)
+    max_sessions: int = 16
+
+    def __post_init__(self) -> None:
+        if self.passphrase and not 10 <= len(self.passphrase) <= 79:
+            raise ConfigError("srt.passphrase must be 10 to 79 characters (or empty)")
+        if self.pbkeylen not in (0, 16, 24, 32):
+            raise ConfigError("srt.pbkeylen must be 0, 16, 24 or 32")
+        if not 0 <= self.port <= 65535 or not 0 <= self.latency <= 60_000:
+            raise ConfigError("srt.port must be within 0..65535 and srt.latency 0..60000 ms")
+        if self.max_sessions < 1:
+            raise ConfigError("srt.max_sessions must be positive")
+
+
+@dataclass(frozen=True)
 class PackagerSection:
     #: LL-HLS part duration in seconds (0.2–1.0); 1/3 s = 10 frames at 30 fps.
     part_target: float = 1 / 3
@@ -90,6 +113,28 @@ class PackagerSection:
     window_segments: int = 10
     #: A publisher back within this many seconds continues the same playlists.
     reconnect_window: float = 10.0
+
+
+@dataclass(frozen=True)
+class ContinuitySection:
+    """What viewers see when the publisher drops (connection lost, killed, no media)."""
+
+    #: No media from a connected publisher for this many seconds counts as a drop.
+    gap_timeout: float = 1.0
+    #: After a drop the slate plays this long (at most an hour) before ENDLIST.
+    slate_window: float = 120.0
+    #: Slate picture of every stream (any image PyAV decodes); empty: the generated card.
+    slate_image: str = ""
+    #: Per-stream slate pictures, ``"<stream_id>=<path>"`` each.
+    slate_images: tuple[str, ...] = ()
+
+    def image_for(self, stream_id: str) -> str:
+        """The slate picture file of ``stream_id`` ("" for the generated card)."""
+        for item in self.slate_images:
+            name, _, path = item.partition("=")
+            if name.strip() == stream_id:
+                return path.strip()
+        return self.slate_image
 
 
 @dataclass(frozen=True)
@@ -158,8 +203,10 @@ class Config:
     ingest: IngestSection = field(default_factory=IngestSection)
     transcode: LadderConfig = field(default_factory=LadderConfig)
     packager: PackagerSection = field(default_factory=PackagerSection)
+    continuity: ContinuitySection = field(default_factory=ContinuitySection)
     hooks: HooksSection = field(default_factory=HooksSection)
     whip: WhipSection = field(default_factory=WhipSection)
+    srt: SrtSection = field(default_factory=SrtSection)
     playback: PlaybackSection = field(default_factory=PlaybackSection)
     record: RecordSection = field(default_factory=RecordSection)
     log: LogSection = field(default_factory=LogSection)
@@ -167,6 +214,12 @@ class Config:
     def __post_init__(self) -> None:
         if not 0.2 <= self.packager.part_target <= 1.0:
             raise ConfigError("packager.part_target must be within 0.2..1.0 seconds")
+        if not 0 < self.continuity.slate_window <= 3600:
+            raise ConfigError("continuity.slate_window must be within 0..3600 seconds")
+        if self.continuity.gap_timeout <= 0:
+            raise ConfigError("continuity.gap_timeout must be positive")
+        if any("=" not in item for item in self.continuity.slate_images):
+            raise ConfigError('continuity.slate_images entries are "<stream_id>=<path>"')
         if self.hooks.webhook_urls and not self.hooks.webhook_secret:
             raise ConfigError("hooks.webhook_secret is required when webhook_urls are set")
         if self.log.format not in ("plain", "json"):

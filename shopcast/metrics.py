@@ -125,6 +125,25 @@ class LiveStateCollector(Collector):
                 faults.add_metric([stream_id, kind], count)
         yield faults
 
+        on_slate = GaugeMetricFamily(
+            "shopcast_stream_on_slate",
+            "1 while the show plays its slate (the publisher dropped), 0 otherwise",
+            labels=["stream"],
+        )
+        slate = CounterMetricFamily(
+            "shopcast_slate_seconds",
+            "Seconds the show spent on slate since it started",
+            labels=["stream"],
+        )
+        for stream_id, pipeline in sorted(self.pipelines.items()):
+            package = pipeline.package
+            on_slate.add_metric([stream_id], 1.0 if package.active_input == "slate" else 0.0)
+            slate.add_metric([stream_id], package.slate_seconds)
+        yield from (on_slate, slate)
+
+
+RECORDING_FAULT_KINDS = ("queue_full", "store")
+
 
 class RecorderCollector(Collector):
     """Recording figures read from the recorder at scrape time."""
@@ -154,7 +173,11 @@ class RecorderCollector(Collector):
             written.add_metric([stream_id], count)
         for stream_id, count in sorted(stats.segments.items()):
             segments.add_metric([stream_id], count)
-        for (stream_id, kind), count in sorted(stats.failures.items()):
+        # Every recorded stream shows both kinds, at 0 until a fault: an alert on
+        # increase() then sees the first fault, and the dashboard has a series to draw.
+        counts = {(s, k): 0 for s in stats.bytes for k in RECORDING_FAULT_KINDS}
+        counts.update(stats.failures)
+        for (stream_id, kind), count in sorted(counts.items()):
             failures.add_metric([stream_id, kind], count)
         for stream_id, queued in sorted(self.recorder.queue_depths()):
             depth.add_metric([stream_id], queued)

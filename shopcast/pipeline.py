@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Protocol
+from typing import Any, Protocol
 
+from ingest.media import MediaKind
 from ingest.sessions import LiveStreams, PublishSession
 from packager.live import LivePackage, PackageListener, PackagerConfig
 from packager.recorder import Recording
+from shopcast.config import ContinuitySection
 from transcode.ladder import LadderTranscoder
 from transcode.policy import LadderConfig
+from transcode.slate import SlateClip, SlateError, encode_slate, load_slate_image
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +32,11 @@ class StreamPipeline:
     finish_timer: asyncio.TimerHandle | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     recording: Recording | None = None  # the show's recording, when it is recorded
+    #: Set once every rendition's slate is encoded (or could not be).
+    slate_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    gap_timer: asyncio.TimerHandle | None = None
+    #: The current session's task (transcoder run, after the previous one's end is listed).
+    runner: asyncio.Task[None] | None = None
 
 
 class RecordingOpener(Protocol):
@@ -44,7 +54,14 @@ class Pipelines:
         packager: PackagerConfig,
         listener: PackageListener | None = None,
         recordings: RecordingOpener | None = None,
+        continuity: ContinuitySection | None = None,
     ) -> None:
+        self.streams = streams
+        self.continuity = continuity or ContinuitySection()
+        #: Told ``(stream_id, reason)`` when a show goes on slate.
+        self.on_interrupted: list[Callable[[str, str], None]] = []
+        #: Told ``(stream_id, seconds on slate)`` when the publisher is back after a slate.
+        self.on_resumed: list[Callable[[str, float], None]] = []
         self.recordings = recordings
         self.ladder = ladder
         self.packager = packager
@@ -78,55 +95,175 @@ class Pipelines:
                 )
                 package.sink = pipeline.recording
             self.pipelines[session.stream_id] = pipeline
-        previous = old.transcoder if old is not None else None
+            self._spawn(pipeline, self._prepare_slate(pipeline))
+        previous = old.runner if old is not None else None
         transcoder = LadderTranscoder(reader, self.ladder, sink=pipeline.package)
         pipeline.transcoder = transcoder
 
         async def run() -> None:
             if previous is not None:
-                await previous.wait()  # its last parts land before the discontinuity
+                await _done(previous)  # its last parts land before the discontinuity
             if reconnect:
+                package = pipeline.package
+                if package.active_input == "slate":
+                    # The show resumes from the new source's first IDR.
+                    stretch = package.stop_slate()
+                    for listener in self.on_resumed:
+                        listener(session.stream_id, round(stretch, 3))
                 log.info("[%s] publisher back: playlists continue", session.stream_id)
-                pipeline.package.continue_after_reconnect()
+                package.continue_after_reconnect()
             await transcoder.run()
 
-        task = asyncio.get_running_loop().create_task(run(), name=f"pipeline-{session.stream_id}")
+        pipeline.runner = self._spawn(pipeline, run(), name=f"pipeline-{session.stream_id}")
+        self._watch_gap(pipeline, session)
+
+    def _spawn(
+        self, pipeline: StreamPipeline, coro: Coroutine[Any, Any, None], name: str | None = None
+    ) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
         pipeline.tasks.add(task)
         task.add_done_callback(lambda t: _task_done(pipeline, t))
+        return task
+
+    # -- continuity ------------------------------------------------------------------------
+    async def _prepare_slate(self, pipeline: StreamPipeline) -> None:
+        """Encode every rendition's slate once, off the loop, as soon as the ladder is known."""
+        package = pipeline.package
+        try:
+            await package.ladder_ready.wait()
+            image = self.continuity.image_for(package.stream_id)
+            renditions = [(r.name, r.info, r.audio) for r in package.renditions.values()]
+
+            def encode() -> dict[str, SlateClip]:
+                picture = load_slate_image(image) if image else None
+                clips = {}
+                for name, info, audio in renditions:
+                    video = info if info.kind is MediaKind.VIDEO else None
+                    lead_audio = audio if video is not None else info
+                    clips[name] = encode_slate(picture, video, lead_audio, self.ladder)
+                return clips
+
+            started = time.perf_counter()
+            try:
+                clips = await asyncio.to_thread(encode)
+            except SlateError as exc:
+                log.warning("[%s] no slate: %s", package.stream_id, exc)
+                return
+            package.set_slate(clips)
+            log.info(
+                "[%s] slate encoded for %d renditions in %.2f s",
+                package.stream_id,
+                len(clips),
+                time.perf_counter() - started,
+            )
+        finally:
+            pipeline.slate_ready.set()
+
+    def _watch_gap(self, pipeline: StreamPipeline, session: PublishSession) -> None:
+        """A connected publisher that sends no media for ``gap_timeout`` has dropped."""
+        gap = self.continuity.gap_timeout
+        loop = asyncio.get_running_loop()
+
+        def check() -> None:
+            pipeline.gap_timer = None
+            if session.ended:
+                return
+            last = session.last_media
+            if last is not None and time.time() - last >= gap:
+                reason = f"no media for {gap:g} s"
+                log.warning("[%s] %s: publisher dropped", session.stream_id, reason)
+                self.streams.end(session, reason)
+                session.publisher.kick(reason)
+                return
+            pipeline.gap_timer = loop.call_later(gap / 4, check)
+
+        pipeline.gap_timer = loop.call_later(gap / 4, check)
 
     def _session_ended(self, session: PublishSession) -> None:
         pipeline = self.pipelines.get(session.stream_id)
         if pipeline is None or pipeline.package.ended:
             return
+        if pipeline.gap_timer is not None:
+            pipeline.gap_timer.cancel()
+            pipeline.gap_timer = None
         loop = asyncio.get_running_loop()
-        # S 6.2.1-style grace: wait for the publisher before writing ENDLIST.
-        pipeline.finish_timer = loop.call_later(
-            self.packager.reconnect_window, self._finish, session.stream_id
-        )
+        if session.clean_end:
+            # S 6.2.1-style grace: wait for the publisher before writing ENDLIST.
+            window = self.packager.reconnect_window
+        else:
+            window = self.continuity.slate_window
+            error = self.streams.states[session.stream_id].last_error or "connection lost"
+            self._spawn(pipeline, self._play_slate(pipeline, error))
+        pipeline.finish_timer = loop.call_later(window, self._finish, session.stream_id)
 
-    def _finish(self, stream_id: str) -> None:
+    async def _play_slate(self, pipeline: StreamPipeline, reason: str) -> None:
+        """The publisher dropped: once its last media is listed, the slate plays until the
+        publisher is back or the slate window ends."""
+        package = pipeline.package
+        dropped = pipeline.runner
+        if dropped is not None:
+            await _done(dropped)  # its last parts are listed before the discontinuity
+        if package.renditions:
+            await pipeline.slate_ready.wait()
+        if pipeline.runner is not dropped or pipeline.finish_timer is None:
+            return  # back already (or ended)
+        if not package.start_slate():
+            # No slate to play (its encode failed): the short wait of a clean end instead.
+            log.warning("[%s] publisher dropped (%s), no slate", package.stream_id, reason)
+            if pipeline.finish_timer is not None:
+                pipeline.finish_timer.cancel()
+                pipeline.finish_timer = asyncio.get_running_loop().call_later(
+                    self.packager.reconnect_window, self._finish, package.stream_id
+                )
+            return
+        log.info("[%s] publisher dropped (%s): on slate", package.stream_id, reason)
+        for listener in self.on_interrupted:
+            listener(package.stream_id, reason)
+        # A few wake-ups per part: each lists what is due; nothing is encoded here.
+        interval = float(self.packager.part_target) / 4
+        while package.active_input == "slate":
+            await asyncio.sleep(interval)
+            package.advance_slate()
+
+    def _finish(self, stream_id: str) -> asyncio.Task[None] | None:
         pipeline = self.pipelines.get(stream_id)
         if pipeline is None:
-            return
+            return None
+        if pipeline.finish_timer is not None:
+            pipeline.finish_timer.cancel()
         pipeline.finish_timer = None
 
         async def finish() -> None:
-            if pipeline.transcoder is not None:
-                await pipeline.transcoder.wait()
+            if pipeline.runner is not None:
+                await _done(pipeline.runner)
+            if pipeline.package.ended:
+                return
             pipeline.package.finish()
             log.info("[%s] stream ended: ENDLIST written", stream_id)
             if pipeline.recording is not None:
                 await pipeline.recording.close()
 
-        task = asyncio.get_running_loop().create_task(finish())
-        pipeline.tasks.add(task)
-        task.add_done_callback(lambda t: _task_done(pipeline, t))
+        return self._spawn(pipeline, finish())
+
+    async def end_show(self, stream_id: str, reason: str) -> bool:
+        """End the show now: the publisher is kicked, ENDLIST, the recording closed.
+        False when there is no show to end."""
+        kicked = self.streams.kick(stream_id, reason)
+        pipeline = self.pipelines.get(stream_id)
+        if pipeline is None or pipeline.package.ended:
+            return kicked
+        task = self._finish(stream_id)
+        if task is not None:
+            await asyncio.shield(task)
+        return True
 
     async def close(self) -> None:
         """Stop every transcoder (flushing it) and end every playlist."""
         for stream_id, pipeline in self.pipelines.items():
             if pipeline.finish_timer is not None:
                 pipeline.finish_timer.cancel()
+            if pipeline.gap_timer is not None:
+                pipeline.gap_timer.cancel()
             if pipeline.transcoder is not None:
                 await pipeline.transcoder.close()
             if not pipeline.package.ended:
@@ -137,6 +274,11 @@ class Pipelines:
         for pipeline in self.pipelines.values():
             for task in list(pipeline.tasks):
                 task.cancel()
+
+
+async def _done(task: asyncio.Task[None]) -> None:
+    """Until ``task`` is over (however it ends), without cancelling it when we are cancelled."""
+    await asyncio.wait({task})
 
 
 def _task_done(pipeline: StreamPipeline, task: asyncio.Task[None]) -> None:

@@ -14,6 +14,7 @@ from aiohttp import web
 from ingest.rtmp.connection import RTMPLimits
 from ingest.rtmp.server import RTMPServer, RTMPServerSettings
 from ingest.sessions import LiveStreams
+from ingest.srt.server import SrtServer, SrtSettings, SrtUnavailable
 from ingest.whip.endpoint import WhipEndpoint
 from ingest.whip.session import WhipSettings
 from packager import access
@@ -86,6 +87,7 @@ class ShopcastServer:
                 reconnect_window=pk.reconnect_window,
             ),
             listener=self.metrics,
+            continuity=config.continuity,
         )
         self.metrics.watch(
             lambda: [s.id for s in self.store.list_streams()],
@@ -114,6 +116,16 @@ class ShopcastServer:
                     "error": self.streams.states[s.stream_id].last_error,
                     "duration": round(time.time() - s.started_at, 3),
                 },
+            )
+        )
+        self.pipelines.on_interrupted.append(
+            lambda stream_id, reason: self.webhooks.emit(
+                "stream.interrupted", {"stream_id": stream_id, "reason": reason}
+            )
+        )
+        self.pipelines.on_resumed.append(
+            lambda stream_id, slate_seconds: self.webhooks.emit(
+                "stream.resumed", {"stream_id": stream_id, "slate_seconds": slate_seconds}
             )
         )
         self.recordings = Recordings(
@@ -152,6 +164,18 @@ class ShopcastServer:
             on_tag=lambda stream_id, body: tag_json(self.tags.create(stream_id, body, "cue")),
         )
         self.whip.add_routes(self.app)
+        sc = config.srt
+        self.srt = SrtServer(
+            self.streams,
+            SrtSettings(
+                latency_ms=sc.latency,
+                passphrase=sc.passphrase,
+                pbkeylen=sc.pbkeylen,
+                max_sessions=sc.max_sessions,
+                idle_timeout=ing.idle_timeout,
+            ),
+        )
+        self.srt_available = False
         self._runner: web.AppRunner | None = None
         self.http_port = 0
         #: Awaited first thing in :meth:`close` (e.g. the ``--demo`` publisher stops).
@@ -182,12 +206,19 @@ class ShopcastServer:
         self.http_port = int(self._runner.addresses[0][1])
         self.recordings.serve()
         log.info("HTTP listening on %s:%d", srv.http_host, self.http_port)
+        if self.config.srt.enabled:
+            try:
+                await self.srt.start(self.config.srt.host, self.config.srt.port)
+                self.srt_available = True
+            except SrtUnavailable as exc:  # RTMP and WHIP still serve
+                log.error("%s", exc)
 
     def urls(self, stream_id: str, stream_key: str) -> dict[str, str]:
         host = self.config.server.public_host
         return {
             "rtmp_url": f"rtmp://{host}:{self.rtmp.port}/{self.config.ingest.rtmp_app}/{stream_key}",
             "whip_url": f"http://{host}:{self.http_port}/whip/{stream_id}",
+            **self._srt_url(host, stream_id, stream_key),
             "playback_url": f"http://{host}:{self.http_port}/hls/{stream_id}/master.m3u8",
         }
 
@@ -201,10 +232,18 @@ class ShopcastServer:
             url += f"?{access.TOKEN_PARAM}={token}"
         return url
 
+    def _srt_url(self, host: str, stream_id: str, stream_key: str) -> dict[str, str]:
+        if not self.srt_available:
+            return {}
+        stream = f"#!::r={stream_id},m=publish,k={stream_key}"
+        # Raw, not percent-encoded: ffmpeg 5.1 and phone apps pass streamid on verbatim.
+        return {"srt_url": f"srt://{host}:{self.srt.port}?streamid={stream}"}
+
     async def close(self) -> None:
         for hook in self.before_close:
             await hook()
         await self.rtmp.close("server shutting down")
+        await self.srt.close("server shutting down")
         await self.whip.close("server shutting down")
         await self.pipelines.close()
         await self.recordings.close()

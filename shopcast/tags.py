@@ -216,12 +216,19 @@ class TagService:
         req = validate(body)
         session = self.streams.sessions.get(stream_id)
         pipeline = self.pipelines.pipelines.get(stream_id)
-        if session is None or pipeline is None or pipeline.transcoder is None:
-            raise TagError(409, "offline", f"stream {stream_id!r} is not live")
-        package, timeline = pipeline.package, pipeline.transcoder.timeline
-        if not package.renditions or timeline.origin is None:
-            raise TagError(409, "not_ready", "the stream has no media out yet; retry shortly")
-        out, pts_ms = self._resolve(req.at, session, package, timeline)
+        slate_time = pipeline.package.slate_time() if pipeline is not None else None
+        if pipeline is not None and slate_time is not None and session is None and req.at is None:
+            # On slate the tag timeline keeps working: the tag lands on the newest slate frame
+            # (its "pts" is that frame's time on the slate's timeline, in ms).
+            package = pipeline.package
+            out, pts_ms = slate_time, round(slate_time * 1000)
+        else:
+            if session is None or pipeline is None or pipeline.transcoder is None:
+                raise TagError(409, "offline", f"stream {stream_id!r} is not live")
+            package, timeline = pipeline.package, pipeline.transcoder.timeline
+            if not package.renditions or timeline.origin is None:
+                raise TagError(409, "not_ready", "the stream has no media out yet; retry shortly")
+            out, pts_ms = self._resolve(req.at, session, package, timeline)
         duration = req.duration
         tag = package.prepare_tag(
             self._new_id(), req.kind, out, req.data, duration=duration, product_id=req.product_id

@@ -20,6 +20,7 @@ from shopcast.config import (
     PackagerSection,
     RecordSection,
     ServerSection,
+    SrtSection,
     StoreSection,
 )
 from shopcast.server import ShopcastServer
@@ -89,6 +90,7 @@ def make_config(tmp_path: Path, ladder: LadderConfig | None = None, **ingest: ob
         transcode=ladder or SMALL_LADDER,
         packager=PackagerSection(reconnect_window=10.0),
         record=RecordSection(path=str(tmp_path / "recordings")),
+        srt=SrtSection(host="127.0.0.1", port=0),
     )
 
 

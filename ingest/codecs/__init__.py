@@ -1,4 +1,5 @@
-"""Codec knowledge in one place: H.264 SPS/avcC, AAC AudioSpecificConfig, Annex B ↔ AVCC.
+"""Codec knowledge in one place: H.264 SPS/avcC, HEVC SPS/hvcC, AAC AudioSpecificConfig and
+ADTS, Annex B ↔ AVCC.
 
 The bottom of the import graph (it imports nothing from shopcast's packages): ingest,
 transcode, packager and the demo publisher all read and write codec formats through it.
@@ -6,7 +7,14 @@ transcode, packager and the demo publisher all read and write codec formats thro
 
 from __future__ import annotations
 
-from ingest.codecs.aac import AAC_SAMPLE_RATES, AacConfig, AacError, parse_audio_specific_config
+from ingest.codecs.aac import (
+    AAC_SAMPLE_RATES,
+    AacConfig,
+    AacError,
+    audio_specific_config,
+    parse_audio_specific_config,
+)
+from ingest.codecs.adts import MAX_ADTS_FRAME, AdtsFrame, adts_frame_length, parse_adts_frame
 from ingest.codecs.annexb import annexb_from_nals, avcc_from_nals, iter_annexb, iter_avcc
 from ingest.codecs.errors import BitstreamError
 from ingest.codecs.h264 import (
@@ -22,9 +30,17 @@ from ingest.codecs.h264 import (
     parse_sps,
     unescape_rbsp,
 )
+from ingest.codecs.hevc import (
+    HevcConfig,
+    HevcError,
+    HevcSPS,
+    annexb_to_hevc_sample,
+    parse_hevc_sps,
+)
 
 __all__ = [
     "AAC_SAMPLE_RATES",
+    "MAX_ADTS_FRAME",
     "NAL_AUD",
     "NAL_IDR",
     "NAL_PPS",
@@ -32,16 +48,25 @@ __all__ = [
     "SPS",
     "AacConfig",
     "AacError",
+    "AdtsFrame",
     "AvcConfig",
     "BitstreamError",
     "H264Error",
+    "HevcConfig",
+    "HevcError",
+    "HevcSPS",
+    "adts_frame_length",
     "annexb_from_nals",
     "annexb_to_avcc",
+    "annexb_to_hevc_sample",
+    "audio_specific_config",
     "avcc_from_nals",
     "iter_annexb",
     "iter_avcc",
+    "parse_adts_frame",
     "parse_audio_specific_config",
     "parse_avcc",
+    "parse_hevc_sps",
     "parse_sps",
     "unescape_rbsp",
 ]

@@ -71,3 +71,21 @@ def parse_audio_specific_config(data: bytes) -> AacConfig:
     # GASpecificConfig (§4.4.1): frameLengthFlag selects 960-sample frames for AAC-LC.
     frame_length = 960 if object_type == 2 and pos < nbits and take(1) else 1024
     return AacConfig(object_type, rate, channels, frame_length)
+
+
+def audio_specific_config(config: AacConfig) -> bytes:
+    """Serialize ``config`` as a 2-byte (or, for an explicit rate, 5-byte) AudioSpecificConfig."""
+    if not 0 < config.object_type < 31:
+        raise AacError(f"object type {config.object_type} needs the escape form")
+    if not 0 <= config.channels < 16:
+        raise AacError(f"channel configuration {config.channels} is out of range")
+    bits, nbits = config.object_type, 5
+    if config.sample_rate in AAC_SAMPLE_RATES:
+        bits, nbits = bits << 4 | AAC_SAMPLE_RATES.index(config.sample_rate), nbits + 4
+    else:
+        bits, nbits = (bits << 4 | 15) << 24 | config.sample_rate, nbits + 28
+    # GASpecificConfig: frameLengthFlag, dependsOnCoreCoder = 0, extensionFlag = 0
+    bits = (bits << 4 | config.channels) << 3 | (4 if config.frame_length == 960 else 0)
+    nbits += 7
+    pad = -nbits % 8
+    return (bits << pad).to_bytes((nbits + pad) // 8, "big")

@@ -146,7 +146,7 @@ class RTMPPublisherProtocol(asyncio.Protocol):
         elif isinstance(event, PublishEnded):
             if self.session is not None:
                 self.log.info("unpublished stream %s", self.session.stream_id)
-                self.server.streams.end(self.session)
+                self.server.streams.end(self.session, clean=True)
                 self.session = None
         elif isinstance(event, ConnectionClosed):
             self._close()
@@ -268,7 +268,7 @@ class RTMPServer:
             self._server.close()
         for conn in list(self.connections):
             if conn.session is not None:
-                self.streams.end(conn.session, None)
+                self.streams.end(conn.session, None, clean=True)
             conn.kick(reason)
         for _ in range(50):
             if not self.connections:

@@ -299,7 +299,8 @@ class WhipEndpoint:
     def _session_closed(self, session: WhipSession, error: str | None) -> None:
         self.sessions.pop(session.id, None)
         if session.live is not None:
-            self.streams.end(session.live, error)
+            # DELETE, a track the publisher ended, a shutdown: on purpose; ICE/DTLS loss: a drop.
+            self.streams.end(session.live, error, clean=error is None)
 
     async def close(self, reason: str = "server shutting down") -> None:
         """End every WHIP session and wait until their peer connections are closed."""

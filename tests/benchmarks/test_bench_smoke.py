@@ -24,6 +24,7 @@ CASES: dict[str, tuple[list[str], str | None, int, bool]] = {
             "test_bench_amf0.py",
             "test_bench_playlist.py",
             "test_bench_timed_metadata.py",
+            "test_bench_mpegts.py",
         ],
         None,
         12,  # without the native twins: 4 + 2 + 4 + 3 + 1 pure-Python ones … at least 12
@@ -36,6 +37,7 @@ CASES: dict[str, tuple[list[str], str | None, int, bool]] = {
     "edge": (["test_bench_edge.py"], None, 1, True),
     "whip": (["test_bench_whip.py"], None, 2, False),
     "replay": (["test_bench_replay.py"], None, 4, False),
+    "continuity": (["test_bench_continuity.py"], None, 1, True),
     "clips": (["test_bench_clips.py"], None, 1, True),
 }
 MACHINE_KEYS = {"cpu", "cores", "python", "pyav", "pyav_x264", "ffmpeg_cli", "hls_js"}

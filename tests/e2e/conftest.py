@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from benchmarks.harness.browser import chromium
 from benchmarks.harness.disks import tiny_disk  # noqa: F401  (fixture: a 256 kB tmpfs)
@@ -55,3 +57,36 @@ async def browser() -> AsyncIterator[Any]:
     """Headless Debian Chromium (tests using it skip themselves when it is missing)."""
     async with chromium() as b:
         yield b
+
+
+class Receiver:
+    """A local HTTP receiver: records requests, answers with ``reply``."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.reply: Callable[[], Awaitable[web.Response]] = self._ok
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def _ok(self) -> web.Response:
+        return web.Response(status=204)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests.append((dict(request.headers), await request.read()))
+        return await self.reply()
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self.handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/hook"
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def events(self) -> list[dict]:
+        return [json.loads(body) for _, body in self.requests]

@@ -52,6 +52,8 @@ async def test_create_list_get_delete(origin: Origin) -> None:
     assert created["rtmp_url"].endswith(f"/live/{created['stream_key']}")
     assert created["playback_url"].endswith("/hls/shoe-launch/master.m3u8")
     assert created["whip_url"].endswith("/whip/shoe-launch")
+    srt = f"?streamid=#!::r=shoe-launch,m=publish,k={created['stream_key']}"
+    assert created["srt_url"].startswith("srt://") and created["srt_url"].endswith(srt)
     status, data = await call(origin, "POST", "/api/v1/streams", {"id": "shoe-launch"})
     assert (status, error_code(data)) == (409, "conflict")
     for bad in ({"id": "Bad Id"}, {"id": 3}, {}, [], {"id": "ok", "extra": 1}):

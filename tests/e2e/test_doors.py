@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -23,6 +23,7 @@ from shopcast.server import ShopcastServer
 from .conftest import (
     API_TOKEN,
     Origin,
+    Receiver,
     ffmpeg_publish_args,
     make_config,
     requires_ffmpeg,
@@ -33,39 +34,6 @@ from .conftest import (
 
 pytestmark = [pytest.mark.e2e, requires_ffmpeg]
 SECRET = "hook-secret"
-
-
-class Receiver:
-    """A local HTTP receiver: records requests, answers with ``reply``."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-        self.reply: Callable[[], Awaitable[web.Response]] = self._ok
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-
-    async def _ok(self) -> web.Response:
-        return web.Response(status=204)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.requests.append((dict(request.headers), await request.read()))
-        return await self.reply()
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", self.handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/hook"
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    def events(self) -> list[dict]:
-        return [json.loads(body) for _, body in self.requests]
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ import aiohttp
 import pytest
 
 from benchmarks.harness.browser import CHROMIUM
+from ingest.srt.server import UNAVAILABLE as SRT_UNAVAILABLE
 from shopcast.web import HLS_JS
 
 from . import barcode
@@ -185,13 +186,30 @@ def analyse(fires: list[Fire]) -> tuple[str, list[str]]:
     return "\n".join(lines), problems
 
 
-async def test_cards_fire_on_the_tagged_frame(origin: Origin, browser: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "protocol",
+    [
+        "rtmp",
+        pytest.param(
+            "srt",
+            marks=pytest.mark.skipif(SRT_UNAVAILABLE is not None, reason=SRT_UNAVAILABLE or ""),
+        ),
+    ],
+)
+async def test_cards_fire_on_the_tagged_frame(
+    origin: Origin, browser: Any, tmp_path: Path, protocol: str
+) -> None:
     assert FFMPEG is not None
     flv = tmp_path / "barcode.flv"
     await asyncio.to_thread(barcode.encode_flv, flv, SECONDS)
+    if protocol == "rtmp":
+        target = ["-f", "flv", origin.rtmp_url(origin.key())]
+    else:  # the same frames as MPEG-TS over SRT, timestamps kept (frame n still at pts_ms(n))
+        url = f"srt://127.0.0.1:{origin.server.srt.port}?streamid=publish:{origin.key()}"
+        target = ["-copyts", "-muxdelay", "0", "-muxpreload", "0", "-f", "mpegts", url]
     publisher = await asyncio.create_subprocess_exec(
         *[FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-i", str(flv)],
-        *["-c", "copy", "-f", "flv", origin.rtmp_url(origin.key())],
+        *["-c", "copy", *target],
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )

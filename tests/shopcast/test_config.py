@@ -41,6 +41,9 @@ def test_env_overrides_every_type(tmp_path) -> None:
         ("", {"SHOPCAST_SERVER_RTMP_PORT": "70000"}, "out of range"),
         ("", {"SHOPCAST_INGEST_ON_DUPLICATE_PUBLISHER": "both"}, "takeover"),
         ("[server\n", {}, "Expected"),
+        ("", {"SHOPCAST_CONTINUITY_SLATE_WINDOW": "3601"}, "slate_window"),
+        ("", {"SHOPCAST_CONTINUITY_GAP_TIMEOUT": "0"}, "gap_timeout"),
+        ("[continuity]\nslate_images = ['shoe.png']\n", {}, "stream_id"),
     ],
 )
 def test_bad_config_is_a_clear_error(tmp_path, toml: str, env: dict, message: str) -> None:
@@ -53,3 +56,35 @@ def test_bad_config_is_a_clear_error(tmp_path, toml: str, env: dict, message: st
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config("/nonexistent/shopcast.toml", env={})
+
+
+def test_continuity_defaults_and_slate_pictures(tmp_path) -> None:
+    cfg = load_config(None, env={})
+    assert cfg.continuity.gap_timeout == 1.0 and cfg.continuity.slate_window == 120.0
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[continuity]\nslate_image = "all.png"\nslate_images = ["shoe-launch = /srv/shoe.png"]\n'
+    )
+    cfg = load_config(path, env={"SHOPCAST_CONTINUITY_SLATE_WINDOW": "3600"})
+    assert cfg.continuity.slate_window == 3600
+    assert cfg.continuity.image_for("shoe-launch") == "/srv/shoe.png"
+    assert cfg.continuity.image_for("demo") == "all.png"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SHOPCAST_SRT_PASSPHRASE": "short"}, "srt.passphrase must be 10 to 79 characters"),
+        ({"SHOPCAST_SRT_PBKEYLEN": "20"}, "srt.pbkeylen must be 0, 16, 24 or 32"),
+        ({"SHOPCAST_SRT_PORT": "70000"}, "srt.port must be within 0..65535"),
+        ({"SHOPCAST_SRT_MAX_SESSIONS": "0"}, "srt.max_sessions must be positive"),
+    ],
+)
+def test_srt_section_is_checked(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, env)
+
+
+def test_srt_section_from_env() -> None:
+    srt = load_config(None, {"SHOPCAST_SRT_ENABLED": "off", "SHOPCAST_SRT_LATENCY": "400"}).srt
+    assert (srt.enabled, srt.latency, srt.port) == (False, 400, 9000)
