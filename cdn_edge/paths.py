@@ -23,6 +23,10 @@ _VOD = re.compile(
 _PAGES = re.compile(rf"^/(?:demo/{_STREAM}|static/{_NAME}|replay/[A-Za-z0-9_-]{{22}})$")
 #: A replay page's data: the recording's tags, behind the recording's (``vod``) token.
 _REPLAY_DATA = re.compile(r"^/replay/(?P<stream>[A-Za-z0-9_-]{22})/data\.json$")
+#: Clips of product moments (``/clips/<clip id>.mp4``): public like on the origin, immutable.
+_CLIP = re.compile(r"^/clips/[A-Za-z0-9_-]{22}\.mp4$")
+#: One byte range (RFC 9110 14.1.2); anything else (several ranges, other units) is ignored.
+_RANGE = re.compile(r"^bytes=(\d{0,19})-(\d{0,19})$")
 #: Query parameters that select a different response (LLHLS_RULES "Caching").
 HLS_PARAMS = ("_HLS_msn", "_HLS_part", "_HLS_skip")
 _SKIP_VALUES = {"YES", "v2"}
@@ -36,7 +40,7 @@ class Target:
     stream: str | None  # None for the pages and their assets; a recording id under /vod
     params: tuple[tuple[str, str], ...]
     token: str | None
-    scope: str = "hls"  # or "vod": what a playback token is minted for
+    scope: str = "hls"  # or "vod": what a playback token is minted for; "clip" needs none
 
     @property
     def is_playlist(self) -> bool:
@@ -67,6 +71,8 @@ def parse_target(raw: str) -> Target:
     scope = "hls"
     if hls is None and (hls := _VOD.match(path) or _REPLAY_DATA.match(path)) is not None:
         scope = "vod"
+    if hls is None and _CLIP.match(path) is not None:
+        return Target(path, None, (), None, "clip")  # the query selects nothing
     if hls is None and _PAGES.match(path) is None:
         raise BadTarget(404, "no such path")
     values = dict(parse_qsl(query, keep_blank_values=True))
@@ -88,6 +94,25 @@ def parse_target(raw: str) -> Target:
 def cache_key(target: Target, token_in_key: bool) -> str:
     """Path + HLS parameters; the viewer's token too when the origin checks it per request."""
     return target.upstream(target.token if token_in_key else None)
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The one range ``header`` asks of a ``size``-byte object as (first, last) inclusive;
+    None to serve it whole (no header, several ranges, not bytes); (size, size) when no byte of
+    it is in the object (416)."""
+    match = _RANGE.match(header.strip()) if header and len(header) <= 64 else None
+    if match is None or match.group(1) == match.group(2) == "":
+        return None
+    first, last = match.group(1), match.group(2)
+    if first == "":  # the last N bytes
+        count = int(last)
+        return (max(size - count, 0), size - 1) if count and size else (size, size)
+    start = int(first)
+    if last and int(last) < start:
+        return None  # invalid: ignored (RFC 9110 14.1.1)
+    if start >= size:
+        return (size, size)
+    return start, min(int(last), size - 1) if last else size - 1
 
 
 def preload_hints(playlist_path: str, text: str) -> list[str]:

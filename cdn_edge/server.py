@@ -1,4 +1,5 @@
-"""``shopcast edge``: an HTTP cache in front of the origins for ``/hls/<id>/…``.
+"""``shopcast edge``: an HTTP cache in front of the origins for ``/hls/<id>/…``, replays
+(``/vod/<recording id>/…``) and clips (``/clips/<clip id>.mp4``, byte ranges cut from the cache).
 
 Every object (init, segment, part, playlist keyed by ``_HLS_msn``/``_HLS_part``/``_HLS_skip``)
 is fetched from the origin at most once per freshness lifetime: concurrent requests for a key
@@ -24,10 +25,17 @@ from cdn_edge.cache import CachedResponse, ResponseCache, freshness
 from cdn_edge.collapse import Collapser
 from cdn_edge.http1 import KEEPALIVE_TIMEOUT, EdgeConnection
 from cdn_edge.metrics import EdgeMetrics
-from cdn_edge.paths import BadTarget, Target, cache_key, parse_target, preload_hints
+from cdn_edge.paths import (
+    BadTarget,
+    Target,
+    byte_range,
+    cache_key,
+    parse_target,
+    preload_hints,
+)
 from cdn_edge.upstream import AllOriginsFailed, Origins, UpstreamResult, fetch
 from cdn_edge.viewers import ViewerTracker
-from cdn_edge.wire import http_date, simple_head
+from cdn_edge.wire import ResponseHead, http_date, simple_head
 from packager import access
 
 log = logging.getLogger("shopcast.edge")
@@ -172,12 +180,14 @@ class EdgeServer:
                     return
             if target.scope == "hls":  # viewers are counted per live stream
                 self.viewers.seen(target.stream, target.token or conn.client(request), now)
+        # Clips are progressive MP4: players ask for byte ranges, cut from the whole object.
+        wanted = request.headers.get("Range") if target.scope == "clip" else None
         entry = self.cache.get(key, now)
         if entry is not None:
             self.metrics.requests.hits += 1
-            self._send(conn, entry, target, now)
+            self._send(conn, entry, target, now, wanted)
             return
-        answer = functools.partial(self._answer, conn, target)
+        answer = functools.partial(self._answer, conn, target, wanted)
         if self.collapser.add_waiter(key, answer):
             self.metrics.requests.collapsed += 1
         else:
@@ -200,7 +210,11 @@ class EdgeServer:
         return parsed
 
     def _answer(
-        self, conn: EdgeConnection, target: Target, future: asyncio.Future[CachedResponse]
+        self,
+        conn: EdgeConnection,
+        target: Target,
+        wanted: str | None,
+        future: asyncio.Future[CachedResponse],
     ) -> None:
         """A collapsed fetch is done: answer one of its waiters (all run in one pass)."""
         if future.cancelled():
@@ -208,7 +222,7 @@ class EdgeServer:
             return
         exc = future.exception()
         if exc is None:
-            self._send(conn, future.result(), target, time.monotonic())
+            self._send(conn, future.result(), target, time.monotonic(), wanted)
         elif isinstance(exc, AllOriginsFailed | aiohttp.ClientError):
             self._local_error(conn, 502, "no origin answered", cache=False)
         else:
@@ -216,10 +230,19 @@ class EdgeServer:
             self._local_error(conn, 500, "internal error", cache=False)
 
     def _send(
-        self, conn: EdgeConnection, entry: CachedResponse, target: Target, now: float
+        self,
+        conn: EdgeConnection,
+        entry: CachedResponse,
+        target: Target,
+        now: float,
+        wanted: str | None = None,
     ) -> None:
         body = entry.body
         age = int(entry.age + now - entry.received)
+        span = byte_range(wanted, len(body)) if wanted and entry.status == 200 else None
+        if span is not None:
+            self._send_range(conn, entry, span, age)
+            return
         if (
             target.token
             and entry.status == 200
@@ -232,6 +255,22 @@ class EdgeServer:
             head = entry.head.render(age, http_date())
         self.metrics.requests.bytes_out += len(body)
         conn.respond(head, body)
+
+    def _send_range(
+        self, conn: EdgeConnection, entry: CachedResponse, span: tuple[int, int], age: int
+    ) -> None:
+        """206 with bytes ``span`` of the cached object, or 416 when none of them is in it."""
+        size = len(entry.body)
+        first, last = span
+        if first >= size:
+            headers = (*CORS.items(), ("Content-Range", f"bytes */{size}"), _TEXT)
+            conn.respond(simple_head(416, headers, 0, http_date()), b"")
+            return
+        body = entry.body[first : last + 1]
+        fields = [(k, v) for k, v in entry.headers.items() if k != "Age"]
+        fields.append(("Content-Range", f"bytes {first}-{last}/{size}"))
+        self.metrics.requests.bytes_out += len(body)
+        conn.respond(ResponseHead(206, fields, len(body)).render(age, http_date()), body)
 
     async def _fetch(self, key: str, target: Target) -> CachedResponse:
         """One upstream request; the result is cached before any waiter sees it."""
@@ -267,6 +306,8 @@ class EdgeServer:
             age = 0.0
         ttl = freshness(result.status, result.headers.get("Cache-Control"), age)
         headers = {**result.headers, **CORS} if target.stream is not None else result.headers
+        if target.scope == "clip" and result.status == 200:
+            headers = {**headers, "Accept-Ranges": "bytes"}
         return CachedResponse(result.status, headers, body, now, age, ttl)
 
     def _prefetch_hints(self, playlist: Target, text: str) -> None:

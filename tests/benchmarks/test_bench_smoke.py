@@ -39,6 +39,7 @@ CASES: dict[str, tuple[list[str], str | None, int, bool]] = {
     "replay": (["test_bench_replay.py"], None, 4, False),
     "continuity": (["test_bench_continuity.py"], None, 1, True),
     "clips": (["test_bench_clips.py"], None, 1, True),
+    "recording": (["test_bench_recording.py"], None, 1, True),
 }
 MACHINE_KEYS = {"cpu", "cores", "python", "pyav", "pyav_x264", "ffmpeg_cli", "hls_js"}
 

@@ -11,7 +11,7 @@ import pytest
 from cdn_edge.cache import CachedResponse, ResponseCache, freshness
 from cdn_edge.cli import add_edge_parser, edge_config
 from cdn_edge.collapse import Collapser
-from cdn_edge.paths import BadTarget, cache_key, parse_target, preload_hints
+from cdn_edge.paths import BadTarget, byte_range, cache_key, parse_target, preload_hints
 from cdn_edge.viewers import ViewerTracker
 
 
@@ -31,6 +31,7 @@ from cdn_edge.viewers import ViewerTracker
         ("/static/hls.min.js", "/static/hls.min.js"),
         ("/replay/" + "R" * 22, "/replay/" + "R" * 22),
         ("/replay/" + "R" * 22 + "/data.json?token=t", "/replay/" + "R" * 22 + "/data.json"),
+        ("/clips/AAAAAAAAAAAAAAAAAAAAAA.mp4?token=t&x=1", "/clips/AAAAAAAAAAAAAAAAAAAAAA.mp4"),
     ],
 )
 def test_targets_and_their_keys(raw: str, key: str) -> None:
@@ -60,6 +61,10 @@ def test_the_token_is_part_of_the_key_only_when_the_origin_judges_it() -> None:
         "/replay/short",
         "/replay/" + "R" * 22 + "/other.json",
         "/replay/" + "R" * 22 + "/../../api/v1/streams",
+        "/clips/AAAAAAAAAAAAAAAAAAAAA.mp4",  # 21 characters: not a clip id
+        "/clips/AAAAAAAAAAAAAAAAAAAAAA.mp4/x",
+        "/clips/AAAAAAAAAAAAAAAAAAAAAA.json",
+        "/clips/../api/v1/streams",
     ],
 )
 def test_bad_targets(raw: str) -> None:
@@ -73,6 +78,33 @@ def test_replay_data_is_judged_by_its_recordings_token() -> None:
     assert (page.stream, page.token) == (None, None)  # the page itself is open
     data = parse_target(f"/replay/{rid}/data.json?token=abc")
     assert (data.stream, data.scope, data.token) == (rid, "vod", "abc")
+
+
+def test_a_clip_is_public_and_immutable_media() -> None:
+    target = parse_target("/clips/AAAAAAAAAAAAAAAAAAAAAA.mp4?token=t")
+    assert (target.scope, target.stream, target.token) == ("clip", None, None)
+
+
+@pytest.mark.parametrize(
+    ("header", "span"),
+    [
+        (None, None),
+        ("bytes=0-99", (0, 99)),
+        ("bytes=100-", (100, 999)),
+        ("bytes=990-5000", (990, 999)),
+        ("bytes=-10", (990, 999)),
+        ("bytes=-5000", (0, 999)),
+        ("bytes=1000-", (1000, 1000)),  # past the end: 416
+        ("bytes=-0", (1000, 1000)),
+        ("bytes=5-2", None),  # invalid: ignored, the whole object
+        ("bytes=0-1,5-6", None),  # several ranges: the whole object
+        ("items=0-1", None),
+        ("bytes=-", None),
+        ("bytes=" + "9" * 30 + "-", None),
+    ],
+)
+def test_byte_ranges(header: str | None, span: tuple[int, int] | None) -> None:
+    assert byte_range(header, 1000) == span
 
 
 def test_preload_hints_resolve_against_the_playlist() -> None:
