@@ -27,6 +27,9 @@ HLS_JS_NPM = HERE / "node_modules" / "hls.js"
 HLS_JS_VENDOR = HERE / "shopcast" / "static" / "vendor"
 #: npm file → name in static/vendor/ (the server serves hls.min.js; the rest travels with it).
 HLS_JS_FILES = {"dist/hls.min.js": "hls.min.js", "LICENSE": "hls.js.LICENSE"}
+#: Shaka Player, vendored the same way (served at /static/shaka-player.hls.js).
+SHAKA_NPM = HERE / "node_modules" / "shaka-player"
+SHAKA_FILES = {"dist/shaka-player.hls.js": "shaka-player.hls.js", "LICENSE": "shaka-player.LICENSE"}
 
 
 def requirements() -> list[str]:
@@ -42,16 +45,18 @@ def requirements() -> list[str]:
 
 
 def vendor_hls_js() -> None:
-    """Copy hls.js from node_modules (``npm install``) into the package, with its licence."""
-    if not (HLS_JS_NPM / "dist" / "hls.min.js").exists():
-        if all((HLS_JS_VENDOR / name).exists() for name in HLS_JS_FILES.values()):
-            return  # already vendored, e.g. building from an unpacked sdist
-        raise SystemExit("hls.js is missing: run `npm install` (or `make install`) first")
-    HLS_JS_VENDOR.mkdir(parents=True, exist_ok=True)
-    for source, name in HLS_JS_FILES.items():
-        shutil.copyfile(HLS_JS_NPM / source, HLS_JS_VENDOR / name)
-    version = json.loads((HLS_JS_NPM / "package.json").read_text())["version"]
-    (HLS_JS_VENDOR / "hls.js.VERSION").write_text(f"{version}\n")
+    """Copy hls.js and Shaka Player from node_modules (``npm install``) into the package, with
+    their licences."""
+    for npm, files in ((HLS_JS_NPM, HLS_JS_FILES), (SHAKA_NPM, SHAKA_FILES)):
+        if not (npm / next(iter(files))).exists():
+            if all((HLS_JS_VENDOR / name).exists() for name in files.values()):
+                continue  # already vendored, e.g. building from an unpacked sdist
+            raise SystemExit(f"{npm.name} is missing: run `npm install` (or `make install`) first")
+        HLS_JS_VENDOR.mkdir(parents=True, exist_ok=True)
+        for source, name in files.items():
+            shutil.copyfile(npm / source, HLS_JS_VENDOR / name)
+        version = json.loads((npm / "package.json").read_text())["version"]
+        (HLS_JS_VENDOR / f"{npm.name}.VERSION").write_text(f"{version}\n")
 
 
 class VendorHlsJs(Command):

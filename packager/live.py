@@ -169,6 +169,8 @@ class LivePackage:
     def _published(self, rendition: RenditionOutput, part: CutPart) -> None:
         """``rendition`` listed ``part``: prune tags with the window, tell the listener, wake."""
         segments = rendition.state.segments
+        if segments:
+            self.tag_placer.open_show(segments[0].program_date_time)
         if part.ends_segment and segments and self.sink is not None:
             done = segments[-1]
             self.sink.segment_completed(rendition.name, done, rendition.files[done.uri])

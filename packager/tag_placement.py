@@ -4,13 +4,14 @@ every rendition that holds the tagged frame."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from fractions import Fraction
 from typing import Any
 
 from packager.playlist import DateRangeLine
 from packager.rendition import RenditionOutput
 from packager.show import ShowTimeline
-from packager.tags import Tag, TagTimeline
+from packager.tags import Tag, TagTimeline, show_daterange
 
 
 class TagPlacer:
@@ -21,6 +22,13 @@ class TagPlacer:
         self.target_duration = target_duration
         self.timeline = TagTimeline()
         self._event_ids = 0
+        self._show_range: tuple[DateRangeLine, float] | None = None  # (line, when listed)
+
+    def open_show(self, start: float) -> None:
+        """List the show's own range (``tags.show_daterange``) from ``start`` (the program
+        date-time of its first frame); later calls keep the first."""
+        if self._show_range is None:
+            self._show_range = (show_daterange(start), self.show.clock())
 
     def prepare(
         self,
@@ -70,7 +78,11 @@ class TagPlacer:
     def dateranges(self) -> list[DateRangeLine]:
         """DATERANGE lines for every media playlist; identical across renditions."""
         settled_before = self.show.clock() - float(6 * self.target_duration) / 2
-        return [
+        show: list[DateRangeLine] = []
+        if self._show_range is not None:
+            line, listed_at = self._show_range
+            show.append(replace(line, settled=listed_at <= settled_before))
+        return show + [
             DateRangeLine(
                 t.id,
                 t.daterange,

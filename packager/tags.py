@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from packager.playlist import format_pdt
+from packager.playlist import DateRangeLine, format_pdt
 
 #: DATERANGE CLASS per tag kind; never "com.apple.hls.interstitial" (LLHLS_RULES).
 TAG_CLASSES = {
@@ -17,7 +17,12 @@ TAG_CLASSES = {
     "deal": "com.shopcast.deal",
     "poll": "com.shopcast.poll",
 }
+#: CLASS of the show's own range (``show_daterange``); it carries no client attribute.
+SHOW_CLASS = "com.shopcast.show"
 ID3_DESCRIPTION = "com.shopcast.tag"
+#: PLANNED-DURATION of an END-ON-NEXT range (seconds): a pin lasts until the next one, at
+#: most the show, and a show is shorter than a day.
+PIN_PLANNED_DURATION = 86_400.0
 #: Larger payloads stay out of the playlists (every viewer reloads them 3× a second); the
 #: emsg ID3 in the media and ``GET /api/v1/streams/{id}/tags`` carry them whole.
 MAX_INLINE_PAYLOAD = 512
@@ -59,6 +64,13 @@ class Tag:
         ]
         if self.end_on_next:
             attrs.append("END-ON-NEXT=YES")  # S 4.4.5.1: needs CLASS, excludes DURATION/END-DATE
+            # Shaka Player (4.x, hls_parser processDateRangeTags_) holds back an END-ON-NEXT
+            # range until the next one of its CLASS is listed, so the current pin never reached
+            # it; it takes PLANNED-DURATION as the end when there is no DURATION/END-DATE. S
+            # 4.4.5.1 (LLHLS_RULES "DATERANGE") excludes only DURATION and END-DATE from an
+            # END-ON-NEXT range: PLANNED-DURATION, "the expected duration", is allowed, and
+            # hls.js and AVPlayer still end the range on the next one.
+            attrs.append(f"PLANNED-DURATION={PIN_PLANNED_DURATION:.3f}")
         elif self.duration is not None:
             attrs.append(f"DURATION={self.duration:.3f}")
         if self.product_id is not None:
@@ -85,6 +97,23 @@ class Tag:
     def end(self) -> float | None:
         """Wall-clock end, when the tag itself says (DURATION); None for END-ON-NEXT."""
         return None if self.duration is None else self.program_date_time + self.duration
+
+
+def show_daterange(start: float) -> DateRangeLine:
+    """The show's own EXT-X-DATERANGE: open (no end), no client attribute, listed from the
+    show's first playlist on.
+
+    Why: hls.js (>= 1.7) makes its metadata TextTrack a ``<track src="data:,WEBVTT">`` on the
+    first playlist that has a range, and Chromium empties a track's cues when that load starts
+    (a task later); cues hls.js added in the same call are lost, and it only re-adds them if
+    the track is still empty at the next playlist update (an emsg cue landing first keeps them
+    lost). With this range the track is made, with no cue, before the first tag. S 4.4.5.1
+    (LLHLS_RULES "DATERANGE") allows a range with only ID, CLASS and START-DATE; an open range
+    covers every later segment, so it stays listed for the whole show.
+    """
+    range_id = f"show-{round(start * 1000)}"  # a show starts once: never reused
+    attrs = f'ID="{range_id}",CLASS="{SHOW_CLASS}",START-DATE="{format_pdt(start)}"'
+    return DateRangeLine(range_id, "#EXT-X-DATERANGE:" + attrs, start)
 
 
 def _quoted(value: str) -> str:

@@ -19,6 +19,9 @@ ROOT = Path(__file__).resolve().parent
 STATIC = ROOT / "static"
 #: hls.js (npm, pinned in package.json) as the build copies it into the package (see setup.py).
 HLS_JS = STATIC / "vendor" / "hls.min.js"
+#: Shaka Player's HLS build (npm, pinned in package.json), vendored the same way: for viewer
+#: apps built on Shaka (and their tests).
+SHAKA_JS = STATIC / "vendor" / "shaka-player.hls.js"
 SHOP = STATIC / "shop.html"
 REPLAY = STATIC / "replay.html"
 #: The shop pages' own assets (a fixed list: nothing else under static/ is served).
@@ -112,6 +115,18 @@ async def hls_js(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(HLS_JS, headers={"Cache-Control": "public, max-age=3600"})
 
 
+async def shaka_js(request: web.Request) -> web.StreamResponse:
+    if not SHAKA_JS.exists():
+        raise web.HTTPNotFound(text="Shaka Player is not in the package: run `make install`")
+    return web.FileResponse(
+        SHAKA_JS,
+        headers={
+            "Cache-Control": "public, max-age=3600",
+            "Content-Type": "application/javascript; charset=utf-8",
+        },
+    )
+
+
 async def asset(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     content_type = ASSETS.get(name)
@@ -129,4 +144,5 @@ def add_web_routes(app: web.Application) -> None:
         app.router.add_get("/replay/{recording_id}", replay_page)
         app.router.add_get("/replay/{recording_id}/data.json", replay_data)
     app.router.add_get("/static/hls.min.js", hls_js)
+    app.router.add_get("/static/shaka-player.hls.js", shaka_js)
     app.router.add_get("/static/{name}", asset)

@@ -28,6 +28,7 @@ from benchmarks.harness.origin import (
 )
 from benchmarks.harness.s3_server import s3_server  # noqa: F401  (fixture: a real S3 server on loopback)
 from shopcast.server import ShopcastServer
+from transcode.policy import LadderConfig
 
 __all__ = [
     "API_TOKEN",
@@ -47,6 +48,17 @@ __all__ = [
 @pytest.fixture
 async def origin(tmp_path: Path) -> AsyncIterator[Origin]:
     server = ShopcastServer(make_config(tmp_path))
+    await server.start()
+    yield Origin(server)
+    await server.close()
+
+
+@pytest.fixture
+async def small_origin(tmp_path: Path) -> AsyncIterator[Origin]:
+    """An origin with one 180p rung: repeated browser shows stay real-time on a loaded machine."""
+    server = ShopcastServer(
+        make_config(tmp_path, LadderConfig.from_mapping({"rungs": ["180p:200k"]}))
+    )
     await server.start()
     yield Origin(server)
     await server.close()

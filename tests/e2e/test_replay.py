@@ -24,6 +24,7 @@ import pytest
 
 from benchmarks.harness.serve_env import SHOPCAST, serve_env
 from packager.playlist import parse_media_playlist
+from packager.tags import SHOW_CLASS
 from shopcast.config import HooksSection, PackagerSection
 from shopcast.server import ShopcastServer
 from shopcast.store import Store
@@ -132,11 +133,13 @@ def segments(playlist: str) -> list[tuple[str, float, bool, str]]:
 
 
 def dateranges(playlist: str) -> dict[str, dict[str, str]]:
+    """ID → attributes of the tags' DATERANGEs (the live show's own range left out)."""
     out = {}
     for line in playlist.splitlines():
         if line.startswith("#EXT-X-DATERANGE:"):
             attrs = dict(re.findall(r'([A-Z0-9-]+)=("[^"]*"|[^,]*)', line[17:]))
-            out[attrs["ID"].strip('"')] = attrs
+            if attrs.get("CLASS") != f'"{SHOW_CLASS}"':
+                out[attrs["ID"].strip('"')] = attrs
     return out
 
 

@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from packager.tags import SHOW_CLASS
 from shopcast.server import ShopcastServer
 from tests.packager import m3u8
 from tests.packager.boxes import iter_boxes, trafs
@@ -73,9 +74,12 @@ async def playlist(
 
 
 def dateranges(pl: m3u8.Playlist) -> dict[str, dict[str, str]]:
-    """ID → attributes of every EXT-X-DATERANGE; IDs are unique within a playlist."""
+    """ID → attributes of every tag's EXT-X-DATERANGE; IDs are unique within a playlist. The
+    show's own range (CLASS com.shopcast.show, first in every playlist) is left out."""
     out: dict[str, dict[str, str]] = {}
-    for line in pl.tags("#EXT-X-DATERANGE"):
+    ranges = pl.tags("#EXT-X-DATERANGE")
+    assert ranges and ranges[0].attrs["CLASS"] == SHOW_CLASS
+    for line in ranges[1:]:
         attrs = line.attrs
         assert attrs["ID"] not in out, f"duplicate DATERANGE {attrs['ID']}"
         out[attrs["ID"]] = attrs

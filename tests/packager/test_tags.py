@@ -10,6 +10,7 @@ import pytest
 
 from packager.fmp4 import ID3_SCHEME
 from packager.live import PackagerConfig
+from packager.tags import SHOW_CLASS
 
 from .boxes import iter_boxes, trafs
 from .id3 import parse_emsg, read_txxx
@@ -20,6 +21,11 @@ FRAME = Fraction(1, 30)
 
 def pdt_seconds(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def tag_ranges(pl):
+    """The playlist's DATERANGEs of tags (the show's own range aside)."""
+    return [d for d in pl.tags("#EXT-X-DATERANGE") if d.attrs.get("CLASS") != SHOW_CLASS]
 
 
 def emsgs_by_part(r) -> dict[str, list[dict]]:
@@ -50,11 +56,13 @@ async def test_tag_lands_on_the_same_frame_everywhere(make_package) -> None:
     lines = {}
     for name, r in feed.package.renditions.items():
         pl = parse(r.playlist())
-        [dr] = pl.tags("#EXT-X-DATERANGE")
+        [dr] = tag_ranges(pl)
         lines[name] = dr.value
         a = dr.attrs
         assert (a["ID"], a["CLASS"], a["END-ON-NEXT"]) == ("tag-1", "com.shopcast.product", "YES")
         assert "DURATION" not in a and "END-DATE" not in a
+        # The open pin's expected duration (Shaka reports an END-ON-NEXT range only with it).
+        assert a["PLANNED-DURATION"] == "86400.000"
         assert a["X-COM-SHOPCAST-PRODUCT"] == "sku-123"
         data = json.loads(bytes.fromhex(a["X-COM-SHOPCAST-DATA"][2:]))
         assert data == {"title": "red sneaker"}
@@ -100,8 +108,9 @@ async def test_late_tag_rides_in_the_next_part_with_its_true_time(make_package) 
         assert box["presentation_time"] == round(tag.time * 90000)
         first = trafs(r.files[part])[0]
         assert first.base_dts > box["presentation_time"]  # fired late, never wrong
-        [dr] = parse(r.playlist()).tags("#EXT-X-DATERANGE")
+        [dr] = tag_ranges(parse(r.playlist()))
         assert dr.attrs["DURATION"] == "30.000" and "END-ON-NEXT" not in dr.attrs
+        assert "PLANNED-DURATION" not in dr.attrs
 
 
 async def test_end_on_next_chain_and_pruning(make_package) -> None:
@@ -112,7 +121,7 @@ async def test_end_on_next_chain_and_pruning(make_package) -> None:
     feed.until(15.9)
     r = feed.package.renditions["180p"]
     pl = parse(r.playlist())
-    ids = [d.attrs["ID"] for d in pl.tags("#EXT-X-DATERANGE")]
+    ids = [d.attrs["ID"] for d in tag_ranges(pl)]
     # p0 and p1 ended (on the next pin) before the oldest listed segment; p2 is still pinned.
     oldest = pdt_seconds(pl.tags("#EXT-X-PROGRAM-DATE-TIME")[0].value)
     assert oldest > feed.package.program_date_time(feed.package.timeline_offset + 1.5)
@@ -131,13 +140,42 @@ async def test_delta_update_v2_skips_old_ranges(make_package) -> None:
     feed.package.add_tag("new", "poll", Fraction(15), {"q": "colour?"}, duration=60)
     r = feed.package.renditions["180p"]
     full = parse(r.playlist())
-    assert [d.attrs["ID"] for d in full.tags("#EXT-X-DATERANGE")] == ["old", "new"]
+    assert [d.attrs["ID"] for d in tag_ranges(full)] == ["old", "new"]
     assert "CAN-SKIP-DATERANGES=YES" in full.one("#EXT-X-SERVER-CONTROL").value
     v2 = parse(r.playlist(skip="v2"))
     assert int(v2.one("#EXT-X-VERSION").value) >= 10  # S 8
     skip = v2.one("#EXT-X-SKIP").attrs
     assert int(skip["SKIPPED-SEGMENTS"]) > 0
     assert skip["RECENTLY-REMOVED-DATERANGES"] == ""
+    # The show's range (listed from the start, settled) goes with "old".
     assert [d.attrs["ID"] for d in v2.tags("#EXT-X-DATERANGE")] == ["new"]
     yes = parse(r.playlist(skip="YES"))  # plain YES keeps every range
-    assert [d.attrs["ID"] for d in yes.tags("#EXT-X-DATERANGE")] == ["old", "new"]
+    assert [d.attrs["ID"] for d in tag_ranges(yes)] == ["old", "new"]
+    assert len(yes.tags("#EXT-X-DATERANGE")) == 3
+
+
+async def test_show_range_is_listed_from_the_first_part_without_client_attributes(
+    make_package,
+) -> None:
+    """The show's own open range (tags.show_daterange): in every playlist from the first part
+    on, the same everywhere, no X- attribute (so hls.js makes no cue of it), never pruned."""
+    feed = make_package(PackagerConfig(window_segments=6))
+    feed.until(0.4)
+    first = {}
+    for name, r in feed.package.renditions.items():
+        pl = parse(r.playlist())
+        [dr] = pl.tags("#EXT-X-DATERANGE")
+        first[name] = dr.value
+        assert dr.attrs["CLASS"] == SHOW_CLASS
+        assert not [k for k in dr.attrs if k.startswith("X-")]
+        assert not {"DURATION", "END-DATE", "END-ON-NEXT"} & dr.attrs.keys()
+        pdt = pl.tags("#EXT-X-PROGRAM-DATE-TIME")[0].value
+        assert pdt_seconds(dr.attrs["START-DATE"]) == pytest.approx(pdt_seconds(pdt), abs=0.0015)
+    assert len(set(first.values())) == 1
+    feed.package.add_tag("p0", "product", Fraction(1), {}, product_id="sku-0")
+    feed.until(20)  # the first segments and p0's frame have left the window
+    for r in feed.package.renditions.values():
+        pl = parse(r.playlist())
+        listed = pl.tags("#EXT-X-DATERANGE")
+        assert listed[0].value == next(iter(first.values()))  # first, still, unchanged
+        assert [d.attrs["ID"] for d in listed[1:]] == ["p0"]  # the open pin stays too

@@ -123,6 +123,8 @@ def test_wheel_holds_every_package_its_data_and_its_dependencies(wheel: Path) ->
         "shopcast/static/vendor/hls.min.js",
         "shopcast/static/vendor/hls.js.LICENSE",
         "shopcast/static/vendor/hls.js.VERSION",
+        "shopcast/static/vendor/shaka-player.hls.js",
+        "shopcast/static/vendor/shaka-player.LICENSE",
     }
     assert shipped <= names, shipped - names
     assert not any(n.startswith(("tests/", "node_modules/")) for n in names)
