@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 STREAM_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+#: Where a buy click came from: the live shop page or the replay page of a recording.
+CLICK_SOURCES = ("live", "replay")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
     id TEXT PRIMARY KEY,
@@ -33,7 +35,8 @@ CREATE TABLE IF NOT EXISTS tags (
     source TEXT NOT NULL,
     late INTEGER NOT NULL DEFAULT 0,
     clicks INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    replay_clicks INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS tags_by_stream ON tags (stream_id, program_date_time);
 CREATE TABLE IF NOT EXISTS recordings (
@@ -100,8 +103,14 @@ class TagRecord:
     program_date_time: float
     source: str  # "api" or "cue" (an RTMP data message from the publisher)
     late: bool
-    clicks: int
+    clicks: int  # every buy click, live and replay
     created_at: float
+    replay_clicks: int = 0  # the part of ``clicks`` made on the replay page
+
+    @property
+    def clicks_by_source(self) -> dict[str, int]:
+        """Buy clicks per page they came from (``CLICK_SOURCES``)."""
+        return {"live": self.clicks - self.replay_clicks, "replay": self.replay_clicks}
 
 
 _STREAM_COLUMNS = "id, stream_key, created_at, record"
@@ -157,6 +166,10 @@ class Store:
         columns = {r[1] for r in self._db.execute("PRAGMA table_info(streams)")}
         if "record" not in columns:
             self._db.execute("ALTER TABLE streams ADD COLUMN record INTEGER NOT NULL DEFAULT 1")
+        tag_columns = {r[1] for r in self._db.execute("PRAGMA table_info(tags)")}
+        if "replay_clicks" not in tag_columns:
+            # Every click counted before the replay page existed came from the live page.
+            self._db.execute("ALTER TABLE tags ADD COLUMN replay_clicks INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self._db.close()
@@ -255,7 +268,7 @@ class Store:
     def list_tags(self, stream_id: str) -> list[TagRecord]:
         rows = self._db.execute(
             "SELECT id, stream_id, kind, product_id, data, duration, pts, program_date_time, "
-            "source, late, clicks, created_at FROM tags WHERE stream_id = ? "
+            "source, late, clicks, created_at, replay_clicks FROM tags WHERE stream_id = ? "
             "ORDER BY program_date_time, created_at",
             (stream_id,),
         )
@@ -273,15 +286,20 @@ class Store:
                 bool(r[9]),
                 r[10],
                 r[11],
+                r[12],
             )
             for r in rows
         ]
 
-    def count_click(self, stream_id: str, tag_id: str) -> int | None:
-        """Count a buy-button click on a tag; ``None`` if the tag is unknown."""
+    def count_click(self, stream_id: str, tag_id: str, source: str = "live") -> int | None:
+        """Count a buy-button click on a tag from ``source`` (one of ``CLICK_SOURCES``); the
+        tag's click total, or ``None`` if the tag is unknown."""
+        if source not in CLICK_SOURCES:
+            raise ValueError(f"unknown click source {source!r}")
         cur = self._db.execute(
-            "UPDATE tags SET clicks = clicks + 1 WHERE id = ? AND stream_id = ?",
-            (tag_id, stream_id),
+            "UPDATE tags SET clicks = clicks + 1, replay_clicks = replay_clicks + ? "
+            "WHERE id = ? AND stream_id = ?",
+            (int(source == "replay"), tag_id, stream_id),
         )
         if cur.rowcount == 0:
             return None
