@@ -20,7 +20,9 @@ _HLS = re.compile(rf"^/hls/(?P<stream>{_STREAM})/(?:master\.m3u8|poster\.jpg|{_N
 _VOD = re.compile(
     rf"^/vod/(?P<stream>[A-Za-z0-9_-]{{22}})/(?:master\.m3u8|poster\.jpg|{_NAME}/{_NAME})$"
 )
-_PAGES = re.compile(rf"^/(?:demo/{_STREAM}|static/{_NAME})$")
+_PAGES = re.compile(rf"^/(?:demo/{_STREAM}|static/{_NAME}|replay/[A-Za-z0-9_-]{{22}})$")
+#: A replay page's data: the recording's tags, behind the recording's (``vod``) token.
+_REPLAY_DATA = re.compile(r"^/replay/(?P<stream>[A-Za-z0-9_-]{22})/data\.json$")
 #: Clips of product moments (``/clips/<clip id>.mp4``): public like on the origin, immutable.
 _CLIP = re.compile(r"^/clips/[A-Za-z0-9_-]{22}\.mp4$")
 #: One byte range (RFC 9110 14.1.2); anything else (several ranges, other units) is ignored.
@@ -35,7 +37,7 @@ class Target:
     """A request the edge may serve: the path, the HLS parameters that select the response."""
 
     path: str
-    stream: str | None  # None for the demo page and its assets; a recording id under /vod
+    stream: str | None  # None for the pages and their assets; a recording id under /vod
     params: tuple[tuple[str, str], ...]
     token: str | None
     scope: str = "hls"  # or "vod": what a playback token is minted for; "clip" needs none
@@ -67,7 +69,7 @@ def parse_target(raw: str) -> Target:
         raise BadTarget(404, "no such path")
     hls = _HLS.match(path)
     scope = "hls"
-    if hls is None and (hls := _VOD.match(path)) is not None:
+    if hls is None and (hls := _VOD.match(path) or _REPLAY_DATA.match(path)) is not None:
         scope = "vod"
     if hls is None and _CLIP.match(path) is not None:
         return Target(path, None, (), None, "clip")  # the query selects nothing

@@ -1,5 +1,6 @@
 """Signed playback URLs: an HMAC token scoped to one stream's ``/hls/<id>/`` prefix (or one
-recording's ``/vod/<id>/``), with expiry.
+recording's ``/vod/<id>/``, which also opens its replay page's ``/replay/<id>/data.json``), with
+expiry.
 
 The origin and the edge check it with the same shared secret; playlists carry it on to every
 child URI so players keep working without knowing about it.
@@ -14,6 +15,8 @@ import re
 
 TOKEN_PARAM = "token"
 _HLS_PREFIX = re.compile(r"^(/(?:hls|vod)/[^/]+/)")
+#: The replay page's data is its recording's: opened by the token for ``/vod/<id>/``.
+_REPLAY_DATA = re.compile(r"^/replay/([^/]+)/data\.json$")
 # URI lines (no leading '#') and URI="..." attributes of a playlist.
 _URI_ATTR = re.compile(r'URI="([^"?]*)"')
 
@@ -33,6 +36,8 @@ def verify(secret: str, path: str, token: str | None, now: float) -> str | None:
     """``None`` if ``token`` opens ``path`` now, else why not (for the 403 body)."""
     if not token:
         return "a playback token is required"
+    if (replay := _REPLAY_DATA.match(path)) is not None:
+        path = f"/vod/{replay.group(1)}/"
     match = _HLS_PREFIX.match(path)
     expires_text, _, signature = token.partition(".")
     if match is None or not expires_text.isdigit() or len(expires_text) > 12:

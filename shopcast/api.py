@@ -348,6 +348,24 @@ def _tag_out(request: web.Request, rec: TagRecord) -> dict[str, Any]:
     return out
 
 
+#: What anyone may see of a tag: what its DATERANGE and emsg already carry in the playlists and
+#: segments, and its thumbnail (the replay page's data; no clicks, no source pts).
+PUBLIC_TAG_FIELDS = (
+    "id",
+    "kind",
+    "product_id",
+    "data",
+    "duration",
+    "program_date_time",
+    "thumbnail_url",
+)
+
+
+def public_tag(request: web.Request, rec: TagRecord) -> dict[str, Any]:
+    out = _tag_out(request, rec)
+    return {name: out[name] for name in PUBLIC_TAG_FIELDS}
+
+
 async def create_tag(request: web.Request) -> web.Response:
     body = await _json_body(request)
     rec = await request.app[TAGS_KEY].create(request.match_info["id"], body)
@@ -429,9 +447,12 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def click_beacon(request: web.Request) -> web.Response:
-    """A viewer pressed "buy" on a tag's card (public: the shop page calls it)."""
+    """A viewer pressed "buy" on a tag's card (public: the shop pages call it);
+    ``?source=replay`` from the replay page, ``live`` (the default) from the live one."""
     clicks = await request.app[TAGS_KEY].click(
-        request.match_info["stream_id"], request.match_info["tag_id"]
+        request.match_info["stream_id"],
+        request.match_info["tag_id"],
+        request.query.get("source", "live"),
     )
     if clicks is None:
         return json_error(404, "not_found", "no such tag")

@@ -176,5 +176,5 @@ class TagWebhooks:
             },
         )
 
-    def tag_clicked(self, stream_id: str) -> None:
+    def tag_clicked(self, stream_id: str, source: str) -> None:
         """Clicks are counted in metrics, not sent one by one."""

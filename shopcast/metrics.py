@@ -231,7 +231,10 @@ class ShopcastMetrics:
             "shopcast_tags_created", "Tags created", ["stream", "source"], registry=reg
         )
         self.tag_clicks = Counter(
-            "shopcast_tag_clicks", "Buy-button clicks on tag cards", ["stream"], registry=reg
+            "shopcast_tag_clicks",
+            "Buy-button clicks on tag cards, by the page they came from (live or replay)",
+            ["stream", "source"],
+            registry=reg,
         )
         self.store_available = Gauge(
             "shopcast_store_available",
@@ -276,8 +279,8 @@ class ShopcastMetrics:
     def tag_created(self, record: TagRecord) -> None:
         self.tags_created.labels(record.stream_id, record.source).inc()
 
-    def tag_clicked(self, stream_id: str) -> None:
-        self.tag_clicks.labels(stream_id).inc()
+    def tag_clicked(self, stream_id: str, source: str) -> None:
+        self.tag_clicks.labels(stream_id, source).inc()
 
     def watch_store(self, store: RecordingStore) -> None:
         """Read the recordings store's health at every scrape (:class:`RecordingStoreCollector`)."""

@@ -17,7 +17,7 @@ from ingest.sessions import LiveStreams, PublishSession
 from packager.playlist import format_pdt
 from packager.tags import TAG_CLASSES
 from shopcast.pipeline import Pipelines
-from shopcast.store import DatabaseUnavailable, Store, TagRecord
+from shopcast.store import CLICK_SOURCES, DatabaseUnavailable, Store, TagRecord
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,7 @@ def tag_json(rec: TagRecord) -> dict[str, Any]:
         "source": rec.source,
         "late": rec.late,
         "clicks": rec.clicks,
+        "clicks_by_source": rec.clicks_by_source,
         "created_at": rec.created_at,
     }
 
@@ -180,7 +181,7 @@ class TagListener(Protocol):
 
     def tag_created(self, record: TagRecord) -> None: ...
 
-    def tag_clicked(self, stream_id: str) -> None: ...
+    def tag_clicked(self, stream_id: str, source: str) -> None: ...
 
 
 class TagService:
@@ -266,12 +267,15 @@ class TagService:
             listener.tag_created(record)
         return record
 
-    async def click(self, stream_id: str, tag_id: str) -> int | None:
-        """Count a buy-button click; the tag's click total, or ``None`` if there is no such tag."""
-        clicks = await self.store.count_click(stream_id, tag_id)
+    async def click(self, stream_id: str, tag_id: str, source: str = "live") -> int | None:
+        """Count a buy-button click made on the ``source`` page (live or replay); the tag's
+        click total, or ``None`` if there is no such tag."""
+        if source not in CLICK_SOURCES:
+            raise TagError(422, "invalid", f"source must be one of {', '.join(CLICK_SOURCES)}")
+        clicks = await self.store.count_click(stream_id, tag_id, source)
         if clicks is not None:
             for listener in self.listeners:
-                listener.tag_clicked(stream_id)
+                listener.tag_clicked(stream_id, source)
         return clicks
 
     def _resolve(

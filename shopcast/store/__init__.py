@@ -11,6 +11,7 @@ from typing import Protocol
 
 from shopcast.store.base import (
     API_TOKEN_SETTING,
+    CLICK_SOURCES,
     STREAM_ID_RE,
     DatabaseUnavailable,
     FirstStart,
@@ -24,6 +25,7 @@ from shopcast.store.base import (
 
 __all__ = [
     "API_TOKEN_SETTING",
+    "CLICK_SOURCES",
     "STREAM_ID_RE",
     "DatabaseUnavailable",
     "FirstStart",

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 STREAM_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+#: Where a buy click came from: the live shop page or the replay page of a recording.
+CLICK_SOURCES = ("live", "replay")
 #: The setting holding the generated API token (when ``[api] tokens`` is empty).
 API_TOKEN_SETTING = "api_token"
 #: Where a stored secret's prefix may be shown (logs, errors): never more than this.
@@ -66,8 +68,14 @@ class TagRecord:
     program_date_time: float
     source: str  # "api" or "cue" (an RTMP data message from the publisher)
     late: bool
-    clicks: int
+    clicks: int  # every buy click, live and replay
     created_at: float
+    replay_clicks: int = 0  # the part of ``clicks`` made on the replay page
+
+    @property
+    def clicks_by_source(self) -> dict[str, int]:
+        """Buy clicks per page they came from (``CLICK_SOURCES``)."""
+        return {"live": self.clicks - self.replay_clicks, "replay": self.replay_clicks}
 
 
 @dataclass(frozen=True)
@@ -125,8 +133,9 @@ class Store(Protocol):
 
     async def list_tags(self, stream_id: str) -> list[TagRecord]: ...
 
-    async def count_click(self, stream_id: str, tag_id: str) -> int | None:
-        """Count a buy-button click on a tag; its total, or ``None`` if the tag is unknown."""
+    async def count_click(self, stream_id: str, tag_id: str, source: str = "live") -> int | None:
+        """Count a buy-button click on a tag from ``source`` (one of ``CLICK_SOURCES``, else
+        ``ValueError``); its total, or ``None`` if the tag is unknown."""
 
     async def get_setting(self, name: str) -> str | None: ...
 
@@ -154,7 +163,7 @@ RECORDING_COLUMNS = (
 )
 TAG_COLUMNS = (
     "id, stream_id, kind, product_id, data, duration, pts, program_date_time, source, late, "
-    "clicks, created_at"
+    "clicks, created_at, replay_clicks"
 )
 
 
@@ -192,6 +201,7 @@ def tag_of(row: Any) -> TagRecord:
         late=bool(row[9]),
         clicks=int(row[10]),
         created_at=row[11],
+        replay_clicks=int(row[12]),
     )
 
 
@@ -225,6 +235,7 @@ def tag_values(tag: TagRecord) -> tuple[Any, ...]:
         tag.late,
         tag.clicks,
         tag.created_at,
+        tag.replay_clicks,
     )
 
 
@@ -249,6 +260,13 @@ def check_stream_id(stream_id: str) -> None:
             "stream id must be 1-64 characters of a-z, 0-9, '-' and '_', "
             "starting with a letter or digit"
         )
+
+
+def replay_click(source: str) -> int:
+    """1 for a click from the replay page, 0 from the live one; ``ValueError`` for others."""
+    if source not in CLICK_SOURCES:
+        raise ValueError(f"unknown click source {source!r}")
+    return int(source == "replay")
 
 
 def tag_data_json(data: dict[str, Any]) -> str:

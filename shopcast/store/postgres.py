@@ -33,6 +33,7 @@ from shopcast.store.base import (
     recording_of,
     recording_values,
     redact_url,
+    replay_click,
     stream_of,
     tag_of,
     tag_values,
@@ -269,7 +270,7 @@ class PostgresStore:
         # Committed (synchronous_commit: the WAL is flushed) when execute returns.
         await self._run(
             lambda c: c.execute(
-                f"INSERT INTO tags ({TAG_COLUMNS}) VALUES ({_params(12)})", *tag_values(tag)
+                f"INSERT INTO tags ({TAG_COLUMNS}) VALUES ({_params(13)})", *tag_values(tag)
             )
         )
 
@@ -286,13 +287,15 @@ class PostgresStore:
         )
         return [tag_of(r) for r in rows]
 
-    async def count_click(self, stream_id: str, tag_id: str) -> int | None:
+    async def count_click(self, stream_id: str, tag_id: str, source: str = "live") -> int | None:
+        replay = replay_click(source)
         clicks = await self._run(
             lambda c: c.fetchval(
-                "UPDATE tags SET clicks = clicks + 1 WHERE id = $1 AND stream_id = $2 "
-                "RETURNING clicks",
+                "UPDATE tags SET clicks = clicks + 1, replay_clicks = replay_clicks + $3 "
+                "WHERE id = $1 AND stream_id = $2 RETURNING clicks",
                 tag_id,
                 stream_id,
+                replay,
             )
         )
         return None if clicks is None else int(clicks)

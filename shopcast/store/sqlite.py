@@ -29,6 +29,7 @@ from shopcast.store.base import (
     new_secret,
     recording_of,
     recording_values,
+    replay_click,
     stream_of,
     tag_of,
     tag_values,
@@ -225,7 +226,7 @@ class SqliteStore:
     async def insert_tag(self, tag: TagRecord) -> None:
         await self._run(
             lambda db: db.execute(
-                f"INSERT INTO tags ({TAG_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO tags ({TAG_COLUMNS}) VALUES ({', '.join('?' * 13)})",
                 tag_values(tag),
             )
         )
@@ -245,12 +246,14 @@ class SqliteStore:
             ]
         )
 
-    async def count_click(self, stream_id: str, tag_id: str) -> int | None:
+    async def count_click(self, stream_id: str, tag_id: str, source: str = "live") -> int | None:
+        replay = replay_click(source)
+
         def count(db: sqlite3.Connection) -> int | None:
             row = db.execute(
-                "UPDATE tags SET clicks = clicks + 1 WHERE id = ? AND stream_id = ? "
-                "RETURNING clicks",
-                (tag_id, stream_id),
+                "UPDATE tags SET clicks = clicks + 1, replay_clicks = replay_clicks + ? "
+                "WHERE id = ? AND stream_id = ? RETURNING clicks",
+                (replay, tag_id, stream_id),
             ).fetchone()
             return int(row[0]) if row else None
 

@@ -91,6 +91,10 @@ async def test_metrics_after_a_real_publish(origin: Origin) -> None:
             tag_id = (await resp.json())["id"]
         async with http.post(f"{origin.http}/beacon/demo/tags/{tag_id}/click") as resp:
             assert resp.status == 200
+        async with http.post(
+            f"{origin.http}/beacon/demo/tags/{tag_id}/click?source=replay"
+        ) as resp:
+            assert resp.status == 200
         async with http.post(f"{origin.http}/beacon/demo/tags/no-such-tag/click") as resp:
             assert resp.status == 404
 
@@ -128,7 +132,8 @@ async def test_metrics_after_a_real_publish(origin: Origin) -> None:
     assert get(live, "shopcast_http_requests_total", route=click, method="POST", status="404") == 1
     assert get(live, "shopcast_http_blocking_wait_seconds_count", kind="playlist") == 1
     assert get(live, "shopcast_tags_created_total", stream="demo", source="api") == 1
-    assert get(live, "shopcast_tag_clicks_total", stream="demo") == 1
+    assert get(live, "shopcast_tag_clicks_total", stream="demo", source="live") == 1
+    assert get(live, "shopcast_tag_clicks_total", stream="demo", source="replay") == 1
     assert (get(live, "process_resident_memory_bytes") or 0) > 0
     assert (get(live, "process_cpu_seconds_total") or 0) > 0
     # Label values stay bounded: routes are templates, no request path, query or tag id.

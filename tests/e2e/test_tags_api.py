@@ -583,6 +583,23 @@ async def test_click_beacon_counts_and_shows_in_get(live: Live) -> None:
             async with viewer.post(wrong) as r:
                 assert r.status == 404
                 assert error_of(await r.json()) == "not_found"
+        # The replay page says where its clicks come from; the total goes on counting.
+        for expected in (4, 5):
+            async with viewer.post(url, params={"source": "replay"}) as r:
+                assert r.status == 200
+                assert await r.json() == {"clicks": expected}
+        async with viewer.post(url, params={"source": "live"}) as r:
+            assert await r.json() == {"clicks": 6}
+        async with viewer.post(url, params={"source": "<vod>" * 100}) as r:
+            assert r.status == 422
+            assert error_of(await r.json()) == "invalid"
+            assert "<vod>" not in (await r.text())  # the bad value is not echoed
     listed = await get_tags(http, base)
-    assert listed[tag["id"]]["clicks"] == 3
+    assert listed[tag["id"]]["clicks"] == 6
+    assert listed[tag["id"]]["clicks_by_source"] == {"live": 4, "replay": 2}
     assert all(t["clicks"] == 0 for i, t in listed.items() if i != tag["id"])
+    assert all(
+        t["clicks_by_source"] == {"live": 0, "replay": 0}
+        for i, t in listed.items()
+        if i != tag["id"]
+    )

@@ -29,6 +29,8 @@ from cdn_edge.viewers import ViewerTracker
         ),
         ("/demo/demo", "/demo/demo"),
         ("/static/hls.min.js", "/static/hls.min.js"),
+        ("/replay/" + "R" * 22, "/replay/" + "R" * 22),
+        ("/replay/" + "R" * 22 + "/data.json?token=t", "/replay/" + "R" * 22 + "/data.json"),
         ("/clips/AAAAAAAAAAAAAAAAAAAAAA.mp4?token=t&x=1", "/clips/AAAAAAAAAAAAAAAAAAAAAA.mp4"),
     ],
 )
@@ -56,6 +58,9 @@ def test_the_token_is_part_of_the_key_only_when_the_origin_judges_it() -> None:
         "/metrics/../hls/demo/master.m3u8",
         "/api/v1/streams",
         "/hls/demo/180p/index.m3u8?_HLS_msn=-1",
+        "/replay/short",
+        "/replay/" + "R" * 22 + "/other.json",
+        "/replay/" + "R" * 22 + "/../../api/v1/streams",
         "/clips/AAAAAAAAAAAAAAAAAAAAA.mp4",  # 21 characters: not a clip id
         "/clips/AAAAAAAAAAAAAAAAAAAAAA.mp4/x",
         "/clips/AAAAAAAAAAAAAAAAAAAAAA.json",
@@ -65,6 +70,14 @@ def test_the_token_is_part_of_the_key_only_when_the_origin_judges_it() -> None:
 def test_bad_targets(raw: str) -> None:
     with pytest.raises(BadTarget):
         parse_target(raw)
+
+
+def test_replay_data_is_judged_by_its_recordings_token() -> None:
+    rid = "R" * 22
+    page = parse_target(f"/replay/{rid}?token=abc")
+    assert (page.stream, page.token) == (None, None)  # the page itself is open
+    data = parse_target(f"/replay/{rid}/data.json?token=abc")
+    assert (data.stream, data.scope, data.token) == (rid, "vod", "abc")
 
 
 def test_a_clip_is_public_and_immutable_media() -> None:

@@ -132,9 +132,9 @@ def test_collector_without_transcoder_or_fps() -> None:
 
 def test_registries_are_per_server() -> None:
     a, b = ShopcastMetrics(), ShopcastMetrics()
-    a.tag_clicked("shop")
-    assert value(a, "shopcast_tag_clicks_total", stream="shop") == 1
-    assert value(b, "shopcast_tag_clicks_total", stream="shop") is None
+    a.tag_clicked("shop", "live")
+    assert value(a, "shopcast_tag_clicks_total", stream="shop", source="live") == 1
+    assert value(b, "shopcast_tag_clicks_total", stream="shop", source="live") is None
 
 
 def test_tag_listener() -> None:
@@ -155,9 +155,12 @@ def test_tag_listener() -> None:
     )
     metrics.tag_created(record)
     metrics.tag_created(record)
-    metrics.tag_clicked("shop")
+    metrics.tag_clicked("shop", "live")
+    metrics.tag_clicked("shop", "replay")
+    metrics.tag_clicked("shop", "replay")
     assert value(metrics, "shopcast_tags_created_total", stream="shop", source="cue") == 2
-    assert value(metrics, "shopcast_tag_clicks_total", stream="shop") == 1
+    assert value(metrics, "shopcast_tag_clicks_total", stream="shop", source="live") == 1
+    assert value(metrics, "shopcast_tag_clicks_total", stream="shop", source="replay") == 2
 
 
 @pytest.fixture(scope="module")
@@ -284,7 +287,7 @@ def populated() -> ShopcastMetrics:
     metrics.http_requests.labels("/metrics", "GET", "200").inc()
     metrics.blocking_wait.labels("playlist").observe(0.3)
     metrics.tags_created.labels("shop", "api").inc()
-    metrics.tag_clicked("shop")
+    metrics.tag_clicked("shop", "replay")
     recorder = Recorder(FileStore("never-written"))
     recorder.open("shop", 2)  # one recording in progress: a queue depth
     recorder.stats.bytes["shop"] += 1000

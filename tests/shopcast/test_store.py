@@ -1,5 +1,5 @@
 """The store suite, run against both backends: SQLite in a temp file, PostgreSQL started by
-the tests (``tests/pg_server.py``)."""
+the tests (``benchmarks/harness/postgres.py``)."""
 
 from __future__ import annotations
 
@@ -144,6 +144,18 @@ async def test_tags_round_trip_in_order_with_clicks_and_late(store: Store) -> No
     assert tags[1].late is True and tags[1].pts == 123456789012
 
 
+async def test_clicks_counted_by_source(store: Store) -> None:
+    await store.insert_tag(_tag("t1"))
+    assert await store.count_click("shop", "t1") == 1  # the live page (the default)
+    assert await store.count_click("shop", "t1", "replay") == 2
+    assert await store.count_click("shop", "t1", "replay") == 3
+    assert await store.count_click("other", "t1", "replay") is None
+    with pytest.raises(ValueError):
+        await store.count_click("shop", "t1", "vod")
+    (tag,) = await store.list_tags("shop")
+    assert (tag.clicks, tag.clicks_by_source) == (3, {"live": 1, "replay": 2})
+
+
 def _rec(rid: str, started: float, ended: float | None, state: str) -> RecordingRecord:
     return RecordingRecord(
         rid, "shop", state, "file", started, ended, 1.5, 10, ["180p"], None, None
@@ -213,6 +225,36 @@ def test_files_from_before_versioned_migrations_are_migrated(tmp_path: Path) -> 
         first = await store.first_start("demo", make_token=True)
         assert first.api_token == "old-token" and first.new_demo_key is None
         await store.close()
+
+    asyncio.run(check())
+
+
+def test_store_file_without_replay_clicks_is_migrated(tmp_path: Path) -> None:
+    """A store file from before replay clicks existed: its tags keep their clicks (all of them
+    live ones) and count replay clicks from then on."""
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE tags (id TEXT PRIMARY KEY, stream_id TEXT NOT NULL, kind TEXT NOT NULL, "
+        "product_id TEXT, data TEXT NOT NULL, duration REAL, pts INTEGER NOT NULL, "
+        "program_date_time REAL NOT NULL, source TEXT NOT NULL, "
+        "late INTEGER NOT NULL DEFAULT 0, clicks INTEGER NOT NULL DEFAULT 0, "
+        "created_at REAL NOT NULL);"
+        "INSERT INTO tags VALUES ('t1', 'shop', 'product', 'sku', '{}', NULL, 0, 0, 'api', "
+        "0, 5, 0);"
+    )
+    db.commit()
+    db.close()
+
+    async def check() -> None:
+        for _ in range(2):  # opening a migrated file again changes nothing
+            store = make_store(StoreSection(path=str(path)))
+            await store.open()
+            (tag,) = await store.list_tags("shop")
+            assert tag.clicks == 5 + tag.replay_clicks
+            assert tag.clicks_by_source["live"] == 5
+            assert await store.count_click("shop", "t1", "replay") == 6 + tag.replay_clicks
+            await store.close()
 
     asyncio.run(check())
 

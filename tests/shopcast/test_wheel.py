@@ -113,6 +113,11 @@ def test_wheel_holds_every_package_its_data_and_its_dependencies(wheel: Path) ->
         "shopcast/static/shop.html",
         "shopcast/static/shop.js",
         "shopcast/static/shop.css",
+        "shopcast/static/cues.js",
+        "shopcast/static/cards.js",
+        "shopcast/static/player.js",
+        "shopcast/static/replay.html",
+        "shopcast/static/replay.js",
         "shopcast/static/publish.html",
         "shopcast/static/publish.js",
         "shopcast/static/vendor/hls.min.js",
@@ -180,6 +185,8 @@ async def test_installed_wheel_serves_api_pages_and_hls_js(venv: Path, tmp_path:
             for path, source in (
                 ("/static/hls.min.js", NPM_HLS_JS),
                 ("/static/shop.js", ROOT / "shopcast/static/shop.js"),
+                ("/static/cues.js", ROOT / "shopcast/static/cues.js"),
+                ("/static/replay.js", ROOT / "shopcast/static/replay.js"),
                 ("/static/shop.css", ROOT / "shopcast/static/shop.css"),
                 ("/whip-static/publish.js", ROOT / "shopcast/static/publish.js"),
             ):
