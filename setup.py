@@ -116,7 +116,7 @@ setup(
     install_requires=requirements(),
     packages=find_packages(include=[p for name in PACKAGES for p in (name, f"{name}.*")]),
     package_data={
-        "shopcast": ["openapi.json", "static/*.*", "static/vendor/*"],
+        "shopcast": ["openapi.json", "static/*.*", "static/vendor/*", "store/migrations/*/*.sql"],
         "native": ["*.pyi"],
     },
     ext_modules=native_extensions(),

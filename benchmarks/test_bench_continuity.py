@@ -64,7 +64,7 @@ async def running_origin(tmp_path: Path) -> AsyncIterator[Origin]:
 
 
 async def publish(origin: Origin) -> asyncio.subprocess.Process:
-    url = origin.rtmp_url(origin.key())
+    url = origin.rtmp_url(await origin.key())
     return await start_ffmpeg(ffmpeg_publish_args(url, seconds=600, size=SOURCE, realtime=True))
 
 

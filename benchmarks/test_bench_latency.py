@@ -61,7 +61,11 @@ async def running_origin(tmp_path: Path) -> AsyncIterator[Origin]:
 
 async def start_publisher(origin: Origin, seconds: float) -> asyncio.subprocess.Process:
     args = ffmpeg_publish_args(
-        origin.rtmp_url(origin.key()), seconds=seconds, size=SOURCE_SIZE, rate=FPS, realtime=True
+        origin.rtmp_url(await origin.key()),
+        seconds=seconds,
+        size=SOURCE_SIZE,
+        rate=FPS,
+        realtime=True,
     )
     return await asyncio.create_subprocess_exec(
         *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL

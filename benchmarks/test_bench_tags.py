@@ -43,7 +43,7 @@ async def live_stream(tmp_path: Path, seconds: float) -> AsyncIterator[tuple[Ori
     await server.start()
     origin = Origin(server)
     args = ffmpeg_publish_args(
-        origin.rtmp_url(origin.key()), seconds=seconds, size="360x640", realtime=True
+        origin.rtmp_url(await origin.key()), seconds=seconds, size="360x640", realtime=True
     )
     publisher = await asyncio.create_subprocess_exec(
         *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL

@@ -87,7 +87,9 @@ async def measure_first_media(tmp_path: Path, codec: str) -> list[dict[str, floa
         try:
             async with aiohttp.ClientSession() as http:
                 t0 = time.time()
-                pub = await publish(http, origin.http, "demo", origin.key(), video_codec=codec)
+                pub = await publish(
+                    http, origin.http, "demo", await origin.key(), video_codec=codec
+                )
                 t_201 = time.time()
                 await wait_connected(pub.pc)
                 t_conn = time.time()
@@ -137,8 +139,8 @@ async def measure_step(tmp_path: Path, count: int) -> dict[str, Any]:
     server = origin.server
     streams = ["demo"] + [f"pub{i}" for i in range(1, count)]
     for stream_id in streams[1:]:
-        server.store.create_stream(stream_id)
-    targets = [f"{s}:{origin.key(s)}" for s in streams]
+        await server.store.create_stream(stream_id)
+    targets = [f"{s}:{await origin.key(s)}" for s in streams]
     seconds = WARM_UP + WINDOW + 2
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -196,7 +196,7 @@ class LiveStreams:
 
     def __init__(
         self,
-        authorize: Callable[[str], str | None],
+        authorize: Callable[[str], Awaitable[str | None]],
         *,
         on_duplicate: str = "takeover",
         hub_queue_size: int = 512,
@@ -215,9 +215,10 @@ class LiveStreams:
         #: Optional admission check before a publisher is accepted: returns a refusal or None.
         self.admission: Callable[[str, Publisher], Awaitable[str | None]] | None = None
 
-    def resolve(self, stream_key: str) -> str:
-        """The stream ``stream_key`` publishes to; ``PublishRefused`` if the key is unknown."""
-        stream_id = self._authorize(stream_key)
+    async def resolve(self, stream_key: str) -> str:
+        """The stream ``stream_key`` publishes to; ``PublishRefused`` if the key is unknown
+        (and whatever ``authorize`` raises when it cannot tell, e.g. its database is down)."""
+        stream_id = await self._authorize(stream_key)
         if stream_id is None:
             raise PublishRefused(RefusalReason.BAD_KEY, "unknown or invalid stream key")
         return stream_id
@@ -229,9 +230,9 @@ class LiveStreams:
             if refusal is not None:
                 raise PublishRefused(RefusalReason.HOOK_DENIED, refusal)
 
-    def start(self, stream_key: str, publisher: Publisher) -> PublishSession:
+    async def start(self, stream_key: str, publisher: Publisher) -> PublishSession:
         """Authorize ``stream_key`` and open a session (no admission hook)."""
-        return self.open(self.resolve(stream_key), publisher)
+        return self.open(await self.resolve(stream_key), publisher)
 
     def open(self, stream_id: str, publisher: Publisher) -> PublishSession:
         """Open a session for an authorized publisher; takes over or refuses a live one."""

@@ -17,12 +17,12 @@ from packager.stores import StoreUnavailable
 from shopcast.clips import CLIPS_KEY, ClipRefused
 from shopcast.pipeline import Pipelines
 from shopcast.recordings import Recordings
-from shopcast.store import Store, StoreError, StreamRecord, TagRecord
+from shopcast.store import DatabaseUnavailable, Store, StoreError, StreamRecord, TagRecord
 from shopcast.tags import TagError, TagService, tag_json
 from transcode.policy import LadderConfigError, VerticalMode
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-STORE_KEY = web.AppKey("store", Store)
+STORE_KEY: web.AppKey[Store] = web.AppKey("store")
 STREAMS_KEY = web.AppKey("streams", LiveStreams)
 TOKENS_KEY: web.AppKey[tuple[str, ...]] = web.AppKey("tokens")
 TAGS_KEY = web.AppKey("tags", TagService)
@@ -56,6 +56,8 @@ VIEWERS_KEY: web.AppKey[EdgeViewers] = web.AppKey("viewers")
 #: Bounds of one edge report (a stream count is per edge, so a million is plenty).
 MAX_REPORT_STREAMS, MAX_STREAM_VIEWERS = 10_000, 1_000_000
 OPENAPI = Path(__file__).resolve().parent / "openapi.json"
+#: Sent with 503s: when a client may try again.
+RETRY_AFTER = {"Retry-After": "2"}
 #: (playback secret, default token lifetime in seconds)
 PLAYBACK_KEY: web.AppKey[tuple[str, int]] = web.AppKey("playback")
 
@@ -93,6 +95,11 @@ async def api_auth(request: web.Request, handler: Handler) -> web.StreamResponse
         return await handler(request)
     except (ApiError, TagError, ClipRefused) as exc:
         return json_error(exc.status, exc.code, exc.message)
+    except DatabaseUnavailable as exc:
+        # Live shows go on from memory; what needs the database waits for it to come back.
+        return json_error(
+            exc.status, exc.code, f"the database is unavailable: {exc}", **RETRY_AFTER
+        )
     except web.HTTPException as exc:
         if exc.status >= 400 and request.path.startswith("/api/"):
             # Keep the exception's headers (RFC 9110: a 405 lists what is Allowed).
@@ -180,8 +187,8 @@ def _status(request: web.Request, record: StreamRecord) -> dict[str, Any]:
     return out
 
 
-def _record(request: web.Request) -> StreamRecord:
-    record = request.app[STORE_KEY].get_stream(request.match_info["id"])
+async def _record(request: web.Request) -> StreamRecord:
+    record = await request.app[STORE_KEY].get_stream(request.match_info["id"])
     if record is None:
         raise ApiError(404, "not_found", f"stream {request.match_info['id']!r} does not exist")
     return record
@@ -206,7 +213,7 @@ async def create_stream(request: web.Request) -> web.Response:
     if not isinstance(body, dict) or set(body) - {"id"} or not isinstance(body.get("id"), str):
         raise ApiError(422, "invalid", 'the body must be {"id": "<stream id>"}')
     try:
-        record = request.app[STORE_KEY].create_stream(body["id"])
+        record = await request.app[STORE_KEY].create_stream(body["id"])
     except StoreError as exc:
         status = 409 if "already exists" in str(exc) else 422
         raise ApiError(status, "conflict" if status == 409 else "invalid", str(exc)) from exc
@@ -214,25 +221,25 @@ async def create_stream(request: web.Request) -> web.Response:
 
 
 async def list_streams(request: web.Request) -> web.Response:
-    records = request.app[STORE_KEY].list_streams()
+    records = await request.app[STORE_KEY].list_streams()
     return web.json_response({"streams": [_status(request, rec) for rec in records]})
 
 
 async def get_stream(request: web.Request) -> web.Response:
-    return web.json_response(_status(request, _record(request)))
+    return web.json_response(_status(request, await _record(request)))
 
 
 async def delete_stream(request: web.Request) -> web.Response:
     """Delete a stream: its publisher is disconnected and its key stops working."""
-    record = _record(request)
+    record = await _record(request)
     request.app[STREAMS_KEY].kick(record.id, "stream deleted")
-    request.app[STORE_KEY].delete_stream(record.id)
+    await request.app[STORE_KEY].delete_stream(record.id)
     return web.Response(status=204)
 
 
 async def update_stream(request: web.Request) -> web.Response:
     """Change a stream's settings: ``{"record": bool}`` (applies from its next show on)."""
-    record = _record(request)
+    record = await _record(request)
     body = await _json_body(request)
     if (
         not isinstance(body, dict)
@@ -240,32 +247,32 @@ async def update_stream(request: web.Request) -> web.Response:
         or not isinstance(body["record"], bool)
     ):
         raise ApiError(422, "invalid", 'the body must be {"record": true|false}')
-    request.app[STORE_KEY].set_record(record.id, body["record"])
-    return web.json_response(_status(request, _record(request)))
+    await request.app[STORE_KEY].set_record(record.id, body["record"])
+    return web.json_response(_status(request, await _record(request)))
 
 
 async def list_recordings(request: web.Request) -> web.Response:
-    record = _record(request)
+    record = await _record(request)
     recordings = request.app[RECORDINGS_KEY]
-    rows = request.app[STORE_KEY].list_recordings(record.id)
+    rows = await recordings.for_stream(record.id)
     return web.json_response({"recordings": [await recordings.describe(r) for r in rows]})
 
 
-def _recording(request: web.Request) -> Any:
-    row = request.app[RECORDINGS_KEY].get(request.match_info["rid"])
+async def _recording(request: web.Request) -> Any:
+    row = await request.app[RECORDINGS_KEY].get(request.match_info["rid"])
     if row is None:
         raise ApiError(404, "not_found", "no such recording")
     return row
 
 
 async def get_recording(request: web.Request) -> web.Response:
-    row = _recording(request)
+    row = await _recording(request)
     return web.json_response(await request.app[RECORDINGS_KEY].describe(row))
 
 
 async def delete_recording(request: web.Request) -> web.Response:
     """Remove a recording's files/objects and its row (not while it still records)."""
-    row = _recording(request)
+    row = await _recording(request)
     recordings = request.app[RECORDINGS_KEY]
     if row.id in recordings.recorder.active:
         raise ApiError(409, "recording", "the recording is in progress; end the show first")
@@ -278,12 +285,12 @@ async def delete_recording(request: web.Request) -> web.Response:
 
 async def rotate_key(request: web.Request) -> web.Response:
     """A new key at once; the old one is refused from now on (a live publisher stays on)."""
-    record = _record(request)
-    return _created(request, request.app[STORE_KEY].rotate_key(record.id), 200)
+    record = await _record(request)
+    return _created(request, await request.app[STORE_KEY].rotate_key(record.id), 200)
 
 
 async def kick_publisher(request: web.Request) -> web.Response:
-    record = _record(request)
+    record = await _record(request)
     if not request.app[STREAMS_KEY].kick(record.id, "disconnected through the API"):
         raise ApiError(409, "offline", f"stream {record.id!r} has no publisher")
     return web.Response(status=204)
@@ -291,7 +298,7 @@ async def kick_publisher(request: web.Request) -> web.Response:
 
 async def end_show(request: web.Request) -> web.Response:
     """End the show now: publisher kicked, ENDLIST on every playlist, recording closed."""
-    record = _record(request)
+    record = await _record(request)
     if not await request.app[PIPELINES_KEY].end_show(record.id, "show ended through the API"):
         raise ApiError(409, "offline", f"stream {record.id!r} has no show to end")
     return web.json_response({"id": record.id, "state": "ended"})
@@ -299,7 +306,7 @@ async def end_show(request: web.Request) -> web.Response:
 
 async def set_vertical(request: web.Request) -> web.Response:
     """Change the vertical policy (crop/pad and crop focus) of a live stream's transcoder."""
-    record = _record(request)
+    record = await _record(request)
     body = await _json_body(request)
     if not isinstance(body, dict) or not body or set(body) - {"mode", "focus"}:
         raise ApiError(422, "invalid", 'the body must be {"mode": "crop"|"pad", "focus": 0..1}')
@@ -361,12 +368,12 @@ def public_tag(request: web.Request, rec: TagRecord) -> dict[str, Any]:
 
 async def create_tag(request: web.Request) -> web.Response:
     body = await _json_body(request)
-    rec = request.app[TAGS_KEY].create(request.match_info["id"], body)
+    rec = await request.app[TAGS_KEY].create(request.match_info["id"], body)
     return web.json_response(_tag_out(request, rec), status=201)
 
 
 async def list_tags(request: web.Request) -> web.Response:
-    records = request.app[TAGS_KEY].list(request.match_info["id"])
+    records = await request.app[TAGS_KEY].list(request.match_info["id"])
     return web.json_response({"tags": [_tag_out(request, r) for r in records]})
 
 
@@ -383,7 +390,7 @@ async def create_clip(request: web.Request) -> web.Response:
 
 async def playback_token(request: web.Request) -> web.Response:
     """Mint a signed playback URL for a stream (when playback is protected)."""
-    record = _record(request)
+    record = await _record(request)
     secret, default_ttl = request.app[PLAYBACK_KEY]
     if not secret:
         raise ApiError(409, "not_configured", "playback is open: set playback.secret first")
@@ -442,7 +449,7 @@ async def openapi(request: web.Request) -> web.Response:
 async def click_beacon(request: web.Request) -> web.Response:
     """A viewer pressed "buy" on a tag's card (public: the shop pages call it);
     ``?source=replay`` from the replay page, ``live`` (the default) from the live one."""
-    clicks = request.app[TAGS_KEY].click(
+    clicks = await request.app[TAGS_KEY].click(
         request.match_info["stream_id"],
         request.match_info["tag_id"],
         request.query.get("source", "live"),

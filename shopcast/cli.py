@@ -13,6 +13,7 @@ from shopcast.config import ConfigError, load_config
 from shopcast.demo import SIZE_ENV, DemoPublisher, DemoSettings, demo_size
 from shopcast.logs import setup_logging
 from shopcast.server import DEMO_STREAM, ShopcastServer
+from shopcast.store import DatabaseUnavailable
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:
@@ -32,13 +33,12 @@ async def _serve(server: ShopcastServer, demo: DemoSettings | None = None) -> No
         if demo is not None:
             publisher = DemoPublisher(server, demo)
             server.before_close.append(publisher.stop)
-            publisher.start()
+            await publisher.start()
         w = server.welcome
         lines = ["shopcast is running"]
         if w.api_token:
             lines.append(f"  API token (keep it secret): {w.api_token}")
-        demo_rec = server.store.get_stream(DEMO_STREAM)
-        if w.demo_key and demo_rec is not None:
+        if w.demo_key and await server.store.get_stream(DEMO_STREAM) is not None:
             urls = server.urls(DEMO_STREAM, w.demo_key)
             lines += [
                 f"  demo stream created; publish to: {urls['rtmp_url']}",
@@ -117,7 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
             demo = DemoSettings(size=size, pin_every=args.demo_pin_every)
         server = ShopcastServer(config)
-        _run(_serve(server, demo))
+        try:
+            _run(_serve(server, demo))
+        except DatabaseUnavailable as exc:
+            print(f"shopcast: the store is unavailable: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 

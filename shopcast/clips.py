@@ -146,7 +146,7 @@ class ClipService:
 
     async def create(self, recording_id: str, body: Any) -> dict[str, Any]:
         """Validate, cut, store; the clip as the API returns it (``url`` is a path)."""
-        if self.recordings.get(recording_id) is None:
+        if await self.recordings.get(recording_id) is None:
             raise ClipRefused(404, "not_found", "no such recording")
         req = validate(body)
         vod = await self.recordings.vod(recording_id)

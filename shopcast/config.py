@@ -31,7 +31,14 @@ class ServerSection:
 
 @dataclass(frozen=True)
 class StoreSection:
+    #: The embedded SQLite file (used when ``url`` is empty).
     path: str = "var/shopcast.sqlite3"
+    #: ``postgresql://user:password@host:port/database``: the store shared by a cluster.
+    url: str = ""
+
+    def __post_init__(self) -> None:
+        if self.url and not self.url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError("store.url must be a postgresql:// URL (or empty for SQLite)")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from ingest.rtmp import flv
 from ingest.rtmp.client import RTMPPublisher, RTMPPublishError
 from ingest.rtmp.connection import MSG_AUDIO, MSG_VIDEO
 from shopcast.server import DEMO_STREAM, ShopcastServer
+from shopcast.store import DatabaseUnavailable
 from shopcast.tags import TagError
 
 log = logging.getLogger(__name__)
@@ -309,13 +310,14 @@ class DemoPublisher:
         self.pins = 0
         self.frames = 0
         self._pin_index = -1
+        self._pinning: set[asyncio.Future[None]] = set()  # tags being stored
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Call on the server's loop once it listens (the RTMP port is known)."""
         self._loop = asyncio.get_running_loop()
-        rec = self.server.store.get_stream(DEMO_STREAM)
+        rec = await self.server.store.get_stream(DEMO_STREAM)
         if rec is None:
-            rec = self.server.store.create_stream(DEMO_STREAM)
+            rec = await self.server.store.create_stream(DEMO_STREAM)
             log.info("demo: created stream %r", DEMO_STREAM)
         host = self.server.config.server.rtmp_host
         if host in ("0.0.0.0", "::", ""):
@@ -379,7 +381,7 @@ class DemoPublisher:
             assert self._loop is not None
             for body in pin_bodies(index, product, pts_ms, self.settings.pin_every):
                 with contextlib.suppress(RuntimeError):
-                    self._loop.call_soon_threadsafe(self._create_tag, body, 0)
+                    self._loop.call_soon_threadsafe(self._create_tag, body)
         return product
 
     # event loop side
@@ -429,17 +431,29 @@ class DemoPublisher:
             pub.send_media(msg.type_id, msg.timestamp, msg.payload)
             await pub.drain()
 
-    def _create_tag(self, body: dict[str, Any], attempt: int) -> None:
-        try:
-            rec = self.server.tags.create(DEMO_STREAM, body, source="demo")
-        except TagError as exc:
-            # Right after (re)connecting the stream is not live/ready yet: the frame is still
-            # in (or ahead of) the live window, so try again shortly.
-            if exc.status == 409 and attempt < 40 and self._loop is not None:
-                self._loop.call_later(0.25, self._create_tag, body, attempt + 1)
-            else:
+    def _create_tag(self, body: dict[str, Any]) -> None:
+        task = asyncio.ensure_future(self._pin(body))
+        self._pinning.add(task)
+        task.add_done_callback(self._pinning.discard)
+
+    async def _pin(self, body: dict[str, Any]) -> None:
+        attempt = 0
+        while True:
+            try:
+                rec = await self.server.tags.create(DEMO_STREAM, body, source="demo")
+            except TagError as exc:
+                # Right after (re)connecting the stream is not live/ready yet: the frame is
+                # still in (or ahead of) the live window, so try again shortly.
+                if exc.status == 409 and attempt < 40:
+                    attempt += 1
+                    await asyncio.sleep(0.25)
+                    continue
                 log.warning("demo: %s tag refused: %s", body["kind"], exc.message)
-            return
+                return
+            except DatabaseUnavailable as exc:
+                log.warning("demo: %s tag not stored: %s", body["kind"], exc)
+                return
+            break
         self.pins += body["kind"] == "product"
         log.info(
             "demo: pinned %s %s (%s) as tag %s at %d ms",

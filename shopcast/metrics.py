@@ -19,6 +19,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     PlatformCollector,
     ProcessCollector,
@@ -235,8 +236,16 @@ class ShopcastMetrics:
             ["stream", "source"],
             registry=reg,
         )
+        self.store_available = Gauge(
+            "shopcast_store_available",
+            "1 while the store (SQLite or PostgreSQL) answers, 0 while it cannot be reached",
+            registry=reg,
+        )
+        self.store_available.set(1)
         # Children looked up once per (stream, rendition): on_packet runs for every packet.
         self._lag: dict[tuple[str, str], Histogram] = {}
+        #: Awaited before each scrape (e.g. the stream list is read from the store then).
+        self.before_scrape: list[Callable[[], Awaitable[None]]] = []
 
     def watch(
         self,
@@ -304,6 +313,8 @@ class ShopcastMetrics:
 
     async def handle(self, request: web.Request) -> web.Response:
         """``GET /metrics``: the Prometheus text format."""
+        for refresh in self.before_scrape:
+            await refresh()
         return web.Response(
             body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )

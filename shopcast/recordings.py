@@ -17,11 +17,14 @@ from packager.tags import Tag
 from packager.vod import Manifest, manifest_summary, tags_in
 from shopcast.config import RecordSection
 from shopcast.hooks import Webhooks
-from shopcast.store import RecordingRecord, Store, TagRecord
+from shopcast.store import DatabaseUnavailable, RecordingRecord, Store, StreamRecord, TagRecord
 
 log = logging.getLogger(__name__)
 #: How often the retention sweep looks for recordings past ``retention_days``.
 SWEEP_INTERVAL = 3600.0
+#: Retries of a recording row the database did not take: first after this many seconds,
+#: doubling up to the maximum; at shutdown, how long to wait for the rows still pending.
+RETRY_FIRST, RETRY_MAX, FLUSH_TIMEOUT = 0.5, 5.0, 5.0
 
 
 def tag_of(rec: TagRecord) -> Tag:
@@ -60,6 +63,12 @@ class Recordings:
         self.on_delete: list[Callable[[str], Awaitable[None]]] = []
         self._sweeper: asyncio.Task[None] | None = None
         self._recovered: list[tuple[str, str, Manifest]] = []  # announced once HTTP is up
+        #: Each stream's ``record`` flag as read when its publisher's key was checked.
+        self._record_flags: dict[str, bool] = {}
+        #: The newest row of each recording not yet in the database (written in order by one
+        #: task, retried while the database is away: the show goes on meanwhile).
+        self._pending: dict[str, RecordingRecord] = {}
+        self._writer: asyncio.Task[None] | None = None
 
     # -- life --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -83,17 +92,30 @@ class Recordings:
         if self._sweeper is not None:
             self._sweeper.cancel()
         await self.media.close()
+        await self.flush(FLUSH_TIMEOUT)
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Wait until every pending recording row is in the database."""
+        if self._writer is not None and not self._writer.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._writer), timeout)
+            except TimeoutError:
+                log.error(
+                    "recordings: %d row(s) not written: the database is unavailable",
+                    len(self._pending),
+                )
+                self._writer.cancel()
 
     async def recover(self) -> None:
         """Every recording left ``recording`` by a crash is closed from what the store holds."""
-        for row in self.store.list_recordings(state="recording"):
+        for row in await self.store.list_recordings(state="recording"):
             try:
                 manifest = await self.recorder.recover(row.id)
             except StoreUnavailable as exc:
                 log.error("recording %s not recovered: %s", row.id, exc)
                 continue
             if manifest is None or manifest.duration <= 0:
-                self.store.save_recording(
+                self._queue(
                     _replace(row, state="failed", error="nothing recoverable after a crash")
                 )
                 log.warning("recording %s: nothing recoverable after a crash", row.id)
@@ -110,6 +132,7 @@ class Recordings:
                 manifest.duration,
                 manifest.byte_count,
             )
+        await self.flush()
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -125,7 +148,7 @@ class Recordings:
             return 0
         cutoff = self.clock() - self.section.retention_days * 86400
         removed = 0
-        for row in self.store.recordings_ended_before(cutoff):
+        for row in await self.store.recordings_ended_before(cutoff):
             await self.delete(row.id)
             removed += 1
         if removed:
@@ -133,11 +156,12 @@ class Recordings:
         return removed
 
     # -- RecordingOpener ---------------------------------------------------------------
+    def stream_published(self, stream: StreamRecord) -> None:
+        """A publisher's key was just checked: its stream's row as of now decides the show."""
+        self._record_flags[stream.id] = stream.record
+
     def open_recording(self, stream_id: str, target_duration: int) -> Recording | None:
-        if not self.section.enabled:
-            return None
-        stream = self.store.get_stream(stream_id)
-        if stream is None or not stream.record:
+        if not self.section.enabled or not self._record_flags.get(stream_id, True):
             return None
         return self.recorder.open(stream_id, target_duration)
 
@@ -193,7 +217,7 @@ class Recordings:
         error: str | None = None,
         degraded: str | None = None,
     ) -> None:
-        self.store.save_recording(
+        self._queue(
             RecordingRecord(
                 id=recording_id,
                 stream_id=stream_id,
@@ -209,11 +233,38 @@ class Recordings:
             )
         )
 
+    def _queue(self, row: RecordingRecord) -> None:
+        self._pending[row.id] = row  # a newer state of the same recording replaces the older
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_pending())
+
+    async def _write_pending(self) -> None:
+        delay = RETRY_FIRST
+        while self._pending:
+            row = next(iter(self._pending.values()))
+            try:
+                await self.store.save_recording(row)
+            except DatabaseUnavailable as exc:
+                if delay == RETRY_FIRST:
+                    log.warning("recording %s: row not saved yet, retrying: %s", row.id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+                continue
+            delay = RETRY_FIRST
+            if self._pending.get(row.id) is row:
+                del self._pending[row.id]
+
     # -- queries -----------------------------------------------------------------------
-    def get(self, recording_id: str) -> RecordingRecord | None:
+    async def get(self, recording_id: str) -> RecordingRecord | None:
         if not RECORDING_ID_RE.match(recording_id):
             return None
-        return self.store.get_recording(recording_id)
+        return self._pending.get(recording_id) or await self.store.get_recording(recording_id)
+
+    async def for_stream(self, stream_id: str) -> list[RecordingRecord]:
+        """The stream's recordings, oldest first (rows not yet written included)."""
+        rows = {r.id: r for r in await self.store.list_recordings(stream_id)}
+        rows.update((r.id, r) for r in self._pending.values() if r.stream_id == stream_id)
+        return sorted(rows.values(), key=lambda r: r.started_at)
 
     async def describe(self, row: RecordingRecord) -> dict[str, Any]:
         """A recording as the API shows it (live figures while it records)."""
@@ -226,7 +277,7 @@ class Recordings:
                 manifest = None
         tags = 0
         if manifest is not None:
-            stream_tags = map(tag_of, self.store.list_tags(row.stream_id))
+            stream_tags = map(tag_of, await self.store.list_tags(row.stream_id))
             tags = len(tags_in(stream_tags, manifest.time_range))
         out: dict[str, Any] = {
             "id": row.id,
@@ -250,18 +301,19 @@ class Recordings:
         for hook in self.on_delete:
             await hook(recording_id)
         removed = await self.recorder.delete(recording_id)
-        self.store.delete_recording(recording_id)
+        self._pending.pop(recording_id, None)
+        await self.store.delete_recording(recording_id)
         return removed
 
     # -- VodSource ---------------------------------------------------------------------
     async def vod(self, recording_id: str) -> VodRecording | None:
-        row = self.get(recording_id)
+        row = await self.get(recording_id)
         if row is None or (row.state == "failed" and row.bytes == 0):
             return None
         manifest = await self.recorder.manifest(row.id)
         if manifest is None:
             return None
-        tags = tags_in(map(tag_of, self.store.list_tags(row.stream_id)), manifest.time_range)
+        tags = tags_in(map(tag_of, await self.store.list_tags(row.stream_id)), manifest.time_range)
         ended = row.id not in self.recorder.active
         return VodRecording(manifest, tags, ended)
 

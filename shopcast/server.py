@@ -8,6 +8,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -20,20 +21,19 @@ from ingest.whip.session import WhipSettings
 from packager import access
 from packager.origin import add_hls_routes, add_picture_routes, add_vod_routes
 from packager.stores import open_store
-from shopcast.api import make_app
+from shopcast.api import TOKENS_KEY, make_app
 from shopcast.clips import ClipService, add_clip_routes
 from shopcast.config import Config
 from shopcast.hooks import PublishHook, TagWebhooks, Webhooks
 from shopcast.metrics import ShopcastMetrics, add_metrics_route
 from shopcast.pipeline import Pipelines, packager_config
 from shopcast.recordings import Recordings
-from shopcast.store import Store, new_secret
+from shopcast.store import DatabaseUnavailable, make_store
 from shopcast.tags import TagService, tag_json
 from shopcast.thumbnails import Thumbnails
 from shopcast.web import add_web_routes
 
 log = logging.getLogger(__name__)
-API_TOKEN_SETTING = "api_token"
 DEMO_STREAM = "demo"
 
 
@@ -50,12 +50,10 @@ class ShopcastServer:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.store = Store(config.store.path)
-        self.tokens, new_token = self._api_tokens()
-        demo_key = None
-        if self.store.is_empty():
-            demo_key = self.store.create_stream(DEMO_STREAM).stream_key
-        self.welcome = Welcome(new_token, demo_key)
+        self.store = make_store(config.store)  # opened by start()
+        self.tokens = config.api.tokens  # or the stored one, known once started
+        self.welcome = Welcome(None, None)
+        self._stream_ids: list[str] = []  # as of the last metrics scrape
         ing = config.ingest
         self.streams = LiveStreams(
             self._authorize,
@@ -89,11 +87,8 @@ class ShopcastServer:
             listener=self.metrics,
             continuity=config.continuity,
         )
-        self.metrics.watch(
-            lambda: [s.id for s in self.store.list_streams()],
-            self.streams,
-            self.pipelines.pipelines,
-        )
+        self.metrics.watch(lambda: self._stream_ids, self.streams, self.pipelines.pipelines)
+        self.metrics.before_scrape.append(self._refresh_stream_ids)
         hooks = config.hooks
         self.webhooks = Webhooks(hooks.webhook_urls, hooks.webhook_secret)
         self.publish_hook: PublishHook | None = None
@@ -159,9 +154,9 @@ class ShopcastServer:
         add_metrics_route(self.app, self.metrics)
         self.whip = WhipEndpoint(
             self.streams,
-            lambda stream_id: self.store.get_stream(stream_id) is not None,
+            self._stream_exists,
             WhipSettings.from_section(config.whip),
-            on_tag=lambda stream_id, body: tag_json(self.tags.create(stream_id, body, "cue")),
+            on_tag=self._whip_tag,
         )
         self.whip.add_routes(self.app)
         sc = config.srt
@@ -181,22 +176,47 @@ class ShopcastServer:
         #: Awaited first thing in :meth:`close` (e.g. the ``--demo`` publisher stops).
         self.before_close: list[Callable[[], Awaitable[None]]] = []
 
-    def _api_tokens(self) -> tuple[tuple[str, ...], str | None]:
-        if self.config.api.tokens:
-            return self.config.api.tokens, None
-        token = self.store.get_setting(API_TOKEN_SETTING)
-        if token:
-            return (token,), None
-        token = new_secret()
-        self.store.set_setting(API_TOKEN_SETTING, token)
-        return (token,), token
+    async def _first_start(self) -> None:
+        """The stored API token (made now when none is configured or stored) and the demo
+        stream on an empty store: once per database, however many nodes start together."""
+        first = await self.store.first_start(DEMO_STREAM, make_token=not self.config.api.tokens)
+        if not self.config.api.tokens:
+            assert first.api_token is not None
+            self.tokens = (first.api_token,)
+            self.app[TOKENS_KEY] = self.tokens
+        self.welcome = Welcome(first.new_api_token, first.new_demo_key)
 
-    def _authorize(self, stream_key: str) -> str | None:
-        rec = self.store.stream_for_key(stream_key)
-        return rec.id if rec else None
+    async def _authorize(self, stream_key: str) -> str | None:
+        rec = await self.store.stream_for_key(stream_key)
+        if rec is None:
+            return None
+        self.recordings.stream_published(rec)
+        return rec.id
+
+    async def _stream_exists(self, stream_id: str) -> bool:
+        return await self.store.get_stream(stream_id) is not None
+
+    async def _whip_tag(self, stream_id: str, body: Any) -> dict[str, Any]:
+        return tag_json(await self.tags.create(stream_id, body, "cue"))
+
+    async def _refresh_stream_ids(self) -> None:
+        try:
+            self._stream_ids = [s.id for s in await self.store.list_streams()]
+        except DatabaseUnavailable as exc:  # the live figures still count; the list waits
+            log.debug("metrics: stream list not refreshed: %s", exc)
+            self.metrics.store_available.set(0)
+        else:
+            self.metrics.store_available.set(1)
 
     async def start(self) -> None:
+        """Open the store (``DatabaseUnavailable`` if it cannot be used), then listen."""
         srv = self.config.server
+        await self.store.open()
+        try:
+            await self._first_start()
+        except BaseException:
+            await self.store.close()
+            raise
         await self.recordings.start()
         await self.rtmp.start(srv.rtmp_host, srv.rtmp_port)
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
@@ -252,7 +272,7 @@ class ShopcastServer:
             await self.publish_hook.close()
         if self._runner is not None:
             await self._runner.cleanup()
-        self.store.close()
+        await self.store.close()
 
     async def run_until_signal(self) -> None:
         """Run until SIGINT/SIGTERM, then shut down cleanly."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -16,7 +17,7 @@ from ingest.sessions import LiveStreams, PublishSession
 from packager.playlist import format_pdt
 from packager.tags import TAG_CLASSES
 from shopcast.pipeline import Pipelines
-from shopcast.store import CLICK_SOURCES, Store, TagRecord
+from shopcast.store import CLICK_SOURCES, DatabaseUnavailable, Store, TagRecord
 
 log = logging.getLogger(__name__)
 
@@ -204,11 +205,13 @@ class TagService:
         self.rate, self.burst = rate, burst
         self.clock = clock
         self._buckets: dict[str, TokenBucket] = {}
+        self._cue_tasks: set[asyncio.Task[None]] = set()  # cue points being stored
         streams.on_data.append(self._on_cue_point)
 
-    def create(self, stream_id: str, body: Any, source: str = "api") -> TagRecord:
-        """Validate, stamp, store, then place the tag; every refusal is a ``TagError``."""
-        if self.store.get_stream(stream_id) is None:
+    async def create(self, stream_id: str, body: Any, source: str = "api") -> TagRecord:
+        """Validate, stamp, store, then place the tag; every refusal is a ``TagError``
+        (``DatabaseUnavailable`` when the tag cannot be stored)."""
+        if await self.store.get_stream(stream_id) is None:
             raise TagError(404, "not_found", f"stream {stream_id!r} does not exist")
         bucket = self._buckets.setdefault(stream_id, TokenBucket(self.rate, self.burst))
         if not bucket.take(self.clock()):
@@ -256,20 +259,20 @@ class TagService:
             clicks=0,
             created_at=self.clock(),
         )
-        self.store.insert_tag(record)  # durable before anyone hears "201"
+        await self.store.insert_tag(record)  # durable before anyone hears "201"
         if package.place_tag(tag):
-            self.store.set_tag_late(tag.id)
+            await self.store.set_tag_late(tag.id)
             record = TagRecord(**{**record.__dict__, "late": True})
         for listener in self.listeners:
             listener.tag_created(record)
         return record
 
-    def click(self, stream_id: str, tag_id: str, source: str = "live") -> int | None:
+    async def click(self, stream_id: str, tag_id: str, source: str = "live") -> int | None:
         """Count a buy-button click made on the ``source`` page (live or replay); the tag's
         click total, or ``None`` if there is no such tag."""
         if source not in CLICK_SOURCES:
             raise TagError(422, "invalid", f"source must be one of {', '.join(CLICK_SOURCES)}")
-        clicks = self.store.count_click(stream_id, tag_id, source)
+        clicks = await self.store.count_click(stream_id, tag_id, source)
         if clicks is not None:
             for listener in self.listeners:
                 listener.tag_clicked(stream_id, source)
@@ -311,19 +314,26 @@ class TagService:
         if body is None:
             return
         body["at"] = max(timestamp, 0)
+        task = asyncio.get_running_loop().create_task(self._cue_tag(session, name, body))
+        self._cue_tasks.add(task)
+        task.add_done_callback(self._cue_tasks.discard)
+
+    async def _cue_tag(self, session: PublishSession, name: str, body: dict[str, Any]) -> None:
         try:
-            rec = self.create(session.stream_id, body, source="cue")
+            rec = await self.create(session.stream_id, body, source="cue")
         except TagError as exc:
             log.warning("[%s] cue point %s refused: %s", session.stream_id, name, exc.message)
+        except DatabaseUnavailable as exc:
+            log.warning("[%s] cue point %s not stored: %s", session.stream_id, name, exc)
         else:
             log.info(
                 "[%s] cue point %s → tag %s at %d ms", session.stream_id, name, rec.id, rec.pts
             )
 
-    def list(self, stream_id: str) -> list[TagRecord]:
-        if self.store.get_stream(stream_id) is None:
+    async def list(self, stream_id: str) -> list[TagRecord]:
+        if await self.store.get_stream(stream_id) is None:
             raise TagError(404, "not_found", f"stream {stream_id!r} does not exist")
-        return self.store.list_tags(stream_id)
+        return await self.store.list_tags(stream_id)
 
 
 def cue_point_body(name: str, args: tuple[Any, ...]) -> dict[str, Any] | None:

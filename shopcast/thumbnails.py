@@ -39,7 +39,8 @@ class Thumbnails:
         """The tag's frame: from the live window while it holds it, else from a recording."""
 
         async def make() -> bytes | None:
-            tag = next((t for t in self.store.list_tags(stream_id) if t.id == tag_id), None)
+            tags = await self.store.list_tags(stream_id)
+            tag = next((t for t in tags if t.id == tag_id), None)
             if tag is None:
                 return None
             pdt = tag.program_date_time
@@ -98,7 +99,7 @@ class Thumbnails:
 
     async def _recorded(self, stream_id: str, pdt: float) -> bytes | None:
         """From the recording of the show that holds the date, if any."""
-        for row in self.store.list_recordings(stream_id):
+        for row in await self.store.list_recordings(stream_id):
             if row.started_at > pdt + _SLACK:
                 continue
             vod = await self.recordings.vod(row.id)

@@ -62,7 +62,7 @@ async def _replay_show(request: web.Request) -> tuple[RecordingRecord, list[TagR
     """A playable recording and the tags its VOD playlists carry; HTTP 404/503 otherwise."""
     recordings = request.app[RECORDINGS_KEY]
     recording_id = request.match_info["recording_id"]
-    row = recordings.get(recording_id)  # None unless the id has the recorder's shape
+    row = await recordings.get(recording_id)  # None unless the id has the recorder's shape
     try:
         vod = await recordings.vod(recording_id) if row is not None else None
     except StoreUnavailable as exc:
@@ -72,7 +72,8 @@ async def _replay_show(request: web.Request) -> tuple[RecordingRecord, list[TagR
     if row is None or vod is None:
         raise web.HTTPNotFound(text="no such recording")
     in_vod = {tag.id for tag in vod.tags}
-    return row, [t for t in request.app[STORE_KEY].list_tags(row.stream_id) if t.id in in_vod]
+    tags = await request.app[STORE_KEY].list_tags(row.stream_id)
+    return row, [t for t in tags if t.id in in_vod]
 
 
 async def replay_page(request: web.Request) -> web.Response:

@@ -158,7 +158,7 @@ async def publish(
 ) -> asyncio.subprocess.Process:
     return await start_ffmpeg(
         ffmpeg_publish_args(
-            origin.rtmp_url(origin.key()), seconds=seconds, size=size, realtime=True
+            origin.rtmp_url(await origin.key()), seconds=seconds, size=size, realtime=True
         )
     )
 

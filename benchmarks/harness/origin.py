@@ -73,8 +73,8 @@ class Origin:
     def http(self) -> str:
         return f"http://127.0.0.1:{self.server.http_port}"
 
-    def key(self, stream_id: str = "demo") -> str:
-        rec = self.server.store.get_stream(stream_id)
+    async def key(self, stream_id: str = "demo") -> str:
+        rec = await self.server.store.get_stream(stream_id)
         assert rec is not None
         return rec.stream_key
 

@@ -33,6 +33,8 @@ REFUSAL_CODES = {
     RefusalReason.DUPLICATE: "NetStream.Publish.BadName",
     RefusalReason.HOOK_DENIED: "NetStream.Publish.Rejected",
 }
+#: When the key cannot be checked at all (the store is down): the publisher may retry.
+UNAVAILABLE_CODE = "NetStream.Publish.Rejected"
 
 
 @dataclass(frozen=True)
@@ -155,24 +157,23 @@ class RTMPPublisherProtocol(asyncio.Protocol):
         if self.session is not None or self._admitting is not None:
             self._fail("second publish on one connection")
             return
+        # The key is looked up in the store, then the optional admission hook asks; the core
+        # parses nothing more until we answer, so bytes simply wait meanwhile.
+        self._admitting = asyncio.ensure_future(self._admit(event))
+
+    async def _admit(self, event: PublishRequested) -> None:
         streams = self.server.streams
         try:
-            stream_id = streams.resolve(event.stream_name)
-        except PublishRefused as exc:
-            self._refuse(event, exc)
-            return
-        if streams.admission is None:
-            self._open(event, stream_id)
-            return
-        # The core parses nothing more until we answer, so bytes simply wait meanwhile.
-        self._admitting = asyncio.ensure_future(self._admit(event, stream_id))
-
-    async def _admit(self, event: PublishRequested, stream_id: str) -> None:
-        try:
-            await self.server.streams.admit(stream_id, self)
+            stream_id = await streams.resolve(event.stream_name)
+            await streams.admit(stream_id, self)
         except PublishRefused as exc:
             if not self.closed:
                 self._refuse(event, exc)
+            return
+        except Exception as exc:  # the key cannot be checked now (its store is down)
+            if not self.closed:
+                self.conn.reject_publish(event, code=UNAVAILABLE_CODE, description=str(exc)[:200])
+                self._fail(f"publish refused: the key cannot be checked now: {exc}")
             return
         finally:
             self._admitting = None

@@ -58,6 +58,9 @@ REJECT_BAD_REQUEST = 1400
 REJECT_UNAUTHORIZED = 1401
 REJECT_OVERLOAD = 1402
 REJECT_CONFLICT = 1409
+REJECT_DOWN = 1503  # the key cannot be checked now (its store is down): try again later
+#: Seconds the handshake waits for the key lookup on the event loop before refusing.
+HANDSHAKE_LOOKUP_TIMEOUT = 3.0
 #: Bytes a caller may send while the on_publish hook decides (a few seconds of video).
 MAX_PENDING = 4 << 20
 
@@ -76,11 +79,11 @@ class SrtSettings:
     limits: TSLimits = field(default_factory=TSLimits)
 
 
-def resolve_caller(streams: LiveStreams, raw_stream_id: bytes) -> str:
+async def resolve_caller(streams: LiveStreams, raw_stream_id: bytes) -> str:
     """The stream an SRT caller's stream id publishes to; raises ``StreamIdError`` or
     ``PublishRefused`` (an unknown key, or ``r=`` naming a stream the key is not for)."""
     request = parse_stream_id(raw_stream_id)
-    stream_id = streams.resolve(request.key)
+    stream_id = await streams.resolve(request.key)
     if request.stream_id is not None and request.stream_id != stream_id:
         raise PublishRefused(
             RefusalReason.BAD_KEY,
@@ -158,22 +161,23 @@ class SrtPublisher:
     # --- start -----------------------------------------------------------------------------
 
     def start(self) -> None:
+        # The key is looked up in the store, then the optional admission hook asks; what
+        # the caller sends meanwhile waits in _pending.
+        self._admitting = asyncio.ensure_future(self._admit())
+
+    async def _admit(self) -> None:
         streams = self.server.streams
         try:
-            stream_id = resolve_caller(streams, self.sock.stream_id)
-        except (StreamIdError, PublishRefused) as exc:
+            stream_id = await resolve_caller(streams, self.sock.stream_id)
+            await streams.admit(stream_id, self)
+        except StreamIdError as exc:
             self.fail(f"publish refused: {exc}")
             return
-        if streams.admission is None:
-            self._open(stream_id)
-        else:
-            self._admitting = asyncio.ensure_future(self._admit(stream_id))
-
-    async def _admit(self, stream_id: str) -> None:
-        try:
-            await self.server.streams.admit(stream_id, self)
         except PublishRefused as exc:
             self.fail(f"publish refused: {exc.detail}")
+            return
+        except Exception as exc:  # the key cannot be checked now (its store is down)
+            self.fail(f"publish refused: the key cannot be checked now: {exc}")
             return
         finally:
             self._admitting = None
@@ -298,6 +302,7 @@ class SrtServer:
         self._poller: SrtPoller | None = None
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="srt-poll")
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # where keys are looked up
         self._closing = False
         self.handshake_refusals = 0
 
@@ -305,6 +310,7 @@ class SrtServer:
         """Listen on UDP ``host:port``; :class:`SrtUnavailable` if libsrt is missing or fails."""
         if libsrt is None:
             raise SrtUnavailable(UNAVAILABLE)
+        self._loop = asyncio.get_running_loop()
         s = self.settings
         try:
             self._listener = libsrt.SrtSocket.listener(
@@ -353,13 +359,19 @@ class SrtServer:
     def _handshake_check(self, raw: bytes, peer: str) -> int:
         """Refuse during the handshake what can be refused without the event loop (a malformed
         stream id, a wrong key, a full house), so the caller is told ``rejected`` with a code
-        instead of seeing its connection drop. Runs on libsrt's thread: it only reads."""
+        instead of seeing its connection drop. Runs on libsrt's thread: the key lookup runs on
+        the event loop meanwhile (bounded wait)."""
+        assert self._loop is not None
+        lookup = asyncio.run_coroutine_threadsafe(resolve_caller(self.streams, raw), self._loop)
         try:
-            stream_id = resolve_caller(self.streams, raw)
+            stream_id = lookup.result(HANDSHAKE_LOOKUP_TIMEOUT)
         except StreamIdError as exc:
             return self._reject(peer, REJECT_BAD_REQUEST, str(exc))
         except PublishRefused as exc:
             return self._reject(peer, REJECT_UNAUTHORIZED, exc.detail)
+        except Exception as exc:  # the store is down, or the lookup took too long
+            lookup.cancel()
+            return self._reject(peer, REJECT_DOWN, f"the key cannot be checked now: {exc!r}")
         if len(self.publishers) >= self.settings.max_sessions:
             return self._reject(peer, REJECT_OVERLOAD, "max_sessions reached")
         if self.streams.on_duplicate == "reject" and stream_id in self.streams.sessions:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,7 +130,7 @@ class WhipEndpoint:
     def __init__(
         self,
         streams: LiveStreams,
-        stream_exists: Callable[[str], bool],
+        stream_exists: Callable[[str], Awaitable[bool]],
         settings: WhipSettings,
         on_tag: TagSink | None = None,
     ) -> None:
@@ -169,7 +169,7 @@ class WhipEndpoint:
         if not self.limiter.allow(request.remote or "?"):
             return _error(429, "too many requests", {"Retry-After": "1"})
         stream_id = request.match_info["stream_id"]
-        if not self.stream_exists(stream_id):
+        if not await self.stream_exists(stream_id):
             return _error(404, "no such stream")
         auth = request.headers.get("Authorization", "")
         scheme, _, key = auth.partition(" ")
@@ -177,7 +177,7 @@ class WhipEndpoint:
         if scheme.lower() != "bearer" or not key.strip():
             return _error(401, "stream key required: Authorization: Bearer <stream key>", bearer)
         try:
-            keyed_stream = self.streams.resolve(key.strip())
+            keyed_stream = await self.streams.resolve(key.strip())
         except PublishRefused:
             keyed_stream = None
         if keyed_stream != stream_id:
@@ -270,7 +270,7 @@ class WhipEndpoint:
 
     async def page(self, request: web.Request) -> web.Response:
         stream_id = request.match_info["stream_id"]
-        if not self.stream_exists(stream_id):  # store ids are safe to put into the HTML
+        if not await self.stream_exists(stream_id):  # store ids are safe to put into the HTML
             raise web.HTTPNotFound(text="no such stream")
         html = (STATIC / "publish.html").read_text().replace("{stream_id}", stream_id)
         return web.Response(

@@ -15,7 +15,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -107,7 +107,7 @@ class WhipSettings:
 
 #: Creates a product tag on a stream from a JSON body (the control API's tag request) and
 #: returns the created tag as JSON; raises with ``code`` (and ``status``) when refused.
-TagSink = Callable[[str, Any], dict[str, Any]]
+TagSink = Callable[[str, Any], Awaitable[dict[str, Any]]]
 #: Largest data channel message taken as a tag request.
 MAX_TAG_MESSAGE = 16 * 1024
 
@@ -167,6 +167,7 @@ class WhipSession:
         self._on_tag = on_tag
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing: asyncio.Task[None] | None = None
+        self._tag_reply: asyncio.Future[None] | None = None  # the newest data channel reply
         self._origin: float | None = None  # wall time of PTS 0
         self._clocks = {
             MediaKind.VIDEO: _TrackClock(VIDEO_CLOCK),
@@ -379,11 +380,20 @@ class WhipSession:
         """
 
         def on_message(message: str | bytes) -> None:
-            channel.send(json.dumps(self._tag(message)))
+            previous = self._tag_reply
+
+            async def reply() -> None:
+                if previous is not None:  # replies go out in the order the requests came
+                    await asyncio.wait([previous])
+                result = await self._tag(message)
+                if channel.readyState == "open":
+                    channel.send(json.dumps(result))
+
+            self._tag_reply = asyncio.ensure_future(reply())
 
         channel.on("message", on_message)
 
-    def _tag(self, message: str | bytes) -> dict[str, Any]:
+    async def _tag(self, message: str | bytes) -> dict[str, Any]:
         if self._on_tag is None or self.live is None:
             return {"error": {"code": "unavailable", "message": "tags are not taken now"}}
         if len(message) > MAX_TAG_MESSAGE:
@@ -393,7 +403,7 @@ class WhipSession:
         except ValueError as exc:
             return {"error": {"code": "invalid", "message": f"not JSON: {exc}"}}
         try:
-            return self._on_tag(self.stream_id, body)
+            return await self._on_tag(self.stream_id, body)
         except Exception as exc:  # the tag service's refusal (TagError) carries a code
             code = getattr(exc, "code", None)
             if code is None:

@@ -18,7 +18,9 @@ pytestmark = [pytest.mark.e2e, requires_ffmpeg]
 
 async def test_audio_only_publish_is_live_hls(origin: Origin) -> None:
     proc = await start_ffmpeg(
-        ffmpeg_publish_args(origin.rtmp_url(origin.key()), seconds=8, video=False, realtime=True)
+        ffmpeg_publish_args(
+            origin.rtmp_url(await origin.key()), seconds=8, video=False, realtime=True
+        )
     )
     try:
         async with aiohttp.ClientSession() as http:

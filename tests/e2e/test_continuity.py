@@ -84,7 +84,7 @@ async def origin(tmp_path: Path, receiver: Receiver) -> AsyncIterator[Origin]:
 
 async def publish(origin: Origin, seconds: float = 120) -> asyncio.subprocess.Process:
     return await start_ffmpeg(
-        ffmpeg_publish_args(origin.rtmp_url(origin.key()), seconds=seconds, realtime=True)
+        ffmpeg_publish_args(origin.rtmp_url(await origin.key()), seconds=seconds, realtime=True)
     )
 
 
@@ -316,7 +316,9 @@ async def test_whip_delete_is_clean_and_silent_tracks_are_a_drop(
     whip = WhipSection(host_addresses=("127.0.0.1",))
     async with serving(tmp_path, receiver.url, SLATE_WINDOW, whip=whip) as origin:
         async with aiohttp.ClientSession() as http:
-            first = await whip_publish(http, origin.http, "demo", origin.key(), size=(180, 320))
+            first = await whip_publish(
+                http, origin.http, "demo", await origin.key(), size=(180, 320)
+            )
             await ready_show(origin)
             assert await unpublish(http, origin.http, first) == 200
             await asyncio.sleep(origin.server.config.continuity.gap_timeout + 0.5)
@@ -325,7 +327,9 @@ async def test_whip_delete_is_clean_and_silent_tracks_are_a_drop(
             assert package.slate_seconds == 0
 
             # Back within the reconnect window: the same show goes on; then the tracks stop.
-            second = await whip_publish(http, origin.http, "demo", origin.key(), size=(180, 320))
+            second = await whip_publish(
+                http, origin.http, "demo", await origin.key(), size=(180, 320)
+            )
             try:
                 sessions = origin.server.streams.sessions
                 await until(lambda: any(x.last_media for x in sessions.values()), 10, "its media")

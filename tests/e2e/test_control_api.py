@@ -89,10 +89,10 @@ async def test_auth_negatives(origin: Origin) -> None:
 
 
 async def test_rotated_key_refuses_the_old_one(origin: Origin) -> None:
-    old = origin.key()
+    old = await origin.key()
     status, rotated = await call(origin, "POST", "/api/v1/streams/demo/key")
     assert status == 200 and rotated["stream_key"] != old
-    assert origin.key() == rotated["stream_key"]
+    assert await origin.key() == rotated["stream_key"]
     code, _ = await run_ffmpeg(ffmpeg_publish_args(origin.rtmp_url(old)))
     assert code != 0  # the old key is dead at once
     code, err = await run_ffmpeg(ffmpeg_publish_args(origin.rtmp_url(rotated["stream_key"])))
@@ -108,7 +108,7 @@ async def test_live_controls_kick_and_vertical(origin: Origin) -> None:
     publish = asyncio.ensure_future(
         run_ffmpeg(
             ffmpeg_publish_args(
-                origin.rtmp_url(origin.key()), seconds=30, size="640x360", realtime=True
+                origin.rtmp_url(await origin.key()), seconds=30, size="640x360", realtime=True
             )
         )
     )

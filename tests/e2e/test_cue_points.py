@@ -120,7 +120,7 @@ async def test_cue_points_become_tags_on_their_frames(origin: Origin, flv_file: 
         1500: [("onCuePoint", {"name": "chapter", "parameters": {"title": "no tag"}})],
     }
 
-    publisher = RTMPPublisher("127.0.0.1", origin.server.rtmp.port, "live", origin.key())
+    publisher = RTMPPublisher("127.0.0.1", origin.server.rtmp.port, "live", await origin.key())
     await publisher.connect()
     sending = asyncio.ensure_future(replay(publisher, tags, inserts))
     try:

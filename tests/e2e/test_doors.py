@@ -62,7 +62,7 @@ async def test_on_publish_hook_admits_refuses_and_fails_closed(
     origin = await start_origin(
         tmp_path, hooks=HooksSection(on_publish=receiver.url, on_publish_timeout=1.0)
     )
-    url = origin.rtmp_url(origin.key())
+    url = origin.rtmp_url(await origin.key())
     try:
         code, err = await run_ffmpeg(ffmpeg_publish_args(url, seconds=1))
         assert code == 0, err
@@ -109,7 +109,7 @@ async def test_webhooks_signed_and_a_dead_receiver_slows_nothing(
     try:
         ref = tmp_path / "ref.flv"
         code, err = await run_ffmpeg(
-            ffmpeg_publish_args(origin.rtmp_url(origin.key()), seconds=2, copy_to=ref)
+            ffmpeg_publish_args(origin.rtmp_url(await origin.key()), seconds=2, copy_to=ref)
         )
         assert code == 0, err
         [capture] = origin.captures
@@ -135,7 +135,7 @@ async def test_tag_created_webhook(tmp_path: Path, receiver: Receiver) -> None:
         tmp_path, hooks=HooksSection(webhook_urls=(receiver.url,), webhook_secret=SECRET)
     )
     publish = await start_ffmpeg(
-        ffmpeg_publish_args(origin.rtmp_url(origin.key()), seconds=8, realtime=True)
+        ffmpeg_publish_args(origin.rtmp_url(await origin.key()), seconds=8, realtime=True)
     )
     try:
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {API_TOKEN}"}) as h:
@@ -165,7 +165,7 @@ async def test_signed_playback_urls(tmp_path: Path) -> None:
     secret = "playback-secret"
     origin = await start_origin(tmp_path, playback=PlaybackSection(secret=secret))
     publish = await start_ffmpeg(
-        ffmpeg_publish_args(origin.rtmp_url(origin.key()), seconds=10, realtime=True)
+        ffmpeg_publish_args(origin.rtmp_url(await origin.key()), seconds=10, realtime=True)
     )
     base = f"{origin.http}/hls/demo"
     try:

@@ -77,7 +77,7 @@ async def show(origin: Origin, browser: Any, n: int) -> tuple[list[str], dict[st
     async with aiohttp.ClientSession(headers=AUTH) as http:
         async with http.post(f"{origin.http}/api/v1/streams", json={"id": stream}) as r:
             assert r.status == 201, await r.text()
-        url = origin.rtmp_url(origin.key(stream))
+        url = origin.rtmp_url(await origin.key(stream))
         publisher = await start_ffmpeg(
             ffmpeg_publish_args(url, seconds=40, size="180x320", realtime=True)
         )

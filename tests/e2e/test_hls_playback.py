@@ -24,7 +24,7 @@ pytestmark = [
 
 async def start_publisher(origin: Origin, seconds: float) -> asyncio.subprocess.Process:
     args = ffmpeg_publish_args(
-        origin.rtmp_url(origin.key()), seconds=seconds, size="360x640", realtime=True
+        origin.rtmp_url(await origin.key()), seconds=seconds, size="360x640", realtime=True
     )
     return await asyncio.create_subprocess_exec(
         *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL

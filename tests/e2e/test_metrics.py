@@ -68,7 +68,7 @@ async def test_metrics_after_a_real_publish(origin: Origin) -> None:
     publish = asyncio.ensure_future(
         run_ffmpeg(
             ffmpeg_publish_args(
-                origin.rtmp_url(origin.key()), seconds=5, size="360x640", realtime=True
+                origin.rtmp_url(await origin.key()), seconds=5, size="360x640", realtime=True
             )
         )
     )

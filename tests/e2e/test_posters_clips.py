@@ -75,7 +75,7 @@ async def test_posters_thumbnails_and_clips_of_a_show(show_origin: Origin, tmp_p
     await asyncio.to_thread(barcode.encode_flv, flv, SECONDS)
     publisher = await asyncio.create_subprocess_exec(
         *[FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-i", str(flv)],
-        *["-c", "copy", "-f", "flv", origin.rtmp_url(origin.key())],
+        *["-c", "copy", "-f", "flv", origin.rtmp_url(await origin.key())],
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )

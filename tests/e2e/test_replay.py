@@ -25,9 +25,9 @@ import pytest
 from benchmarks.harness.serve_env import SHOPCAST, serve_env
 from packager.playlist import parse_media_playlist
 from packager.tags import SHOW_CLASS
-from shopcast.config import HooksSection, PackagerSection
+from shopcast.config import HooksSection, PackagerSection, StoreSection
 from shopcast.server import ShopcastServer
-from shopcast.store import Store
+from shopcast.store import make_store
 from tests.packager.id3 import parse_emsg, read_txxx
 
 from . import barcode
@@ -185,7 +185,7 @@ async def test_show_is_recorded_and_replays_with_its_tags(tmp_path: Path) -> Non
     show, frames = await flv(tmp_path, 12)
     async with origin_with(tmp_path) as origin, aiohttp.ClientSession(headers=AUTH) as http:
         base = origin.http
-        publisher = await publish(show, origin.rtmp_url(origin.key()))
+        publisher = await publish(show, origin.rtmp_url(await origin.key()))
         try:
             await wait_live(http, base)
             session = origin.server.streams.sessions["demo"]
@@ -307,7 +307,7 @@ async def test_reconnect_within_the_window_continues_one_recording(
         aiohttp.ClientSession(headers=AUTH) as http,
     ):
         for show in (first, second):
-            publisher = await publish(show, origin.rtmp_url(origin.key()))
+            publisher = await publish(show, origin.rtmp_url(await origin.key()))
             assert await asyncio.wait_for(publisher.wait(), 30) == 0
         rec = await wait_recording(http, origin.http, ("ready", "failed"))
         assert rec["state"] == "ready", rec
@@ -343,7 +343,7 @@ async def test_record_false_makes_no_recording(tmp_path: Path) -> None:
             assert r.status == 422
         async with http.patch(f"{origin.http}/api/v1/streams/demo", json={"record": False}) as r:
             assert r.status == 200 and (await r.json())["record"] is False
-        publisher = await publish(show, origin.rtmp_url(origin.key()))
+        publisher = await publish(show, origin.rtmp_url(await origin.key()))
         assert await asyncio.wait_for(publisher.wait(), 30) == 0
         await until_ended(http, f"{origin.http}/hls/demo/{RENDITIONS[0]}/index.m3u8")
         await asyncio.sleep(0.5)
@@ -356,7 +356,7 @@ async def test_disk_full_fails_the_recording_and_the_show_goes_on(
 ) -> None:
     show, frames = await flv(tmp_path, 8)
     async with origin_with(tmp_path) as origin, aiohttp.ClientSession(headers=AUTH) as http:
-        publisher = await publish(show, origin.rtmp_url(origin.key()))
+        publisher = await publish(show, origin.rtmp_url(await origin.key()))
         assert await asyncio.wait_for(publisher.wait(), 30) == 0
         rec = await wait_recording(http, origin.http, ("ready", "failed"))
         assert rec["state"] == "failed" and "disk full" in rec["error"], rec
@@ -412,9 +412,10 @@ async def serve(
 async def test_sigkill_mid_show_leaves_a_ready_recording(
     tmp_path: Path, hooks_receiver: Receiver
 ) -> None:
-    store = Store(tmp_path / "store.sqlite3")
-    key = store.create_stream("demo").stream_key
-    store.close()
+    store = make_store(StoreSection(path=str(tmp_path / "store.sqlite3")))
+    await store.open()
+    key = (await store.create_stream("demo")).stream_key
+    await store.close()
     show, _ = await flv(tmp_path, 20)
     async with serve(tmp_path, 1) as (proc, srv), aiohttp.ClientSession(headers=AUTH) as http:
         publisher = await publish(show, srv.rtmp_url(key))

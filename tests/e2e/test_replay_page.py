@@ -101,7 +101,7 @@ async def test_replay_page_cards_chapters_and_clicks(tmp_path: Path, browser: An
     show, frames = await flv(tmp_path, SECONDS)
     async with replay_origin(tmp_path) as origin, aiohttp.ClientSession(headers=AUTH) as http:
         base = origin.http
-        publisher = await publish(show, origin.rtmp_url(origin.key()))
+        publisher = await publish(show, origin.rtmp_url(await origin.key()))
         try:
             await wait_on_air(http, base)
             live = await open_shop(browser, f"{base}/demo/demo")
@@ -249,7 +249,7 @@ async def test_replay_data_needs_the_recordings_token_when_playback_is_signed(
         replay_origin(tmp_path, playback_secret=secret) as origin,
         aiohttp.ClientSession(headers=AUTH) as http,
     ):
-        publisher = await publish(show, origin.rtmp_url(origin.key()))
+        publisher = await publish(show, origin.rtmp_url(await origin.key()))
         await asyncio.wait_for(publisher.wait(), 30)
         rid = (await wait_recording(http, origin.http, ("ready",)))["id"]
         expires = int(time.time()) + 600

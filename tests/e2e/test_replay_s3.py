@@ -16,7 +16,8 @@ import pytest
 
 from benchmarks.harness.s3_server import S3Server
 from benchmarks.harness.serve_env import ServeEnv
-from shopcast.store import Store
+from shopcast.config import StoreSection
+from shopcast.store import make_store
 
 from .conftest import API_TOKEN, ffmpeg_publish_args, requires_ffmpeg, start_ffmpeg, stop_ffmpeg
 from .test_replay import get, recordings, segments, serve, text, wait_recording
@@ -29,10 +30,11 @@ FPS = 30
 SHOW = 20
 
 
-def stream_key(tmp_path: Path) -> str:
-    store = Store(tmp_path / "store.sqlite3")
-    key = store.create_stream("demo").stream_key
-    store.close()
+async def stream_key(tmp_path: Path) -> str:
+    store = make_store(StoreSection(path=str(tmp_path / "store.sqlite3")))
+    await store.open()
+    key = (await store.create_stream("demo")).stream_key
+    await store.close()
     return key
 
 
@@ -88,7 +90,7 @@ async def decode_vod(http: aiohttp.ClientSession, vod: str, tmp: Path) -> dict[s
 async def test_show_recorded_into_s3_plays_back_and_deletes(
     tmp_path: Path, s3_server: S3Server
 ) -> None:
-    key = stream_key(tmp_path)
+    key = await stream_key(tmp_path)
     env = s3_server.env(prefix=PREFIX)
     async with serve(tmp_path, 1, **env) as (_, srv), aiohttp.ClientSession(headers=AUTH) as http:
         publisher = await start_ffmpeg(
@@ -154,7 +156,7 @@ async def test_show_recorded_into_s3_plays_back_and_deletes(
 async def test_s3_killed_mid_show_live_goes_on_recording_says_why(
     tmp_path: Path, s3_server: S3Server
 ) -> None:
-    key = stream_key(tmp_path)
+    key = await stream_key(tmp_path)
     env = s3_server.env(prefix=PREFIX)
     async with serve(tmp_path, 1, **env) as (_, srv), aiohttp.ClientSession(headers=AUTH) as http:
         publisher = await start_ffmpeg(

@@ -29,7 +29,7 @@ async def test_unknown_key_is_refused(origin: Origin) -> None:
 
 
 async def test_published_media_reaches_the_hub(origin: Origin) -> None:
-    publisher = RTMPPublisher("127.0.0.1", origin.server.rtmp.port, "live", origin.key())
+    publisher = RTMPPublisher("127.0.0.1", origin.server.rtmp.port, "live", await origin.key())
     await publisher.connect()
     try:
         assert [s.code for s in publisher.statuses] == ["NetStream.Publish.Start"]

@@ -67,7 +67,7 @@ def assert_matches_file(capture: Capture, flv: Path) -> None:
 async def test_publish_720p_every_frame_and_live_status(origin: Origin, tmp_path: Path) -> None:
     ref = tmp_path / "ref.flv"
     args = ffmpeg_publish_args(
-        origin.rtmp_url(origin.key()), seconds=5, size="720x1280", realtime=True, copy_to=ref
+        origin.rtmp_url(await origin.key()), seconds=5, size="720x1280", realtime=True, copy_to=ref
     )
     proc = asyncio.ensure_future(run_ffmpeg(args))
     live = None
@@ -104,7 +104,7 @@ async def test_publish_720p_every_frame_and_live_status(origin: Origin, tmp_path
 async def test_bframes_keep_composition_offsets(origin: Origin, tmp_path: Path) -> None:
     ref = tmp_path / "ref.flv"
     code, err = await run_ffmpeg(
-        ffmpeg_publish_args(origin.rtmp_url(origin.key()), bframes=2, copy_to=ref)
+        ffmpeg_publish_args(origin.rtmp_url(await origin.key()), bframes=2, copy_to=ref)
     )
     assert code == 0, err
     [capture] = origin.captures
@@ -126,7 +126,9 @@ async def test_single_track_publish(
 ) -> None:
     ref = tmp_path / "ref.flv"
     code, err = await run_ffmpeg(
-        ffmpeg_publish_args(origin.rtmp_url(origin.key()), video=video, audio=audio, copy_to=ref)
+        ffmpeg_publish_args(
+            origin.rtmp_url(await origin.key()), video=video, audio=audio, copy_to=ref
+        )
     )
     assert code == 0, err
     [capture] = origin.captures
@@ -171,7 +173,7 @@ async def test_small_and_large_chunk_sizes(origin: Origin, tmp_path: Path, chunk
     proxy = await _rechunking_proxy(origin.server.rtmp.port, chunk_size)
     port = proxy.sockets[0].getsockname()[1]
     ref = tmp_path / "ref.flv"
-    url = f"rtmp://127.0.0.1:{port}/live/{origin.key()}"
+    url = f"rtmp://127.0.0.1:{port}/live/{await origin.key()}"
     try:
         code, err = await run_ffmpeg(ffmpeg_publish_args(url, bframes=2, copy_to=ref))
     finally:
@@ -183,22 +185,24 @@ async def test_small_and_large_chunk_sizes(origin: Origin, tmp_path: Path, chunk
 
 
 async def test_wrong_key_refused(origin: Origin) -> None:
-    before = origin.server.store.list_streams()
+    before = await origin.server.store.list_streams()
     code, _ = await run_ffmpeg(ffmpeg_publish_args(origin.rtmp_url("not-the-key")))
     assert code != 0
     assert origin.captures == []
-    assert origin.server.store.list_streams() == before
+    assert await origin.server.store.list_streams() == before
     assert (await status(origin))["state"] == "offline"
 
 
 async def test_wrong_app_refused(origin: Origin) -> None:
-    code, _ = await run_ffmpeg(ffmpeg_publish_args(origin.rtmp_url(origin.key(), app="other")))
+    code, _ = await run_ffmpeg(
+        ffmpeg_publish_args(origin.rtmp_url(await origin.key(), app="other"))
+    )
     assert code != 0
     assert origin.captures == []
 
 
 async def test_second_publisher_takes_over(origin: Origin) -> None:
-    url = origin.rtmp_url(origin.key())
+    url = origin.rtmp_url(await origin.key())
     first = asyncio.ensure_future(run_ffmpeg(ffmpeg_publish_args(url, seconds=30, realtime=True)))
     while not origin.captures:
         await asyncio.sleep(0.05)
@@ -220,7 +224,7 @@ async def test_second_publisher_rejected_when_configured(tmp_path: Path) -> None
     await server.start()
     origin = Origin(server)
     try:
-        url = origin.rtmp_url(origin.key())
+        url = origin.rtmp_url(await origin.key())
         first = asyncio.ensure_future(
             run_ffmpeg(ffmpeg_publish_args(url, seconds=3, realtime=True))
         )
@@ -239,12 +243,12 @@ async def test_bad_client_disconnected_other_stream_unharmed(
     origin: Origin, tmp_path: Path
 ) -> None:
     """Garbage and bound violations drop only that client; a concurrent real publish is intact."""
-    origin.server.store.create_stream("other")
+    await origin.server.store.create_stream("other")
     ref = tmp_path / "ref.flv"
     good = asyncio.ensure_future(
         run_ffmpeg(
             ffmpeg_publish_args(
-                origin.rtmp_url(origin.key("other")), seconds=3, realtime=True, copy_to=ref
+                origin.rtmp_url(await origin.key("other")), seconds=3, realtime=True, copy_to=ref
             )
         )
     )

@@ -88,7 +88,7 @@ async def test_every_pin_reaches_shaka_once_per_path(small_origin: Origin, brows
     origin = small_origin
     publisher = await start_ffmpeg(
         ffmpeg_publish_args(
-            origin.rtmp_url(origin.key()), seconds=40, size="180x320", realtime=True
+            origin.rtmp_url(await origin.key()), seconds=40, size="180x320", realtime=True
         )
     )
     page = await browser.new_page(viewport={"width": 360, "height": 640})

@@ -203,9 +203,9 @@ async def test_cards_fire_on_the_tagged_frame(
     flv = tmp_path / "barcode.flv"
     await asyncio.to_thread(barcode.encode_flv, flv, SECONDS)
     if protocol == "rtmp":
-        target = ["-f", "flv", origin.rtmp_url(origin.key())]
+        target = ["-f", "flv", origin.rtmp_url(await origin.key())]
     else:  # the same frames as MPEG-TS over SRT, timestamps kept (frame n still at pts_ms(n))
-        url = f"srt://127.0.0.1:{origin.server.srt.port}?streamid=publish:{origin.key()}"
+        url = f"srt://127.0.0.1:{origin.server.srt.port}?streamid=publish:{await origin.key()}"
         target = ["-copyts", "-muxdelay", "0", "-muxpreload", "0", "-f", "mpegts", url]
     publisher = await asyncio.create_subprocess_exec(
         *[FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-i", str(flv)],
@@ -299,7 +299,9 @@ async def test_cards_fire_on_the_tagged_frame(
         tag_id = await page.get_attribute("#pin", "data-tag")
         await page.click("#pin .buy")
         await page.wait_for_selector("#pin .buy.done", timeout=5_000)
-        clicks = {t.id: t.clicks for t in origin.server.store.list_tags("demo") if t.id == tag_id}
+        clicks = {
+            t.id: t.clicks for t in await origin.server.store.list_tags("demo") if t.id == tag_id
+        }
         assert clicks == {tag_id: 1}
         fatal = [
             e

@@ -70,7 +70,7 @@ async def status(http: aiohttp.ClientSession, origin: Origin) -> dict:  # type: 
 )
 async def test_srt_publish_goes_live(srt_origin: Origin, codec: str, form: str) -> None:
     origin = srt_origin
-    key = origin.key()
+    key = await origin.key()
     stream_id = f"#!::r=demo,m=publish,k={key}" if form == "access" else f"publish:{key}"
     publisher = asyncio.ensure_future(
         run_ffmpeg(ffmpeg_srt_args(srt_url(origin, stream_id), codec=codec))
@@ -113,7 +113,7 @@ async def test_srt_wrong_key_refused(srt_origin: Origin) -> None:
 
 async def test_srt_key_of_another_stream_refused(srt_origin: Origin) -> None:
     origin = srt_origin
-    other = origin.server.store.create_stream("other")
+    other = await origin.server.store.create_stream("other")
     url = srt_url(origin, f"#!::r=demo,m=publish,k={other.stream_key}")
     code, _ = await run_ffmpeg(ffmpeg_srt_args(url, seconds=3))
     assert code != 0
@@ -172,7 +172,7 @@ async def test_srt_survives_two_percent_loss(srt_origin: Origin) -> None:
     link.back = back
     port = front.get_extra_info("sockname")[1]
     # ffmpeg's latency is in µs: 400 ms gives retransmissions room on a 2 % lossy link
-    url = f"srt://127.0.0.1:{port}?linger=2&latency=400000&streamid=publish:{origin.key()}"
+    url = f"srt://127.0.0.1:{port}?linger=2&latency=400000&streamid=publish:{await origin.key()}"
     try:
         code, err = await run_ffmpeg(ffmpeg_srt_args(url))
     finally:

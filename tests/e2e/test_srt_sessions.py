@@ -108,7 +108,7 @@ async def until(predicate: Any, timeout: float = 15.0) -> None:
 async def test_srt_live_transmit_delivers_every_unit(srt_origin: Origin) -> None:
     origin = srt_origin
     data = VECTOR.read_bytes()
-    assert await slt_publish(origin, f"publish:{origin.key()}", data) == 0
+    assert await slt_publish(origin, f"publish:{await origin.key()}", data) == 0
     await until(lambda: not origin.server.streams.sessions)
     units = await origin.captures[0].drain()
     assert origin.captures[0].session.publisher.protocol == "srt"
@@ -121,12 +121,12 @@ async def test_srt_live_transmit_delivers_every_unit(srt_origin: Origin) -> None
 
 async def test_garbage_drops_that_publisher_only(srt_origin: Origin) -> None:
     origin = srt_origin
-    other = origin.server.store.create_stream("other")
+    other = await origin.server.store.create_stream("other")
     good = asyncio.ensure_future(
         slt_publish(origin, f"publish:{other.stream_key}", VECTOR.read_bytes())
     )
     noise = random.Random(7).randbytes(200_000)
-    await slt_publish(origin, f"publish:{origin.key()}", noise, pace=0.01)
+    await slt_publish(origin, f"publish:{await origin.key()}", noise, pace=0.01)
     assert await good == 0
     await until(lambda: not origin.server.streams.sessions)
     error = origin.server.streams.states["demo"].last_error
@@ -141,7 +141,7 @@ async def test_garbage_drops_that_publisher_only(srt_origin: Origin) -> None:
 async def test_rotation_kick_and_takeover(srt_origin: Origin) -> None:
     origin = srt_origin
     streams = origin.server.streams
-    old_key = origin.key()
+    old_key = await origin.key()
     first = await start_ffmpeg(ffmpeg_srt_args(srt_url(origin, f"publish:{old_key}"), seconds=60))
     async with aiohttp.ClientSession() as http:
         await until(lambda: "demo" in streams.sessions)
@@ -186,9 +186,9 @@ async def test_admission_hook_refuses_then_admits_without_losing_the_start(
 
     origin.server.streams.admission = hook
     data = VECTOR.read_bytes()
-    await slt_publish(origin, f"publish:{origin.key()}", data)
+    await slt_publish(origin, f"publish:{await origin.key()}", data)
     assert not origin.captures and origin.server.streams.states["demo"].last_error is None
-    assert await slt_publish(origin, f"publish:{origin.key()}", data) == 0
+    assert await slt_publish(origin, f"publish:{await origin.key()}", data) == 0
     await until(lambda: not origin.server.streams.sessions)
     units = await origin.captures[0].drain()
     assert asked == ["srt", "srt"]
@@ -201,7 +201,7 @@ async def test_stalled_caller_is_dropped(tmp_path: Path) -> None:
     await server.start()
     origin = Origin(server)
     assert SLT is not None
-    url = srt_url(origin, f"publish:{origin.key()}")
+    url = srt_url(origin, f"publish:{await origin.key()}")
     proc = await asyncio.create_subprocess_exec(
         *(SLT, "-q", "-a:no", "-t:20", "file://con", url),
         stdin=asyncio.subprocess.PIPE,
@@ -225,7 +225,7 @@ async def test_second_publisher_rejected_when_configured(tmp_path: Path) -> None
     server = ShopcastServer(make_config(tmp_path, on_duplicate_publisher="reject"))
     await server.start()
     origin = Origin(server)
-    url = srt_url(origin, f"publish:{origin.key()}")
+    url = srt_url(origin, f"publish:{await origin.key()}")
     first = await start_ffmpeg(ffmpeg_srt_args(url, seconds=30))
     try:
         await until(lambda: "demo" in server.streams.sessions, 10)

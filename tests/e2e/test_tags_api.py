@@ -269,7 +269,7 @@ async def live(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live]:
     # 360×640: the 360p rung is the source passed through, 180p is encoded, so there are two
     # renditions to compare. Real time, bounded; killed once the module is done.
     args = ffmpeg_publish_args(
-        origin.rtmp_url(origin.key()), seconds=120, size="360x640", realtime=True
+        origin.rtmp_url(await origin.key()), seconds=120, size="360x640", realtime=True
     )
     publisher = await asyncio.create_subprocess_exec(
         *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
@@ -457,7 +457,7 @@ async def test_errors_are_json_with_the_right_status_and_nothing_half_applied(li
     async with http.get(f"{base}/api/v1/streams/nope/tags") as r:
         assert (r.status, error_of(await r.json())) == (404, "not_found")
 
-    live.origin.server.store.create_stream("idle")  # exists, nobody publishes
+    await live.origin.server.store.create_stream("idle")  # exists, nobody publishes
     status, err = await post_tag(http, base, good, stream="idle")
     assert (status, error_of(err)) == (409, "offline")
     assert await get_tags(http, base, stream="idle") == {}

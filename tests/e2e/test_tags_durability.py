@@ -15,7 +15,8 @@ import aiohttp
 import pytest
 
 from benchmarks.harness.serve_env import SHOPCAST, serve_env
-from shopcast.store import Store
+from shopcast.config import StoreSection
+from shopcast.store import make_store
 
 from .conftest import ffmpeg_publish_args, requires_ffmpeg
 
@@ -63,9 +64,10 @@ async def serve(
 
 
 async def test_acknowledged_tags_survive_sigkill(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store.sqlite3")
-    key = store.create_stream("demo").stream_key
-    store.close()
+    store = make_store(StoreSection(path=str(tmp_path / "store.sqlite3")))
+    await store.open()
+    key = (await store.create_stream("demo")).stream_key
+    await store.close()
 
     acknowledged: list[dict[str, Any]] = []
     async with serve(tmp_path, 1) as (proc, rtmp_port, http_port):

@@ -85,7 +85,7 @@ async def test_publish_reaches_hub_ladder_and_hls(
     whip_origin: Origin, http: aiohttp.ClientSession, codec: str
 ) -> None:
     origin = whip_origin
-    pub = await publish(http, origin.http, "demo", origin.key(), video_codec=codec)
+    pub = await publish(http, origin.http, "demo", await origin.key(), video_codec=codec)
     try:
         assert pub.headers["Content-Type"] == "application/sdp"
         assert pub.location.startswith("/whip/demo/") and len(pub.location) > 40
@@ -138,11 +138,11 @@ async def test_publish_reaches_hub_ladder_and_hls(
 async def test_error_statuses(whip_origin: Origin, http: aiohttp.ClientSession) -> None:
     origin = whip_origin
     base = origin.http
-    other = origin.server.store.create_stream("other")
+    other = await origin.server.store.create_stream("other")
     pc = make_offerer("H264")
     offer = await make_offer(pc)
     await pc.close()
-    auth = {"Authorization": f"Bearer {origin.key()}", **SDP}
+    auth = {"Authorization": f"Bearer {await origin.key()}", **SDP}
 
     async def post(
         stream: str, body: str, headers: dict[str, str]
@@ -179,7 +179,7 @@ async def test_error_statuses(whip_origin: Origin, http: aiohttp.ClientSession) 
         assert resp.status == 404
     assert not origin.server.whip.sessions  # no refusal left a session behind
 
-    pub = await publish(http, base, "demo", origin.key())
+    pub = await publish(http, base, "demo", await origin.key())
     try:
         url = base + pub.location
         frag = {"Content-Type": "application/trickle-ice-sdpfrag"}
@@ -208,11 +208,11 @@ async def test_capacity_and_rate_limit(tmp_path: Path, http: aiohttp.ClientSessi
         tmp_path, replace(LOOPBACK, max_sessions=1, rate_limit=0.5, rate_burst=4)
     )
     try:
-        first = await publish(http, origin.http, "demo", origin.key())
+        first = await publish(http, origin.http, "demo", await origin.key())
         pc = make_offerer("H264")
         offer = await make_offer(pc)
         await pc.close()
-        headers = {"Authorization": f"Bearer {origin.key()}", **SDP}
+        headers = {"Authorization": f"Bearer {await origin.key()}", **SDP}
         async with http.post(f"{origin.http}/whip/demo", data=offer, headers=headers) as resp:
             assert resp.status == 503
             assert resp.headers["Retry-After"].isdigit()
@@ -230,9 +230,9 @@ async def test_capacity_and_rate_limit(tmp_path: Path, http: aiohttp.ClientSessi
 async def test_takeover_and_reject(tmp_path: Path, http: aiohttp.ClientSession) -> None:
     origin = await start_origin(tmp_path)
     try:
-        first = await publish(http, origin.http, "demo", origin.key())
+        first = await publish(http, origin.http, "demo", await origin.key())
         await wait_connected(first.pc)
-        second = await publish(http, origin.http, "demo", origin.key())
+        second = await publish(http, origin.http, "demo", await origin.key())
         await wait_connected(second.pc)
         await until(lambda: len(origin.server.whip.sessions) == 1)
         live = origin.server.streams.sessions["demo"]
@@ -253,10 +253,10 @@ async def test_takeover_and_reject(tmp_path: Path, http: aiohttp.ClientSession) 
 
     origin = await start_origin(tmp_path / "reject", on_duplicate_publisher="reject")
     try:
-        first = await publish(http, origin.http, "demo", origin.key())
+        first = await publish(http, origin.http, "demo", await origin.key())
         pc = make_offerer("H264")
         offer = await make_offer(pc)
-        headers = {"Authorization": f"Bearer {origin.key()}", **SDP}
+        headers = {"Authorization": f"Bearer {await origin.key()}", **SDP}
         async with http.post(f"{origin.http}/whip/demo", data=offer, headers=headers) as resp:
             assert resp.status == 409
         await pc.close()
@@ -271,7 +271,7 @@ async def test_publisher_gone_without_delete_ends_session(
 ) -> None:
     origin = await start_origin(tmp_path, replace(LOOPBACK, connect_timeout=1.0))
     try:
-        pub = await publish(http, origin.http, "demo", origin.key())
+        pub = await publish(http, origin.http, "demo", await origin.key())
         await wait_connected(pub.pc)
         await until(lambda: origin.server.streams.sessions.get("demo") is not None)
         await pub.pc.close()  # DTLS close_notify / RTCP BYE, no DELETE
@@ -281,7 +281,7 @@ async def test_publisher_gone_without_delete_ends_session(
         # An offer whose answer is never applied: ICE never connects, the session times out.
         pc = make_offerer("H264")
         offer = await make_offer(pc)
-        headers = {"Authorization": f"Bearer {origin.key()}", **SDP}
+        headers = {"Authorization": f"Bearer {await origin.key()}", **SDP}
         async with http.post(f"{origin.http}/whip/demo", data=offer, headers=headers) as resp:
             assert resp.status == 201
         await until(lambda: not origin.server.whip.sessions, timeout=5)
@@ -311,7 +311,7 @@ async def test_twenty_sessions_leave_nothing_behind(
     kept: list[Any] = []
 
     async def one_session() -> None:
-        pub = await publish(http, origin.http, "demo", origin.key())
+        pub = await publish(http, origin.http, "demo", await origin.key())
         (session,) = server.whip.sessions.values()
         kept.append(session)
         await wait_connected(pub.pc)
@@ -352,13 +352,13 @@ async def test_udp_port_range(tmp_path: Path, http: aiohttp.ClientSession) -> No
     whip = replace(LOOPBACK, udp_port_min=port, udp_port_max=port)
     origin = await start_origin(tmp_path, whip)
     try:
-        pub = await publish(http, origin.http, "demo", origin.key())
+        pub = await publish(http, origin.http, "demo", await origin.key())
         ports = {int(p) for p in re.findall(r"a=candidate:\S+ \d \w+ \d+ \S+ (\d+)", pub.answer)}
         assert ports == {port}
         await wait_connected(pub.pc)
         pc = make_offerer("H264")
         offer = await make_offer(pc)
-        headers = {"Authorization": f"Bearer {origin.key()}", **SDP}
+        headers = {"Authorization": f"Bearer {await origin.key()}", **SDP}
         async with http.post(f"{origin.http}/whip/demo", data=offer, headers=headers) as resp:
             assert resp.status == 503 and "UDP port" in await resp.text()
         await pc.close()
@@ -372,7 +372,7 @@ async def test_data_channel_messages_become_product_tags(
     whip_origin: Origin, http: aiohttp.ClientSession
 ) -> None:
     origin = whip_origin
-    pub = await publish(http, origin.http, "demo", origin.key(), tags_channel=True)
+    pub = await publish(http, origin.http, "demo", await origin.key(), tags_channel=True)
     assert pub.channel is not None
     replies: asyncio.Queue[str] = asyncio.Queue()
     pub.channel.on("message", replies.put_nowait)
@@ -405,7 +405,9 @@ async def test_single_track_publish(
     whip_origin: Origin, http: aiohttp.ClientSession, video: str | None, audio: bool
 ) -> None:
     origin = whip_origin
-    pub = await publish(http, origin.http, "demo", origin.key(), video_codec=video, audio=audio)
+    pub = await publish(
+        http, origin.http, "demo", await origin.key(), video_codec=video, audio=audio
+    )
     try:
         await wait_connected(pub.pc)
         if video is not None:

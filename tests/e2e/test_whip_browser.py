@@ -44,7 +44,7 @@ async def test_browser_goes_live_over_whip(tmp_path: Path, browser) -> None:
         await page.wait_for_function("window.shopcastPublish.state === 'error'", timeout=15_000)
         assert "401" in await page.text_content("#state")
 
-        await page.fill("#key", origin.key())
+        await page.fill("#key", await origin.key())
         await page.click("#go")
         await page.wait_for_function("window.shopcastPublish.state === 'live'", timeout=20_000)
         codec = await page.evaluate("window.shopcastPublish.codec")

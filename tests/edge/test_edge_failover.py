@@ -39,9 +39,10 @@ async def test_viewers_keep_getting_parts_when_the_first_origin_dies(tmp_path: P
     async with AsyncExitStack() as stack:
         first = await stack.enter_async_context(logged_origin(tmp_path / "a"))
         second = await stack.enter_async_context(logged_origin(tmp_path / "b"))
-        args = ffmpeg_publish_args(first.rtmp_url(first.key()), seconds=60, realtime=True)
+        args = ffmpeg_publish_args(first.rtmp_url(await first.key()), seconds=60, realtime=True)
         # One encode to both origins; a dead one must not stop the other (onfail=ignore).
-        outputs = "|".join(f"[f=flv:onfail=ignore]{o.rtmp_url(o.key())}" for o in (first, second))
+        urls = [o.rtmp_url(await o.key()) for o in (first, second)]
+        outputs = "|".join(f"[f=flv:onfail=ignore]{url}" for url in urls)
         args[-3:] = ["-flags", "+global_header", "-f", "tee", outputs]
         publisher = await start_ffmpeg(args)
         stack.push_async_callback(stop_ffmpeg, publisher)

@@ -30,7 +30,7 @@ async def recorded_show(origin: LoggedOrigin) -> str:
         await stop_ffmpeg(publisher)
     deadline = time.monotonic() + 30
     while True:
-        rows = origin.server.store.list_recordings("demo")
+        rows = await origin.server.store.list_recordings("demo")
         if rows and rows[-1].state == "ready":
             return rows[-1].id
         assert time.monotonic() < deadline, rows

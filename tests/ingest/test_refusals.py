@@ -21,16 +21,19 @@ class _Publisher:
 
 
 async def test_each_refusal_has_its_reason_and_detail() -> None:
-    streams = LiveStreams({"good-key": "demo"}.get, on_duplicate="reject")
+    async def keys(key: str) -> str | None:
+        return {"good-key": "demo"}.get(key)
+
+    streams = LiveStreams(keys, on_duplicate="reject")
     with pytest.raises(PublishRefused) as caught:
-        streams.resolve("wrong-key")
+        await streams.resolve("wrong-key")
     assert (caught.value.reason, caught.value.detail) == (
         RefusalReason.BAD_KEY,
         "unknown or invalid stream key",
     )
-    streams.start("good-key", _Publisher("a"))
+    await streams.start("good-key", _Publisher("a"))
     with pytest.raises(PublishRefused) as caught:
-        streams.start("good-key", _Publisher("b"))
+        await streams.start("good-key", _Publisher("b"))
     assert (caught.value.reason, caught.value.detail) == (
         RefusalReason.DUPLICATE,
         "stream demo is already being published",

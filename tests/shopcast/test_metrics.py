@@ -56,10 +56,15 @@ def video_unit(i: int, size: int = 1000) -> MediaUnit:
     )
 
 
+async def no_keys(key: str) -> str | None:
+    """No key lookups here: the sessions are opened by stream id."""
+    return None
+
+
 def hand_built() -> tuple[ShopcastMetrics, dict[str, StreamPipeline]]:
     """Two streams in the store, "shop" live for 2 s with a slow hub reader, "idle" offline."""
-    streams = LiveStreams(lambda key: "shop" if key == "k" else None)
-    session = streams.start("k", FakePublisher())
+    streams = LiveStreams(no_keys)
+    session = streams.open("shop", FakePublisher())
     session.hub.add_reader("slow", maxsize=10)  # never read: everything past 10 units drops
     for i in range(61):
         session.write(video_unit(i))
@@ -112,8 +117,8 @@ def test_collector_reads_live_state() -> None:
 
 
 def test_collector_without_transcoder_or_fps() -> None:
-    streams = LiveStreams(lambda key: "a")
-    session = streams.start("k", FakePublisher())
+    streams = LiveStreams(no_keys)
+    session = streams.open("a", FakePublisher())
     session.write(video_unit(0))  # one frame: no rate yet
     metrics = ShopcastMetrics()
     package = LivePackage("a", PackagerConfig())

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from packager.stores import open_store
 from packager.stores.local import FileStore
-from shopcast.config import ConfigError, RecordSection, load_config
+from shopcast.config import ConfigError, RecordSection, StoreSection, load_config
 from shopcast.hooks import Webhooks
 from shopcast.recordings import Recordings
-from shopcast.store import RecordingRecord, Store
+from shopcast.store import RecordingRecord, make_store
 
 
-def test_old_store_files_gain_the_record_column(tmp_path: Path) -> None:
+def _sqlite(path: Path | str) -> Any:
+    return make_store(StoreSection(path=str(path)))
+
+
+async def test_old_store_files_gain_the_record_column(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     db = sqlite3.connect(path)
     db.execute(
@@ -25,13 +30,17 @@ def test_old_store_files_gain_the_record_column(tmp_path: Path) -> None:
     db.execute("INSERT INTO streams VALUES ('shop', 'k', x'00', 1.0)")
     db.commit()
     db.close()
-    store = Store(path)
-    rec = store.get_stream("shop")
+    store = _sqlite(path)
+    await store.open()
+    rec = await store.get_stream("shop")
     assert rec is not None and rec.record is True
-    store.set_record("shop", False)
-    assert store.get_stream("shop").record is False  # type: ignore[union-attr]
-    store.close()
-    assert Store(path).get_stream("shop").record is False  # type: ignore[union-attr]
+    await store.set_record("shop", False)
+    assert (await store.get_stream("shop")).record is False
+    await store.close()
+    store = _sqlite(path)
+    await store.open()
+    assert (await store.get_stream("shop")).record is False
+    await store.close()
 
 
 def _row(rid: str, ended_at: float | None, state: str = "ready") -> RecordingRecord:
@@ -40,18 +49,19 @@ def _row(rid: str, ended_at: float | None, state: str = "ready") -> RecordingRec
 
 async def test_retention_sweep_deletes_old_recordings(tmp_path: Path) -> None:
     now = 100 * 86400.0
-    store = Store(":memory:")
+    store = _sqlite(":memory:")
+    await store.open()
     media = FileStore(tmp_path)
     section = RecordSection(path=str(tmp_path), retention_days=7)
     recordings = Recordings(section, store, media, Webhooks((), ""), lambda r: r, clock=lambda: now)
     old, young, live = "o" * 22, "y" * 22, "l" * 22
     for rid, ended in ((old, now - 8 * 86400), (young, now - 6 * 86400), (live, None)):
-        store.save_recording(_row(rid, ended, "ready" if ended else "recording"))
+        await store.save_recording(_row(rid, ended, "ready" if ended else "recording"))
         await media.put(f"{rid}/180p/1.m4s", b"x", "video/iso.segment")
     assert await recordings.sweep() == 1
-    assert store.get_recording(old) is None and not (tmp_path / old).exists()
-    assert store.get_recording(young) is not None and (tmp_path / young).exists()
-    assert store.get_recording(live) is not None
+    assert await store.get_recording(old) is None and not (tmp_path / old).exists()
+    assert await store.get_recording(young) is not None and (tmp_path / young).exists()
+    assert await store.get_recording(live) is not None
 
 
 def test_record_config(tmp_path: Path) -> None:

@@ -127,6 +127,8 @@ def test_wheel_holds_every_package_its_data_and_its_dependencies(wheel: Path) ->
         "shopcast/static/vendor/shaka-player.LICENSE",
     }
     assert shipped <= names, shipped - names
+    migrations = {n for n in _checkout_files() if n.startswith("shopcast/store/migrations/")}
+    assert {n for n in migrations if n.endswith(".sql")} <= names  # the store's schema ships
     assert not any(n.startswith(("tests/", "node_modules/")) for n in names)
     modules = {
         n for n in _checkout_files() if n.endswith(".py") and n.split("/", 1)[0] in TOP_LEVEL

@@ -1,0 +1,283 @@
+"""The store's interface and records, shared by the SQLite and PostgreSQL backends."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+STREAM_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+#: Where a buy click came from: the live shop page or the replay page of a recording.
+CLICK_SOURCES = ("live", "replay")
+#: The setting holding the generated API token (when ``[api] tokens`` is empty).
+API_TOKEN_SETTING = "api_token"
+#: Where a stored secret's prefix may be shown (logs, errors): never more than this.
+_SHOWN_URL_CHARS = 200
+
+
+class StoreError(Exception):
+    """A store operation was refused (duplicate id, invalid id, unknown stream)."""
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached or refused the operation; the message says why."""
+
+    status, code = 503, "database_unavailable"  # as the API and the WHIP data channel say it
+
+
+@dataclass(frozen=True)
+class StreamRecord:
+    id: str
+    stream_key: str
+    created_at: float
+    record: bool = True  # shows are recorded (``[record] enabled`` must be on too)
+
+
+@dataclass(frozen=True)
+class RecordingRecord:
+    """A recording as stored: its state and totals (the media are in the recordings store)."""
+
+    id: str
+    stream_id: str
+    state: str  # "recording", "ready" or "failed"
+    store: str  # "file" or "s3"
+    started_at: float
+    ended_at: float | None
+    duration: float
+    bytes: int
+    renditions: list[str]
+    error: str | None
+    degraded: str | None
+
+
+@dataclass(frozen=True)
+class TagRecord:
+    """A product tag as stored; ``pts`` is the source timestamp (ms) of the stamped frame."""
+
+    id: str
+    stream_id: str
+    kind: str
+    product_id: str | None
+    data: dict[str, Any]
+    duration: float | None
+    pts: int
+    program_date_time: float
+    source: str  # "api" or "cue" (an RTMP data message from the publisher)
+    late: bool
+    clicks: int  # every buy click, live and replay
+    created_at: float
+    replay_clicks: int = 0  # the part of ``clicks`` made on the replay page
+
+    @property
+    def clicks_by_source(self) -> dict[str, int]:
+        """Buy clicks per page they came from (``CLICK_SOURCES``)."""
+        return {"live": self.clicks - self.replay_clicks, "replay": self.replay_clicks}
+
+
+@dataclass(frozen=True)
+class FirstStart:
+    """What :meth:`Store.first_start` found or made; ``new_*`` only when made by this call."""
+
+    api_token: str | None
+    new_api_token: str | None
+    new_demo_key: str | None
+
+
+class Store(Protocol):
+    """Streams, hashed keys, settings, tags and recordings; every method awaits the database.
+
+    Any method may raise :class:`DatabaseUnavailable` (the database is down or unreachable).
+    """
+
+    #: "sqlite" or "postgresql"
+    backend: str
+
+    async def open(self) -> None:
+        """Connect and apply pending schema migrations."""
+
+    async def close(self) -> None: ...
+
+    async def schema_version(self) -> int: ...
+
+    async def first_start(self, demo_stream: str | None, make_token: bool) -> FirstStart:
+        """Once per database: the demo stream when there is no stream, the API token when
+        ``make_token`` and none is stored — atomic across every node sharing the database."""
+
+    async def is_empty(self) -> bool: ...
+
+    async def create_stream(self, stream_id: str) -> StreamRecord:
+        """Create a stream with a fresh key; ``StoreError`` if the id is invalid or taken."""
+
+    async def get_stream(self, stream_id: str) -> StreamRecord | None: ...
+
+    async def list_streams(self) -> list[StreamRecord]: ...
+
+    async def set_record(self, stream_id: str, record: bool) -> None: ...
+
+    async def delete_stream(self, stream_id: str) -> bool: ...
+
+    async def rotate_key(self, stream_id: str) -> StreamRecord:
+        """Give the stream a new key; the old one stops working at once."""
+
+    async def stream_for_key(self, key: str) -> StreamRecord | None:
+        """The stream this publish key belongs to, or ``None`` (see :func:`key_matches`)."""
+
+    async def insert_tag(self, tag: TagRecord) -> None:
+        """Durably record a tag: committed to disk when this returns."""
+
+    async def set_tag_late(self, tag_id: str) -> None: ...
+
+    async def list_tags(self, stream_id: str) -> list[TagRecord]: ...
+
+    async def count_click(self, stream_id: str, tag_id: str, source: str = "live") -> int | None:
+        """Count a buy-button click on a tag from ``source`` (one of ``CLICK_SOURCES``, else
+        ``ValueError``); its total, or ``None`` if the tag is unknown."""
+
+    async def get_setting(self, name: str) -> str | None: ...
+
+    async def set_setting(self, name: str, value: str) -> None: ...
+
+    async def save_recording(self, rec: RecordingRecord) -> None:
+        """Insert or update a recording's row."""
+
+    async def get_recording(self, recording_id: str) -> RecordingRecord | None: ...
+
+    async def list_recordings(
+        self, stream_id: str | None = None, state: str | None = None
+    ) -> list[RecordingRecord]: ...
+
+    async def recordings_ended_before(self, when: float) -> list[RecordingRecord]: ...
+
+    async def delete_recording(self, recording_id: str) -> None: ...
+
+
+#: Column orders both backends select and insert in (the row helpers below read by position).
+STREAM_COLUMNS = "id, stream_key, created_at, record"
+RECORDING_COLUMNS = (
+    "id, stream_id, state, store, started_at, ended_at, duration, bytes, renditions, "
+    "error, degraded"
+)
+TAG_COLUMNS = (
+    "id, stream_id, kind, product_id, data, duration, pts, program_date_time, source, late, "
+    "clicks, created_at, replay_clicks"
+)
+
+
+def stream_of(row: Any) -> StreamRecord:
+    return StreamRecord(row[0], row[1], float(row[2]), bool(row[3]))
+
+
+def recording_of(row: Any) -> RecordingRecord:
+    return RecordingRecord(
+        id=row[0],
+        stream_id=row[1],
+        state=row[2],
+        store=row[3],
+        started_at=row[4],
+        ended_at=row[5],
+        duration=row[6],
+        bytes=row[7],
+        renditions=json.loads(row[8]),
+        error=row[9],
+        degraded=row[10],
+    )
+
+
+def tag_of(row: Any) -> TagRecord:
+    return TagRecord(
+        id=row[0],
+        stream_id=row[1],
+        kind=row[2],
+        product_id=row[3],
+        data=json.loads(row[4]),
+        duration=row[5],
+        pts=int(row[6]),
+        program_date_time=row[7],
+        source=row[8],
+        late=bool(row[9]),
+        clicks=int(row[10]),
+        created_at=row[11],
+        replay_clicks=int(row[12]),
+    )
+
+
+def recording_values(rec: RecordingRecord) -> tuple[Any, ...]:
+    return (
+        rec.id,
+        rec.stream_id,
+        rec.state,
+        rec.store,
+        rec.started_at,
+        rec.ended_at,
+        rec.duration,
+        rec.bytes,
+        json.dumps(rec.renditions),
+        rec.error,
+        rec.degraded,
+    )
+
+
+def tag_values(tag: TagRecord) -> tuple[Any, ...]:
+    return (
+        tag.id,
+        tag.stream_id,
+        tag.kind,
+        tag.product_id,
+        tag_data_json(tag.data),
+        tag.duration,
+        tag.pts,
+        tag.program_date_time,
+        tag.source,
+        tag.late,
+        tag.clicks,
+        tag.created_at,
+        tag.replay_clicks,
+    )
+
+
+def new_secret() -> str:
+    """A 192-bit random URL-safe secret (stream keys, API tokens)."""
+    return secrets.token_urlsafe(24)
+
+
+def key_hash(key: str) -> bytes:
+    """What the key index holds: the key's SHA-256 (the index never sees the key itself)."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
+def key_matches(stored: str, presented: str) -> bool:
+    """Confirm a row found by hash in constant time."""
+    return hmac.compare_digest(stored.encode(), presented.encode("utf-8", "surrogatepass"))
+
+
+def check_stream_id(stream_id: str) -> None:
+    if not STREAM_ID_RE.match(stream_id):
+        raise StoreError(
+            "stream id must be 1-64 characters of a-z, 0-9, '-' and '_', "
+            "starting with a letter or digit"
+        )
+
+
+def replay_click(source: str) -> int:
+    """1 for a click from the replay page, 0 from the live one; ``ValueError`` for others."""
+    if source not in CLICK_SOURCES:
+        raise ValueError(f"unknown click source {source!r}")
+    return int(source == "replay")
+
+
+def tag_data_json(data: dict[str, Any]) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def redact_url(url: str) -> str:
+    """A database URL fit for logs and errors: no password, bounded length."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        userinfo, _, host = rest.rpartition("@")
+        user = userinfo.partition(":")[0]
+        url = f"{scheme}://{user}:***@{host}" if ":" in userinfo else url
+    return url[:_SHOWN_URL_CHARS]
