@@ -228,7 +228,10 @@ async def check_clips(origin: Origin, http: aiohttp.ClientSession, tagged: dict[
     # By range: starts at the IDR at or before 3.3 s, ends at 7.1 s, tags inside carried.
     clip = await cut({"start": 3.3, "end": 7.1})
     assert clip["start"] <= 3.3 and abs(clip["end"] - 7.1) <= 1.5 / 30
-    inside = [i for i, f in tagged.items() if clip["start"] <= (f - first_frame) / 30 < 7.1]
+    # Tags sit on the frame grid; the clip ends where its frames end (within a frame of 7.1 s),
+    # so a tag on the frame at 7.1 s is in or out by the clip's real end, not the asked one.
+    end = clip["end"] - 0.5 / 30
+    inside = [i for i, f in tagged.items() if clip["start"] <= (f - first_frame) / 30 < end]
     assert clip["tag_ids"] == inside
     await check_clip(http, clip, frame_at, must_hold=frame_at(3.3), tag_ids=inside)
 
