@@ -46,7 +46,9 @@ class StreamRoutes:
         self.ttl, self.clock = ttl, clock
         self._known: dict[str, tuple[str | None, float]] = {}
         self._pending: dict[str, asyncio.Future[str | None]] = {}
-        self.lookups = 0  # store queries made (the metric shows they stay one per stream per ttl)
+        self.lookups = 0  # owner lookups made: one per stream per ttl however many viewers
+        #: Upstream answers that sent a fetch to another origin, by why.
+        self.moves = {"redirect": 0, "not_found": 0, "unreachable": 0}
 
     def learn(self, stream: str, base: str | None) -> None:
         if len(self._known) >= 10_000:
@@ -119,6 +121,7 @@ async def fetch_live(
             retry, moved = (False, None) if last else await _resolve_again(routes, stream, base)
             if not retry:
                 raise AllOriginsFailed(f"no origin answered: {exc}") from exc
+            routes.moves["unreachable"] += 1
             base = moved
             continue
         if result.redirect:
@@ -128,12 +131,14 @@ async def fetch_live(
                 # A second hop (or a redirect elsewhere) is not a stream move: no loops.
                 raise AllOriginsFailed(f"origin {result.origin} redirected to {result.location}")
             routes.learn(stream, moved)
+            routes.moves["redirect"] += 1
             base = moved
             continue
         if result.status == 404 and not last and base is not None:
             # The owner we remembered has no such stream: it may have moved since.
             retry, moved = await _resolve_again(routes, stream, base)
             if retry:
+                routes.moves["not_found"] += 1
                 base = moved
                 continue
         return result

@@ -96,6 +96,7 @@ class EdgeServer:
         self.collapser: Collapser[CachedResponse] = Collapser()
         self.viewers = ViewerTracker(config.viewer_window)
         self.metrics = EdgeMetrics()
+        self.metrics.route_counts.routes = self.routes
         self.metrics.waiters.set_function(lambda: self.collapser.waiters)
         self.metrics.cache_bytes.set_function(lambda: self.cache.size)
         self.port = 0
