@@ -527,16 +527,19 @@ async def _forward(request: web.Request, base: str, node_id: str) -> web.Respons
     except aiohttp.ClientConnectorError as exc:
         # Not sent: nothing was applied; the lease moves within node_timeout if it is dead.
         log.warning("owner %s of %s unreachable: %s", base, request.path, exc)
-        raise ApiError(
-            503, "owner_unreachable", f"the stream's origin {base} cannot be reached: {exc}"
-        ) from exc
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        raise ApiError(
+        return json_error(
+            503,
+            "owner_unreachable",
+            f"the stream's origin {base} cannot be reached: {exc}",
+            **RETRY_AFTER,
+        )
+    except (TimeoutError, aiohttp.ClientError):
+        return json_error(
             504,
             "owner_timeout",
             f"the stream's origin {base} did not answer within {FORWARD_TIMEOUT:g} s; the "
             "request may have been applied there (tags: see GET …/tags)",
-        ) from exc
+        )
 
 
 async def _close_forward_session(app: web.Application) -> None:
