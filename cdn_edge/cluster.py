@@ -38,6 +38,11 @@ class EdgeDirectory:
         await self.store.open()
 
     async def close(self) -> None:
+        """Leave the cluster (a clean stop is not a dead node), then disconnect."""
+        try:
+            await self.store.remove_node(self.node_id)
+        except DatabaseUnavailable as exc:  # the row times out on its own
+            log.warning("cluster: %s not removed: %s", self.node_id, exc)
         await self.store.close()
 
     async def owner(self, stream_id: str) -> str | None:
@@ -76,7 +81,6 @@ class EdgeDirectory:
 
     async def heartbeat(self, viewers: dict[str, int]) -> None:
         """This edge's row: alive while it heartbeats, with its distinct viewers per stream."""
-        now = time.time()
         await self.store.heartbeat_node(
             NodeRecord(
                 node_id=self.node_id,
@@ -87,7 +91,5 @@ class EdgeDirectory:
                 load=0.0,
                 viewers=viewers,
                 started_at=self.started_at,
-                heartbeat_at=now,
-                alive=True,
             )
         )

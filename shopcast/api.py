@@ -55,8 +55,8 @@ OPENAPI = Path(__file__).resolve().parent / "openapi.json"
 RETRY_AFTER = {"Retry-After": "2"}
 #: (playback secret, default token lifetime in seconds)
 PLAYBACK_KEY: web.AppKey[tuple[str, int]] = web.AppKey("playback")
-#: In a cluster: who owns a live stream, and this node's id (see :func:`at_owner`).
-OWNERS_KEY: web.AppKey[tuple[StreamOwners, str]] = web.AppKey("api_owners")
+#: In a cluster: which origin owns a live stream (see :func:`at_owner`).
+OWNERS_KEY: web.AppKey[StreamOwners] = web.AppKey("api_owners")
 FORWARD_SESSION_KEY: web.AppKey[aiohttp.ClientSession] = web.AppKey("api_forward_session")
 #: Set on a request one origin forwards to a stream's owner: the owner answers it itself.
 FORWARDED_HEADER = "X-Shopcast-Forwarded-By"
@@ -548,29 +548,28 @@ def at_owner(handler: Handler) -> Handler:
     """
 
     async def forwarding(request: web.Request) -> web.StreamResponse:
-        cluster = request.app.get(OWNERS_KEY)
+        owners = request.app.get(OWNERS_KEY)
         stream_id = request.match_info["id"]
-        if cluster is None or FORWARDED_HEADER in request.headers:
+        if owners is None or FORWARDED_HEADER in request.headers:
             return await handler(request)
-        owners, node_id = cluster
         if owners.holds(stream_id):
             return await handler(request)
         base = await owners.owner_url(stream_id, max_age=0.0)  # fresh: acted on once, not cached
         if base is None:
             return await handler(request)
-        return await _forward(request, base, node_id)
+        return await _forward(request, base)
 
     return forwarding
 
 
-async def _forward(request: web.Request, base: str, node_id: str) -> web.Response:
+async def _forward(request: web.Request, base: str) -> web.Response:
     """The owner's answer to ``request`` (same method, path, body and Authorization)."""
     session = request.app.get(FORWARD_SESSION_KEY)
     if session is None:
         session = aiohttp.ClientSession()
         request.app[FORWARD_SESSION_KEY] = session
     body = await request.read()
-    headers = {FORWARDED_HEADER: node_id}
+    headers = {FORWARDED_HEADER: origin_url(request, "")}  # who sent it on, for the logs
     for name in ("Authorization", "Content-Type"):
         if name in request.headers:
             headers[name] = request.headers[name]
