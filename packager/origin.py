@@ -125,13 +125,8 @@ async def multivariant(request: web.Request) -> web.StreamResponse:
     package = _package(request)
     if package is None:
         return _error(404, "no such live stream")
-    wait = 3 * package.config.target_duration
-    if not package.ladder_ready.is_set():
-        # A player that arrives with the first GOP waits for the ladder instead of failing.
-        try:
-            await asyncio.wait_for(package.ladder_ready.wait(), wait)
-        except TimeoutError:
-            return _error(503, "the stream's renditions are not ready yet")
+    if not await _ladder(package):
+        return _error(503, "the stream's renditions are not ready yet")
     resp = web.Response(
         text=_playlist(request, package.multivariant()),
         content_type=PLAYLIST_TYPE,
@@ -141,9 +136,21 @@ async def multivariant(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-def _rendition(request: web.Request) -> RenditionOutput | None:
+async def _ladder(package: LivePackage) -> bool:
+    """Whether the renditions are known, waiting up to 3 target durations for them: a player
+    (or an edge following a show to its new origin) that arrives with the first GOP waits
+    instead of failing."""
+    if not package.ladder_ready.is_set():
+        try:
+            await asyncio.wait_for(package.ladder_ready.wait(), 3 * package.config.target_duration)
+        except TimeoutError:
+            return False
+    return True
+
+
+async def _rendition(request: web.Request) -> RenditionOutput | None:
     package = _package(request)
-    if package is None:
+    if package is None or not await _ladder(package):
         return None
     return package.renditions.get(request.match_info["rendition"])
 
@@ -153,7 +160,7 @@ async def media_playlist(request: web.Request) -> web.StreamResponse:
         return denied
     if (moved := await _moved(request)) is not None:
         return moved
-    rendition = _rendition(request)
+    rendition = await _rendition(request)
     if rendition is None:
         return _error(404, "no such rendition")
     state = rendition.state
@@ -189,7 +196,7 @@ async def media_file(request: web.Request) -> web.StreamResponse:
         return denied
     if (moved := await _moved(request)) is not None:
         return moved
-    rendition = _rendition(request)
+    rendition = await _rendition(request)
     if rendition is None:
         return _error(404, "no such rendition")
     name = request.match_info["file"]
