@@ -141,7 +141,9 @@ async def test_edges_and_any_origin_serve_tag_and_follow_a_show_across_origins(
         cluster_edge = await stack.enter_async_context(
             edge_process([], "--cluster", postgres_url, "--node-timeout", str(NODE_TIMEOUT))
         )
-        origin_edge = await stack.enter_async_context(edge_process([a.http]))
+        origin_edge = await stack.enter_async_context(
+            edge_process([a.http], "--origin-token", TOKEN)  # reports its viewers to A
+        )
 
         # A plain CDN in front of A reaches C: a short-lived 307, path and query kept.
         blocking = f"/hls/demo/{renditions[0]}/index.m3u8?_HLS_msn=1&_HLS_part=0"
@@ -214,6 +216,21 @@ async def test_edges_and_any_origin_serve_tag_and_follow_a_show_across_origins(
             assert stall <= MOVE_STALL, (w.base, stall, w.errors)
             # What errors there are, are answers in that gap (never a broken connection).
             assert all(": HTTP " in e for e in w.errors), w.errors
+
+        # Both edges' viewers counted on any origin: the cluster edge's own node row, the other
+        # edge's report to A.
+        deadline = time.monotonic() + 10
+        while True:
+            async with http.get(f"{b.http}/api/v1/streams/demo") as r:
+                viewers = (await r.json())["viewers"]
+            if viewers == 2 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        assert viewers == 2
+        async with http.get(f"{c.http}/api/v1/nodes") as r:
+            nodes = (await r.json())["nodes"]
+        edges = {n["http_url"]: n for n in nodes if n["role"] == "edge"}
+        assert edges[cluster_edge]["alive"] and edges[cluster_edge]["viewers"] == {"demo": 1}
 
         # Control through A acts on B: a rotated key is refused by the owner, the kick and
         # the end reach the show there.
