@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -211,7 +212,7 @@ async def test_edges_and_any_origin_serve_tag_and_follow_a_show_across_origins(
             assert status == 200 and hashlib.sha256(want).hexdigest() == after[-1].sha
             # No reload: the parts just stop for the publisher's way to B, then go on.
             times = [g.at for g in w.got]
-            stall = max(later - earlier for earlier, later in zip(times, times[1:], strict=False))
+            stall = max(later - earlier for earlier, later in itertools.pairwise(times))
             print(f"{w.base}: stall {stall:.2f} s, errors {w.errors}")
             assert stall <= MOVE_STALL, (w.base, stall, w.errors)
             # What errors there are, are answers in that gap (never a broken connection).
