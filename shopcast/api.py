@@ -209,9 +209,12 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def _created(request: web.Request, record: StreamRecord, status: int) -> web.Response:
+async def _created(request: web.Request, record: StreamRecord, status: int) -> web.Response:
+    """The stream's key and publish URLs on the origin with the most free capacity (playback
+    stays this origin's)."""
     body = {"id": record.id, "stream_key": record.stream_key}
-    body.update(request.app[URLS_KEY](record.id, record.stream_key))
+    body.update(await _placed(request, record))
+    body["playback_url"] = request.app[URLS_KEY](record.id, "")["playback_url"]
     return web.json_response(body, status=status)
 
 
@@ -253,11 +256,7 @@ async def create_stream(request: web.Request) -> web.Response:
     except StoreError as exc:
         status = 409 if "already exists" in str(exc) else 422
         raise ApiError(status, "conflict" if status == 409 else "invalid", str(exc)) from exc
-    # Publish URLs on the origin with the most free capacity (playback stays this origin's).
-    body = {"id": record.id, "stream_key": record.stream_key}
-    body.update(await _placed(request, record))
-    body["playback_url"] = request.app[URLS_KEY](record.id, "")["playback_url"]
-    return web.json_response(body, status=201)
+    return await _created(request, record, 201)
 
 
 async def ingest_for(request: web.Request) -> web.Response:
@@ -357,7 +356,7 @@ async def delete_recording(request: web.Request) -> web.Response:
 async def rotate_key(request: web.Request) -> web.Response:
     """A new key at once; the old one is refused from now on (a live publisher stays on)."""
     record = await _record(request)
-    return _created(request, await request.app[STORE_KEY].rotate_key(record.id), 200)
+    return await _created(request, await request.app[STORE_KEY].rotate_key(record.id), 200)
 
 
 async def kick_publisher(request: web.Request) -> web.Response:
