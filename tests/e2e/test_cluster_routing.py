@@ -139,6 +139,10 @@ async def test_edges_and_any_origin_serve_tag_and_follow_a_show_across_origins(
         stack.push_async_callback(stop, first)
         renditions = await wait_live(http, c.http)
         await wait_owner(http, a.http, "c", 10)
+        async with http.get(f"{a.http}/api/v1/streams/demo") as r:
+            status = await r.json()  # C's own answer: its publisher and renditions
+        assert status["state"] == "live" and status["ingest"]["protocol"] == "rtmp", status
+        assert sorted(r["name"] for r in status["renditions"]) == sorted(renditions), status
         cluster_edge = await stack.enter_async_context(
             edge_process([], "--cluster", postgres_url, "--node-timeout", str(NODE_TIMEOUT))
         )
@@ -280,6 +284,9 @@ async def test_a_dead_owner_is_a_503_with_the_reason_until_its_lease_expires(
         await wait_owner(http, a.http, "c", 10)
         owner.kill()  # SIGKILL: no goodbye, the lease stays until it expires
         await owner.wait()
+        async with http.get(f"{a.http}/api/v1/streams/demo") as r:
+            status = await r.json()  # A's own answer while C cannot give one
+        assert r.status == 200 and status["origin"]["node_id"] == "c", status
         body = {"kind": "product", "product_id": "sku-1"}
         async with http.post(f"{a.http}/api/v1/streams/demo/tags", json=body) as r:
             error = await r.json()
