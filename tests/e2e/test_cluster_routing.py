@@ -4,8 +4,10 @@ PostgreSQL, ffmpeg publishing a barcoded show (tests/e2e/barcode.py) to C, an ed
 
 Both edges serve C's parts byte for byte; A redirects viewers to C; a tag POSTed to A is
 stamped by C on the frame it names, on every rendition, listed on A and C, its webhook sent
-once; then the publisher moves to B and both edges follow without the viewers reloading; a
-kick and an end sent to A act on B; a rotated key is refused by the owner.
+once; then the publisher moves to B and both edges follow without the viewers reloading (a
+short pause, never an ENDLIST); every origin sums both edges' viewers; a kick and an end sent
+to A act on B; a rotated key is refused by the owner. A SIGKILLed owner makes calls forwarded
+to it a 503 with the reason until its lease expires.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from benchmarks.harness.sim import SimViewer
 from packager.playlist import parse_media_playlist
 
 from . import barcode
-from .conftest import FFMPEG, Receiver, requires_ffmpeg
-from .test_replay import decode, emsgs, segments
+from .conftest import Receiver, requires_ffmpeg
+from .test_replay import decode, emsgs, publish, segments
 from .test_store_postgres import pg_env, serving_all
 
 pytestmark = [pytest.mark.e2e, requires_ffmpeg, requires_postgres]
@@ -57,16 +59,6 @@ class EndWatchingViewer(SimViewer):
         if b"#EXT-X-ENDLIST" in body:
             self.endlists.append(url)
         return status, body
-
-
-async def publish(flv: Path, url: str) -> asyncio.subprocess.Process:
-    assert FFMPEG is not None
-    return await asyncio.create_subprocess_exec(
-        *[FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-i", str(flv)],
-        *["-c", "copy", "-f", "flv", url],
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
 
 
 async def stop(proc: asyncio.subprocess.Process) -> None:
