@@ -19,6 +19,7 @@ for a show owned by origin C, against the same tag POSTed to C itself, in the sa
 from __future__ import annotations
 
 import asyncio
+import importlib
 import itertools
 import os
 import random
@@ -31,6 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
+from benchmarks.harness.origin import ffmpeg_publish_args, requires_ffmpeg
 from benchmarks.harness.postgres import DB_USER, PostgresServer, requires_postgres
 from benchmarks.loadtest.stats import percentile
 from shopcast.store.base import TAG_COLUMNS, NodeRecord, TagRecord
@@ -475,3 +479,152 @@ def test_bench_cluster_store_load(benchmark: Any, capsys: Any, tmp_path: Path) -
     for figures in result.values():  # correctness, not speed: no query failed
         for k in figures["kinds"].values():
             assert k["errors"] == 0, figures
+
+
+# -- (b) a tag POSTed to origin A for a show owned by origin C --------------------------------
+
+# The e2e helpers, imported by name so mypy (run on benchmarks/) skips those modules: the tag
+# API calls, and `shopcast serve` origins on one PostgreSQL.
+_api: Any = importlib.import_module("tests.e2e.test_tags_api")
+_pg: Any = importlib.import_module("tests.e2e.test_store_postgres")
+_tags: Any = importlib.import_module("benchmarks.test_bench_tags")
+HOP_TAGS = 10 if SMOKE else 100
+HOP_PUBLISH = 30.0 if SMOKE else 100.0
+
+
+async def wait_owner(http: Any, base: str, node_id: str, timeout: float = 30.0) -> None:
+    """Until ``base`` says ``node_id`` owns the demo stream."""
+    deadline = time.monotonic() + timeout
+    while True:
+        async with http.get(f"{base}/api/v1/streams/demo") as r:
+            body = await r.json()
+        if (body.get("origin") or {}).get("node_id") == node_id:
+            return
+        assert time.monotonic() < deadline, f"{node_id} never owned the stream: {body}"
+        await asyncio.sleep(0.2)
+
+
+async def measure_tag_hop(tmp_path: Path, url: str) -> dict[str, Any]:
+    envs = {
+        name: _pg.pg_env(
+            tmp_path / name,
+            url,
+            SHOPCAST_API_TOKENS=_api.API_TOKEN,
+            SHOPCAST_CLUSTER_NODE_ID=name,
+            SHOPCAST_RECORD_ENABLED="false",  # not the point here; the machine is shared
+            SHOPCAST_SRT_ENABLED="false",
+        )
+        for name in ("A", "B", "C")
+    }
+    a, c = envs["A"].http, envs["C"].http
+    async with _pg.serving_all(*envs.values()), aiohttp.ClientSession(headers=_api.AUTH) as http:
+        async with http.post(f"{c}/api/v1/streams/demo/key") as r:
+            assert r.status == 200, await r.text()
+            key = (await r.json())["stream_key"]
+        args = ffmpeg_publish_args(
+            envs["C"].rtmp_url(key), seconds=HOP_PUBLISH, size="360x640", realtime=True
+        )
+        publisher = await asyncio.create_subprocess_exec(
+            *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+        try:
+            await _api.wait_live(http, c)
+            await wait_owner(http, a, "C")
+            names = await _api.renditions(http, c)
+            seen: dict[str, dict[str, float]] = {name: {} for name in names}
+            stop = asyncio.Event()
+            viewers = [
+                asyncio.ensure_future(
+                    _tags.follow(http, f"{c}/hls/demo/{name}/index.m3u8", seen[name], stop)
+                )
+                for name in names
+            ]
+            posted: list[tuple[str, str, float, float]] = []  # (via, id, sent, acked)
+            rng = random.Random(11)
+            try:
+                await asyncio.sleep(1.0)  # the viewers are holding requests
+                for i in range(HOP_TAGS):
+                    # Alternating, so both paths see the same moments of the show and machine;
+                    # a random phase against the part clock samples the wait for the next part.
+                    via, base = ("A", a) if i % 2 else ("C", c)
+                    await asyncio.sleep(rng.uniform(0.15, 0.45))
+                    sent = time.perf_counter()
+                    status, tag = await _api.post_tag(
+                        http, base, {"kind": "product", "product_id": f"hop{i}"}
+                    )
+                    assert status == 201, tag
+                    posted.append((via, tag["id"], sent, time.perf_counter()))
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline and not all(
+                    p[1] in seen[n] for n in names for p in posted
+                ):
+                    await asyncio.sleep(0.1)
+            finally:
+                stop.set()
+                await asyncio.gather(*viewers)
+            listed = {via: await _api.get_tags(http, base) for via, base in (("A", a), ("C", c))}
+        finally:
+            if publisher.returncode is None:
+                publisher.kill()
+            await publisher.wait()
+    for tags_listed in listed.values():  # every acknowledged tag is listed on both origins
+        assert all(p[1] in tags_listed for p in posted)
+    out: dict[str, Any] = {"renditions": names}
+    for via in ("A", "C"):
+        mine = [p for p in posted if p[0] == via]
+        visible = [seen[n][p[1]] - p[2] for n in names for p in mine if p[1] in seen[n]]
+        assert len(visible) == len(mine) * len(names), f"via {via}: tags never seen"
+        out[via] = {
+            "tags": len(mine),
+            "api_p50_ms": round(percentile([ack - s for *_, s, ack in mine], 0.5) * 1000, 1),
+            "api_p95_ms": round(percentile([ack - s for *_, s, ack in mine], 0.95) * 1000, 1),
+            "visible_p50_ms": round(percentile(visible, 0.5) * 1000, 1),
+            "visible_p95_ms": round(percentile(visible, 0.95) * 1000, 1),
+        }
+    return out
+
+
+@requires_postgres
+@requires_ffmpeg
+def test_bench_cluster_tag_hop(benchmark: Any, capsys: Any, tmp_path: Path) -> None:
+    """Tag POSTed to A for a show owned by C → DATERANGE in C's held blocking playlists, against
+    the tag POSTed to C itself (the one-machine path), alternating in one run."""
+    server = PostgresServer()
+    server.start()
+    try:
+        url = server.create_database()
+        result = benchmark.pedantic(
+            lambda: asyncio.run(measure_tag_hop(tmp_path, url)), rounds=1, iterations=1
+        )
+    finally:
+        server.close()
+    hop, local = result["A"], result["C"]
+    ratio = hop["visible_p50_ms"] / local["visible_p50_ms"]
+    benchmark.extra_info.update(
+        {
+            **result,
+            "visible_p50_ratio": round(ratio, 2),
+            "api_p50_ratio": round(hop["api_p50_ms"] / local["api_p50_ms"], 2),
+            "summary": {
+                "ratio": ratio,
+                "reference": "the same tag POSTed to the owning origin itself, same run",
+                "value": (
+                    f"visible p50 {hop['visible_p50_ms']} ms via A vs {local['visible_p50_ms']}"
+                    f" ms on C; API p50 {hop['api_p50_ms']} vs {local['api_p50_ms']} ms"
+                ),
+            },
+        }
+    )
+    lines = [
+        f"\ntag → DATERANGE in C's held blocking playlists, ms ({result['renditions']})",
+        f"{'POSTed to':<22}{'tags':>6}{'API p50':>9}{'API p95':>9}{'vis p50':>9}{'vis p95':>9}",
+    ]
+    for via, label in (("C", "C (owner, 1 machine)"), ("A", "A (forwards to C)")):
+        r = result[via]
+        lines.append(
+            f"{label:<22}{r['tags']:>6}{r['api_p50_ms']:>9}{r['api_p95_ms']:>9}"
+            f"{r['visible_p50_ms']:>9}{r['visible_p95_ms']:>9}"
+        )
+    lines.append(f"ratio (visible p50, A / C): {ratio:.2f}")
+    with capsys.disabled():
+        print("\n".join(lines))
