@@ -170,8 +170,8 @@ class ShopcastServer:
         add_clip_routes(self.app, ClipService(self.recordings))
         add_web_routes(self.app)
         add_metrics_route(self.app, self.metrics)
-        #: ``/readyz``: ready to take publishers (the store answers; the cluster adds its checks).
-        self.readiness = Readiness({"store": self._store_ready})
+        #: ``/readyz``: ready to take publishers (the store answers, the node is registered).
+        self.readiness = Readiness({"store": self._store_ready, "node": self._node_ready})
         add_health_routes(self.app, self.readiness)
         self.whip = WhipEndpoint(
             self.streams,
@@ -247,6 +247,11 @@ class ShopcastServer:
         except DatabaseUnavailable as exc:
             return f"store unavailable: {exc}"
         return None
+
+    async def _node_ready(self) -> str | None:
+        if self.registry.registered:
+            return None
+        return "this node is not registered in the cluster (no heartbeat stored yet or lately)"
 
     async def _refresh_stream_ids(self) -> None:
         try:

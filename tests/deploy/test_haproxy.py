@@ -138,6 +138,13 @@ async def served_by(http: aiohttp.ClientSession, origins: dict[str, str], stream
     return names
 
 
+async def owner(http: aiohttp.ClientSession, base: str, stream: str) -> str | None:
+    """The node id owning ``stream``, as the API at ``base`` reports it."""
+    async with http.get(f"{base}/api/v1/streams/{stream}") as r:
+        assert r.status == 200, await r.text()
+        return ((await r.json()).get("origin") or {}).get("node_id")
+
+
 async def publisher(url: str, seconds: float) -> asyncio.subprocess.Process:
     args = ffmpeg_publish_args(url, seconds=seconds, realtime=True)
     return await asyncio.create_subprocess_exec(
@@ -192,6 +199,9 @@ async def test_haproxy_spreads_publishers_and_drops_a_dead_origin(
             where = await until("every show live on one origin", placed, 40)
             per_origin = [sum(names == {o} for names in where.values()) for o in origins]
             assert per_origin == [SHOWS // 2, SHOWS // 2], where
+            # The cluster agrees: each show's lease is held by the origin serving it.
+            for stream, names in where.items():
+                assert {await owner(http, lb.http, stream)} == names
 
             # origin2 dies; haproxy's checks of its /readyz fail and take it out of both pools.
             proc2, _ = started[1]
@@ -214,6 +224,7 @@ async def test_haproxy_spreads_publishers_and_drops_a_dead_origin(
                 return await served_by(http, origins, "late") == {"origin1"}
 
             await until("the new show live on origin1", late_live, 30)
+            assert await owner(http, envs[0].http, "late") == "origin1"
             # origin1's shows carried on throughout.
             for stream, names in where.items():
                 if names == {"origin1"}:

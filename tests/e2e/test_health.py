@@ -26,12 +26,14 @@ async def probe(base: str, path: str) -> tuple[int, Any, str]:
         return r.status, await r.json(), r.headers.get("Cache-Control", "")
 
 
-async def until_status(base: str, path: str, status: int, timeout: float = 20) -> Any:
-    """Poll ``path`` until it answers ``status``; its last body."""
+async def until_status(
+    base: str, path: str, status: int, timeout: float = 20, check: Any = lambda body: True
+) -> Any:
+    """Poll ``path`` until it answers ``status`` (and ``check`` holds for the body); the body."""
     body: Any = None
     for _ in range(int(timeout / 0.1)):
         got, body, _ = await probe(base, path)
-        if got == status:
+        if got == status and check(body):
             return body
         await asyncio.sleep(0.1)
     raise AssertionError(f"{base}{path} never answered {status}: {body}")
@@ -46,7 +48,10 @@ async def test_origin_ready_follows_the_store_and_live_does_not(tmp_path: Path) 
         await server.start()
         base = f"http://127.0.0.1:{server.http_port}"
         status, body, cache = await probe(base, "/readyz")
-        assert (status, body) == (200, {"status": "ready", "checks": {"store": "ok"}})
+        assert (status, body) == (
+            200,
+            {"status": "ready", "checks": {"store": "ok", "node": "ok"}},
+        )
         assert cache == "no-store"  # an edge or CDN in front must not keep a probe's answer
         assert await probe(base, "/healthz") == (200, {"status": "alive"}, "no-store")
 
@@ -54,6 +59,9 @@ async def test_origin_ready_follows_the_store_and_live_does_not(tmp_path: Path) 
         body = await until_status(base, "/readyz", 503)
         assert body["status"] == "not_ready"
         assert body["checks"]["store"].startswith("store unavailable:"), body
+        # The node's heartbeat fails too (every third of node_timeout): no longer registered.
+        body = await until_status(base, "/readyz", 503, check=lambda b: b["checks"]["node"] != "ok")
+        assert "not registered" in body["checks"]["node"], body
         assert len(body["checks"]["store"]) <= 200
         # Alive all the same: a restart would end the shows it still plays from memory.
         assert (await probe(base, "/healthz"))[0] == 200
