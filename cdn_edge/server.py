@@ -416,6 +416,8 @@ class EdgeServer:
     async def _origin_ready(self) -> str | None:
         """None when an origin (healthy ones first) answers its ``/healthz``."""
         assert self._session is not None
+        if not self.origins.urls:
+            return "no origin known (none alive in the cluster store)"
         failures = []
         for index in self.origins.order(time.monotonic()):
             url = self.origins.urls[index] + HEALTHZ

@@ -118,3 +118,31 @@ async def test_edge_ready_when_an_origin_answers(tmp_path: Path) -> None:
     finally:
         if not closed:
             await server.close()
+
+
+@requires_postgres
+async def test_cluster_edge_ready_when_a_live_origin_of_the_store_answers(tmp_path: Path) -> None:
+    pg = PostgresServer()
+    pg.start()
+    config = make_config(tmp_path)
+    server = ShopcastServer(
+        replace(
+            config,
+            store=StoreSection(url=pg.url()),
+            cluster=replace(config.cluster, node_timeout=1.5),
+        )
+    )
+    closed = False
+    try:
+        await server.start()
+        async with edge_process([], "--cluster", pg.url(), "--node-timeout", "1.5") as edge:
+            body = await until_status(edge, "/readyz", 200)
+            assert body == {"status": "ready", "checks": {"origin": "ok"}}
+            await server.close()  # a clean stop leaves the node table
+            closed = True
+            body = await until_status(edge, "/readyz", 503)
+            assert body["checks"]["origin"].startswith("no origin"), body
+    finally:
+        if not closed:
+            await server.close()
+        pg.close()
