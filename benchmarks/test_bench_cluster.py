@@ -488,8 +488,8 @@ def test_bench_cluster_store_load(benchmark: Any, capsys: Any, tmp_path: Path) -
 _api: Any = importlib.import_module("tests.e2e.test_tags_api")
 _pg: Any = importlib.import_module("tests.e2e.test_store_postgres")
 _tags: Any = importlib.import_module("benchmarks.test_bench_tags")
-HOP_TAGS = 10 if SMOKE else 200
-HOP_PUBLISH = 30.0 if SMOKE else 150.0
+HOP_TAGS = 10 if SMOKE else 100
+HOP_PUBLISH = 30.0 if SMOKE else 100.0
 
 
 async def wait_owner(http: Any, base: str, node_id: str, timeout: float = 30.0) -> None:
