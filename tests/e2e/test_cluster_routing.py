@@ -139,6 +139,10 @@ async def test_edges_and_any_origin_serve_tag_and_follow_a_show_across_origins(
         stack.push_async_callback(stop, first)
         renditions = await wait_live(http, c.http)
         await wait_owner(http, a.http, "c", 10)
+        async with http.get(f"{a.http}/api/v1/streams/demo") as r:
+            status = await r.json()  # C's own answer: its publisher and renditions
+        assert status["state"] == "live" and status["ingest"]["protocol"] == "rtmp", status
+        assert sorted(r["name"] for r in status["renditions"]) == sorted(renditions), status
         cluster_edge = await stack.enter_async_context(
             edge_process([], "--cluster", postgres_url, "--node-timeout", str(NODE_TIMEOUT))
         )
@@ -260,3 +264,45 @@ async def test_edges_and_any_origin_serve_tag_and_follow_a_show_across_origins(
             tagged
         )
         assert len([e for e in events if e["type"] == "stream.started"]) == 2
+
+
+async def test_a_dead_owner_is_a_503_with_the_reason_until_its_lease_expires(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    flv = tmp_path / "show.flv"
+    await asyncio.to_thread(barcode.encode_flv, flv, 20)
+    async with AsyncExitStack() as stack:
+        envs = [origin_env(tmp_path, postgres_url, n, "") for n in ("a", "c")]
+        [_, (owner, _)] = await stack.enter_async_context(serving_all(*envs))
+        a, c = envs
+        http = await stack.enter_async_context(aiohttp.ClientSession(headers=AUTH))
+        async with http.post(f"{a.http}/api/v1/streams/demo/key") as r:
+            key = (await r.json())["stream_key"]
+        publisher = await publish(flv, c.rtmp_url(key))
+        stack.push_async_callback(stop, publisher)
+        await wait_live(http, c.http)
+        await wait_owner(http, a.http, "c", 10)
+        owner.kill()  # SIGKILL: no goodbye, the lease stays until it expires
+        await owner.wait()
+        async with http.get(f"{a.http}/api/v1/streams/demo") as r:
+            status = await r.json()  # A's own answer while C cannot give one
+        assert r.status == 200 and status["origin"]["node_id"] == "c", status
+        body = {"kind": "product", "product_id": "sku-1"}
+        async with http.post(f"{a.http}/api/v1/streams/demo/tags", json=body) as r:
+            error = await r.json()
+            assert r.status == 503 and r.headers["Retry-After"], error
+            assert error["error"]["code"] == "owner_unreachable", error
+        async with http.get(f"{a.http}/api/v1/streams/demo/tags") as r:
+            assert (await r.json())["tags"] == []  # refused means not stored
+        # Once the lease expired nobody owns the show: A answers itself, as on one machine.
+        deadline = time.monotonic() + 3 * NODE_TIMEOUT
+        while True:
+            async with http.post(f"{a.http}/api/v1/streams/demo/tags", json=body) as r:
+                if r.status == 409:
+                    assert (await r.json())["error"]["code"] == "offline"
+                    break
+                assert r.status == 503, await r.text()
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+        async with http.get(f"{a.http}/hls/demo/master.m3u8", allow_redirects=False) as r:
+            assert r.status == 404

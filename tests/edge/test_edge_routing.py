@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from benchmarks.harness.serve_env import SHOPCAST, free_port
 from cdn_edge.routing import StreamRoutes, fetch_live, redirect_base
 from cdn_edge.upstream import AllOriginsFailed, Origins
 
@@ -174,3 +175,21 @@ async def test_a_move_is_followed_on_404_and_on_a_dead_owner() -> None:
         async with origin(missing(hits)) as any_origin:
             result = await fetch_live(http, Origins([any_origin]), routes, "demo", PART, 5)
         assert result.status == 404 and hits[-1] == f"404 {PART}" and hits[-2] != f"404 {PART}"
+
+
+async def test_a_cluster_edge_without_its_database_says_why_and_exits() -> None:
+    port = free_port()  # nothing listens there
+    proc = await asyncio.create_subprocess_exec(
+        SHOPCAST,
+        "edge",
+        "--cluster",
+        f"postgresql://shopcast@127.0.0.1:{port}/none",
+        "--listen",
+        f"127.0.0.1:{free_port()}",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 1
+    assert "shopcast edge: the cluster store cannot be used" in err.decode(), err.decode()
+    assert "Traceback" not in err.decode()
