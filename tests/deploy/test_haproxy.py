@@ -199,9 +199,18 @@ async def test_haproxy_spreads_publishers_and_drops_a_dead_origin(
             where = await until("every show live on one origin", placed, 40)
             per_origin = [sum(names == {o} for names in where.values()) for o in origins]
             assert per_origin == [SHOWS // 2, SHOWS // 2], where
-            # The cluster agrees: each show's lease is held by the origin serving it.
+            # The cluster agrees: each show's lease is held by the origin serving it; and
+            # haproxy's HTTP side serves every show whichever origin it picks (a non-owner
+            # redirects to the owner).
             for stream, names in where.items():
                 assert {await owner(http, lb.http, stream)} == names
+                redirected = 0
+                for _ in range(2):  # round robin: one request each to the owner and the other
+                    async with http.get(f"{lb.http}/hls/{stream}/master.m3u8") as r:
+                        assert r.status == 200, await r.text()
+                        assert "#EXT-X-STREAM-INF" in await r.text()
+                        redirected += len(r.history)
+                assert redirected == 1, stream
 
             # origin2 dies; haproxy's checks of its /readyz fail and take it out of both pools.
             proc2, _ = started[1]
