@@ -1,7 +1,8 @@
 """Cluster benchmarks: what a cluster asks of PostgreSQL, and what a hop between origins costs.
 
 (a) **PostgreSQL load per origin, scaled by simulation.** 200 simulated origins × 20 live shows
-on a PostgreSQL started for the run (``benchmarks/harness/postgres.py``), through the store's own
+on a PostgreSQL started for the run (``benchmarks/harness/postgres.py``, durable: tags are
+committed to disk before their 201), through the store's own
 methods (``shopcast/store/postgres.py``): each origin heartbeats its node row and renews its 20
 stream leases every ``node_timeout / 3`` (2 s) on an absolute schedule, and every show writes
 50 tags/s — offered together 100 heartbeats/s, 100 lease renewals/s (4,000 leases) and 200,000
@@ -10,7 +11,9 @@ fast as the database lets them (achieved vs offered); the control plane with tag
 (latency below saturation). Per operation kind: queries/s achieved vs offered, p50/p99 latency,
 leases lost (a renewal that found its lease expired). Whether the load generator or the database
 was the limit is measured, not assumed: the generator's CPU time (this process) against the
-PostgreSQL processes' (``/proc``), over the same wall-clock interval.
+PostgreSQL processes' and the whole machine's (``/proc``) over the same wall-clock interval, the
+writers' mean number in flight (Little's law), and the same INSERT from pgbench (a C client whose
+cost is next to nothing) on the same database.
 
 (b) **Tag latency across origins** (``test_bench_cluster_tag_hop``): a tag POSTed to origin A
 for a show owned by origin C, against the same tag POSTed to C itself, in the same run.
@@ -37,13 +40,15 @@ import aiohttp
 from benchmarks.harness.origin import ffmpeg_publish_args, requires_ffmpeg
 from benchmarks.harness.postgres import DB_USER, PostgresServer, requires_postgres
 from benchmarks.loadtest.stats import percentile
+from shopcast.config import ClusterSection
 from shopcast.store.base import TAG_COLUMNS, NodeRecord, TagRecord
 from shopcast.store.postgres import PostgresStore
 
 SMOKE = os.environ.get("SHOPCAST_BENCH_SMOKE") == "1"  # tests/benchmarks: tiny sizes
 #: The scale the figures are about (issue #15): the simulation offers exactly this load.
 ORIGINS, SHOWS_PER_ORIGIN, TAGS_PER_SHOW_S = (20, 20, 50) if SMOKE else (200, 20, 50)
-NODE_TIMEOUT = 6.0  # [cluster] node_timeout's default: heartbeat and renew every third of it
+#: ``[cluster] node_timeout``'s default: heartbeat and renew every third of it.
+NODE_TIMEOUT = ClusterSection().node_timeout
 BEAT = NODE_TIMEOUT / 3
 PHASE_SECONDS = 2.0 if SMOKE else 20.0
 #: Concurrent tag writers (each an origin's API handler waiting on its insert): connections.
