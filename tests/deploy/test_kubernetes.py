@@ -219,7 +219,7 @@ def test_probes_use_the_health_paths_the_servers_answer(tmp_path: Path) -> None:
             assert probe["httpGet"]["port"] == "http" and "http" in ports(c)
 
 
-def test_services_select_pods_and_name_their_ports() -> None:
+def test_services_and_budgets_select_pods_and_name_their_ports() -> None:
     services = [d for d in documents() if d["kind"] == "Service"]
     assert services
     for service in services:
@@ -234,6 +234,12 @@ def test_services_select_pods_and_name_their_ports() -> None:
         for port in service["spec"]["ports"]:
             assert port["targetPort"] in ports(c), (service["metadata"]["name"], port)
             assert port.get("protocol", "TCP") == ports(c)[port["targetPort"]][1]
+    for budget in [d for d in documents() if d["kind"] == "PodDisruptionBudget"]:
+        labels = budget["spec"]["selector"]["matchLabels"].items()
+        chosen = [
+            w for w in workloads() if labels <= w["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert chosen == [origin()], budget["metadata"]["name"]
     for w in workloads():
         spec = w["spec"]
         labels = spec["template"]["metadata"]["labels"]
