@@ -16,6 +16,7 @@ import itertools
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,20 @@ SHOW_SECONDS = 40
 #: Longest pause of a viewer's parts across the move: ffmpeg restarting and reconnecting, B's
 #: first GOP through the transcoder, the lease taken over (a second or two each, loaded).
 MOVE_STALL = 8.0
+
+
+@dataclass
+class EndWatchingViewer(SimViewer):
+    """A :class:`SimViewer` that also notes every playlist it got with an ENDLIST (a player
+    would stop there: the show moved, it did not end)."""
+
+    endlists: list[str] = field(default_factory=list)
+
+    async def _get(self, url: str) -> tuple[int, bytes]:
+        status, body = await super()._get(url)
+        if b"#EXT-X-ENDLIST" in body:
+            self.endlists.append(url)
+        return status, body
 
 
 async def publish(flv: Path, url: str) -> asyncio.subprocess.Process:
@@ -196,7 +211,7 @@ async def test_edges_and_any_origin_serve_tag_and_follow_a_show_across_origins(
         # The move: the publisher leaves C and publishes to B; viewers on both edges go on.
         playlist = f"/hls/demo/{renditions[-1]}/index.m3u8"
         watchers = [
-            SimViewer(http, edge, playlist, f"viewer-{i}")
+            EndWatchingViewer(http, edge, playlist, f"viewer-{i}")
             for i, edge in enumerate((cluster_edge, origin_edge))
         ]
         until = time.monotonic() + 16
@@ -221,6 +236,7 @@ async def test_edges_and_any_origin_serve_tag_and_follow_a_show_across_origins(
             assert stall <= MOVE_STALL, (w.base, stall, w.errors)
             # What errors there are, are answers in that gap (never a broken connection).
             assert all(": HTTP " in e for e in w.errors), w.errors
+            assert not w.endlists, (w.base, w.endlists)  # the show moved; it did not end
 
         # Both edges' viewers counted on any origin: the cluster edge's own node row, the other
         # edge's report to A.
