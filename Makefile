@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NATIVE := native/.built
-APT_PACKAGES := ffmpeg chromium prometheus nginx srt-tools postgresql
+APT_PACKAGES := ffmpeg chromium prometheus nginx srt-tools postgresql haproxy
 # Headers the native build links against (optional: without them SRT is reported unavailable).
 BUILD_APT_PACKAGES := libsrt-openssl-dev
 

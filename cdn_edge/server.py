@@ -39,6 +39,7 @@ from cdn_edge.upstream import AllOriginsFailed, Origins, UpstreamResult, fetch
 from cdn_edge.viewers import ViewerTracker
 from cdn_edge.wire import ResponseHead, http_date, simple_head
 from packager import access
+from shopcast.health import CHECK_TIMEOUT, HEALTHZ, LIVE_BODY, NO_STORE, READYZ, Readiness
 
 if TYPE_CHECKING:
     from cdn_edge.cluster import EdgeDirectory
@@ -50,6 +51,7 @@ _UPSTREAM_TOKEN_TTL, _UPSTREAM_TOKEN_RENEW = 3600, 600
 #: Raw targets remembered with their parse (viewers ask for the same few objects).
 _TARGET_MEMO = 4096
 _TEXT = ("Content-Type", "text/plain; charset=utf-8")
+_PROBE_HEADERS = (("Content-Type", "application/json"), *NO_STORE.items())
 _PREFLIGHT = (
     *CORS.items(),
     ("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS"),
@@ -106,6 +108,9 @@ class EdgeServer:
         self._session: aiohttp.ClientSession | None = None
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        #: ``/readyz``: an origin answers (viewers' misses would reach it).
+        self.readiness = Readiness({"origin": self._origin_ready})
+        self._probes: set[asyncio.Future[None]] = set()
 
     @property
     def url(self) -> str:
@@ -133,7 +138,8 @@ class EdgeServer:
         log.info("edge %s listening on %s for %s", self.config.edge_id, self.url, self.origins.urls)
 
     async def close(self) -> None:
-        for task in self._tasks:
+        self.readiness.closing = True
+        for task in [*self._tasks, *self._probes]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -175,8 +181,16 @@ class EdgeServer:
         """Route one request: cached objects, ``/metrics``, CORS preflight; 405 for the rest."""
         method = request.method
         if method == "GET" or method == "HEAD":
-            if request.path.partition("?")[0] == "/metrics":
+            path = request.path.partition("?")[0]
+            if path == "/metrics":
                 self._metrics(conn)
+            elif path == HEALTHZ:
+                head = simple_head(200, _PROBE_HEADERS, len(LIVE_BODY), http_date())
+                conn.respond(head, LIVE_BODY)
+            elif path == READYZ:
+                probe = asyncio.ensure_future(self._readyz(conn))
+                self._probes.add(probe)  # held until done (the loop keeps weak references)
+                probe.add_done_callback(self._probes.discard)
             else:
                 self._serve(conn, request)
         elif method == "OPTIONS":
@@ -394,6 +408,29 @@ class EdgeServer:
         body = generate_latest(self.metrics.registry)
         headers = (("Content-Type", CONTENT_TYPE_LATEST),)
         conn.respond(simple_head(200, headers, len(body), http_date()), body)
+
+    async def _readyz(self, conn: EdgeConnection) -> None:
+        status, body = await self.readiness.report()
+        conn.respond(simple_head(status, _PROBE_HEADERS, len(body), http_date()), body)
+
+    async def _origin_ready(self) -> str | None:
+        """None when an origin (healthy ones first) answers its ``/healthz``."""
+        assert self._session is not None
+        if not self.origins.urls:
+            return "no origin known (none alive in the cluster store)"
+        failures = []
+        for index in self.origins.order(time.monotonic()):
+            url = self.origins.urls[index] + HEALTHZ
+            try:
+                async with self._session.get(
+                    url, timeout=aiohttp.ClientTimeout(total=CHECK_TIMEOUT / 2)
+                ) as resp:
+                    if resp.status == 200:
+                        return None
+                    failures.append(f"{url}: HTTP {resp.status}")
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                failures.append(f"{url}: {type(exc).__name__} {exc}")
+        return "no origin answers: " + "; ".join(failures)
 
     # -- viewer reports ------------------------------------------------------------------------
 

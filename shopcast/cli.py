@@ -63,7 +63,8 @@ async def _serve(server: ShopcastServer, demo: DemoSettings | None = None) -> No
         task.cancel()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every ``shopcast`` subcommand and flag (deploy/ files are checked against it)."""
     parser = argparse.ArgumentParser(prog="shopcast", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the origin (RTMP ingest + HTTP)")
@@ -90,13 +91,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     add_edge_parser(sub)
     # The load tool is a program of its own (benchmarks/loadtest), reachable from this command.
-    from benchmarks.loadtest.cli import add_loadtest_parser, run_loadtest
+    from benchmarks.loadtest.cli import add_loadtest_parser
 
     add_loadtest_parser(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.command == "edge":
         return run_edge(args)
     if args.command == "loadtest":
+        from benchmarks.loadtest.cli import run_loadtest
+
         return run_loadtest(args)
     try:
         config = load_config(args.config)

@@ -27,6 +27,7 @@ from shopcast.clips import ClipService, add_clip_routes
 from shopcast.cluster import NodeRegistry, StreamLeases, node_identity, show_cost
 from shopcast.cluster.routing import OwnerRoutes
 from shopcast.config import Config
+from shopcast.health import Readiness, add_health_routes
 from shopcast.hooks import PublishHook, TagWebhooks, Webhooks
 from shopcast.metrics import ShopcastMetrics, add_metrics_route
 from shopcast.pipeline import Pipelines, packager_config
@@ -178,6 +179,9 @@ class ShopcastServer:
         add_clip_routes(self.app, ClipService(self.recordings))
         add_web_routes(self.app)
         add_metrics_route(self.app, self.metrics)
+        #: ``/readyz``: ready to take publishers (the store answers, the node is registered).
+        self.readiness = Readiness({"store": self._store_ready, "node": self._node_ready})
+        add_health_routes(self.app, self.readiness)
         self.whip = WhipEndpoint(
             self.streams,
             self._stream_exists,
@@ -246,6 +250,18 @@ class ShopcastServer:
 
     async def _whip_tag(self, stream_id: str, body: Any) -> dict[str, Any]:
         return tag_json(await self.tags.create(stream_id, body, "cue"))
+
+    async def _store_ready(self) -> str | None:
+        try:
+            await self.store.schema_version()
+        except DatabaseUnavailable as exc:
+            return f"store unavailable: {exc}"
+        return None
+
+    async def _node_ready(self) -> str | None:
+        if self.registry.registered:
+            return None
+        return "this node is not registered in the cluster (no heartbeat stored yet or lately)"
 
     async def _refresh_stream_ids(self) -> None:
         try:
@@ -326,6 +342,7 @@ class ShopcastServer:
         return {"srt_url": f"srt://{host}:{self.srt.port}?streamid={stream}"}
 
     async def close(self) -> None:
+        self.readiness.closing = True
         for hook in self.before_close:
             await hook()
         await self.rtmp.close("server shutting down")

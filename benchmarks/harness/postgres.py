@@ -69,12 +69,12 @@ class PostgresServer:
             timeout=120,
         )
 
-    def start(self) -> None:
-        options = (
-            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data} "
+    def start(self, durable: bool = False) -> None:
+        """``durable``: commits flushed to disk as in production (benchmarks of write load)."""
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data}"
+        if not durable:
             # A throwaway cluster: no flushing to disk (the tests kill shopcast, not this).
-            "-c fsync=off -c full_page_writes=off"
-        )
+            options += " -c fsync=off -c full_page_writes=off"
         done = self._run(
             "pg_ctl",
             "-D",

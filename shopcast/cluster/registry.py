@@ -82,6 +82,11 @@ class NodeRegistry:
         assert self.record is not None, "the registry is not started"
         return self.record.node_id
 
+    @property
+    def registered(self) -> bool:
+        """The node's row is in the store as of its last heartbeat (``/readyz`` asks this)."""
+        return self._registered
+
     async def start(self, node_id: str, http_url: str, rtmp_url: str, srt_url: str = "") -> None:
         """Register this node (``DatabaseUnavailable`` if the store cannot be reached)."""
         self.record = NodeRecord(

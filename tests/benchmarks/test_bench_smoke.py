@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.harness.postgres import server_bin
+
 ROOT = Path(__file__).parents[2]
 MICRO_ARGS = ["--benchmark-max-time=0.02", "--benchmark-min-rounds=3", "--benchmark-warmup=off"]
 #: case → (modules, -k expression, fewest benchmark records, needs ffmpeg)
@@ -40,8 +42,11 @@ CASES: dict[str, tuple[list[str], str | None, int, bool]] = {
     "continuity": (["test_bench_continuity.py"], None, 1, True),
     "clips": (["test_bench_clips.py"], None, 1, True),
     "recording": (["test_bench_recording.py"], None, 1, True),
-    "cluster_tags": (["test_bench_cluster_tags.py"], None, 1, True),  # needs PostgreSQL too
+    "cluster": (["test_bench_cluster.py"], None, 1, True),
+    "cluster_tags": (["test_bench_cluster_tags.py"], None, 1, True),
 }
+#: Cases that also need Debian's PostgreSQL server.
+NEEDS_POSTGRES = {"cluster", "cluster_tags"}
 MACHINE_KEYS = {"cpu", "cores", "python", "pyav", "pyav_x264", "ffmpeg_cli", "hls_js"}
 
 
@@ -50,6 +55,8 @@ def test_benchmark_module_smoke(case: str, tmp_path: Path) -> None:
     modules, keyword, fewest, needs_ffmpeg = CASES[case]
     if needs_ffmpeg and shutil.which("ffmpeg") is None:
         pytest.skip("Debian ffmpeg not installed")
+    if case in NEEDS_POSTGRES and server_bin() is None:
+        pytest.skip("Debian postgresql not installed")
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--benchmark-only"]
     cmd += [f"benchmarks/{m}" for m in modules] + MICRO_ARGS
     if keyword:
