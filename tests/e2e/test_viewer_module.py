@@ -24,6 +24,7 @@ import aiohttp
 import pytest
 
 from benchmarks.harness.browser import CHROMIUM
+from benchmarks.harness.viewer import ENGINES, open_viewer
 from shopcast.config import PackagerSection
 from shopcast.server import ShopcastServer
 from shopcast.web import HLS_JS, SHAKA_JS
@@ -44,8 +45,6 @@ pytestmark = [
 ]
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 SECONDS = 20  # of published video
-ENGINES = ("hls.js", "shaka")
-PAGE = "/viewer-test.html"  # a shop's own page, served to the browser by the test
 #: Text that would be markup if a page ever put tag data into innerHTML (quotes of both kinds).
 MARKUP = '<b class="x">Item</b> <img src=x onerror="window.pwned=1"> & \'q\''
 DEAL_SECONDS = 2
@@ -58,47 +57,6 @@ PLAN = [
     ("poll", 5.5),
     ("product", 6.5),
 ]
-
-#: The shop's page: the module on the player named in the query, every event logged, the frame
-#: on screen read by the barcode probe inside the frame callback the event fires in.
-VIEWER_PAGE = """<!doctype html>
-<meta charset="utf-8">
-<video id="video" muted autoplay playsinline width="180" height="320"></video>
-<script src="/static/hls.min.js"></script>
-<script src="/static/shaka-player.hls.js"></script>
-<script type="module">
-  import { ShopcastPlayer } from "/static/shopcast-player.js";
-  const params = new URLSearchParams(location.search);
-  const video = document.getElementById("video");
-  const log = (window.log = { events: [], latency: [], errors: [] });
-  // Registered before the module's: runs first in each frame, so it knows the previous one.
-  const frames = { current: null, previous: null };
-  const onFrame = (now, m) => {
-    frames.previous = frames.current;
-    frames.current = m.mediaTime;
-    video.requestVideoFrameCallback(onFrame);
-  };
-  video.requestVideoFrameCallback(onFrame);
-  const options = params.get("engine") === "shaka"
-    ? { shaka: shaka.Player, config: { streaming: { lowLatencyMode: true } } }
-    : { hls: Hls, config: { lowLatencyMode: true } };
-  const viewer = (window.viewer = new ShopcastPlayer(video, params.get("src"), options));
-  for (const type of ["tag", "tagend", "tagpassed"]) {
-    viewer.addEventListener(type, (e) => {
-      const rec = Object.assign({ type }, e.detail);
-      if (e.detail.mediaTime !== undefined && e.detail.mediaTime !== null) {
-        Object.assign(rec, window.shopcast.probe(video));
-        rec.previousMediaTime = frames.current === e.detail.mediaTime ? frames.previous : null;
-      }
-      log.events.push(rec);
-    });
-  }
-  viewer.addEventListener("latency", (e) => log.latency.push(e.detail));
-  viewer.start()
-    .then(() => video.play())
-    .catch((e) => log.errors.push(String(e && e.code ? e.code : e)));
-</script>
-"""
 
 
 @asynccontextmanager
@@ -131,18 +89,6 @@ def tag_body(kind: str, n: int, frame: int) -> dict[str, Any]:
     if kind == "deal":
         body["duration"] = DEAL_SECONDS
     return body
-
-
-async def open_viewer(browser: Any, base: str, engine: str, src: str) -> Any:
-    page = await browser.new_page(viewport={"width": 360, "height": 640})
-    await page.add_init_script(barcode.PROBE_JS)
-
-    async def serve(route: Any) -> None:
-        await route.fulfill(status=200, content_type="text/html", body=VIEWER_PAGE)
-
-    await page.route(f"{base}{PAGE}**", serve)
-    await page.goto(f"{base}{PAGE}?engine={engine}&src={src}")
-    return page
 
 
 def check_events(
@@ -206,7 +152,9 @@ async def test_viewer_module_fires_every_tag_on_its_frame_on_hlsjs_and_shaka(
                         break
                 await asyncio.sleep(0.1)
             for engine in ENGINES:
-                pages[engine] = await open_viewer(browser, base, engine, "/hls/demo/master.m3u8")
+                pages[engine] = await open_viewer(
+                    browser, base, engine, "/hls/demo/master.m3u8", barcode.PROBE_JS
+                )
             pages["shop"] = await open_shop(browser, f"{base}/demo/demo")
             for page in pages.values():
                 await page.wait_for_function(
@@ -272,7 +220,7 @@ async def test_viewer_module_fires_every_tag_on_its_frame_on_hlsjs_and_shaka(
         # The replay of the same show, played to the end on both players.
         recording = await wait_recording(http, base, ("ready",))
         src = f"/vod/{recording['id']}/master.m3u8"
-        replays = {e: await open_viewer(browser, base, e, src) for e in ENGINES}
+        replays = {e: await open_viewer(browser, base, e, src, barcode.PROBE_JS) for e in ENGINES}
         try:
             for engine, page in replays.items():
                 await page.wait_for_function(
