@@ -221,14 +221,19 @@ async def measure_player_latency(tmp_path: Path) -> dict[str, Any]:
                     "document.getElementById('video').currentTime > 0.5",
                     timeout=PLAYER_START_TIMEOUT * 1000,
                 )
-            marks = {e: await p.evaluate("performance.now()") for e, p in pages.items()}
+            marks = {
+                e: await p.evaluate("[performance.now(), window.log.stalls]")
+                for e, p in pages.items()
+            }
             await asyncio.sleep(PLAYER_WINDOW / 2)
             switches = {e: await p.evaluate(SWITCH_RENDITION, e) for e, p in pages.items()}
             await asyncio.sleep(PLAYER_WINDOW / 2)
             result: dict[str, Any] = {}
             for engine, page in pages.items():
                 log = await page.evaluate("window.log")
-                log["latency"] = [r for r in log["latency"] if r["at"] >= marks[engine]]
+                start, stalls = marks[engine]
+                log["latency"] = [r for r in log["latency"] if r["at"] >= start]
+                log["stalls"] -= stalls  # in the window only
                 result[engine] = {**log, "switch": switches[engine]}
             assert publisher.returncode is None, "the publish ended inside the window"
             return result
