@@ -188,12 +188,12 @@ SWITCH_RENDITION = """(engine) => {
     const active = tracks.find((t) => t.active);
     const other = tracks.find((t) => t.height !== active.height);
     p.selectVariantTrack(other, false);
-    return [active.height, other.height];
+    return [active.height, other.height, performance.now()];
   }
   const from = p.currentLevel;
   const to = p.levels.findIndex((l, i) => i !== from);
   p.nextLevel = to;
-  return [p.levels[from].height, p.levels[to].height];
+  return [p.levels[from].height, p.levels[to].height, performance.now()];
 }"""
 
 
@@ -248,10 +248,11 @@ def player_figures(engine: str, log: dict[str, Any]) -> dict[str, Any]:
     assert len(readings) >= PLAYER_WINDOW * 0.8, f"{engine}: only {len(readings)} readings"
     latency = [float(r["latency"]) for r in readings]
     edges = [float(r["edge"]) for r in readings if r["edge"] is not None]
-    heights = [r["height"] for r in readings]
-    before, after = log["switch"]
-    # The rendition really changed: the window starts on one and ends on the other.
-    assert heights[0] == before and heights[-1] == after, (engine, log["switch"], heights)
+    before, after, at = log["switch"]
+    # The rendition really changed: on one just before the switch, on the other at the end.
+    heights = [(r["height"], r["at"] >= at) for r in readings]
+    last_before = [h for h, switched in heights if not switched][-1]
+    assert last_before == before and heights[-1][0] == after, (engine, log["switch"], heights)
     figures: dict[str, Any] = {
         "readings": len(latency),
         "latency_p50_s": round(percentile(latency, 0.50), 3),
