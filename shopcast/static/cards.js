@@ -193,18 +193,11 @@ export function createCards(streamId, source) {
     lightCards();
   }
 
-  // Nothing on screen (before the tags fire again from a new position).
-  function reset() {
-    state.product = state.deal = state.poll = null;
-    ui.pin.hidden = ui.deal.hidden = ui.poll.hidden = true;
-    lightCards();
-  }
-
   function countdown(seconds) {
     const s = Math.max(0, Math.ceil(seconds));
     return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
   }
 
-  return { fire, end, passed, update, reset, el, thumb, title };
+  return { fire, end, passed, update, el, thumb, title };
 }
 

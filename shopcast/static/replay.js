@@ -41,9 +41,8 @@ const { viewer, hls } = startPage(video, `${base}/master.m3u8${query}`, {}, card
 viewer.addEventListener("tag", (e) => {
   for (const [id, view] of buttons) view.button.classList.toggle("current", id === e.detail.id);
 });
-// Any seek: nothing on screen until the tags fire again from the new position (the module
-// ends the ones that were on and fires those before the new position at once, in order).
-video.addEventListener("seeking", () => cards.reset());
+// A seek needs nothing here: on the first frame after it the module ends the tags that are not
+// on at the new position ("seek") and fires the ones that are (those before it at once, in order).
 
 // The first frame presented after a chapter's seek: where the chapter landed.
 function watchSeek(seek) {

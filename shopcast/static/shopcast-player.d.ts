@@ -23,7 +23,7 @@ export interface ShopcastTagFire extends ShopcastTag {
   late: boolean;
 }
 
-/** `tagend`: its end frame is on screen, or a seek left it. */
+/** `tagend`: its end frame is on screen ("end"), or the first frame after a seek is outside it ("seek"). */
 export interface ShopcastTagEnd extends ShopcastTag {
   mediaTime: number | null;
   reason: "end" | "seek";
@@ -52,7 +52,7 @@ export interface ShopcastLatency {
 export interface ShopcastPlayerEventMap {
   tag: CustomEvent<ShopcastTagFire>;
   tagend: CustomEvent<ShopcastTagEnd>;
-  /** A tag whose range was over when playback reached it (joined later, seeked past). */
+  /** Once a tag: its range was over when playback reached it (joined later, seeked past). */
   tagpassed: CustomEvent<ShopcastTag>;
   cue: CustomEvent<ShopcastCue>;
   latency: CustomEvent<ShopcastLatency>;

@@ -99,6 +99,7 @@ export class ShopcastPlayer extends EventTarget {
     this._ownPlayer = false;
     this._closed = false;
     this._previousFrame = null;
+    this._seeked = false;
     this._scannedCount = -1;
     this._scanTick = 0;
     this._timers = [];
@@ -378,6 +379,18 @@ export class ShopcastPlayer extends EventTarget {
     const before = this._previousFrame;
     this._previousFrame = mediaTime;
     this._scan(false);
+    if (this._seeked) {
+      // The first frame after a seek: a tag that was on and is not on here ends.
+      this._seeked = false;
+      for (const tag of this._tags.values()) {
+        if (!tag.active) continue;
+        const end = this._endOf(tag);
+        if (this._startOf(tag) > mediaTime + EPSILON || (end !== null && mediaTime + EPSILON >= end)) {
+          tag.active = false;
+          this._emit("tagend", Object.assign(this._public(tag), { mediaTime, reason: "seek" }));
+        }
+      }
+    }
     // Ends first: a new pin's tag comes after its predecessor's tagend.
     for (const tag of this._tags.values()) {
       if (!tag.active) continue;
@@ -412,22 +425,21 @@ export class ShopcastPlayer extends EventTarget {
         id: entry.id, path: entry.path, start, mediaTime, previousMediaTime: before, late, metadata,
       });
       if (!tag.fired) {
-        tag.fired = tag.active = true;
+        tag.fired = true;
+        if (tag.active) continue; // on before a seek and still on: nothing changes
+        tag.active = true;
         this._emit("tag", Object.assign(this._public(tag), { mediaTime, late }));
       }
     }
   }
 
-  // After a seek every tag fires again from the next presented frame (those before the new
-  // position at once, in order): what is on there ends up shown.
+  // After a seek the tags are worked out again from the next presented frame: those that were
+  // on and are not there end ("seek"), those on there fire (the ones before it at once, in
+  // order), those on before and still on stay on without an event.
   _rearm() {
     this._previousFrame = null;
-    for (const tag of this._tags.values()) {
-      if (tag.active) {
-        this._emit("tagend", Object.assign(this._public(tag), { mediaTime: null, reason: "seek" }));
-      }
-      tag.fired = tag.active = tag.passed = false;
-    }
+    this._seeked = true;
+    for (const tag of this._tags.values()) tag.fired = false; // tagpassed stays once a tag
     for (const entry of this._entries.values()) entry.fired = false;
   }
 

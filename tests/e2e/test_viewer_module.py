@@ -13,6 +13,7 @@ renders the module's tags, shows that markup as text.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -136,6 +137,34 @@ def check_events(
     return problems
 
 
+SEEK = """(t) => { document.getElementById("video").currentTime = t; }"""
+
+
+async def check_seeks(engine: str, page: Any, ids: list[str]) -> list[str]:
+    """On a replay played to its end: a seek into the second pin ends the tags on at the end
+    (the poll and the last pin: ``seek``), reports the first pin as passed and fires the deal
+    and that pin, in order; a seek within them changes nothing."""
+    events = await page.evaluate("window.log.events")
+    starts = {e["id"]: e["start"] for e in events if e["type"] == "tag"}
+    n = len(events)
+    await page.evaluate(SEEK, starts[ids[2]] + 0.5)
+    with contextlib.suppress(playwright_api.Error):  # the comparison below says what is missing
+        await page.wait_for_function(
+            "(n) => window.log.events.length >= n + 5", arg=n, timeout=10_000
+        )
+    await page.evaluate(SEEK, starts[ids[2]] + 0.8)
+    await asyncio.sleep(1.0)
+    after = [
+        (e["type"], e["id"], e.get("reason")) for e in await page.evaluate("window.log.events")
+    ][n:]
+    ends = sorted(after[:2])
+    want = sorted([("tagend", ids[3], "seek"), ("tagend", ids[4], "seek")])
+    fired = [("tagpassed", ids[0], None), ("tag", ids[1], None), ("tag", ids[2], None)]
+    if ends != want or after[2:] != fired:
+        return [f"{engine} replay seeks: events {after}"]
+    return []
+
+
 async def test_viewer_module_fires_every_tag_on_its_frame_on_hlsjs_and_shaka(
     tmp_path: Path, browser: Any
 ) -> None:
@@ -230,6 +259,7 @@ async def test_viewer_module_fires_every_tag_on_its_frame_on_hlsjs_and_shaka(
                 assert not log["errors"], (engine, log["errors"])
                 assert log["latency"] == [], engine  # no latency on a replay
                 problems += check_events(f"{engine} replay", log["events"], expected)
+                problems += await check_seeks(engine, page, ids)
         finally:
             for page in replays.values():
                 await page.close()
