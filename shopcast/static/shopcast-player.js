@@ -96,6 +96,7 @@ export class ShopcastPlayer extends EventTarget {
     this.latency = null;
     this._tags = new Map(); // id -> state (see _tag)
     this._entries = new Map(); // `${path}|${id}` -> {id, path, cue, start, fired}
+    this._shakaRanges = new Map(); // `${CLASS}|${start}` -> {id, attrs} (see _shakaMetadata)
     this._ownPlayer = false;
     this._closed = false;
     this._previousFrame = null;
@@ -176,8 +177,8 @@ export class ShopcastPlayer extends EventTarget {
       player = new shakaOrClass();
       this._ownPlayer = true;
     }
-    player.configure(SHAKA_CONFIG);
     player.configure(config);
+    player.configure(SHAKA_CONFIG); // the page's settings, but never without the emsg boxes
     this.player = player;
     this.engine = "shaka";
     // Shaka adds a region for each DATERANGE attribute (on the playlist) and each ID3 frame
@@ -203,7 +204,6 @@ export class ShopcastPlayer extends EventTarget {
       return;
     }
     if (typeof type !== "string" || !type.startsWith(CLASS_PREFIX) || type === SHOW_CLASS) return;
-    this._shakaRanges = this._shakaRanges || new Map();
     const key = `${type}|${start}`;
     let range = this._shakaRanges.get(key);
     if (!range) this._shakaRanges.set(key, (range = { id: null, attrs: [] }));
@@ -246,6 +246,8 @@ export class ShopcastPlayer extends EventTarget {
       // The range's cues added again (see _startHls): keep the one hls.js updates; the same
       // emsg parsed again (another rendition): keep the earliest.
       if (path === "daterange" || cue.startTime < entry.cue.startTime) entry.cue = cue;
+    } else if (cue === null && path === "emsg" && start < entry.start) {
+      entry.start = start; // Shaka: the same emsg from another rendition
     }
   }
 
