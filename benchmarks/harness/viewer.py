@@ -37,7 +37,8 @@ PAGE = """<!doctype html>
   };
   video.requestVideoFrameCallback(onFrame);
   const options = params.get("engine") === "shaka"
-    ? { shaka: shaka.Player, config: { streaming: { lowLatencyMode: true } } }
+    ? { shaka: shaka.Player, config: { streaming: { lowLatencyMode: true } },
+        loadAttempts: Number(params.get("attempts") || 1) }
     : { hls: Hls, config: { lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5 } };
   const viewer = (window.viewer = new ShopcastPlayer(video, params.get("src"), options));
   for (const type of ["tag", "tagend", "tagpassed"]) {
@@ -60,9 +61,12 @@ PAGE = """<!doctype html>
 """
 
 
-async def open_viewer(browser: Any, base: str, engine: str, src: str, init: str = "") -> Any:
+async def open_viewer(
+    browser: Any, base: str, engine: str, src: str, init: str = "", attempts: int = 1
+) -> Any:
     """A new page playing ``src`` (a path on ``base``) through the module on ``engine``;
-    ``init`` is a script run before the page's own (e.g. the barcode probe)."""
+    ``init`` is a script run before the page's own (e.g. the barcode probe), ``attempts`` the
+    module's ``loadAttempts`` (Shaka)."""
     page = await browser.new_page(viewport={"width": 360, "height": 640})
     if init:
         await page.add_init_script(init)
@@ -71,5 +75,6 @@ async def open_viewer(browser: Any, base: str, engine: str, src: str, init: str 
         await route.fulfill(status=200, content_type="text/html", body=PAGE)
 
     await page.route(f"{base}{PATH}**", serve)
-    await page.goto(f"{base}{PATH}?{urlencode({'engine': engine, 'src': src})}")
+    query = urlencode({"engine": engine, "src": src, "attempts": attempts})
+    await page.goto(f"{base}{PATH}?{query}")
     return page

@@ -65,6 +65,9 @@ export interface ShopcastPlayerOptions {
   shaka?: any;
   /** The player's own settings, merged under the ones the module needs. */
   config?: Record<string, unknown>;
+  /** Shaka: tries of `load()`, a second apart, for a page opened before the show is on air
+   * (default 1). With hls.js, its own `manifestLoadPolicy` does that. */
+  loadAttempts?: number;
 }
 
 /** hls.js settings the module sets (both tag paths on the metadata track). */

@@ -32,6 +32,7 @@ export const EPSILON = 0.012;
 // on, or a cue that arrived after its frame was shown).
 const LATE_AFTER = 0.1;
 const LATENCY_EVERY_MS = 1000;
+const LOAD_RETRY_MS = 1000; // between Shaka's load attempts (options.loadAttempts)
 const DATERANGE_CUE_TYPE = "com.apple.quicktime.HLS";
 const ID3_DESCRIPTION = "com.shopcast.tag";
 const CLASS_PREFIX = "com.shopcast.";
@@ -188,7 +189,18 @@ export class ShopcastPlayer extends EventTarget {
     player.addEventListener("metadataadded", onAdded);
     this._unlisten.push(() => player.removeEventListener("metadataadded", onAdded));
     if (player.getMediaElement() !== this.video) await player.attach(this.video);
-    await player.load(this.url);
+    // A page opened before the show is on air: the playlist is 404 (Shaka 1001), or lists one
+    // open segment only, which Shaka 4.16 cannot start on. hls.js has its own retry settings.
+    const attempts = Math.max(1, Number(this.options.loadAttempts) || 1);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await player.load(this.url);
+        return;
+      } catch (err) {
+        if (attempt >= attempts || this._closed) throw err;
+        await new Promise((resolve) => setTimeout(resolve, LOAD_RETRY_MS));
+      }
+    }
   }
 
   // Shaka's DATERANGE attributes of one range share CLASS, start and end; the ID one (Shaka

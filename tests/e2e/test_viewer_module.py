@@ -32,7 +32,15 @@ from shopcast.web import HLS_JS, SHAKA_JS
 from transcode.policy import LadderConfig
 
 from . import barcode
-from .conftest import API_TOKEN, Origin, make_config, requires_ffmpeg
+from .conftest import (
+    API_TOKEN,
+    Origin,
+    ffmpeg_publish_args,
+    make_config,
+    requires_ffmpeg,
+    start_ffmpeg,
+    stop_ffmpeg,
+)
 from .test_replay import flv, publish, wait_recording
 from .test_shop_sync import Fire, analyse, open_shop
 
@@ -264,3 +272,29 @@ async def test_viewer_module_fires_every_tag_on_its_frame_on_hlsjs_and_shaka(
             for page in replays.values():
                 await page.close()
         assert not problems, "\n".join(problems)
+
+
+async def test_shaka_page_opened_before_the_show_plays_it(
+    small_origin: Origin, browser: Any
+) -> None:
+    """A Shaka page opened before the show is on air (the playlist 404, then one open segment
+    only, which Shaka 4.16 cannot start on) plays once it is, with ``loadAttempts``; without
+    them its load fails."""
+    origin = small_origin
+    hasty = await open_viewer(browser, origin.http, "shaka", "/hls/demo/master.m3u8")
+    patient = await open_viewer(browser, origin.http, "shaka", "/hls/demo/master.m3u8", attempts=60)
+    publisher = await start_ffmpeg(
+        ffmpeg_publish_args(
+            origin.rtmp_url(await origin.key()), seconds=30, size="180x320", realtime=True
+        )
+    )
+    try:
+        await patient.wait_for_function(
+            "document.getElementById('video').currentTime > 0.3", timeout=40_000
+        )
+        assert await patient.evaluate("window.log.errors") == []
+        assert await hasty.evaluate("window.log.errors") == ["1001"]  # HTTP 404, given up
+    finally:
+        await hasty.close()
+        await patient.close()
+        await stop_ffmpeg(publisher)
