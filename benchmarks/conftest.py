@@ -20,7 +20,7 @@ import pytest
 
 from ingest.rtmp.chunk_py import ChunkStreamReader as PyChunkStreamReader
 from ingest.rtmp.chunk_py import ChunkWriter
-from shopcast.web import HLS_JS
+from shopcast.web import HLS_JS, SHAKA_JS
 
 RECORDED_PUBLISH = Path(__file__).parents[1] / "tests/ingest/vectors/publish_720p.bin"
 HANDSHAKE_BYTES = 1 + 1536 + 1536  # C0 + C1 + C2 precede the chunk stream (§5.2)
@@ -283,6 +283,8 @@ def machine_info() -> dict[str, Any]:
         info["debian_x264"] = out.stdout.strip() or None
     hls = HLS_JS.with_name("hls.js.VERSION")  # written beside it by setup.py's vendor step
     info["hls_js"] = hls.read_text().strip() if hls.exists() else None
+    shaka = SHAKA_JS.with_name("shaka-player.VERSION")
+    info["shaka_player"] = shaka.read_text().strip() if shaka.exists() else None
     try:
         import native.chunk_reader  # noqa: F401
 
@@ -358,7 +360,8 @@ def render_report(report: dict[str, Any]) -> str:
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}; PyAV {m.get('pyav')} "
         f"(x264: {m.get('pyav_x264')}); {m.get('ffmpeg_cli')}; Debian x264 "
-        f"{m.get('debian_x264')}; hls.js {m.get('hls_js')}; native twins built: "
+        f"{m.get('debian_x264')}; hls.js {m.get('hls_js')}; Shaka Player "
+        f"{m.get('shaka_player')}; native twins built: "
         f"{m.get('native_twins_built')}.",
         "",
         "| benchmark | outcome | ratio | against | absolute figures (context) | run at |",

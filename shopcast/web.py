@@ -26,9 +26,11 @@ SHOP = STATIC / "shop.html"
 REPLAY = STATIC / "replay.html"
 #: The shop pages' own assets (a fixed list: nothing else under static/ is served).
 ASSETS = {
-    "cues.js": "application/javascript",
+    #: The viewer module for shops' own apps (ES module; its types beside it), see the README.
+    "shopcast-player.js": "application/javascript",
+    "shopcast-player.d.ts": "application/typescript",
     "cards.js": "application/javascript",
-    "player.js": "application/javascript",
+    "page.js": "application/javascript",
     "shop.js": "application/javascript",
     "replay.js": "application/javascript",
     "shop.css": "text/css",

@@ -1,5 +1,5 @@
 """Each benchmark module runs at a tiny size (``SHOPCAST_BENCH_SMOKE=1``) and leaves a well-formed
-report. Left out: the hls.js latency benchmark (a browser needs a minute; it skips itself in smoke
+report. Left out: the player latency benchmark (a browser needs a minute; it skips itself in smoke
 mode)."""
 
 from __future__ import annotations

@@ -1,0 +1,93 @@
+// The shop pages' shell, shared by the live shop page and the replay page: hls.js played through
+// the viewer module (shopcast-player.js: tags on their frames), ?level= pinning, the HUD chips,
+// the cards fed from the module's events; Safari's native HLS where hls.js cannot run.
+//
+// For tests: window.hls, window.shopcast.{fired, errors, levelSwitches, pinnedLevel}; fired[i]
+// is one delivery path reaching its tag's frame ({id, path, mediaTime, cueStart, late, kind,
+// level, previousMediaTime}). A test may set window.shopcast.probe = (video, metadata) =>
+// number | object before load: it runs in the video frame callback of the fire; a number is
+// logged as fired[i].frame, an object's fields are merged into fired[i].
+import { ShopcastPlayer } from "./shopcast-player.js";
+
+const CARDS_EVERY_MS = 200; // deal countdowns, poll timeouts and the rail's lit cards
+
+// Play `src` in `video` with the page's own hls.js settings (live or VOD); `cards` renders the
+// tags (cards.js). Returns {viewer, hls} (hls null when hls.js cannot run here).
+export function startPage(video, src, options, cards) {
+  const $ = (id) => document.getElementById(id);
+  const ui = { level: $("level"), latency: $("latency"), waiting: $("waiting"), sound: $("sound") };
+  const sc = (window.shopcast = Object.assign(window.shopcast || {}, {
+    fired: [],
+    errors: [],
+    levelSwitches: [],
+  }));
+
+  ui.sound.addEventListener("click", () => {
+    video.muted = !video.muted;
+    ui.sound.textContent = video.muted ? "sound off" : "sound on";
+    ui.sound.setAttribute("aria-pressed", String(!video.muted));
+  });
+
+  let hls = null;
+  if (window.Hls && Hls.isSupported()) {
+    hls = window.hls = new Hls(options);
+    hls.on(Hls.Events.ERROR, (_, d) =>
+      sc.errors.push({ type: d.type, details: d.details, fatal: d.fatal }),
+    );
+    hls.on(Hls.Events.LEVEL_SWITCHED, (_, d) => sc.levelSwitches.push(d.level));
+    // ?level=180p (rendition name / short edge) or ?level=<index>: pin one rendition.
+    const wanted = new URLSearchParams(location.search).get("level");
+    hls.on(Hls.Events.MANIFEST_PARSED, (_, d) => {
+      if (wanted === null) return;
+      let index = d.levels.findIndex(
+        (l) => `${Math.min(l.width, l.height)}p` === wanted || l.name === wanted,
+      );
+      if (index < 0 && /^\d+$/.test(wanted)) index = Number(wanted);
+      if (index >= 0 && index < d.levels.length) {
+        hls.startLevel = index;
+        hls.currentLevel = index;
+        sc.pinnedLevel = index;
+      }
+    });
+  }
+
+  const viewer = new ShopcastPlayer(video, src, { hls });
+  viewer.addEventListener("tag", (e) => cards.fire(e.detail, e.detail.mediaTime));
+  viewer.addEventListener("tagend", (e) => cards.end(e.detail));
+  viewer.addEventListener("tagpassed", (e) => cards.passed(e.detail));
+  viewer.addEventListener("cue", (e) => {
+    const c = e.detail;
+    const rec = {
+      id: c.id, path: c.path, mediaTime: c.mediaTime, cueStart: c.start, late: c.late,
+      kind: (viewer.tags.find((t) => t.id === c.id) || {}).kind || null,
+      level: hls ? hls.currentLevel : null, previousMediaTime: c.previousMediaTime,
+    };
+    if (typeof sc.probe === "function" && c.metadata) {
+      try {
+        const probed = sc.probe(video, c.metadata);
+        if (probed && typeof probed === "object") Object.assign(rec, probed);
+        else rec.frame = probed;
+      } catch (err) {
+        rec.probeError = String(err);
+      }
+    }
+    sc.fired.push(rec);
+  });
+  viewer.addEventListener("latency", (e) => {
+    if (ui.latency) ui.latency.textContent = `${e.detail.latency.toFixed(1)} s`;
+  });
+  viewer.start().catch((err) => {
+    ui.waiting.textContent = String(err.message || err);
+    sc.errors.push({ type: "player", details: String(err), fatal: true });
+  });
+
+  setInterval(() => {
+    if (hls) {
+      const lvl = hls.levels[hls.currentLevel];
+      ui.level.textContent = lvl ? `${Math.min(lvl.width, lvl.height)}p` : "–";
+    }
+    ui.waiting.hidden = video.currentTime > 0;
+  }, 250);
+  setInterval(() => cards.update(video.currentTime), CARDS_EVERY_MS);
+  return { viewer, hls };
+}
