@@ -43,10 +43,9 @@ CASES: dict[str, tuple[list[str], str | None, int, bool]] = {
     "clips": (["test_bench_clips.py"], None, 1, True),
     "recording": (["test_bench_recording.py"], None, 1, True),
     "cluster": (["test_bench_cluster.py"], None, 1, True),
-    "cluster_tags": (["test_bench_cluster_tags.py"], None, 1, True),
 }
 #: Cases that also need Debian's PostgreSQL server.
-NEEDS_POSTGRES = {"cluster", "cluster_tags"}
+NEEDS_POSTGRES = {"cluster"}
 MACHINE_KEYS = {"cpu", "cores", "python", "pyav", "pyav_x264", "ffmpeg_cli", "hls_js"}
 
 
