@@ -187,6 +187,12 @@ def _status(request: web.Request, record: StreamRecord, cluster: ClusterView) ->
     origin = cluster.origin(record.id)
     # The origin owning the stream's live lease (null: nobody publishes it).
     out["origin"] = {"node_id": origin.node_id, "http_url": origin.http_url} if origin else None
+    registry = request.app[REGISTRY_KEY]
+    here = registry.record.node_id if registry.record is not None else None
+    if origin is not None and origin.node_id != here:
+        # Live on another origin: its ingest and renditions are the owner's to tell
+        # (GET /api/v1/streams/{id} answers from there).
+        out["state"] = "live"
     out["playback_url"] = request.app[URLS_KEY](record.id, "")["playback_url"]
     out["record"] = record.record
     pipeline = request.app[PIPELINES_KEY].pipelines.get(record.id)

@@ -150,6 +150,12 @@ async def test_edges_and_any_origin_serve_tag_and_follow_a_show_across_origins(
             status = await r.json()  # C's own answer: its publisher and renditions
         assert status["state"] == "live" and status["ingest"]["protocol"] == "rtmp", status
         assert sorted(r["name"] for r in status["renditions"]) == sorted(renditions), status
+        # The list on any origin, from one read of the lease table: C's show is live there.
+        for base in (a.http, b.http, c.http):
+            async with http.get(f"{base}/api/v1/streams") as r:
+                listed = {s["id"]: s for s in (await r.json())["streams"]}
+            assert listed["demo"]["state"] == "live", (base, listed["demo"])
+            assert listed["demo"]["origin"]["node_id"] == "c", (base, listed["demo"])
         cluster_edge = await stack.enter_async_context(
             edge_process([], "--cluster", postgres_url, "--node-timeout", str(NODE_TIMEOUT))
         )
