@@ -4,6 +4,7 @@ redirect said, remembered for at most ``ttl`` seconds so a move is followed with
 ``fetch_live`` is the one upstream GET of a live object: to the remembered owner (or any
 configured origin when none is known); a redirect is followed once and remembered; a
 connection error or a 404 from the owner re-resolves and tries the new owner once.
+``fetch_following`` is the GET of everything else: a redirect to another node is followed once.
 """
 
 from __future__ import annotations
@@ -143,6 +144,25 @@ async def fetch_live(
                 continue
         return result
     raise AssertionError("unreachable")
+
+
+async def fetch_following(
+    session: aiohttp.ClientSession, origins: Origins, target: str, timeout: float
+) -> UpstreamResult:
+    """GET an object that does not move (a recording, a clip, a page) from any origin; a
+    redirect to the same object on another node (a recording in that node's file store) is
+    followed once. Any other redirect is the answer."""
+    result = await fetch(session, origins, target, timeout)
+    if not result.redirect:
+        return result
+    assert result.location is not None
+    base = redirect_base(result.location, target)
+    if base is None:
+        return result
+    try:
+        return await get_once(session, base, target, timeout)
+    except (*CONNECTION_ERRORS, TimeoutError) as exc:
+        raise AllOriginsFailed(f"node {base} (redirected to by {result.origin}): {exc}") from exc
 
 
 async def _resolve_again(

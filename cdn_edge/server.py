@@ -34,8 +34,8 @@ from cdn_edge.paths import (
     parse_target,
     preload_hints,
 )
-from cdn_edge.routing import StreamRoutes, fetch_live
-from cdn_edge.upstream import AllOriginsFailed, Origins, UpstreamResult, fetch
+from cdn_edge.routing import StreamRoutes, fetch_following, fetch_live
+from cdn_edge.upstream import AllOriginsFailed, Origins, UpstreamResult
 from cdn_edge.viewers import ViewerTracker
 from cdn_edge.wire import ResponseHead, http_date, simple_head
 from packager import access
@@ -329,7 +329,7 @@ class EdgeServer:
                     self.config.upstream_timeout,
                 )
             else:
-                result = await fetch(
+                result = await fetch_following(
                     self._session,
                     self.origins,
                     target.upstream(token),

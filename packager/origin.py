@@ -54,6 +54,17 @@ class StreamOwners(Protocol):
 
 
 OWNERS_KEY: web.AppKey[StreamOwners] = web.AppKey("hls_owners")
+
+
+class RecordingHomes(Protocol):
+    """Which node of a cluster serves a recording (``shopcast.cluster.routing``)."""
+
+    async def home_url(self, recording_id: str) -> str | None:
+        """Base URL of the *other* node whose recordings store alone holds the recording (a
+        file store); None to serve it here. ``StoreUnavailable`` when that node is down."""
+
+
+HOMES_KEY: web.AppKey[RecordingHomes] = web.AppKey("vod_homes")
 #: How long a redirect to a stream's owner may be reused (a move is followed within it).
 MOVED_CACHE = "public, max-age=1"
 #: Tag ids as the tag service makes them (bounded before any lookup).
@@ -108,13 +119,29 @@ async def _moved(request: web.Request, max_age: float = 1.0) -> web.Response | N
     if owners.holds(stream_id):
         return None
     base = await owners.owner_url(stream_id, max_age)
-    if base is None:
-        return None
+    return None if base is None else _redirect(request, base, "the stream is served by its owner")
+
+
+def _redirect(request: web.Request, base: str, why: str) -> web.Response:
+    """The one redirect to another node of the cluster: same path and query there."""
     return web.Response(
         status=307,
-        text="the stream is served by its owning origin\n",
+        text=why + "\n",
         headers={**CORS, "Location": base + request.path_qs, "Cache-Control": MOVED_CACHE},
     )
+
+
+async def recording_elsewhere(request: web.Request, recording_id: str) -> web.Response | None:
+    """307 to the node holding the recording when only that node can serve it (file store), a
+    503 with the reason when it is down; None to answer here (``/vod``, replay pages)."""
+    homes = request.app.get(HOMES_KEY)
+    if homes is None:
+        return None
+    try:
+        base = await homes.home_url(recording_id)
+    except StoreUnavailable as exc:
+        return _error(503, f"the recordings store is unavailable: {exc}")
+    return None if base is None else _redirect(request, base, "the recording is on its node")
 
 
 async def multivariant(request: web.Request) -> web.StreamResponse:
@@ -271,6 +298,9 @@ async def recording_poster(request: web.Request) -> web.StreamResponse:
     """JPEG cover of a recording (its first product moment)."""
     if (denied := _denied(request)) is not None:
         return denied
+    elsewhere = await recording_elsewhere(request, request.match_info["recording"])
+    if elsewhere is not None:
+        return elsewhere
     try:
         jpeg = await request.app[THUMBNAILS_KEY].recording_poster(request.match_info["recording"])
     except StoreUnavailable as exc:
@@ -378,6 +408,9 @@ def _vod_playlist(request: web.Request, rec: VodRecording, text: str) -> web.Res
 async def _vod(request: web.Request) -> VodRecording | web.Response:
     if (denied := _denied(request)) is not None:
         return denied
+    elsewhere = await recording_elsewhere(request, request.match_info["recording"])
+    if elsewhere is not None:
+        return elsewhere
     try:
         rec = await request.app[VOD_SOURCE_KEY].vod(request.match_info["recording"])
     except StoreUnavailable as exc:
@@ -444,9 +477,17 @@ async def vod_file(request: web.Request) -> web.StreamResponse:
     )
 
 
-def add_vod_routes(app: web.Application, source: VodSource, store: RecordingStore) -> None:
-    """Mount ``/vod/<recording_id>/…`` (after :func:`add_hls_routes`: same playback secret)."""
+def add_vod_routes(
+    app: web.Application,
+    source: VodSource,
+    store: RecordingStore,
+    homes: RecordingHomes | None = None,
+) -> None:
+    """Mount ``/vod/<recording_id>/…`` (after :func:`add_hls_routes`: same playback secret);
+    ``homes`` (in a cluster) redirects recordings only another node holds."""
     app[VOD_SOURCE_KEY] = source
+    if homes is not None:
+        app[HOMES_KEY] = homes
     app[VOD_STORE_KEY] = store
     app[VOD_CACHE_KEY] = collections.OrderedDict()
     for path, handler in (

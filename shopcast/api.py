@@ -15,7 +15,7 @@ from aiohttp import web
 
 from ingest.sessions import LiveStreams, PublishSession
 from packager import access
-from packager.origin import StreamOwners
+from packager.origin import HOMES_KEY, StreamOwners
 from packager.stores import StoreUnavailable
 from shopcast.clips import CLIPS_KEY, ClipRefused
 from shopcast.cluster import ClusterView, NodeRegistry
@@ -557,20 +557,47 @@ def at_owner(handler: Handler, read: bool = False) -> Handler:
     a forwarded request is answered where it lands, even if the owner has moved since.
     """
 
-    async def forwarding(request: web.Request) -> web.StreamResponse:
+    async def owner(request: web.Request) -> str | None:
         owners = request.app.get(OWNERS_KEY)
         stream_id = request.match_info["id"]
-        if owners is None or FORWARDED_HEADER in request.headers:
+        if owners is None or owners.holds(stream_id):
+            return None
+        return await owners.owner_url(stream_id, max_age=0.0)  # fresh: acted on once
+
+    return _forwarded(handler, owner, read)
+
+
+def at_home(handler: Handler, read: bool = False) -> Handler:
+    """``handler`` runs on the node whose recordings store alone holds the recording ``{rid}``
+    (a file store): its media are read, cut or deleted there (see :func:`at_owner`)."""
+
+    async def home(request: web.Request) -> str | None:
+        homes = request.app.get(HOMES_KEY)
+        if homes is None:
+            return None
+        try:
+            return await homes.home_url(request.match_info["rid"])
+        except StoreUnavailable as exc:
+            raise ApiError(503, "store_unavailable", str(exc), RETRY_AFTER) from exc
+
+    return _forwarded(handler, home, read)
+
+
+def _forwarded(
+    handler: Handler, where: Callable[[web.Request], Awaitable[str | None]], read: bool
+) -> Handler:
+    """``handler`` here, or the answer of the node ``where`` names (None: here)."""
+
+    async def forwarding(request: web.Request) -> web.StreamResponse:
+        if FORWARDED_HEADER in request.headers:
             return await handler(request)
-        if owners.holds(stream_id):
-            return await handler(request)
-        base = await owners.owner_url(stream_id, max_age=0.0)  # fresh: acted on once, not cached
+        base = await where(request)
         if base is None:
             return await handler(request)
         try:
             return await _forward(request, base)
         except ApiError:
-            if read:  # what this origin knows (the owner's id from the store) beats no answer
+            if read:  # what this node knows (from the shared store) beats no answer
                 return await handler(request)
             raise
 
@@ -651,9 +678,10 @@ def make_app(
         app[RECORDINGS_KEY] = recordings
         app.router.add_patch("/api/v1/streams/{id}", update_stream)
         app.router.add_get("/api/v1/streams/{id}/recordings", list_recordings)
-        app.router.add_get("/api/v1/recordings/{rid}", get_recording)
-        app.router.add_delete("/api/v1/recordings/{rid}", delete_recording)
-        app.router.add_post("/api/v1/recordings/{rid}/clips", create_clip)
+        # What reads or changes a recording's media runs where they are (file store).
+        app.router.add_get("/api/v1/recordings/{rid}", at_home(get_recording, read=True))
+        app.router.add_delete("/api/v1/recordings/{rid}", at_home(delete_recording))
+        app.router.add_post("/api/v1/recordings/{rid}/clips", at_home(create_clip))
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_post("/api/v1/streams", create_stream)
     app.router.add_get("/api/v1/streams", list_streams)

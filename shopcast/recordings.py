@@ -69,6 +69,8 @@ class Recordings:
         #: task, retried while the database is away: the show goes on meanwhile).
         self._pending: dict[str, RecordingRecord] = {}
         self._writer: asyncio.Task[None] | None = None
+        #: This node's id in the cluster, written on its recordings' rows (set at start).
+        self.node_id = ""
 
     # -- life --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -107,8 +109,11 @@ class Recordings:
                 self._writer.cancel()
 
     async def recover(self) -> None:
-        """Every recording left ``recording`` by a crash is closed from what the store holds."""
+        """Every recording of this node left ``recording`` by a crash is closed from what the
+        store holds (another node's may still be recording there)."""
         for row in await self.store.list_recordings(state="recording"):
+            if self.node_id and row.node_id not in ("", self.node_id):
+                continue
             try:
                 manifest = await self.recorder.recover(row.id)
             except StoreUnavailable as exc:
@@ -121,7 +126,9 @@ class Recordings:
                 log.warning("recording %s: nothing recoverable after a crash", row.id)
                 continue
             segments = sum(len(r.segments) for r in manifest.renditions)
-            self._save(row.id, row.stream_id, "ready", manifest, error=row.error)
+            self._save(
+                row.id, row.stream_id, "ready", manifest, error=row.error, node_id=row.node_id
+            )
             self._recovered.append((row.id, row.stream_id, manifest))
             log.info(
                 "recording %s recovered after a crash: %d segments on %d renditions, "
@@ -216,6 +223,7 @@ class Recordings:
         *,
         error: str | None = None,
         degraded: str | None = None,
+        node_id: str | None = None,
     ) -> None:
         self._queue(
             RecordingRecord(
@@ -230,6 +238,7 @@ class Recordings:
                 renditions=[r.name for r in manifest.renditions],
                 error=error,
                 degraded=degraded,
+                node_id=self.node_id if node_id is None else node_id,
             )
         )
 

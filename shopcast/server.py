@@ -25,7 +25,7 @@ from packager.stores import open_store
 from shopcast.api import OWNERS_KEY, TOKENS_KEY, make_app
 from shopcast.clips import ClipService, add_clip_routes
 from shopcast.cluster import NodeRegistry, StreamLeases, node_identity, show_cost
-from shopcast.cluster.routing import OwnerRoutes
+from shopcast.cluster.routing import OwnerRoutes, RecordingRoutes
 from shopcast.config import Config
 from shopcast.health import Readiness, add_health_routes
 from shopcast.hooks import PublishHook, TagWebhooks, Webhooks
@@ -175,7 +175,9 @@ class ShopcastServer:
         self.owners = OwnerRoutes(self.registry, self.leases)
         self.app[OWNERS_KEY] = self.owners
         add_hls_routes(self.app, self.pipelines.package, config.playback.secret, self.owners)
-        add_vod_routes(self.app, self.recordings, self.recordings.media)
+        # A recording in one node's file store is served there (307), like a live show.
+        self.recording_routes = RecordingRoutes(self.registry, self.recordings)
+        add_vod_routes(self.app, self.recordings, self.recordings.media, self.recording_routes)
         add_clip_routes(self.app, ClipService(self.recordings))
         add_web_routes(self.app)
         add_metrics_route(self.app, self.metrics)
@@ -281,6 +283,9 @@ class ShopcastServer:
         except BaseException:
             await self.store.close()
             raise
+        # Known before listening only when configured: crash recovery then skips the
+        # recordings other nodes are making.
+        self.recordings.node_id = self.config.cluster.node_id
         await self.recordings.start()
         await self.rtmp.start(srv.rtmp_host, srv.rtmp_port)
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
@@ -303,6 +308,7 @@ class ShopcastServer:
             self.config.ingest.rtmp_app,
         )
         srt_url = f"srt://{srv.public_host}:{self.srt.port}" if self.srt_available else ""
+        self.recordings.node_id = node_id
         try:
             await self.registry.start(node_id, http_url, rtmp_url, srt_url)
         except BaseException:

@@ -9,7 +9,7 @@ from pathlib import Path
 from aiohttp import web
 
 from packager import access
-from packager.origin import SECRET_KEY
+from packager.origin import SECRET_KEY, recording_elsewhere
 from packager.recorder import RECORDING_ID_RE
 from packager.stores import StoreUnavailable
 from shopcast.api import RECORDINGS_KEY, STORE_KEY, public_tag
@@ -80,6 +80,9 @@ async def _replay_show(request: web.Request) -> tuple[RecordingRecord, list[TagR
 
 async def replay_page(request: web.Request) -> web.Response:
     """The replay shop page of a recording: ``/vod/<id>/`` with cards and chapters."""
+    elsewhere = await recording_elsewhere(request, request.match_info["recording_id"])
+    if elsewhere is not None:
+        return elsewhere  # the page and its /vod from one node (its CSP is 'self')
     row, _ = await _replay_show(request)
     # Only ids of their strict shapes go into the HTML (no escaping needed, none possible).
     if not (RECORDING_ID_RE.match(row.id) and STREAM_ID_RE.match(row.stream_id)):
@@ -102,6 +105,9 @@ async def replay_data(request: web.Request) -> web.Response:
         why = access.verify(secret, request.path, token, time.time())
         if why is not None:
             raise web.HTTPForbidden(text=why)
+    elsewhere = await recording_elsewhere(request, request.match_info["recording_id"])
+    if elsewhere is not None:
+        return elsewhere
     row, tags = await _replay_show(request)
     body = {
         "recording_id": row.id,

@@ -52,6 +52,8 @@ class RecordingRecord:
     renditions: list[str]
     error: str | None
     degraded: str | None
+    #: The node that recorded it (with the file store its media are on that node's disk only).
+    node_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -232,7 +234,7 @@ class Store(Protocol):
 STREAM_COLUMNS = "id, stream_key, created_at, record"
 RECORDING_COLUMNS = (
     "id, stream_id, state, store, started_at, ended_at, duration, bytes, renditions, "
-    "error, degraded"
+    "error, degraded, node_id"
 )
 TAG_COLUMNS = (
     "id, stream_id, kind, product_id, data, duration, pts, program_date_time, source, late, "
@@ -345,6 +347,7 @@ def recording_of(row: Any) -> RecordingRecord:
         renditions=json.loads(row[8]),
         error=row[9],
         degraded=row[10],
+        node_id=row[11],
     )
 
 
@@ -379,6 +382,7 @@ def recording_values(rec: RecordingRecord) -> tuple[Any, ...]:
         json.dumps(rec.renditions),
         rec.error,
         rec.degraded,
+        rec.node_id,
     )
 
 

@@ -330,7 +330,7 @@ class PostgresStore:
     async def save_recording(self, rec: RecordingRecord) -> None:
         await self._run(
             lambda c: c.execute(
-                f"INSERT INTO recordings ({RECORDING_COLUMNS}) VALUES ({_params(11)}) "
+                f"INSERT INTO recordings ({RECORDING_COLUMNS}) VALUES ({_params(12)}) "
                 f"ON CONFLICT (id) DO UPDATE SET {_RECORDING_UPDATES}",
                 *recording_values(rec),
             )

@@ -285,7 +285,7 @@ class SqliteStore:
         await self._run(
             lambda db: db.execute(
                 f"INSERT OR REPLACE INTO recordings ({RECORDING_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 recording_values(rec),
             )
         )

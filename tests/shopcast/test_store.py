@@ -166,9 +166,13 @@ def _rec(rid: str, started: float, ended: float | None, state: str) -> Recording
 async def test_recordings_saved_listed_and_deleted(store: Store) -> None:
     await store.save_recording(_rec("r2", 20.0, None, "recording"))
     await store.save_recording(_rec("r1", 10.0, 15.0, "ready"))
-    done = RecordingRecord("r2", "shop", "failed", "s3", 20.0, 30.0, 9.0, 99, ["a", "b"], "x", "y")
+    done = RecordingRecord(
+        "r2", "shop", "failed", "s3", 20.0, 30.0, 9.0, 99, ["a", "b"], "x", "y", node_id="b"
+    )
     await store.save_recording(done)  # an update of the same row
-    assert await store.get_recording("r2") == done
+    assert await store.get_recording("r2") == done  # node_id too (migration 5)
+    old = await store.get_recording("r1")
+    assert old is not None and old.node_id == ""
     assert [r.id for r in await store.list_recordings("shop")] == ["r1", "r2"]
     assert [r.id for r in await store.list_recordings(state="ready")] == ["r1"]
     assert [r.id for r in await store.list_recordings("shop", "failed")] == ["r2"]
