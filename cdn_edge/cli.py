@@ -6,10 +6,19 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import sys
+from collections.abc import Mapping
 
 from cdn_edge.server import EdgeConfig, EdgeServer
 from shopcast.store import DatabaseUnavailable
+
+#: Where ``--cluster`` (no value, or ``env``) and an absent ``--playback-secret`` come from: the
+#: names the origin reads, so one environment file serves both and no secret shows in ``ps``.
+STORE_URL_ENV = "SHOPCAST_STORE_URL"
+PLAYBACK_SECRET_ENV = "SHOPCAST_PLAYBACK_SECRET"
+#: ``--cluster`` without a URL.
+FROM_ENV = "env"
 
 
 def add_edge_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,9 +31,18 @@ def add_edge_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     edge.add_argument(
         "--cluster",
+        nargs="?",
+        const=FROM_ENV,
         default="",
         help="the cluster store (postgresql://…): streams are fetched from their owning origin "
-        "and the edge registers itself there (then --origin is optional)",
+        "and the edge registers itself there (then --origin is optional); without a value or "
+        f"as 'env': the URL in ${STORE_URL_ENV}, kept out of the process list",
+    )
+    edge.add_argument(
+        "--advertise-url",
+        default="",
+        help="this edge's URL as others reach it, for its node row in the cluster "
+        "(default: http://<--listen>)",
     )
     edge.add_argument(
         "--node-timeout",
@@ -35,8 +53,9 @@ def add_edge_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     edge.add_argument("--listen", default="127.0.0.1:8081", help="HOST:PORT (default %(default)s)")
     edge.add_argument(
         "--playback-secret",
-        default="",
-        help="the origin's playback.secret: tokens are checked at the edge",
+        default=None,
+        help="the origin's playback.secret: tokens are checked at the edge "
+        f"(default: ${PLAYBACK_SECRET_ENV}, else none)",
     )
     edge.add_argument(
         "--origin-token", default="", help="API token for reporting viewer counts to the origins"
@@ -51,13 +70,21 @@ def add_edge_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     edge.add_argument("--log-level", default="INFO")
 
 
-def edge_config(args: argparse.Namespace) -> EdgeConfig:
-    """The edge's settings from parsed arguments (ValueError names what is wrong)."""
+def edge_config(args: argparse.Namespace, env: Mapping[str, str] = os.environ) -> EdgeConfig:
+    """The edge's settings from parsed arguments and ``env`` (ValueError names what is wrong)."""
     origins = tuple(u.strip() for u in args.origin.split(",") if u.strip())
-    if args.cluster and not args.cluster.startswith(("postgresql://", "postgres://")):
+    cluster = args.cluster
+    if cluster == FROM_ENV:
+        cluster = env.get(STORE_URL_ENV, "")
+        if not cluster:
+            raise ValueError(f"--cluster without a URL reads ${STORE_URL_ENV}, which is not set")
+    if cluster and not cluster.startswith(("postgresql://", "postgres://")):
         raise ValueError("--cluster takes the cluster store's postgresql:// URL")
-    if not origins and not args.cluster:
+    if not origins and not cluster:
         raise ValueError("give --origin URL(s), or --cluster postgresql://…")
+    advertise = args.advertise_url.rstrip("/")
+    if advertise and not advertise.startswith(("http://", "https://")):
+        raise ValueError("--advertise-url takes an http(s):// URL")
     if not all(u.startswith(("http://", "https://")) for u in origins):
         raise ValueError("--origin takes http(s):// URLs, comma-separated")
     if not 0.3 <= args.node_timeout <= 600:
@@ -72,11 +99,16 @@ def edge_config(args: argparse.Namespace) -> EdgeConfig:
         origins=origins,
         host=host.strip("[]"),
         port=int(port),
-        playback_secret=args.playback_secret,
+        playback_secret=(
+            env.get(PLAYBACK_SECRET_ENV, "")
+            if args.playback_secret is None
+            else args.playback_secret
+        ),
         origin_token=args.origin_token,
         cache_bytes=args.cache_bytes,
-        cluster=args.cluster,
+        cluster=cluster,
         node_timeout=args.node_timeout,
+        advertise_url=advertise,
         **extra,
     )
 

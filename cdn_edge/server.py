@@ -79,6 +79,8 @@ class EdgeConfig:
     cluster: str = ""
     #: The cluster's ``[cluster] node_timeout``: the edge heartbeats three times within it.
     node_timeout: float = 6.0
+    #: This edge's URL in its node row (empty: the listening address).
+    advertise_url: str = ""
 
 
 class EdgeServer:
@@ -129,7 +131,9 @@ class EdgeServer:
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
         if self.directory is not None:
-            self.directory.http_url = self.url
+            self.directory.http_url = self.config.advertise_url or self.url
+            if not self.config.advertise_url and self.config.host in ("0.0.0.0", "::", ""):
+                log.warning("edge node row says %s: give --advertise-url", self.url)
             await self._heartbeat({})  # registered (and the origins known) before serving
         self._tasks = [
             asyncio.ensure_future(self._report_loop()),

@@ -54,10 +54,13 @@ async def logged_origin(
 
 @asynccontextmanager
 async def edge_process(
-    origins: list[str], *extra: str, cpu: int | None = None
+    origins: list[str],
+    *extra: str,
+    cpu: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[str]:
     """``shopcast edge`` as a child process; yields its base URL once it answers (no
-    ``origins``: a cluster edge, with ``--cluster`` in ``extra``)."""
+    ``origins``: a cluster edge, with ``--cluster`` in ``extra``); ``env`` is added to ours."""
     port = free_port()
     args = [SHOPCAST, "edge", "--listen", f"127.0.0.1:{port}"]
     if origins:
@@ -68,6 +71,7 @@ async def edge_process(
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
         preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None,
+        env={**os.environ, **(env or {})},
     )
     base = f"http://127.0.0.1:{port}"
     try:

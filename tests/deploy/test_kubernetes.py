@@ -193,7 +193,7 @@ def test_edge_command_parses_and_matches_the_origins() -> None:
     c = container(edge())
     args = parse_cli(argv(c))
     assert args.command == "edge"
-    settings = edge_config(args)  # the edge's own validation
+    settings = edge_config(args, environment(c))  # the edge's own validation, its environment
     assert ports(c) == {"http": (settings.port, "TCP")}
     assert settings.host == "0.0.0.0"
     config = origin_config()
@@ -201,6 +201,11 @@ def test_edge_command_parses_and_matches_the_origins() -> None:
     assert settings.node_timeout == config.cluster.node_timeout
     assert settings.playback_secret == config.playback.secret
     assert settings.edge_id == POD_FIELDS["metadata.name"]
+    # The edge's node row: the pod's address, the port it listens on.
+    assert settings.advertise_url == f"http://{POD_FIELDS['status.podIP']}:{settings.port}"
+    # Secrets come from the environment, never the command line (visible in `ps`).
+    command = " ".join(argv(c))
+    assert config.store.url not in command and config.playback.secret not in command
 
 
 def test_probes_use_the_health_paths_the_servers_answer(tmp_path: Path) -> None:

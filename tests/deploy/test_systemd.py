@@ -107,13 +107,20 @@ def test_origin_unit_runs_serve_with_state_in_its_directory() -> None:
 def test_edge_unit_runs_a_cluster_edge() -> None:
     text, d = unit("shopcast-edge.service")
     documented = dict(DOCUMENTED.findall(text))
-    args = parse_cli(exec_argv(d, documented))
+    words = exec_argv(d, documented)
+    args = parse_cli(words)
     assert args.command == "edge"
-    settings = edge_config(args)
+    settings = edge_config(args, documented)  # the environment file the unit documents
+    assert settings.cluster == documented["SHOPCAST_STORE_URL"]
     assert settings.cluster.startswith("postgresql://")
+    assert settings.playback_secret == documented["SHOPCAST_PLAYBACK_SECRET"]
     cluster = Config().cluster
     assert settings.node_timeout == cluster.node_timeout  # the origins' default
     assert settings.host == "0.0.0.0" and settings.port == 8081
+    assert settings.advertise_url == f"http://{SPECIFIERS['%H']}:{settings.port}"
+    # Secrets come from the environment file, never the command line (visible in `ps`).
+    command = " ".join(words)
+    assert settings.cluster not in command and settings.playback_secret not in command
 
 
 @pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze not installed")

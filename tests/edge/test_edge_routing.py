@@ -5,6 +5,7 @@ redirect, vanish or stop carrying the stream."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -12,9 +13,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from benchmarks.harness.edge import edge_process
+from benchmarks.harness.postgres import requires_postgres
 from benchmarks.harness.serve_env import SHOPCAST, free_port
-from cdn_edge.routing import StreamRoutes, fetch_live, redirect_base
+from cdn_edge.routing import StreamRoutes, fetch_following, fetch_live, redirect_base
 from cdn_edge.upstream import AllOriginsFailed, Origins
+from shopcast.config import StoreSection
+from shopcast.store import make_store
 
 PART = "/hls/demo/180p/3.1.m4s"
 
@@ -175,6 +180,72 @@ async def test_a_move_is_followed_on_404_and_on_a_dead_owner() -> None:
         async with origin(missing(hits)) as any_origin:
             result = await fetch_live(http, Origins([any_origin]), routes, "demo", PART, 5)
         assert result.status == 404 and hits[-1] == f"404 {PART}" and hits[-2] != f"404 {PART}"
+
+
+async def test_a_recording_redirect_is_followed_once_and_a_foreign_one_passed_on() -> None:
+    hits: list[str] = []
+    target = "/vod/AAAAAAAAAAAAAAAAAAAAAA/master.m3u8?token=t"
+
+    def elsewhere(request: web.Request) -> web.Response:
+        hits.append(f"redirect {request.path_qs}")
+        raise web.HTTPTemporaryRedirect("https://cdn.example/other" + request.path_qs[:5])
+
+    async with (
+        origin(serves("b", hits)) as b,
+        origin(redirects_to(b, hits)) as a,
+        origin(elsewhere) as odd,
+        aiohttp.ClientSession() as http,
+    ):
+        result = await fetch_following(http, Origins([a]), target, 5)
+        assert result.status == 200 and result.body == f"b:{target}".encode()
+        assert hits == [f"redirect {target}", f"b {target}"]
+        # Not the same object on another node: the redirect is the answer, not followed.
+        result = await fetch_following(http, Origins([odd]), target, 5)
+        assert result.redirect and result.location == "https://cdn.example/other/vod/"
+
+
+@requires_postgres
+@pytest.mark.parametrize("form", [["--cluster"], ["--cluster", "env"]])
+async def test_a_cluster_edge_takes_the_store_url_from_the_environment(
+    form: list[str], postgres_url: str
+) -> None:
+    """``--cluster`` alone (or ``env``) reads ``SHOPCAST_STORE_URL``, as the origin does: the
+    edge registers there, under its ``--advertise-url``, with no URL on its command line."""
+    advertised = "http://edge-1.example.internal:8081"
+    store = make_store(StoreSection(url=postgres_url))
+    await store.open()
+    try:
+        async with edge_process(
+            [],
+            *form,
+            "--advertise-url",
+            advertised,
+            "--edge-id",
+            "edge-1",
+            env={"SHOPCAST_STORE_URL": postgres_url},
+        ):
+            nodes = await store.list_nodes(6.0, 30.0)
+            assert [(n.node_id, n.role, n.http_url, n.alive) for n in nodes] == [
+                ("edge-1", "edge", advertised, True)
+            ]
+        assert await store.list_nodes(6.0, 30.0) == []  # a clean stop leaves the table
+    finally:
+        await store.close()
+
+
+async def test_cluster_from_an_unset_environment_is_a_clear_error() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SHOPCAST_STORE_URL"}
+    proc = await asyncio.create_subprocess_exec(
+        SHOPCAST,
+        "edge",
+        "--cluster",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    assert "SHOPCAST_STORE_URL, which is not set" in err.decode(), err.decode()
 
 
 async def test_a_cluster_edge_without_its_database_says_why_and_exits() -> None:
