@@ -63,6 +63,10 @@ class RecordingRoutes:
             return None
         if row.node_id in ("", here.node_id):  # "": recorded before nodes were written down
             return None
+        if await self.recordings.recorder.manifest(recording_id) is not None:
+            # Its files are here all the same: this node restarted under another id (the
+            # default id has the HTTP port in it), or the nodes share a disk.
+            return None
         try:
             base = await self.nodes.owner(row.node_id)
         except DatabaseUnavailable as exc:
