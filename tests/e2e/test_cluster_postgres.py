@@ -16,6 +16,7 @@ import pytest
 
 from benchmarks.harness.postgres import PostgresServer, requires_postgres
 from benchmarks.harness.serve_env import ServeEnv
+from shopcast.api import FORWARDED_HEADER
 
 from .conftest import ffmpeg_publish_args, requires_ffmpeg, start_ffmpeg, stop_ffmpeg
 from .test_cluster import until
@@ -37,8 +38,9 @@ def origin_env(tmp_path: Path, url: str, node_id: str) -> ServeEnv:
     )
 
 
-async def get(http: aiohttp.ClientSession, url: str) -> Any:
-    async with http.get(url, headers=AUTH) as r:
+async def get(http: aiohttp.ClientSession, url: str, *extra: str) -> Any:
+    """GET ``url`` as JSON; ``extra`` header names are sent too (e.g. to ask a node's own view)."""
+    async with http.get(url, headers={**AUTH, **{name: "test" for name in extra}}) as r:
         assert r.status == 200, await r.text()
         return await r.json()
 
@@ -67,8 +69,8 @@ async def test_an_origin_paused_past_its_lease_is_fenced_out(
     async with serving_all(a, b) as [(proc_a, _), _b], aiohttp.ClientSession() as http:
         key = (await get(http, f"{a.http}/api/v1/streams/demo/ingest"))["rtmp_url"].rsplit("/")[-1]
 
-        async def state(srv: ServeEnv) -> Any:
-            return await get(http, f"{srv.http}/api/v1/streams/demo")
+        async def state(srv: ServeEnv) -> Any:  # the node's own view, not the owner's answer
+            return await get(http, f"{srv.http}/api/v1/streams/demo", FORWARDED_HEADER)
 
         async def owner(srv: ServeEnv, node: str, live: bool) -> bool:
             st = await state(srv)
