@@ -20,7 +20,7 @@ from packager.config import PackagerConfig
 from packager.playlist import DateRangeLine, RenditionReport, render_multivariant_playlist
 from packager.rendition import RenditionOutput
 from packager.segmenter import CutPart
-from packager.show import ShowTimeline
+from packager.show import ShowStart, ShowTimeline
 from packager.slate import SlateLoop
 from packager.tag_placement import TagPlacer
 from packager.tags import Tag, TagTimeline
@@ -30,7 +30,7 @@ from transcode.slate import SlateClip
 if TYPE_CHECKING:
     from packager.recorder import SegmentSink
 
-__all__ = ["LivePackage", "PackageListener", "PackagerConfig"]
+__all__ = ["LivePackage", "PackageListener", "PackagerConfig", "ShowStart"]
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +60,14 @@ class LivePackage:
         config: PackagerConfig,
         clock: Callable[[], float] = time.time,
         listener: PackageListener | None = None,
+        start: ShowStart | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.listener = listener
         #: Told of every init and completed segment (the recorder), when set.
         self.sink: SegmentSink | None = None
         self.config = config
-        self.show = ShowTimeline(config.segment_duration, clock)
+        self.show = ShowTimeline(config.segment_duration, clock, start)
         self.tag_placer = TagPlacer(self.show, config.target_duration)
         self.renditions: dict[str, RenditionOutput] = {}
         self.audio: RenditionInfo | None = None
@@ -202,6 +203,16 @@ class LivePackage:
         offset = self.show.continue_after_reconnect()
         for r in self.renditions.values():
             r.continue_at(offset)
+
+    def restore_tags(self, tags: Iterable[Tag]) -> int:
+        """List the DATERANGEs of a continued show's earlier tags (placed by the origin that
+        owned it before), with their original IDs and dates, in every playlist; ranges the
+        previous owner could no longer list (ended before its window) stay out. Returns how
+        many were listed."""
+        window = float(self.config.window_segments * self.config.segment_duration)
+        restored = self.tag_placer.restore(tags, self.clock() - window)
+        self._changed(self.renditions.values())
+        return restored
 
     def finish(self) -> None:
         """No publisher came back: ENDLIST on every playlist; they stay servable."""
