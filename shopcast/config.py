@@ -197,6 +197,30 @@ class RecordSection:
 
 
 @dataclass(frozen=True)
+class ClusterSection:
+    """This node as the cluster sees it (one machine on SQLite is a cluster of one)."""
+
+    #: Empty: "<hostname>-<server.http_port>".
+    node_id: str = ""
+    #: Advertised origin URL; empty: ``http://<server.public_host>:<server.http_port>``.
+    http_url: str = ""
+    #: Advertised; empty: ``rtmp://<server.public_host>:<server.rtmp_port>/<ingest.rtmp_app>``.
+    rtmp_url: str = ""
+    #: Transcoding slots: a transcoded show takes 1, a passthrough-only show a fraction.
+    capacity: float = 4.0
+    #: A node (and its stream leases) silent this long is dead; heartbeats every third of it.
+    node_timeout: float = 6.0
+
+    def __post_init__(self) -> None:
+        if len(self.node_id) > 128 or any(c.isspace() for c in self.node_id):
+            raise ConfigError("cluster.node_id must be at most 128 characters without spaces")
+        if self.capacity <= 0:
+            raise ConfigError("cluster.capacity must be positive")
+        if not 0.3 <= self.node_timeout <= 600:
+            raise ConfigError("cluster.node_timeout must be within 0.3..600 seconds")
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str = "INFO"
     format: str = "plain"  # or "json": one JSON object per line
@@ -216,6 +240,7 @@ class Config:
     srt: SrtSection = field(default_factory=SrtSection)
     playback: PlaybackSection = field(default_factory=PlaybackSection)
     record: RecordSection = field(default_factory=RecordSection)
+    cluster: ClusterSection = field(default_factory=ClusterSection)
     log: LogSection = field(default_factory=LogSection)
 
     def __post_init__(self) -> None:

@@ -79,6 +79,39 @@ class TagRecord:
 
 
 @dataclass(frozen=True)
+class NodeRecord:
+    """A node of the cluster as it last heartbeat; times are the database's clock."""
+
+    node_id: str
+    role: str  # "origin" or "edge"
+    http_url: str
+    rtmp_url: str
+    capacity: float  # transcoding slots
+    load: float  # slots in use: live shows weighted by their transcoding cost
+    viewers: dict[str, int]  # edges: distinct viewers per stream id
+    started_at: float
+    heartbeat_at: float = 0.0  # set by the store
+    alive: bool = True  # computed against node_timeout when read
+
+    @property
+    def free(self) -> float:
+        """Free transcoding slots (placement picks the origin with the most)."""
+        return self.capacity - self.load
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """Who owns a live stream: ``epoch`` is the fencing token, strictly increasing per stream."""
+
+    stream_id: str
+    node_id: str
+    epoch: int
+    acquired_at: float
+    expires_at: float
+    show_started_at: float  # when the current show began (kept across owners)
+
+
+@dataclass(frozen=True)
 class FirstStart:
     """What :meth:`Store.first_start` found or made; ``new_*`` only when made by this call."""
 
@@ -154,6 +187,41 @@ class Store(Protocol):
 
     async def delete_recording(self, recording_id: str) -> None: ...
 
+    async def heartbeat_node(self, node: NodeRecord) -> None:
+        """Insert or refresh ``node``'s row; ``heartbeat_at`` becomes the database's now."""
+
+    async def remove_node(self, node_id: str) -> None:
+        """Forget a node that stopped cleanly (its leases are released separately)."""
+
+    async def list_nodes(self, node_timeout: float) -> list[NodeRecord]:
+        """Every node, by id; ``alive`` when it heartbeat within ``node_timeout`` seconds."""
+
+    async def acquire_lease(
+        self,
+        stream_id: str,
+        node_id: str,
+        ttl: float,
+        takeover: bool,
+        show_gap: float = 0.0,
+    ) -> LeaseRecord | None:
+        """Own ``stream_id`` for ``ttl`` seconds; ``None`` when another node's lease is live
+        and ``takeover`` is false. Re-acquiring one's own live lease keeps its epoch, anything
+        else takes epoch + 1. ``show_started_at`` is kept when the previous lease is live or
+        ended at most ``show_gap`` seconds ago (the same show continues), else it is now."""
+
+    async def renew_leases(self, node_id: str, held: dict[str, int], ttl: float) -> set[str]:
+        """Extend every live lease of ``held`` (stream id → epoch) this node still holds; the
+        ids it no longer holds (taken at a higher epoch, or expired) are returned."""
+
+    async def release_lease(self, stream_id: str, node_id: str, epoch: int) -> None:
+        """End the lease now if this node still holds it at ``epoch`` (else nothing)."""
+
+    async def lease_of(self, stream_id: str) -> LeaseRecord | None:
+        """The stream's live lease, or ``None`` (never leased, released or expired)."""
+
+    async def list_leases(self) -> list[LeaseRecord]:
+        """Every live lease, by stream id."""
+
 
 #: Column orders both backends select and insert in (the row helpers below read by position).
 STREAM_COLUMNS = "id, stream_key, created_at, record"
@@ -165,6 +233,74 @@ TAG_COLUMNS = (
     "id, stream_id, kind, product_id, data, duration, pts, program_date_time, source, late, "
     "clicks, created_at, replay_clicks"
 )
+
+
+NODE_COLUMNS = (
+    "node_id, role, http_url, rtmp_url, capacity, load, viewers, started_at, heartbeat_at"
+)
+LEASE_COLUMNS = "stream_id, node_id, epoch, acquired_at, expires_at, show_started_at"
+NODE_ROLES = ("origin", "edge")
+#: Take or refresh a lease in one statement, so two nodes racing cannot both win: the row lock
+#: of ON CONFLICT serializes them and the second sees the first's live lease. Slots:
+#: {stream} {node} {ttl} {takeover} {gap} and {now}, the store's clock.
+ACQUIRE_LEASE_SQL = f"""
+INSERT INTO stream_leases AS l ({LEASE_COLUMNS})
+VALUES ({{stream}}, {{node}}, 1, {{now}}, {{now}} + {{ttl}}, {{now}})
+ON CONFLICT (stream_id) DO UPDATE SET
+    epoch = CASE WHEN l.node_id = excluded.node_id AND l.expires_at > {{now}}
+                 THEN l.epoch ELSE l.epoch + 1 END,
+    acquired_at = CASE WHEN l.node_id = excluded.node_id AND l.expires_at > {{now}}
+                       THEN l.acquired_at ELSE excluded.acquired_at END,
+    show_started_at = CASE WHEN l.expires_at + {{gap}} > {{now}}
+                           THEN l.show_started_at ELSE excluded.show_started_at END,
+    node_id = excluded.node_id,
+    expires_at = excluded.expires_at
+WHERE l.node_id = excluded.node_id OR l.expires_at <= {{now}} OR {{takeover}}
+RETURNING {LEASE_COLUMNS}
+"""
+
+
+def node_values(node: NodeRecord) -> tuple[Any, ...]:
+    """``node``'s row in ``NODE_COLUMNS`` order, without ``heartbeat_at`` (the store's now)."""
+    if node.role not in NODE_ROLES:
+        raise ValueError(f"unknown node role {node.role!r}")
+    viewers = json.dumps(node.viewers, separators=(",", ":"), sort_keys=True)
+    return (
+        node.node_id,
+        node.role,
+        node.http_url,
+        node.rtmp_url,
+        node.capacity,
+        node.load,
+        viewers,
+        node.started_at,
+    )
+
+
+def node_of(row: Any, now: float, node_timeout: float) -> NodeRecord:
+    return NodeRecord(
+        node_id=row[0],
+        role=row[1],
+        http_url=row[2],
+        rtmp_url=row[3],
+        capacity=float(row[4]),
+        load=float(row[5]),
+        viewers={str(k): int(v) for k, v in json.loads(row[6]).items()},
+        started_at=float(row[7]),
+        heartbeat_at=float(row[8]),
+        alive=float(row[8]) > now - node_timeout,
+    )
+
+
+def lease_of_row(row: Any) -> LeaseRecord:
+    return LeaseRecord(
+        stream_id=row[0],
+        node_id=row[1],
+        epoch=int(row[2]),
+        acquired_at=float(row[3]),
+        expires_at=float(row[4]),
+        show_started_at=float(row[5]),
+    )
 
 
 def stream_of(row: Any) -> StreamRecord:

@@ -16,12 +16,17 @@ from typing import TypeVar
 import asyncpg
 
 from shopcast.store.base import (
+    ACQUIRE_LEASE_SQL,
     API_TOKEN_SETTING,
+    LEASE_COLUMNS,
+    NODE_COLUMNS,
     RECORDING_COLUMNS,
     STREAM_COLUMNS,
     TAG_COLUMNS,
     DatabaseUnavailable,
     FirstStart,
+    LeaseRecord,
+    NodeRecord,
     RecordingRecord,
     StoreError,
     StreamRecord,
@@ -29,7 +34,10 @@ from shopcast.store.base import (
     check_stream_id,
     key_hash,
     key_matches,
+    lease_of_row,
     new_secret,
+    node_of,
+    node_values,
     recording_of,
     recording_values,
     redact_url,
@@ -58,6 +66,12 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+)
+_ACQUIRE_LEASE = ACQUIRE_LEASE_SQL.format(
+    stream="$1", node="$2", ttl="$3", takeover="$4::boolean", gap="$5", now="cluster_now()"
+)
+_NODE_UPDATES = ", ".join(
+    f"{c} = EXCLUDED.{c}" for c in NODE_COLUMNS.replace(" ", "").split(",")[1:]
 )
 _RECORDING_UPDATES = ", ".join(
     f"{c} = EXCLUDED.{c}" for c in RECORDING_COLUMNS.replace(" ", "").split(",")[1:]
@@ -354,6 +368,85 @@ class PostgresStore:
 
     async def delete_recording(self, recording_id: str) -> None:
         await self._run(lambda c: c.execute("DELETE FROM recordings WHERE id = $1", recording_id))
+
+    # -- cluster: nodes and stream leases (the database's clock: cluster_now()) ---------
+    async def heartbeat_node(self, node: NodeRecord) -> None:
+        await self._run(
+            lambda c: c.execute(
+                f"INSERT INTO nodes ({NODE_COLUMNS}) VALUES ({_params(8)}, cluster_now()) "
+                f"ON CONFLICT (node_id) DO UPDATE SET {_NODE_UPDATES}",
+                *node_values(node),
+            )
+        )
+
+    async def remove_node(self, node_id: str) -> None:
+        await self._run(lambda c: c.execute("DELETE FROM nodes WHERE node_id = $1", node_id))
+
+    async def list_nodes(self, node_timeout: float) -> list[NodeRecord]:
+        rows = await self._run(
+            lambda c: c.fetch(f"SELECT {NODE_COLUMNS}, cluster_now() FROM nodes ORDER BY node_id")
+        )
+        return [node_of(r, r[9], node_timeout) for r in rows]
+
+    async def acquire_lease(
+        self,
+        stream_id: str,
+        node_id: str,
+        ttl: float,
+        takeover: bool,
+        show_gap: float = 0.0,
+    ) -> LeaseRecord | None:
+        row = await self._run(
+            lambda c: c.fetchrow(_ACQUIRE_LEASE, stream_id, node_id, ttl, takeover, show_gap)
+        )
+        return lease_of_row(row) if row else None
+
+    async def renew_leases(self, node_id: str, held: dict[str, int], ttl: float) -> set[str]:
+        if not held:
+            return set()
+        rows = await self._run(
+            lambda c: c.fetch(
+                "UPDATE stream_leases AS l SET expires_at = cluster_now() + $2 "
+                "FROM unnest($3::text[], $4::bigint[]) AS h (stream_id, epoch) "
+                "WHERE l.stream_id = h.stream_id AND l.epoch = h.epoch AND l.node_id = $1 "
+                "AND l.expires_at > cluster_now() RETURNING l.stream_id",
+                node_id,
+                ttl,
+                list(held),
+                list(held.values()),
+            )
+        )
+        return set(held) - {r[0] for r in rows}
+
+    async def release_lease(self, stream_id: str, node_id: str, epoch: int) -> None:
+        await self._run(
+            lambda c: c.execute(
+                "UPDATE stream_leases SET expires_at = cluster_now() WHERE stream_id = $1 "
+                "AND node_id = $2 AND epoch = $3 AND expires_at > cluster_now()",
+                stream_id,
+                node_id,
+                epoch,
+            )
+        )
+
+    async def lease_of(self, stream_id: str) -> LeaseRecord | None:
+        row = await self._run(
+            lambda c: c.fetchrow(
+                f"SELECT {LEASE_COLUMNS} FROM stream_leases "
+                "WHERE stream_id = $1 AND expires_at > cluster_now()",
+                stream_id,
+            )
+        )
+        return lease_of_row(row) if row else None
+
+    async def list_leases(self) -> list[LeaseRecord]:
+        rows = await self._run(
+            lambda c: c.fetch(
+                f"SELECT {LEASE_COLUMNS} FROM stream_leases "
+                "WHERE expires_at > cluster_now() ORDER BY stream_id"
+            )
+        )
+        return [lease_of_row(r) for r in rows]
 
 
 async def _has_streams(conn: asyncpg.Connection) -> bool:

@@ -13,12 +13,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from shopcast.store.base import (
+    ACQUIRE_LEASE_SQL,
     API_TOKEN_SETTING,
+    LEASE_COLUMNS,
+    NODE_COLUMNS,
     RECORDING_COLUMNS,
     STREAM_COLUMNS,
     TAG_COLUMNS,
     DatabaseUnavailable,
     FirstStart,
+    LeaseRecord,
+    NodeRecord,
     RecordingRecord,
     StoreError,
     StreamRecord,
@@ -26,7 +31,10 @@ from shopcast.store.base import (
     check_stream_id,
     key_hash,
     key_matches,
+    lease_of_row,
     new_secret,
+    node_of,
+    node_values,
     recording_of,
     recording_values,
     replay_click,
@@ -42,6 +50,9 @@ T = TypeVar("T")
 #: in migration 1 keeps their tables as they were).
 _PRE_VERSIONING_COLUMNS = (("streams", "record", "INTEGER NOT NULL DEFAULT 1"),)
 _ADD_COLUMN_RE = re.compile(r"^ALTER\s+TABLE\s+(\w+)\s+ADD\s+COLUMN\s+(\w+)\s", re.IGNORECASE)
+_ACQUIRE_LEASE = ACQUIRE_LEASE_SQL.format(
+    stream="?1", node="?2", ttl="?3", takeover="?4", gap="?5", now="?6"
+)
 
 
 class SqliteStore:
@@ -316,6 +327,96 @@ class SqliteStore:
         await self._run(
             lambda db: db.execute("DELETE FROM recordings WHERE id = ?", (recording_id,))
         )
+
+    # -- cluster: nodes and stream leases (every node on this file shares this clock) ----
+    async def heartbeat_node(self, node: NodeRecord) -> None:
+        await self._run(
+            lambda db: db.execute(
+                f"INSERT OR REPLACE INTO nodes ({NODE_COLUMNS}) VALUES ({', '.join('?' * 9)})",
+                (*node_values(node), time.time()),
+            )
+        )
+
+    async def remove_node(self, node_id: str) -> None:
+        await self._run(lambda db: db.execute("DELETE FROM nodes WHERE node_id = ?", (node_id,)))
+
+    async def list_nodes(self, node_timeout: float) -> list[NodeRecord]:
+        def nodes(db: sqlite3.Connection) -> list[NodeRecord]:
+            now = time.time()
+            rows = db.execute(f"SELECT {NODE_COLUMNS} FROM nodes ORDER BY node_id")
+            return [node_of(r, now, node_timeout) for r in rows]
+
+        return await self._run(nodes)
+
+    async def acquire_lease(
+        self,
+        stream_id: str,
+        node_id: str,
+        ttl: float,
+        takeover: bool,
+        show_gap: float = 0.0,
+    ) -> LeaseRecord | None:
+        def acquire(db: sqlite3.Connection) -> LeaseRecord | None:
+            args = (stream_id, node_id, ttl, int(takeover), show_gap, time.time())
+            # fetchall: the statement (and its write) is finished before the call returns.
+            rows = db.execute(_ACQUIRE_LEASE, args).fetchall()
+            return lease_of_row(rows[0]) if rows else None
+
+        return await self._run(acquire)
+
+    async def renew_leases(self, node_id: str, held: dict[str, int], ttl: float) -> set[str]:
+        def renew(db: sqlite3.Connection) -> set[str]:
+            now = time.time()
+            lost = set()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for stream_id, epoch in held.items():
+                    renewed = db.execute(
+                        "UPDATE stream_leases SET expires_at = ? WHERE stream_id = ? "
+                        "AND node_id = ? AND epoch = ? AND expires_at > ?",
+                        (now + ttl, stream_id, node_id, epoch, now),
+                    ).rowcount
+                    if not renewed:
+                        lost.add(stream_id)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return lost
+
+        return await self._run(renew) if held else set()
+
+    async def release_lease(self, stream_id: str, node_id: str, epoch: int) -> None:
+        def release(db: sqlite3.Connection) -> None:
+            now = time.time()
+            db.execute(
+                "UPDATE stream_leases SET expires_at = ? WHERE stream_id = ? AND node_id = ? "
+                "AND epoch = ? AND expires_at > ?",
+                (now, stream_id, node_id, epoch, now),
+            )
+
+        await self._run(release)
+
+    async def lease_of(self, stream_id: str) -> LeaseRecord | None:
+        def lease(db: sqlite3.Connection) -> LeaseRecord | None:
+            row = db.execute(
+                f"SELECT {LEASE_COLUMNS} FROM stream_leases WHERE stream_id = ? AND expires_at > ?",
+                (stream_id, time.time()),
+            ).fetchone()
+            return lease_of_row(row) if row else None
+
+        return await self._run(lease)
+
+    async def list_leases(self) -> list[LeaseRecord]:
+        def leases(db: sqlite3.Connection) -> list[LeaseRecord]:
+            rows = db.execute(
+                f"SELECT {LEASE_COLUMNS} FROM stream_leases WHERE expires_at > ? "
+                "ORDER BY stream_id",
+                (time.time(),),
+            )
+            return [lease_of_row(r) for r in rows]
+
+        return await self._run(leases)
 
 
 def _statements(script: str) -> list[str]:

@@ -15,6 +15,7 @@ from benchmarks.harness.serve_env import free_port
 from shopcast.config import StoreSection
 from shopcast.store import (
     DatabaseUnavailable,
+    NodeRecord,
     RecordingRecord,
     Store,
     StoreError,
@@ -284,6 +285,107 @@ def test_unversioned_files_keep_columns_later_migrations_add(
 
     asyncio.run(check(old, 1))  # its own column kept
     asyncio.run(check(tmp_path / "new.sqlite3", 7))  # added by the migration
+
+
+def _node(node_id: str, role: str = "origin", load: float = 0.0) -> NodeRecord:
+    return NodeRecord(
+        node_id=node_id,
+        role=role,
+        http_url=f"http://{node_id}:8080",
+        rtmp_url=f"rtmp://{node_id}:1935/live",
+        capacity=4.0,
+        load=load,
+        viewers={"shop": 3} if role == "edge" else {},
+        started_at=1000.0,
+    )
+
+
+async def test_nodes_heartbeat_listed_alive_and_removed(store: Store) -> None:
+    await store.heartbeat_node(_node("b", load=1.5))
+    await store.heartbeat_node(_node("a"))
+    await store.heartbeat_node(_node("edge-1", role="edge"))
+    await store.heartbeat_node(_node("a", load=2.0))  # a heartbeat refreshes the row
+    nodes = await store.list_nodes(node_timeout=5.0)
+    assert [(n.node_id, n.role, n.load, n.alive) for n in nodes] == [
+        ("a", "origin", 2.0, True),
+        ("b", "origin", 1.5, True),
+        ("edge-1", "edge", 0.0, True),
+    ]
+    assert nodes[2].viewers == {"shop": 3} and nodes[0].free == 2.0
+    assert nodes[0].http_url == "http://a:8080" and nodes[0].started_at == 1000.0
+    await asyncio.sleep(0.3)
+    await store.heartbeat_node(_node("b"))
+    alive = {n.node_id: n.alive for n in await store.list_nodes(node_timeout=0.25)}
+    assert alive == {"a": False, "b": True, "edge-1": False}  # silent past the timeout: dead
+    await store.remove_node("a")
+    assert [n.node_id for n in await store.list_nodes(5.0)] == ["b", "edge-1"]
+    with pytest.raises(ValueError, match="role"):
+        await store.heartbeat_node(_node("c", role="viewer"))
+
+
+async def test_lease_owned_by_one_node_with_takeover_raising_the_epoch(store: Store) -> None:
+    first = await store.acquire_lease("shop", "a", ttl=5.0, takeover=False)
+    assert first is not None and (first.node_id, first.epoch) == ("a", 1)
+    assert first.expires_at - first.acquired_at == pytest.approx(5.0)
+    assert await store.acquire_lease("shop", "b", ttl=5.0, takeover=False) is None  # reject
+    again = await store.acquire_lease("shop", "a", ttl=5.0, takeover=False)
+    assert again is not None and again.epoch == 1  # one's own lease: same epoch
+    taken = await store.acquire_lease("shop", "b", ttl=5.0, takeover=True)
+    assert taken is not None and (taken.node_id, taken.epoch) == ("b", 2)
+    assert taken.show_started_at == first.show_started_at  # the same show goes on
+    assert await store.lease_of("shop") == taken
+    # a renews: fenced out (b holds it at epoch 2); b renews: still its own
+    assert await store.renew_leases("a", {"shop": 1}, ttl=5.0) == {"shop"}
+    assert await store.renew_leases("b", {"shop": 2}, ttl=5.0) == set()
+    await store.release_lease("shop", "a", 1)  # a stale release changes nothing
+    assert (await store.lease_of("shop")) is not None
+    await store.release_lease("shop", "b", 2)
+    assert await store.lease_of("shop") is None
+    assert await store.renew_leases("b", {"shop": 2}, ttl=5.0) == {"shop"}  # released: gone
+    back = await store.acquire_lease("shop", "b", ttl=5.0, takeover=False)
+    assert back is not None and back.epoch == 3  # epochs only grow, even for the same node
+    assert back.show_started_at > first.show_started_at  # a new show (no show_gap)
+    assert [lease.stream_id for lease in await store.list_leases()] == ["shop"]
+    assert await store.renew_leases("a", {}, ttl=5.0) == set()
+
+
+async def test_expired_lease_is_free_and_renewal_fails(store: Store) -> None:
+    a = await store.acquire_lease("shop", "a", ttl=0.2, takeover=False)
+    assert a is not None
+    await asyncio.sleep(0.3)
+    assert await store.lease_of("shop") is None
+    assert await store.renew_leases("a", {"shop": a.epoch}, ttl=0.2) == {"shop"}
+    b = await store.acquire_lease("shop", "b", ttl=5.0, takeover=False, show_gap=10.0)
+    assert b is not None and (b.node_id, b.epoch) == ("b", 2)
+    assert b.show_started_at == a.show_started_at  # within show_gap: the same show
+    assert await store.acquire_lease("shop", "a", ttl=5.0, takeover=False) is None
+
+
+async def test_concurrent_acquires_have_one_winner(store_section: StoreSection) -> None:
+    """Nodes racing for one stream, each on its own connection: exactly one owns it."""
+    nodes = [make_store(store_section) for _ in range(6)]
+    for n in nodes:
+        await n.open()
+    try:
+        for round_ in range(5):
+            stream = f"race-{round_}"
+            won = await asyncio.gather(
+                *(n.acquire_lease(stream, f"n{i}", 5.0, False) for i, n in enumerate(nodes))
+            )
+            winners = [lease for lease in won if lease is not None]
+            assert len(winners) == 1 and winners[0].epoch == 1
+            assert await nodes[0].lease_of(stream) == winners[0]
+            # takeover races: every winner got a distinct, higher epoch; the last one owns it
+            taken = await asyncio.gather(
+                *(n.acquire_lease(stream, f"t{i}", 5.0, True) for i, n in enumerate(nodes))
+            )
+            epochs = sorted(lease.epoch for lease in taken if lease is not None)
+            assert epochs == list(range(2, 2 + len(nodes)))
+            owner = await nodes[0].lease_of(stream)
+            assert owner is not None and owner.epoch == epochs[-1]
+    finally:
+        for n in nodes:
+            await n.close()
 
 
 async def test_unreachable_postgresql_at_open_is_a_clear_error() -> None:

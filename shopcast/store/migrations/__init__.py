@@ -2,8 +2,7 @@
 
 ``sqlite/NNNN_name.sql`` and ``postgresql/NNNN_name.sql`` hold the same change in each dialect;
 both backends have every version (a test checks). Each applied version is recorded in the
-``schema_migrations`` table. The cluster's tables (nodes, stream leases) will come as further
-versions here.
+``schema_migrations`` table.
 """
 
 from __future__ import annotations
