@@ -11,11 +11,12 @@ from fractions import Fraction
 #: Timestamps on the packaged timeline start here, so B-frame and AAC-priming decode times
 #: that the encoders put slightly before zero stay positive in ``tfdt``.
 TIMELINE_START = Fraction(10)
-#: Sequence numbers one owner of a stream may run ahead of the wall-clock segment count. A
-#: segment is cut at most half a frame short of the segment duration, except the last one
-#: before a discontinuity (a publisher reconnect, the slate): no ownership lasts long enough
-#: to come near this many short segments.
-MSN_PER_OWNER = 10_000
+#: Sequence numbers each owner of a stream starts above the wall-clock segment count, per
+#: owner (the lease's epoch): an owner numbers one segment per segment duration from there, so
+#: it runs ahead of its own start only by its PRELOAD-HINT's segment (hls.js keeps it as a
+#: fragment) and by the short segments before a discontinuity (a publisher reconnect, the
+#: slate): the next owner starts this many above, plus the time that passed.
+MSN_PER_OWNER = 6
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,13 @@ class ShowTimeline:
         self.start = start
         now = clock()
         # Sequence numbers start from the wall clock, so a restarted server never reuses a
-        # part or segment URI that a CDN may still hold (they are cached as immutable). Each
-        # owner of a stream adds its own block above its predecessors': an origin continuing a
-        # show lists numbers above every one the previous owner listed (S 6.2.1: a media
-        # sequence number never goes back), and clocks a little apart across nodes do not
-        # matter (see MSN_PER_OWNER).
+        # part or segment URI that a CDN may still hold (they are cached as immutable), and
+        # each owner of the stream starts a block above the previous one (MSN_PER_OWNER): a
+        # show continued from another origin goes on above every number the previous owner
+        # listed or hinted (S 6.2.1: they never go back; hls.js fails a reload whose numbers
+        # overlap the previous one's with other URIs), and still close to the wall clock: a
+        # client places a reload that shares no segment with the last one by its sequence
+        # numbers (hls.js: the gap in numbers × TARGETDURATION), so the numbers follow time.
         self.first_msn = int(now // float(segment_duration))
         if start is not None:
             self.first_msn += start.owner_epoch * MSN_PER_OWNER
