@@ -214,6 +214,9 @@ class LiveStreams:
         self.on_data: list[Callable[[PublishSession, str, tuple[Any, ...], int], None]] = []
         #: Optional admission check before a publisher is accepted: returns a refusal or None.
         self.admission: Callable[[str, Publisher], Awaitable[str | None]] | None = None
+        #: Optional cluster-wide check after admission (the stream's lease): a refusal means
+        #: another node publishes the stream (``DUPLICATE``), or None.
+        self.ownership: Callable[[str, Publisher], Awaitable[str | None]] | None = None
 
     async def resolve(self, stream_key: str) -> str:
         """The stream ``stream_key`` publishes to; ``PublishRefused`` if the key is unknown
@@ -224,11 +227,16 @@ class LiveStreams:
         return stream_id
 
     async def admit(self, stream_id: str, publisher: Publisher) -> None:
-        """Ask the optional admission hook (``on_publish``); ``PublishRefused`` if it says no."""
+        """Ask the optional admission hook (``on_publish``), then the optional ownership check
+        (the cluster's lease); ``PublishRefused`` if either says no."""
         if self.admission is not None:
             refusal = await self.admission(stream_id, publisher)
             if refusal is not None:
                 raise PublishRefused(RefusalReason.HOOK_DENIED, refusal)
+        if self.ownership is not None:
+            refusal = await self.ownership(stream_id, publisher)
+            if refusal is not None:
+                raise PublishRefused(RefusalReason.DUPLICATE, refusal)
 
     async def start(self, stream_key: str, publisher: Publisher) -> PublishSession:
         """Authorize ``stream_key`` and open a session (no admission hook)."""

@@ -15,9 +15,18 @@ from ingest.sessions import LiveStreams, PublishSession
 from packager import access
 from packager.stores import StoreUnavailable
 from shopcast.clips import CLIPS_KEY, ClipRefused
+from shopcast.cluster import ClusterView, NodeRegistry
+from shopcast.config import ClusterSection
 from shopcast.pipeline import Pipelines
 from shopcast.recordings import Recordings
-from shopcast.store import DatabaseUnavailable, Store, StoreError, StreamRecord, TagRecord
+from shopcast.store import (
+    DatabaseUnavailable,
+    NodeRecord,
+    Store,
+    StoreError,
+    StreamRecord,
+    TagRecord,
+)
 from shopcast.tags import TagError, TagService, tag_json
 from transcode.policy import LadderConfigError, VerticalMode
 
@@ -32,27 +41,9 @@ URLS_KEY: web.AppKey[UrlMaker] = web.AppKey("urls")
 RECORDINGS_KEY = web.AppKey("recordings", Recordings)
 
 
-class EdgeViewers:
-    """Viewers per stream as edges report them: the sum over edges heard within ``window`` s."""
-
-    def __init__(self, window: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.window, self.clock = window, clock
-        self._reports: dict[str, tuple[float, dict[str, int]]] = {}
-
-    def report(self, edge_id: str, viewers: dict[str, int]) -> None:
-        now = self.clock()
-        for edge in [e for e, (at, _) in self._reports.items() if now - at > self.window]:
-            del self._reports[edge]  # silent edges stop counting (and stop taking memory)
-        self._reports[edge_id] = (now, viewers)
-
-    def get(self, stream_id: str, default: int = 0) -> int:
-        now = self.clock()
-        live = [v for at, v in self._reports.values() if now - at <= self.window]
-        return sum(v.get(stream_id, 0) for v in live) if live else default
-
-
-#: stream id → viewers, as reported by edges (``POST /api/v1/edge-reports``).
-VIEWERS_KEY: web.AppKey[EdgeViewers] = web.AppKey("viewers")
+#: The cluster's node table: edges' viewer reports (``POST /api/v1/edge-reports``) are edge
+#: rows there, so every origin sums the same viewers; stream owners and placement too.
+REGISTRY_KEY = web.AppKey("registry", NodeRegistry)
 #: Bounds of one edge report (a stream count is per edge, so a million is plenty).
 MAX_REPORT_STREAMS, MAX_STREAM_VIEWERS = 10_000, 1_000_000
 OPENAPI = Path(__file__).resolve().parent / "openapi.json"
@@ -174,10 +165,13 @@ def _renditions(request: web.Request, stream_id: str) -> list[dict[str, Any]]:
     return out
 
 
-def _status(request: web.Request, record: StreamRecord) -> dict[str, Any]:
+def _status(request: web.Request, record: StreamRecord, cluster: ClusterView) -> dict[str, Any]:
     out = stream_status(record, request.app[STREAMS_KEY])
     out["renditions"] = _renditions(request, record.id)
-    out["viewers"] = request.app[VIEWERS_KEY].get(record.id, 0)
+    out["viewers"] = cluster.viewers(record.id)
+    origin = cluster.origin(record.id)
+    # The origin owning the stream's live lease (null: nobody publishes it).
+    out["origin"] = {"node_id": origin.node_id, "http_url": origin.http_url} if origin else None
     out["playback_url"] = request.app[URLS_KEY](record.id, "")["playback_url"]
     out["record"] = record.record
     pipeline = request.app[PIPELINES_KEY].pipelines.get(record.id)
@@ -202,10 +196,42 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def _created(request: web.Request, record: StreamRecord, status: int) -> web.Response:
+async def _created(request: web.Request, record: StreamRecord, status: int) -> web.Response:
+    """The stream's key and publish URLs on the origin with the most free capacity (playback
+    stays this origin's)."""
     body = {"id": record.id, "stream_key": record.stream_key}
-    body.update(request.app[URLS_KEY](record.id, record.stream_key))
+    body.update(await _placed(request, record))
+    body["playback_url"] = request.app[URLS_KEY](record.id, "")["playback_url"]
     return web.json_response(body, status=status)
+
+
+def ingest_urls(node: NodeRecord, record: StreamRecord) -> dict[str, str]:
+    """Where to publish ``record`` on ``node``: RTMP with the key, WHIP, SRT when it takes SRT."""
+    urls = {
+        "node_id": node.node_id,
+        "rtmp_url": f"{node.rtmp_url}/{record.stream_key}",
+        "whip_url": f"{node.http_url}/whip/{record.id}",
+    }
+    if node.srt_url:
+        # Raw, not percent-encoded: ffmpeg 5.1 and phone apps pass streamid on verbatim.
+        stream = f"#!::r={record.id},m=publish,k={record.stream_key}"
+        urls["srt_url"] = f"{node.srt_url}?streamid={stream}"
+    return urls
+
+
+async def _placed(request: web.Request, record: StreamRecord) -> dict[str, str]:
+    """Publish URLs on the live origin with the most free capacity (this one when the node
+    table has none, e.g. the database just went away)."""
+    registry = request.app[REGISTRY_KEY]
+    try:
+        node = await registry.placement()
+    except DatabaseUnavailable:
+        node = None
+    node = node or registry.record
+    if node is None:  # not registered yet: this origin's own URLs
+        urls = request.app[URLS_KEY](record.id, record.stream_key)
+        return {k: v for k, v in urls.items() if k != "playback_url"} | {"node_id": ""}
+    return ingest_urls(node, record)
 
 
 async def create_stream(request: web.Request) -> web.Response:
@@ -217,16 +243,46 @@ async def create_stream(request: web.Request) -> web.Response:
     except StoreError as exc:
         status = 409 if "already exists" in str(exc) else 422
         raise ApiError(status, "conflict" if status == 409 else "invalid", str(exc)) from exc
-    return _created(request, record, 201)
+    return await _created(request, record, 201)
+
+
+async def ingest_for(request: web.Request) -> web.Response:
+    """Publish URLs for the stream on the origin with the most free capacity."""
+    return web.json_response(await _placed(request, await _record(request)))
 
 
 async def list_streams(request: web.Request) -> web.Response:
     records = await request.app[STORE_KEY].list_streams()
-    return web.json_response({"streams": [_status(request, rec) for rec in records]})
+    cluster = await request.app[REGISTRY_KEY].view()
+    return web.json_response({"streams": [_status(request, rec, cluster) for rec in records]})
 
 
 async def get_stream(request: web.Request) -> web.Response:
-    return web.json_response(_status(request, await _record(request)))
+    record = await _record(request)
+    cluster = await request.app[REGISTRY_KEY].view()
+    return web.json_response(_status(request, record, cluster))
+
+
+def node_json(node: NodeRecord) -> dict[str, Any]:
+    return {
+        "node_id": node.node_id,
+        "role": node.role,
+        "alive": node.alive,
+        "http_url": node.http_url,
+        "rtmp_url": node.rtmp_url or None,
+        "srt_url": node.srt_url or None,
+        "capacity": node.capacity,
+        "load": node.load,
+        "viewers": node.viewers,
+        "started_at": node.started_at,
+        "heartbeat_at": node.heartbeat_at,
+    }
+
+
+async def list_nodes(request: web.Request) -> web.Response:
+    """Every origin and edge of the cluster, with whether it is alive."""
+    nodes = await request.app[REGISTRY_KEY].nodes()
+    return web.json_response({"nodes": [node_json(n) for n in nodes]})
 
 
 async def delete_stream(request: web.Request) -> web.Response:
@@ -248,7 +304,8 @@ async def update_stream(request: web.Request) -> web.Response:
     ):
         raise ApiError(422, "invalid", 'the body must be {"record": true|false}')
     await request.app[STORE_KEY].set_record(record.id, body["record"])
-    return web.json_response(_status(request, await _record(request)))
+    cluster = await request.app[REGISTRY_KEY].view()
+    return web.json_response(_status(request, await _record(request), cluster))
 
 
 async def list_recordings(request: web.Request) -> web.Response:
@@ -286,7 +343,7 @@ async def delete_recording(request: web.Request) -> web.Response:
 async def rotate_key(request: web.Request) -> web.Response:
     """A new key at once; the old one is refused from now on (a live publisher stays on)."""
     record = await _record(request)
-    return _created(request, await request.app[STORE_KEY].rotate_key(record.id), 200)
+    return await _created(request, await request.app[STORE_KEY].rotate_key(record.id), 200)
 
 
 async def kick_publisher(request: web.Request) -> web.Response:
@@ -438,7 +495,12 @@ async def edge_report(request: web.Request) -> web.Response:
                 422, "invalid", f"viewers maps stream ids to counts in 0..{MAX_STREAM_VIEWERS}"
             )
         counts[stream_id] = count
-    request.app[VIEWERS_KEY].report(edge_id, counts)
+    # The edge's row in the node table: every origin of the cluster sums the same viewers.
+    edge = NodeRecord(edge_id, "edge", "", "", 0.0, 0.0, counts, time.time())
+    try:
+        await request.app[STORE_KEY].heartbeat_node(edge)
+    except StoreError as exc:
+        raise ApiError(409, "conflict", str(exc)) from exc
     return web.Response(status=204)
 
 
@@ -468,6 +530,7 @@ def make_app(
     urls: UrlMaker,
     playback: tuple[str, int] = ("", 3600),
     recordings: Recordings | None = None,
+    registry: NodeRegistry | None = None,
 ) -> web.Application:
     """The origin's aiohttp application with the control API mounted."""
     app = web.Application(middlewares=[api_auth], client_max_size=64 * 1024)
@@ -477,7 +540,7 @@ def make_app(
     app[TAGS_KEY] = tags
     app[PIPELINES_KEY] = pipelines
     app[URLS_KEY] = urls
-    app[VIEWERS_KEY] = EdgeViewers()
+    app[REGISTRY_KEY] = registry or NodeRegistry(store, ClusterSection())
     app[PLAYBACK_KEY] = playback
     if recordings is not None:
         app[RECORDINGS_KEY] = recordings
@@ -498,6 +561,8 @@ def make_app(
     app.router.add_post("/api/v1/streams/{id}/playback-token", playback_token)
     app.router.add_post("/api/v1/streams/{id}/tags", create_tag)
     app.router.add_get("/api/v1/streams/{id}/tags", list_tags)
+    app.router.add_get("/api/v1/streams/{id}/ingest", ingest_for)
+    app.router.add_get("/api/v1/nodes", list_nodes)
     app.router.add_post("/api/v1/edge-reports", edge_report)
     app.router.add_post("/beacon/{stream_id}/tags/{tag_id}/click", click_beacon)
     return app

@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ingest.media import MediaKind
 from ingest.rtmp.connection import RTMPLimits
 from ingest.rtmp.server import RTMPServer, RTMPServerSettings
 from ingest.sessions import LiveStreams
@@ -23,6 +24,7 @@ from packager.origin import add_hls_routes, add_picture_routes, add_vod_routes
 from packager.stores import open_store
 from shopcast.api import TOKENS_KEY, make_app
 from shopcast.clips import ClipService, add_clip_routes
+from shopcast.cluster import NodeRegistry, StreamLeases, node_identity, show_cost
 from shopcast.config import Config
 from shopcast.hooks import PublishHook, TagWebhooks, Webhooks
 from shopcast.metrics import ShopcastMetrics, add_metrics_route
@@ -129,6 +131,20 @@ class ShopcastServer:
         self.pipelines.recordings = self.recordings
         self.metrics.watch_recorder(self.recordings.recorder)
         self.metrics.watch_store(self.recordings.media)
+        cl = config.cluster
+        self.registry = NodeRegistry(self.store, cl, load=self._load)
+        self.leases = StreamLeases(
+            self.store,
+            cl.node_timeout,
+            on_duplicate=ing.on_duplicate_publisher,
+            # A publisher back within the reconnect window, on any origin, continues the show.
+            show_gap=pk.reconnect_window,
+            shows_here=self._shows_here,
+            on_lost=self._lease_lost,
+        )
+        self.streams.ownership = self.leases.admit
+        self.registry.on_heartbeat.append(self.leases.renew)
+        self._cluster_task: asyncio.Task[None] | None = None
         self.tags = TagService(
             self.store,
             self.streams,
@@ -144,6 +160,7 @@ class ShopcastServer:
             self.urls,
             playback=(config.playback.secret, config.playback.token_ttl),
             recordings=self.recordings,
+            registry=self.registry,
         )
         self.thumbnails = Thumbnails(self.store, self.pipelines, self.recordings)
         add_picture_routes(self.app, self.thumbnails)
@@ -193,6 +210,27 @@ class ShopcastServer:
         self.recordings.stream_published(rec)
         return rec.id
 
+    def _shows_here(self, stream_id: str) -> bool:
+        """Whether this node has the stream's show: a publisher, or playlists not ended yet
+        (the reconnect window, the slate)."""
+        if stream_id in self.streams.sessions:
+            return True
+        pipeline = self.pipelines.pipelines.get(stream_id)
+        return pipeline is not None and not pipeline.package.ended
+
+    def _load(self) -> float:
+        """Transcoding slots in use: every show here weighted by what its ladder costs."""
+        load = 0.0
+        for stream_id, pipeline in self.pipelines.pipelines.items():
+            if self._shows_here(stream_id):
+                renditions = pipeline.transcoder.renditions if pipeline.transcoder else []
+                load += show_cost([(r.kind is MediaKind.VIDEO, r.passthrough) for r in renditions])
+        return load
+
+    async def _lease_lost(self, stream_id: str, reason: str) -> None:
+        """Another node owns the stream now: its publisher and show stop here."""
+        await self.pipelines.end_show(stream_id, reason)
+
     async def _stream_exists(self, stream_id: str) -> bool:
         return await self.store.get_stream(stream_id) is not None
 
@@ -223,15 +261,33 @@ class ShopcastServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, srv.http_host, srv.http_port)
         await site.start()
-        self.http_port = int(self._runner.addresses[0][1])
-        self.recordings.serve()
-        log.info("HTTP listening on %s:%d", srv.http_host, self.http_port)
+        http_port = int(self._runner.addresses[0][1])
+        log.info("HTTP listening on %s:%d", srv.http_host, http_port)
         if self.config.srt.enabled:
             try:
                 await self.srt.start(self.config.srt.host, self.config.srt.port)
                 self.srt_available = True
             except SrtUnavailable as exc:  # RTMP and WHIP still serve
                 log.error("%s", exc)
+        node_id, http_url, rtmp_url = node_identity(
+            self.config.cluster,
+            srv.public_host,
+            http_port,
+            self.rtmp.port,
+            self.config.ingest.rtmp_app,
+        )
+        srt_url = f"srt://{srv.public_host}:{self.srt.port}" if self.srt_available else ""
+        try:
+            await self.registry.start(node_id, http_url, rtmp_url, srt_url)
+        except BaseException:
+            await self.close()
+            raise
+        self.leases.node_id = node_id
+        self._cluster_task = asyncio.get_running_loop().create_task(
+            self.registry.run(), name="cluster-heartbeat"
+        )
+        self.http_port = http_port  # announces the start (the CLI waits for it)
+        self.recordings.serve()
 
     def urls(self, stream_id: str, stream_key: str) -> dict[str, str]:
         host = self.config.server.public_host
@@ -266,6 +322,11 @@ class ShopcastServer:
         await self.srt.close("server shutting down")
         await self.whip.close("server shutting down")
         await self.pipelines.close()
+        if self._cluster_task is not None:
+            self._cluster_task.cancel()
+            await asyncio.wait({self._cluster_task})
+        await self.leases.release_all()
+        await self.registry.close()
         await self.recordings.close()
         await self.webhooks.close()
         if self.publish_hook is not None:

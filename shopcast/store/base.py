@@ -92,6 +92,7 @@ class NodeRecord:
     started_at: float
     heartbeat_at: float = 0.0  # set by the store
     alive: bool = True  # computed against node_timeout when read
+    srt_url: str = ""  # "srt://host:port", empty when the node takes no SRT
 
     @property
     def free(self) -> float:
@@ -188,13 +189,17 @@ class Store(Protocol):
     async def delete_recording(self, recording_id: str) -> None: ...
 
     async def heartbeat_node(self, node: NodeRecord) -> None:
-        """Insert or refresh ``node``'s row; ``heartbeat_at`` becomes the database's now."""
+        """Insert or refresh ``node``'s row; ``heartbeat_at`` becomes the database's now.
+        ``StoreError`` when the id belongs to a node of another role."""
 
     async def remove_node(self, node_id: str) -> None:
         """Forget a node that stopped cleanly (its leases are released separately)."""
 
-    async def list_nodes(self, node_timeout: float) -> list[NodeRecord]:
-        """Every node, by id; ``alive`` when it heartbeat within ``node_timeout`` seconds."""
+    async def list_nodes(
+        self, node_timeout: float, edge_timeout: float | None = None
+    ) -> list[NodeRecord]:
+        """Every node, by id; ``alive`` when it heartbeat within ``node_timeout`` seconds
+        (edges: ``edge_timeout`` when given; they report less often)."""
 
     async def acquire_lease(
         self,
@@ -235,11 +240,22 @@ TAG_COLUMNS = (
 )
 
 
+#: ``heartbeat_at`` last: the store's clock fills it.
 NODE_COLUMNS = (
-    "node_id, role, http_url, rtmp_url, capacity, load, viewers, started_at, heartbeat_at"
+    "node_id, role, http_url, rtmp_url, srt_url, capacity, load, viewers, started_at, heartbeat_at"
 )
 LEASE_COLUMNS = "stream_id, node_id, epoch, acquired_at, expires_at, show_started_at"
 NODE_ROLES = ("origin", "edge")
+#: A node's heartbeat; a node keeps its role (an edge report cannot overwrite an origin's row).
+#: Slots: {params} (the row but heartbeat_at) and {now}.
+HEARTBEAT_NODE_SQL = f"""
+INSERT INTO nodes ({NODE_COLUMNS}) VALUES ({{params}}, {{now}})
+ON CONFLICT (node_id) DO UPDATE SET {
+    ", ".join(f"{c} = excluded.{c}" for c in NODE_COLUMNS.replace(" ", "").split(",")[2:])
+}
+WHERE nodes.role = excluded.role
+RETURNING node_id
+"""
 #: Take or refresh a lease in one statement, so two nodes racing cannot both win: the row lock
 #: of ON CONFLICT serializes them and the second sees the first's live lease. Slots:
 #: {stream} {node} {ttl} {takeover} {gap} and {now}, the store's clock.
@@ -270,6 +286,7 @@ def node_values(node: NodeRecord) -> tuple[Any, ...]:
         node.role,
         node.http_url,
         node.rtmp_url,
+        node.srt_url,
         node.capacity,
         node.load,
         viewers,
@@ -277,18 +294,26 @@ def node_values(node: NodeRecord) -> tuple[Any, ...]:
     )
 
 
-def node_of(row: Any, now: float, node_timeout: float) -> NodeRecord:
+def role_taken(node: NodeRecord) -> StoreError:
+    return StoreError(
+        f"node id {node.node_id[:128]!r} belongs to a node that is not an {node.role}"
+    )
+
+
+def node_of(row: Any, now: float, node_timeout: float, edge_timeout: float | None) -> NodeRecord:
+    timeout = edge_timeout if edge_timeout is not None and row[1] == "edge" else node_timeout
     return NodeRecord(
         node_id=row[0],
         role=row[1],
         http_url=row[2],
         rtmp_url=row[3],
-        capacity=float(row[4]),
-        load=float(row[5]),
-        viewers={str(k): int(v) for k, v in json.loads(row[6]).items()},
-        started_at=float(row[7]),
-        heartbeat_at=float(row[8]),
-        alive=float(row[8]) > now - node_timeout,
+        srt_url=row[4],
+        capacity=float(row[5]),
+        load=float(row[6]),
+        viewers={str(k): int(v) for k, v in json.loads(row[7]).items()},
+        started_at=float(row[8]),
+        heartbeat_at=float(row[9]),
+        alive=float(row[9]) > now - timeout,
     )
 
 

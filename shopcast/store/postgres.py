@@ -18,6 +18,7 @@ import asyncpg
 from shopcast.store.base import (
     ACQUIRE_LEASE_SQL,
     API_TOKEN_SETTING,
+    HEARTBEAT_NODE_SQL,
     LEASE_COLUMNS,
     NODE_COLUMNS,
     RECORDING_COLUMNS,
@@ -42,6 +43,7 @@ from shopcast.store.base import (
     recording_values,
     redact_url,
     replay_click,
+    role_taken,
     stream_of,
     tag_of,
     tag_values,
@@ -70,8 +72,8 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 _ACQUIRE_LEASE = ACQUIRE_LEASE_SQL.format(
     stream="$1", node="$2", ttl="$3", takeover="$4::boolean", gap="$5", now="cluster_now()"
 )
-_NODE_UPDATES = ", ".join(
-    f"{c} = EXCLUDED.{c}" for c in NODE_COLUMNS.replace(" ", "").split(",")[1:]
+_HEARTBEAT_NODE = HEARTBEAT_NODE_SQL.format(
+    params=", ".join(f"${i}" for i in range(1, 10)), now="cluster_now()"
 )
 _RECORDING_UPDATES = ", ".join(
     f"{c} = EXCLUDED.{c}" for c in RECORDING_COLUMNS.replace(" ", "").split(",")[1:]
@@ -371,22 +373,20 @@ class PostgresStore:
 
     # -- cluster: nodes and stream leases (the database's clock: cluster_now()) ---------
     async def heartbeat_node(self, node: NodeRecord) -> None:
-        await self._run(
-            lambda c: c.execute(
-                f"INSERT INTO nodes ({NODE_COLUMNS}) VALUES ({_params(8)}, cluster_now()) "
-                f"ON CONFLICT (node_id) DO UPDATE SET {_NODE_UPDATES}",
-                *node_values(node),
-            )
-        )
+        values = node_values(node)
+        if await self._run(lambda c: c.fetchval(_HEARTBEAT_NODE, *values)) is None:
+            raise role_taken(node)
 
     async def remove_node(self, node_id: str) -> None:
         await self._run(lambda c: c.execute("DELETE FROM nodes WHERE node_id = $1", node_id))
 
-    async def list_nodes(self, node_timeout: float) -> list[NodeRecord]:
+    async def list_nodes(
+        self, node_timeout: float, edge_timeout: float | None = None
+    ) -> list[NodeRecord]:
         rows = await self._run(
             lambda c: c.fetch(f"SELECT {NODE_COLUMNS}, cluster_now() FROM nodes ORDER BY node_id")
         )
-        return [node_of(r, r[9], node_timeout) for r in rows]
+        return [node_of(r, r[10], node_timeout, edge_timeout) for r in rows]
 
     async def acquire_lease(
         self,

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from shopcast.store.base import (
     ACQUIRE_LEASE_SQL,
     API_TOKEN_SETTING,
+    HEARTBEAT_NODE_SQL,
     LEASE_COLUMNS,
     NODE_COLUMNS,
     RECORDING_COLUMNS,
@@ -38,6 +39,7 @@ from shopcast.store.base import (
     recording_of,
     recording_values,
     replay_click,
+    role_taken,
     stream_of,
     tag_of,
     tag_values,
@@ -50,6 +52,7 @@ T = TypeVar("T")
 #: in migration 1 keeps their tables as they were).
 _PRE_VERSIONING_COLUMNS = (("streams", "record", "INTEGER NOT NULL DEFAULT 1"),)
 _ADD_COLUMN_RE = re.compile(r"^ALTER\s+TABLE\s+(\w+)\s+ADD\s+COLUMN\s+(\w+)\s", re.IGNORECASE)
+_HEARTBEAT_NODE = HEARTBEAT_NODE_SQL.format(params=", ".join("?" * 9), now="?")
 _ACQUIRE_LEASE = ACQUIRE_LEASE_SQL.format(
     stream="?1", node="?2", ttl="?3", takeover="?4", gap="?5", now="?6"
 )
@@ -330,21 +333,23 @@ class SqliteStore:
 
     # -- cluster: nodes and stream leases (every node on this file shares this clock) ----
     async def heartbeat_node(self, node: NodeRecord) -> None:
-        await self._run(
-            lambda db: db.execute(
-                f"INSERT OR REPLACE INTO nodes ({NODE_COLUMNS}) VALUES ({', '.join('?' * 9)})",
-                (*node_values(node), time.time()),
-            )
+        values = node_values(node)
+        rows = await self._run(
+            lambda db: db.execute(_HEARTBEAT_NODE, (*values, time.time())).fetchall()
         )
+        if not rows:
+            raise role_taken(node)
 
     async def remove_node(self, node_id: str) -> None:
         await self._run(lambda db: db.execute("DELETE FROM nodes WHERE node_id = ?", (node_id,)))
 
-    async def list_nodes(self, node_timeout: float) -> list[NodeRecord]:
+    async def list_nodes(
+        self, node_timeout: float, edge_timeout: float | None = None
+    ) -> list[NodeRecord]:
         def nodes(db: sqlite3.Connection) -> list[NodeRecord]:
             now = time.time()
             rows = db.execute(f"SELECT {NODE_COLUMNS} FROM nodes ORDER BY node_id")
-            return [node_of(r, now, node_timeout) for r in rows]
+            return [node_of(r, now, node_timeout, edge_timeout) for r in rows]
 
         return await self._run(nodes)
 

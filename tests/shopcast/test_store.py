@@ -293,6 +293,7 @@ def _node(node_id: str, role: str = "origin", load: float = 0.0) -> NodeRecord:
         role=role,
         http_url=f"http://{node_id}:8080",
         rtmp_url=f"rtmp://{node_id}:1935/live",
+        srt_url=f"srt://{node_id}:9000" if role == "origin" else "",
         capacity=4.0,
         load=load,
         viewers={"shop": 3} if role == "edge" else {},
@@ -317,10 +318,16 @@ async def test_nodes_heartbeat_listed_alive_and_removed(store: Store) -> None:
     await store.heartbeat_node(_node("b"))
     alive = {n.node_id: n.alive for n in await store.list_nodes(node_timeout=0.25)}
     assert alive == {"a": False, "b": True, "edge-1": False}  # silent past the timeout: dead
+    nodes = await store.list_nodes(node_timeout=0.25, edge_timeout=30.0)
+    assert [n.alive for n in nodes] == [False, True, True]  # edges report less often
+    assert nodes[1].srt_url == "srt://b:9000"
     await store.remove_node("a")
     assert [n.node_id for n in await store.list_nodes(5.0)] == ["b", "edge-1"]
     with pytest.raises(ValueError, match="role"):
         await store.heartbeat_node(_node("c", role="viewer"))
+    with pytest.raises(StoreError, match="not an edge"):  # an edge cannot take an origin's id
+        await store.heartbeat_node(_node("b", role="edge"))
+    assert [n.role for n in await store.list_nodes(5.0)] == ["origin", "edge"]
 
 
 async def test_lease_owned_by_one_node_with_takeover_raising_the_epoch(store: Store) -> None:
