@@ -26,6 +26,7 @@ from shopcast.api import TOKENS_KEY, make_app
 from shopcast.clips import ClipService, add_clip_routes
 from shopcast.cluster import NodeRegistry, StreamLeases, node_identity, show_cost
 from shopcast.config import Config
+from shopcast.failover import LeasedShows
 from shopcast.hooks import PublishHook, TagWebhooks, Webhooks
 from shopcast.metrics import ShopcastMetrics, add_metrics_route
 from shopcast.pipeline import Pipelines, packager_config
@@ -143,6 +144,8 @@ class ShopcastServer:
             on_lost=self._lease_lost,
         )
         self.streams.ownership = self.leases.admit
+        # A show whose lease says it began before this node took it goes on here (failover).
+        self.pipelines.shows = LeasedShows(self.store, self.leases.lease)
         self.registry.on_heartbeat.append(self.leases.renew)
         self._cluster_task: asyncio.Task[None] | None = None
         self.tags = TagService(
