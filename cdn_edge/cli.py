@@ -9,14 +9,28 @@ import logging
 import sys
 
 from cdn_edge.server import EdgeConfig, EdgeServer
+from shopcast.store import DatabaseUnavailable
 
 
 def add_edge_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     edge = sub.add_parser("edge", help="run an HLS edge cache in front of one or more origins")
     edge.add_argument(
         "--origin",
-        required=True,
-        help="origin base URL(s), comma-separated in failover order (http://127.0.0.1:8080)",
+        default="",
+        help="origin base URL(s), comma-separated in failover order (http://127.0.0.1:8080); "
+        "any origin of a cluster will do: it redirects to a stream's owner",
+    )
+    edge.add_argument(
+        "--cluster",
+        default="",
+        help="the cluster store (postgresql://…): streams are fetched from their owning origin "
+        "and the edge registers itself there (then --origin is optional)",
+    )
+    edge.add_argument(
+        "--node-timeout",
+        type=float,
+        default=6.0,
+        help="the cluster's [cluster] node_timeout in seconds (default %(default)s)",
     )
     edge.add_argument("--listen", default="127.0.0.1:8081", help="HOST:PORT (default %(default)s)")
     edge.add_argument(
@@ -40,8 +54,14 @@ def add_edge_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def edge_config(args: argparse.Namespace) -> EdgeConfig:
     """The edge's settings from parsed arguments (ValueError names what is wrong)."""
     origins = tuple(u.strip() for u in args.origin.split(",") if u.strip())
-    if not origins or not all(u.startswith(("http://", "https://")) for u in origins):
+    if args.cluster and not args.cluster.startswith(("postgresql://", "postgres://")):
+        raise ValueError("--cluster takes the cluster store's postgresql:// URL")
+    if not origins and not args.cluster:
+        raise ValueError("give --origin URL(s), or --cluster postgresql://…")
+    if not all(u.startswith(("http://", "https://")) for u in origins):
         raise ValueError("--origin takes http(s):// URLs, comma-separated")
+    if not 0.3 <= args.node_timeout <= 600:
+        raise ValueError("--node-timeout must be in 0.3..600 seconds")
     host, _, port = args.listen.rpartition(":")
     if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError("--listen takes HOST:PORT")
@@ -55,6 +75,8 @@ def edge_config(args: argparse.Namespace) -> EdgeConfig:
         playback_secret=args.playback_secret,
         origin_token=args.origin_token,
         cache_bytes=args.cache_bytes,
+        cluster=args.cluster,
+        node_timeout=args.node_timeout,
         **extra,
     )
 
@@ -75,9 +97,13 @@ def run_edge(args: argparse.Namespace) -> int:
     gc.freeze()
     gc.set_threshold(10_000, 20, 20)
     try:
-        import uvloop
-    except ImportError:
-        asyncio.run(server.run_until_signal())
-    else:
-        uvloop.run(server.run_until_signal())
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(server.run_until_signal())
+        else:
+            uvloop.run(server.run_until_signal())
+    except DatabaseUnavailable as exc:
+        print(f"shopcast edge: the cluster store cannot be used: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from cdn_edge.routing import StreamRoutes
 
 
 class RequestCounts(Collector):
@@ -35,12 +38,38 @@ class RequestCounts(Collector):
             yield CounterMetricFamily(name, help_text, value=getattr(self, attr))
 
 
+class RouteCounts(Collector):
+    """How the edge found live streams' owners (:class:`cdn_edge.routing.StreamRoutes`)."""
+
+    def __init__(self) -> None:
+        self.routes: StreamRoutes | None = None
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        if self.routes is None:
+            return
+        yield CounterMetricFamily(
+            "shopcast_edge_owner_lookups",
+            "Owner lookups in the cluster store (one per stream per second at most)",
+            value=self.routes.lookups,
+        )
+        moves = CounterMetricFamily(
+            "shopcast_edge_moves_followed",
+            "Fetches sent on to another origin: a redirect, a 404 or an unreachable owner",
+            labels=["reason"],
+        )
+        for reason, count in self.routes.moves.items():
+            moves.add_metric([reason], count)
+        yield moves
+
+
 class EdgeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = RequestCounts()
         r.register(self.requests)
+        self.route_counts = RouteCounts()
+        r.register(self.route_counts)
         self.prefetches = Counter(
             "shopcast_edge_prefetches", "Preload-hinted parts fetched ahead of viewers", registry=r
         )

@@ -16,6 +16,7 @@ import logging
 import signal
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp.http import RawRequestMessage
@@ -33,10 +34,14 @@ from cdn_edge.paths import (
     parse_target,
     preload_hints,
 )
+from cdn_edge.routing import StreamRoutes, fetch_live
 from cdn_edge.upstream import AllOriginsFailed, Origins, UpstreamResult, fetch
 from cdn_edge.viewers import ViewerTracker
 from cdn_edge.wire import ResponseHead, http_date, simple_head
 from packager import access
+
+if TYPE_CHECKING:
+    from cdn_edge.cluster import EdgeDirectory
 
 log = logging.getLogger("shopcast.edge")
 CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "Age"}
@@ -68,6 +73,10 @@ class EdgeConfig:
     report_interval: float = 5.0
     viewer_window: float = 15.0
     edge_id: str = field(default_factory=lambda: f"edge-{int(time.time() * 1000):x}")
+    #: The cluster store's URL: stream owners come from it, and the edge heartbeats into it.
+    cluster: str = ""
+    #: The cluster's ``[cluster] node_timeout``: the edge heartbeats three times within it.
+    node_timeout: float = 6.0
 
 
 class EdgeServer:
@@ -76,10 +85,18 @@ class EdgeServer:
     def __init__(self, config: EdgeConfig) -> None:
         self.config = config
         self.origins = Origins(list(config.origins))
+        self.directory: EdgeDirectory | None = None
+        if config.cluster:
+            # Imported here: the store (and asyncpg) load only for a cluster edge.
+            from cdn_edge.cluster import EdgeDirectory
+
+            self.directory = EdgeDirectory(config.cluster, config.edge_id, "", config.node_timeout)
+        self.routes = StreamRoutes(self.directory.owner if self.directory else None)
         self.cache = ResponseCache(config.cache_bytes)
         self.collapser: Collapser[CachedResponse] = Collapser()
         self.viewers = ViewerTracker(config.viewer_window)
         self.metrics = EdgeMetrics()
+        self.metrics.route_counts.routes = self.routes
         self.metrics.waiters.set_function(lambda: self.collapser.waiters)
         self.metrics.cache_bytes.set_function(lambda: self.cache.size)
         self.port = 0
@@ -95,6 +112,8 @@ class EdgeServer:
         return f"http://{self.config.host}:{self.port}"
 
     async def start(self) -> None:
+        if self.directory is not None:
+            await self.directory.open()  # DatabaseUnavailable: the CLI says why and exits
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=512, limit_per_host=256, ttl_dns_cache=60),
             auto_decompress=True,
@@ -104,6 +123,9 @@ class EdgeServer:
             lambda: EdgeConnection(self, loop), self.config.host, self.config.port, backlog=2048
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
+        if self.directory is not None:
+            self.directory.http_url = self.url
+            await self._heartbeat({})  # registered (and the origins known) before serving
         self._tasks = [
             asyncio.ensure_future(self._report_loop()),
             asyncio.ensure_future(self._idle_loop()),
@@ -123,6 +145,8 @@ class EdgeServer:
         await self.collapser.cancel_all()
         if self._session is not None:
             await self._session.close()
+        if self.directory is not None:
+            await self.directory.close()
 
     async def run_until_signal(self) -> None:
         stop = asyncio.Event()
@@ -130,7 +154,8 @@ class EdgeServer:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
-        print(f"shopcast edge listening on {self.url} (origins: {', '.join(self.origins.urls)})")
+        source = f"cluster {self.config.edge_id}" if self.directory else "origins"
+        print(f"shopcast edge listening on {self.url} ({source}: {', '.join(self.origins.urls)})")
         try:
             await stop.wait()
         finally:
@@ -279,9 +304,23 @@ class EdgeServer:
         kind = "playlist" if target.is_playlist else "media"
         started = time.monotonic()
         try:
-            result = await fetch(
-                self._session, self.origins, target.upstream(token), self.config.upstream_timeout
-            )
+            if target.scope == "hls" and target.stream is not None:
+                # A live stream lives on one origin (its owner), which may move.
+                result = await fetch_live(
+                    self._session,
+                    self.origins,
+                    self.routes,
+                    target.stream,
+                    target.upstream(token),
+                    self.config.upstream_timeout,
+                )
+            else:
+                result = await fetch(
+                    self._session,
+                    self.origins,
+                    target.upstream(token),
+                    self.config.upstream_timeout,
+                )
         except AllOriginsFailed:
             self.metrics.upstream_errors.inc()
             raise
@@ -360,8 +399,11 @@ class EdgeServer:
 
     async def _report_loop(self) -> None:
         reported: set[str] = set()
+        interval = self.config.report_interval
+        if self.directory is not None:
+            interval = min(interval, self.config.node_timeout / 3)
         while True:
-            await asyncio.sleep(self.config.report_interval)
+            await asyncio.sleep(interval)
             counts = self.viewers.counts(time.monotonic())
             for stream in reported - set(counts):
                 self.metrics.viewers.remove(stream)
@@ -370,8 +412,16 @@ class EdgeServer:
             # Streams that just lost their last viewer are reported once more, as 0.
             payload = {**dict.fromkeys(reported - set(counts), 0), **counts}
             reported = set(counts)
-            if self.config.origin_token:
+            if self.directory is not None:
+                await self._heartbeat(counts)
+            elif self.config.origin_token:
                 await self.report(payload)
+
+    async def _heartbeat(self, counts: dict[str, int]) -> None:
+        """The edge's node row (its viewers per stream) and the live origins, from the store."""
+        assert self.directory is not None
+        if urls := await self.directory.beat(counts):
+            self.origins.replace(urls)
 
     async def report(self, counts: dict[str, int]) -> None:
         """``POST /api/v1/edge-reports`` to every origin (each one aggregates its own edges)."""

@@ -40,6 +40,22 @@ class ThumbnailSource(Protocol):
 
 
 THUMBNAILS_KEY: web.AppKey[ThumbnailSource] = web.AppKey("hls_thumbnails")
+
+
+class StreamOwners(Protocol):
+    """Which origin of a cluster owns a live stream (``shopcast.cluster.routing``)."""
+
+    def holds(self, stream_id: str) -> bool:
+        """Whether this origin owns the stream now (from memory: asked on every request)."""
+
+    async def owner_url(self, stream_id: str, max_age: float = 1.0) -> str | None:
+        """Base URL of the *other* live origin owning the stream, as known at most ``max_age``
+        seconds ago; None when this origin or nobody owns it (or the database is away)."""
+
+
+OWNERS_KEY: web.AppKey[StreamOwners] = web.AppKey("hls_owners")
+#: How long a redirect to a stream's owner may be reused (a move is followed within it).
+MOVED_CACHE = "public, max-age=1"
 #: Tag ids as the tag service makes them (bounded before any lookup).
 _TAG_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CORS = {
@@ -81,19 +97,36 @@ def _package(request: web.Request) -> LivePackage | None:
     return request.app[LOOKUP_KEY](request.match_info["stream"])
 
 
+async def _moved(request: web.Request) -> web.Response | None:
+    """307 to the owner when another origin of the cluster owns the stream, with the same path
+    and query (blocking reload parameters, token), so any CDN or edge in front of any origin
+    reaches the show; None to answer here."""
+    owners = request.app.get(OWNERS_KEY)
+    if owners is None:
+        return None
+    stream_id = request.match_info["stream"]
+    if owners.holds(stream_id):
+        return None
+    base = await owners.owner_url(stream_id)
+    if base is None:
+        return None
+    return web.Response(
+        status=307,
+        text="the stream is served by its owning origin\n",
+        headers={**CORS, "Location": base + request.path_qs, "Cache-Control": MOVED_CACHE},
+    )
+
+
 async def multivariant(request: web.Request) -> web.StreamResponse:
     if (denied := _denied(request)) is not None:
         return denied
+    if (moved := await _moved(request)) is not None:
+        return moved
     package = _package(request)
     if package is None:
         return _error(404, "no such live stream")
-    wait = 3 * package.config.target_duration
-    if not package.ladder_ready.is_set():
-        # A player that arrives with the first GOP waits for the ladder instead of failing.
-        try:
-            await asyncio.wait_for(package.ladder_ready.wait(), wait)
-        except TimeoutError:
-            return _error(503, "the stream's renditions are not ready yet")
+    if not await _ladder(package):
+        return _error(503, "the stream's renditions are not ready yet")
     resp = web.Response(
         text=_playlist(request, package.multivariant()),
         content_type=PLAYLIST_TYPE,
@@ -103,9 +136,21 @@ async def multivariant(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-def _rendition(request: web.Request) -> RenditionOutput | None:
+async def _ladder(package: LivePackage) -> bool:
+    """Whether the renditions are known, waiting up to 3 target durations for them: a player
+    (or an edge following a show to its new origin) that arrives with the first GOP waits
+    instead of failing."""
+    if not package.ladder_ready.is_set():
+        try:
+            await asyncio.wait_for(package.ladder_ready.wait(), 3 * package.config.target_duration)
+        except TimeoutError:
+            return False
+    return True
+
+
+async def _rendition(request: web.Request) -> RenditionOutput | None:
     package = _package(request)
-    if package is None:
+    if package is None or not await _ladder(package):
         return None
     return package.renditions.get(request.match_info["rendition"])
 
@@ -113,7 +158,9 @@ def _rendition(request: web.Request) -> RenditionOutput | None:
 async def media_playlist(request: web.Request) -> web.StreamResponse:
     if (denied := _denied(request)) is not None:
         return denied
-    rendition = _rendition(request)
+    if (moved := await _moved(request)) is not None:
+        return moved
+    rendition = await _rendition(request)
     if rendition is None:
         return _error(404, "no such rendition")
     state = rendition.state
@@ -147,7 +194,9 @@ async def media_playlist(request: web.Request) -> web.StreamResponse:
 async def media_file(request: web.Request) -> web.StreamResponse:
     if (denied := _denied(request)) is not None:
         return denied
-    rendition = _rendition(request)
+    if (moved := await _moved(request)) is not None:
+        return moved
+    rendition = await _rendition(request)
     if rendition is None:
         return _error(404, "no such rendition")
     name = request.match_info["file"]
@@ -173,6 +222,8 @@ async def poster(request: web.Request) -> web.StreamResponse:
     """The latest keyframe of the top rung as a JPEG (decoded once per segment)."""
     if (denied := _denied(request)) is not None:
         return denied
+    if (moved := await _moved(request)) is not None:
+        return moved
     stream_id = request.match_info["stream"]
     package = _package(request)
     posters = request.app[POSTERS_KEY]
@@ -194,6 +245,8 @@ async def tag_thumbnail(request: web.Request) -> web.StreamResponse:
     """JPEG of a tag's frame (``thumbnail_url`` of every tag)."""
     if (denied := _denied(request)) is not None:
         return denied
+    if (moved := await _moved(request)) is not None:
+        return moved
     tag_id = request.match_info["tag"]
     if not _TAG_ID.match(tag_id):
         return _error(404, "no such tag")
@@ -249,9 +302,17 @@ async def preflight(request: web.Request) -> web.Response:
     )
 
 
-def add_hls_routes(app: web.Application, lookup: PackageLookup, playback_secret: str = "") -> None:
-    """Mount the origin's ``/hls`` routes on ``app``; a secret makes playback need tokens."""
+def add_hls_routes(
+    app: web.Application,
+    lookup: PackageLookup,
+    playback_secret: str = "",
+    owners: StreamOwners | None = None,
+) -> None:
+    """Mount the origin's ``/hls`` routes on ``app``; a secret makes playback need tokens;
+    ``owners`` (in a cluster) redirects requests for streams another origin owns."""
     app[LOOKUP_KEY] = lookup
+    if owners is not None:
+        app[OWNERS_KEY] = owners
     app[SECRET_KEY] = playback_secret
     app[POSTERS_KEY] = PosterCache()
     for path, handler in (

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from ingest.sessions import LiveStreams, PublishSession
 from packager import access
+from packager.origin import StreamOwners
 from packager.stores import StoreUnavailable
 from shopcast.clips import CLIPS_KEY, ClipRefused
 from shopcast.cluster import ClusterView, NodeRegistry
@@ -30,6 +33,7 @@ from shopcast.store import (
 from shopcast.tags import TagError, TagService, tag_json
 from transcode.policy import LadderConfigError, VerticalMode
 
+log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STORE_KEY: web.AppKey[Store] = web.AppKey("store")
 STREAMS_KEY = web.AppKey("streams", LiveStreams)
@@ -51,6 +55,15 @@ OPENAPI = Path(__file__).resolve().parent / "openapi.json"
 RETRY_AFTER = {"Retry-After": "2"}
 #: (playback secret, default token lifetime in seconds)
 PLAYBACK_KEY: web.AppKey[tuple[str, int]] = web.AppKey("playback")
+#: In a cluster: which origin owns a live stream (see :func:`at_owner`).
+OWNERS_KEY: web.AppKey[StreamOwners] = web.AppKey("api_owners")
+FORWARD_SESSION_KEY: web.AppKey[aiohttp.ClientSession] = web.AppKey("api_forward_session")
+#: Set on a request one origin forwards to a stream's owner: the owner answers it itself.
+FORWARDED_HEADER = "X-Shopcast-Forwarded-By"
+#: Bound on a forwarded call (the owner stores and stamps a tag in milliseconds).
+FORWARD_TIMEOUT = 5.0
+#: What a forwarded answer keeps of the owner's headers.
+_FORWARD_KEPT = ("Content-Type", "Retry-After", "WWW-Authenticate", "Allow")
 
 
 def json_error(status: int, code: str, message: str, **headers: str) -> web.Response:
@@ -521,6 +534,81 @@ async def click_beacon(request: web.Request) -> web.Response:
     return web.json_response({"clicks": clicks}, headers={"Access-Control-Allow-Origin": "*"})
 
 
+def at_owner(handler: Handler) -> Handler:
+    """``handler`` runs on the origin that owns the stream ``{id}`` (the one with its publisher,
+    pipeline and tag timeline); any other origin forwards the request there and returns the
+    owner's answer as it is.
+
+    Why HTTP forwarding rather than LISTEN/NOTIFY: the caller's answer must be the owner's (a
+    201 only once the owner has stored and stamped the tag, its 409/422 refusals verbatim),
+    which a notification cannot carry back without a reply channel of its own; the owner
+    checks the caller's own Authorization; and it is bounded by one timeout. Loops are cut:
+    a forwarded request is answered where it lands, even if the owner has moved since.
+    """
+
+    async def forwarding(request: web.Request) -> web.StreamResponse:
+        owners = request.app.get(OWNERS_KEY)
+        stream_id = request.match_info["id"]
+        if owners is None or FORWARDED_HEADER in request.headers:
+            return await handler(request)
+        if owners.holds(stream_id):
+            return await handler(request)
+        base = await owners.owner_url(stream_id, max_age=0.0)  # fresh: acted on once, not cached
+        if base is None:
+            return await handler(request)
+        return await _forward(request, base)
+
+    return forwarding
+
+
+async def _forward(request: web.Request, base: str) -> web.Response:
+    """The owner's answer to ``request`` (same method, path, body and Authorization)."""
+    session = request.app.get(FORWARD_SESSION_KEY)
+    if session is None:
+        session = aiohttp.ClientSession()
+        request.app[FORWARD_SESSION_KEY] = session
+    body = await request.read()
+    headers = {FORWARDED_HEADER: origin_url(request, "")}  # who sent it on, for the logs
+    for name in ("Authorization", "Content-Type"):
+        if name in request.headers:
+            headers[name] = request.headers[name]
+    url = base + request.path_qs
+    try:
+        async with session.request(
+            request.method,
+            url,
+            data=body,
+            headers=headers,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT),
+        ) as resp:
+            answer = await resp.read()
+            kept = {k: resp.headers[k] for k in _FORWARD_KEPT if k in resp.headers}
+            return web.Response(status=resp.status, body=answer, headers=kept)
+    except aiohttp.ClientConnectorError as exc:
+        # Not sent: nothing was applied; the lease moves within node_timeout if it is dead.
+        log.warning("owner %s of %s unreachable: %s", base, request.path, exc)
+        return json_error(
+            503,
+            "owner_unreachable",
+            f"the stream's origin {base} cannot be reached: {exc}",
+            **RETRY_AFTER,
+        )
+    except (TimeoutError, aiohttp.ClientError):
+        return json_error(
+            504,
+            "owner_timeout",
+            f"the stream's origin {base} did not answer within {FORWARD_TIMEOUT:g} s; the "
+            "request may have been applied there (tags: see GET …/tags)",
+        )
+
+
+async def _close_forward_session(app: web.Application) -> None:
+    session = app.get(FORWARD_SESSION_KEY)
+    if session is not None:
+        await session.close()
+
+
 def make_app(
     store: Store,
     streams: LiveStreams,
@@ -542,6 +630,7 @@ def make_app(
     app[URLS_KEY] = urls
     app[REGISTRY_KEY] = registry or NodeRegistry(store, ClusterSection())
     app[PLAYBACK_KEY] = playback
+    app.on_cleanup.append(_close_forward_session)
     if recordings is not None:
         app[RECORDINGS_KEY] = recordings
         app.router.add_patch("/api/v1/streams/{id}", update_stream)
@@ -553,13 +642,14 @@ def make_app(
     app.router.add_post("/api/v1/streams", create_stream)
     app.router.add_get("/api/v1/streams", list_streams)
     app.router.add_get("/api/v1/streams/{id}", get_stream)
-    app.router.add_delete("/api/v1/streams/{id}", delete_stream)
+    # What acts on a live show runs on its owner (the key lives in the shared store).
+    app.router.add_delete("/api/v1/streams/{id}", at_owner(delete_stream))
     app.router.add_post("/api/v1/streams/{id}/key", rotate_key)
-    app.router.add_delete("/api/v1/streams/{id}/publisher", kick_publisher)
-    app.router.add_post("/api/v1/streams/{id}/end", end_show)
-    app.router.add_patch("/api/v1/streams/{id}/vertical", set_vertical)
+    app.router.add_delete("/api/v1/streams/{id}/publisher", at_owner(kick_publisher))
+    app.router.add_post("/api/v1/streams/{id}/end", at_owner(end_show))
+    app.router.add_patch("/api/v1/streams/{id}/vertical", at_owner(set_vertical))
     app.router.add_post("/api/v1/streams/{id}/playback-token", playback_token)
-    app.router.add_post("/api/v1/streams/{id}/tags", create_tag)
+    app.router.add_post("/api/v1/streams/{id}/tags", at_owner(create_tag))
     app.router.add_get("/api/v1/streams/{id}/tags", list_tags)
     app.router.add_get("/api/v1/streams/{id}/ingest", ingest_for)
     app.router.add_get("/api/v1/nodes", list_nodes)

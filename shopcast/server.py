@@ -22,9 +22,10 @@ from ingest.whip.session import WhipSettings
 from packager import access
 from packager.origin import add_hls_routes, add_picture_routes, add_vod_routes
 from packager.stores import open_store
-from shopcast.api import TOKENS_KEY, make_app
+from shopcast.api import OWNERS_KEY, TOKENS_KEY, make_app
 from shopcast.clips import ClipService, add_clip_routes
 from shopcast.cluster import NodeRegistry, StreamLeases, node_identity, show_cost
+from shopcast.cluster.routing import OwnerRoutes
 from shopcast.config import Config
 from shopcast.failover import LeasedShows
 from shopcast.hooks import PublishHook, TagWebhooks, Webhooks
@@ -167,7 +168,11 @@ class ShopcastServer:
         )
         self.thumbnails = Thumbnails(self.store, self.pipelines, self.recordings)
         add_picture_routes(self.app, self.thumbnails)
-        add_hls_routes(self.app, self.pipelines.package, config.playback.secret)
+        # A request for a stream another origin owns goes there: a redirect for playback,
+        # forwarded for the API calls that act on the live show.
+        self.owners = OwnerRoutes(self.registry, self.leases)
+        self.app[OWNERS_KEY] = self.owners
+        add_hls_routes(self.app, self.pipelines.package, config.playback.secret, self.owners)
         add_vod_routes(self.app, self.recordings, self.recordings.media)
         add_clip_routes(self.app, ClipService(self.recordings))
         add_web_routes(self.app)

@@ -56,9 +56,12 @@ async def logged_origin(
 async def edge_process(
     origins: list[str], *extra: str, cpu: int | None = None
 ) -> AsyncIterator[str]:
-    """``shopcast edge`` as a child process; yields its base URL once it answers."""
+    """``shopcast edge`` as a child process; yields its base URL once it answers (no
+    ``origins``: a cluster edge, with ``--cluster`` in ``extra``)."""
     port = free_port()
-    args = [SHOPCAST, "edge", "--origin", ",".join(origins), "--listen", f"127.0.0.1:{port}"]
+    args = [SHOPCAST, "edge", "--listen", f"127.0.0.1:{port}"]
+    if origins:
+        args += ["--origin", ",".join(origins)]
     proc = await asyncio.create_subprocess_exec(
         *args,
         *extra,

@@ -180,6 +180,9 @@ def test_viewers_are_distinct_clients_seen_within_the_window() -> None:
         (["--origin", "ftp://x"], "--origin takes http(s):// URLs"),
         (["--origin", "http://a", "--listen", "8081"], "--listen takes HOST:PORT"),
         (["--origin", "http://a", "--cache-bytes", "10"], "--cache-bytes must be at least"),
+        ([], "give --origin URL(s), or --cluster postgresql://"),
+        (["--cluster", "mysql://x"], "--cluster takes the cluster store's postgresql:// URL"),
+        (["--cluster", "postgresql://x", "--node-timeout", "0"], "--node-timeout must be in"),
     ],
 )
 def test_edge_arguments_are_checked(argv: list[str], error: str) -> None:
@@ -189,3 +192,5 @@ def test_edge_arguments_are_checked(argv: list[str], error: str) -> None:
         edge_config(parser.parse_args(["edge", *argv]))
     config = edge_config(parser.parse_args(["edge", "--origin", "http://a/,http://b:1"]))
     assert config.origins == ("http://a/", "http://b:1") and config.port == 8081
+    config = edge_config(parser.parse_args(["edge", "--cluster", "postgresql://db/x"]))
+    assert config.origins == () and config.cluster == "postgresql://db/x"
