@@ -72,6 +72,9 @@ class LivePackage:
         self.renditions: dict[str, RenditionOutput] = {}
         self.audio: RenditionInfo | None = None
         self.ladder_ready = asyncio.Event()
+        #: Set once the playlists may be served: with the ladder, or for a show continued from
+        #: another origin once every rendition lists a whole segment (see ``_published``).
+        self.playlists_ready = asyncio.Event()
         self.ended = False
         self._backlog: list[EncodedPacket] = []
         self._infos: dict[str, RenditionInfo] = {}
@@ -131,6 +134,8 @@ class LivePackage:
         self._backlog.clear()
         self._ladder = [i.name for i in sorted(leads, key=lambda i: -i.bitrate)]
         self.ladder_ready.set()
+        if not self.show.continued:
+            self.playlists_ready.set()
 
     def on_packet(self, packet: EncodedPacket) -> None:
         if self._slate is not None:
@@ -172,6 +177,13 @@ class LivePackage:
         segments = rendition.state.segments
         if segments:
             self.tag_placer.open_show(segments[0].program_date_time)
+        if not self.playlists_ready.is_set() and all(
+            r.state.segments and r.state.segments[0].complete for r in self.renditions.values()
+        ):
+            # A player coming from the previous owner reads a playlist without a whole segment
+            # as empty (hls.js: levelEmptyError, then it restarts its live start): the
+            # continued show's playlists appear with their first segment.
+            self.playlists_ready.set()
         if part.ends_segment and segments and self.sink is not None:
             done = segments[-1]
             self.sink.segment_completed(rendition.name, done, rendition.files[done.uri])

@@ -16,7 +16,7 @@ TIMELINE_START = Fraction(10)
 #: it runs ahead of its own start only by its PRELOAD-HINT's segment (hls.js keeps it as a
 #: fragment) and by the short segments before a discontinuity (a publisher reconnect, the
 #: slate): the next owner starts this many above, plus the time that passed.
-MSN_PER_OWNER = 6
+MSN_PER_OWNER = 4
 
 
 @dataclass(frozen=True)
@@ -79,12 +79,17 @@ class ShowTimeline:
 
         A continued show's first segment follows a discontinuity, and its discontinuity
         sequence number must exceed every one the previous owner listed (S 6.2.2: it never
-        decreases, and hls.js keys timestamp offsets on it). No owner's segment has a number
-        above its media sequence number (each segment adds at most one discontinuity, and an
-        owner starts at most at its first msn), and this owner's first msn exceeds the previous
-        owner's last: so the first segment gets the number ``first_msn``.
+        decreases, and hls.js keys timestamp offsets on it). Counted from the show's start on
+        the wall clock, no segment of the show has a number above its media sequence number's
+        distance from there: each segment adds at most one discontinuity, and every owner
+        starts at least that far (see ``first_msn``). This owner's first number exceeds the
+        previous owner's last, so its first segment gets that distance. The numbers stay small
+        (the show's segments, not the epoch's): hls.js keeps arrays indexed by them.
         """
-        return self.first_msn - 1 if self.continued else 0
+        if self.start is None or not self.start.continued:
+            return 0
+        show_msn = int(self.start.started_at // float(self.segment_duration))
+        return max(self.first_msn - show_msn - 1, 0)
 
     def packaged_time_of(self, program_date_time: float) -> Fraction:
         """Where a wall-clock date of this show lies on the packaged timeline, before this

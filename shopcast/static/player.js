@@ -45,6 +45,7 @@
       cues.attach(hls);
       hls.loadSource(src);
       hls.attachMedia(video);
+      followMovedShow(hls, video, sc);
       setInterval(() => {
         const lvl = hls.levels[hls.currentLevel];
         ui.level.textContent = lvl ? `${Math.min(lvl.width, lvl.height)}p` : "–";
@@ -60,6 +61,34 @@
       ui.waiting.textContent = "this browser cannot play HLS";
     }
     return null;
+  }
+
+  // A show continued on another origin (cluster failover) goes on in playlists whose sequence
+  // numbers follow the wall clock after a discontinuity, sharing no segment with the last ones.
+  // hls.js (1.7) places such a reload by its sequence numbers, past what it buffered, and never
+  // crosses the hole from the buffered side (its gap jumping walks loaded fragments only). So:
+  // playback stood still for a second, not paused, with the live edge beyond everything
+  // buffered → go to the live edge (hls.js loads from there; no reload of the page or source).
+  function followMovedShow(hls, video, sc) {
+    sc.liveJumps = 0;
+    let last = -1;
+    let since = performance.now();
+    setInterval(() => {
+      const now = performance.now();
+      if (video.paused || video.seeking || video.currentTime !== last) {
+        last = video.currentTime;
+        since = now;
+        return;
+      }
+      const live = hls.liveSyncPosition;
+      const ranges = video.buffered;
+      const end = ranges.length ? ranges.end(ranges.length - 1) : 0;
+      if (live !== null && live > end + 0.5 && now - since > 1000) {
+        video.currentTime = live;
+        sc.liveJumps += 1;
+        since = now;
+      }
+    }, 250);
   }
 
   window.ShopcastPlayer = { start };
