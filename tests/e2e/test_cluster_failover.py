@@ -180,6 +180,10 @@ async def test_a_show_survives_the_loss_of_its_origin(
             SHOPCAST_API_TOKENS=TOKEN,
             SHOPCAST_CLUSTER_NODE_ID=name,
             SHOPCAST_CLUSTER_NODE_TIMEOUT=str(NODE_TIMEOUT),
+            # A second publisher is refused while the owner's lease lives: the show moves
+            # only once the dead node's lease has expired (node_timeout), as it would for
+            # an origin that dies, whatever the policy.
+            SHOPCAST_INGEST_ON_DUPLICATE_PUBLISHER="reject",
         )
         for name in ("origin-a", "origin-b")
     ]
@@ -235,8 +239,8 @@ async def test_a_show_survives_the_loss_of_its_origin(
         killed = time.monotonic()
         await stop(publisher)
         # The publisher retries through haproxy (OBS does) until an origin takes the show:
-        # haproxy sends it to the live origin, which takes the lease (at once with the
-        # default takeover policy, else once the dead node's lease has expired).
+        # haproxy sends it to the live origin, which takes the lease once the dead node's
+        # has expired.
         publisher = await start_publisher(ingest)
         while not await serving_parts(http, second, timeout=0.5):
             assert time.monotonic() - killed < 30, "no origin took the show over"

@@ -93,7 +93,9 @@ def test_a_fresh_show_numbers_from_the_wall_clock_and_its_owner(make_package, me
     package = LivePackage(
         "shop", PackagerConfig(), clock=clock, start=ShowStart(SHOW_START, owner_epoch=7)
     )
-    Feeder(package, {n: media[n] for n in ("270p", "audio")}).until(4.5)
+    feed = Feeder(package, {n: media[n] for n in ("270p", "audio")})
+    assert package.playlists_ready.is_set()  # with the ladder, as before
+    feed.until(4.5)
     text = package.renditions["270p"].playlist()
     view = parse_media_playlist(text)
     assert view.media_sequence == int(ARRIVAL // 2) + 7 * MSN_PER_OWNER
@@ -117,6 +119,11 @@ def test_the_next_owner_continues_the_same_playlists(first_owner, media) -> None
     feed.until(0.5)
     clock.now = ARRIVAL + RESUMED + 0.5
     first_text = {name: r.playlist() for name, r in new.renditions.items()}
+    # Parts only: the origin holds the playlists back until a whole segment is listed (hls.js
+    # coming from the old owner takes a playlist without one as empty).
+    assert new.ladder_ready.is_set() and not new.playlists_ready.is_set()
+    feed.until(2.5)
+    assert new.playlists_ready.is_set()
     feed.until(4.5)
     clock.now = ARRIVAL + RESUMED + 4.5
     # A tag on the new owner lands after the restored ones on the timeline.
