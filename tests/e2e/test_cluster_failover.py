@@ -258,6 +258,7 @@ async def test_a_show_survives_the_loss_of_its_origin(
         jumps = await page.evaluate("window.shopcast.liveJumps")
         after = await media_playlists(http, second)
         status, listed = await api(http, "GET", f"{second}/api/v1/streams/{STREAM}/tags")
+        _, parts = await api(http, "GET", f"{second}/api/v1/streams/{STREAM}/recordings")
 
     print(f"reconnect {reconnect:.2f} s, longest stall {stall:.2f} s, live-edge jumps {jumps}")
     assert [e for e in errors if e["fatal"]] == []
@@ -267,6 +268,12 @@ async def test_a_show_survives_the_loss_of_its_origin(
     # Every acknowledged tag is listed by the new owner, with its DATERANGE as it was.
     assert status == 200 and set(acked) <= {t["id"] for t in listed["tags"]}
     assert set(after) == set(before)
+    # The recording: the dead owner's part stays as it left it (its crash recovery closes it
+    # from its store), the new owner records the rest as a second part.
+    assert [r["state"] for r in sorted(parts["recordings"], key=lambda r: r["started_at"])] == [
+        "recording",
+        "recording",
+    ], parts
     for name, text in after.items():
         old, new = parse_media_playlist(before[name]), parse_media_playlist(text)
         # S 6.2.1: above every number the old owner listed or hinted (part URIs are new).
