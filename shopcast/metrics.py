@@ -242,6 +242,22 @@ class ShopcastMetrics:
             registry=reg,
         )
         self.store_available.set(1)
+        self.cluster_load = Gauge(
+            "shopcast_cluster_load",
+            "Transcoding slots in use on this origin, as heartbeat to the cluster "
+            "(a transcoded show 1, a passthrough-only show 0.25)",
+            registry=reg,
+        )
+        self.cluster_leases = Gauge(
+            "shopcast_cluster_leases",
+            "Stream leases this origin holds and is sure of (renewed within node_timeout)",
+            registry=reg,
+        )
+        self.cluster_leases_lost = Counter(
+            "shopcast_cluster_leases_lost",
+            "Streams this origin stopped because another origin took their lease (fenced out)",
+            registry=reg,
+        )
         # Children looked up once per (stream, rendition): on_packet runs for every packet.
         self._lag: dict[tuple[str, str], Histogram] = {}
         #: Awaited before each scrape (e.g. the stream list is read from the store then).

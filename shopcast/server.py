@@ -148,6 +148,10 @@ class ShopcastServer:
         # A show whose lease says it began before this node took it goes on here (failover).
         self.pipelines.shows = LeasedShows(self.store, self.leases.lease)
         self.registry.on_heartbeat.append(self.leases.renew)
+        self.metrics.cluster_load.set_function(self._load)
+        self.metrics.cluster_leases.set_function(
+            lambda: sum(self.leases.holds(stream_id) for stream_id in list(self.leases.held))
+        )
         self._cluster_task: asyncio.Task[None] | None = None
         self.tags = TagService(
             self.store,
@@ -237,6 +241,7 @@ class ShopcastServer:
 
     async def _lease_lost(self, stream_id: str, reason: str) -> None:
         """Another node owns the stream now: its publisher and show stop here."""
+        self.metrics.cluster_leases_lost.inc()
         await self.pipelines.end_show(stream_id, reason)
 
     async def _stream_exists(self, stream_id: str) -> bool:

@@ -126,6 +126,12 @@ async def test_takeover_on_another_origin_fences_the_first_out(
                 lease = await a.server.store.lease_of("demo")
                 assert lease is not None and (lease.node_id, lease.epoch) == ("b", 2)
                 assert (await status(http, b))["state"] == "live"
+                async with http.get(f"{a.http}/metrics") as r:
+                    scraped = await r.text()
+                assert "shopcast_cluster_leases_lost_total 1.0" in scraped
+                assert "shopcast_cluster_leases 0.0" in scraped
+                async with http.get(f"{b.http}/metrics") as r:
+                    assert "shopcast_cluster_leases 1.0" in await r.text()
             finally:
                 await stop_ffmpeg(second)
         finally:

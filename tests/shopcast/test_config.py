@@ -88,3 +88,18 @@ def test_srt_section_is_checked(env: dict[str, str], message: str) -> None:
 def test_srt_section_from_env() -> None:
     srt = load_config(None, {"SHOPCAST_SRT_ENABLED": "off", "SHOPCAST_SRT_LATENCY": "400"}).srt
     assert (srt.enabled, srt.latency, srt.port) == (False, 400, 9000)
+
+
+def test_cluster_section_defaults_env_and_bounds(tmp_path) -> None:
+    cfg = load_config("shopcast.toml", env={})
+    assert (cfg.cluster.node_id, cfg.cluster.capacity, cfg.cluster.node_timeout) == ("", 4.0, 6.0)
+    env = {"SHOPCAST_CLUSTER_NODE_ID": "origin-a", "SHOPCAST_CLUSTER_NODE_TIMEOUT": "2"}
+    cfg = load_config(None, env=env)
+    assert (cfg.cluster.node_id, cfg.cluster.node_timeout) == ("origin-a", 2.0)
+    for bad, message in (
+        ({"SHOPCAST_CLUSTER_CAPACITY": "0"}, "capacity must be positive"),
+        ({"SHOPCAST_CLUSTER_NODE_TIMEOUT": "0.1"}, "node_timeout"),
+        ({"SHOPCAST_CLUSTER_NODE_ID": "a b"}, "node_id"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_config(None, env=bad)
