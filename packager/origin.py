@@ -97,7 +97,7 @@ def _package(request: web.Request) -> LivePackage | None:
     return request.app[LOOKUP_KEY](request.match_info["stream"])
 
 
-async def _moved(request: web.Request) -> web.Response | None:
+async def _moved(request: web.Request, max_age: float = 1.0) -> web.Response | None:
     """307 to the owner when another origin of the cluster owns the stream, with the same path
     and query (blocking reload parameters, token), so any CDN or edge in front of any origin
     reaches the show; None to answer here."""
@@ -107,7 +107,7 @@ async def _moved(request: web.Request) -> web.Response | None:
     stream_id = request.match_info["stream"]
     if owners.holds(stream_id):
         return None
-    base = await owners.owner_url(stream_id)
+    base = await owners.owner_url(stream_id, max_age)
     if base is None:
         return None
     return web.Response(
@@ -173,13 +173,15 @@ async def media_playlist(request: web.Request) -> web.StreamResponse:
     except BadReloadRequest as exc:
         return _error(400, str(exc), td)
     msn, part = reload.msn, reload.part
-    if (
-        reload.blocking
-        and msn is not None
-        and not await rendition.wait_until(lambda: rendition.has(msn, part), 3 * td)
-    ):
-        # S 6.2.5.2: not satisfiable within three target durations.
-        return _error(503, "the requested part did not appear in time", td)
+    if reload.blocking and msn is not None:
+        ready = await rendition.wait_until(lambda: rendition.has(msn, part), 3 * td)
+        # Held while the show moved to another origin (this one lost the lease and ended its
+        # copy): the request goes there, not to an ENDLIST a cache would keep for 6 TDs.
+        if (moved := await _moved(request, max_age=0.0)) is not None:
+            return moved
+        if not ready:
+            # S 6.2.5.2: not satisfiable within three target durations.
+            return _error(503, "the requested part did not appear in time", td)
     # Delta updates only when the playlist offers them (it always sets CAN-SKIP-UNTIL).
     resp = web.Response(
         text=_playlist(request, rendition.playlist(skip=reload.skip)),
@@ -209,6 +211,8 @@ async def media_file(request: web.Request) -> web.StreamResponse:
         # S 6.2.6: a hinted part is requestable at once; hold the request until it exists.
         await rendition.wait_until(lambda: name in rendition.files, 3 * td)
         data = rendition.files.get(name)
+        if data is None and (moved := await _moved(request, max_age=0.0)) is not None:
+            return moved  # the show moved to another origin meanwhile
         if data is None:
             return _error(503, "the hinted part did not appear in time", td)
     if data is None:

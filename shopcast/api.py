@@ -97,7 +97,9 @@ async def api_auth(request: web.Request, handler: Handler) -> web.StreamResponse
             )
     try:
         return await handler(request)
-    except (ApiError, TagError, ClipRefused) as exc:
+    except ApiError as exc:
+        return json_error(exc.status, exc.code, exc.message, **exc.headers)
+    except (TagError, ClipRefused) as exc:
         return json_error(exc.status, exc.code, exc.message)
     except DatabaseUnavailable as exc:
         # Live shows go on from memory; what needs the database waits for it to come back.
@@ -202,11 +204,14 @@ async def _record(request: web.Request) -> StreamRecord:
 
 
 class ApiError(Exception):
-    """An API refusal: status, code, message (rendered by :func:`json_error`)."""
+    """An API refusal: status, code, message (rendered by :func:`json_error`), extra headers."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
 
 
 async def _created(request: web.Request, record: StreamRecord, status: int) -> web.Response:
@@ -534,10 +539,10 @@ async def click_beacon(request: web.Request) -> web.Response:
     return web.json_response({"clicks": clicks}, headers={"Access-Control-Allow-Origin": "*"})
 
 
-def at_owner(handler: Handler) -> Handler:
+def at_owner(handler: Handler, read: bool = False) -> Handler:
     """``handler`` runs on the origin that owns the stream ``{id}`` (the one with its publisher,
     pipeline and tag timeline); any other origin forwards the request there and returns the
-    owner's answer as it is.
+    owner's answer as it is. A ``read`` the owner cannot answer is answered here instead.
 
     Why HTTP forwarding rather than LISTEN/NOTIFY: the caller's answer must be the owner's (a
     201 only once the owner has stored and stamped the tag, its 409/422 refusals verbatim),
@@ -556,7 +561,12 @@ def at_owner(handler: Handler) -> Handler:
         base = await owners.owner_url(stream_id, max_age=0.0)  # fresh: acted on once, not cached
         if base is None:
             return await handler(request)
-        return await _forward(request, base)
+        try:
+            return await _forward(request, base)
+        except ApiError:
+            if read:  # what this origin knows (the owner's id from the store) beats no answer
+                return await handler(request)
+            raise
 
     return forwarding
 
@@ -588,19 +598,19 @@ async def _forward(request: web.Request, base: str) -> web.Response:
     except aiohttp.ClientConnectorError as exc:
         # Not sent: nothing was applied; the lease moves within node_timeout if it is dead.
         log.warning("owner %s of %s unreachable: %s", base, request.path, exc)
-        return json_error(
+        raise ApiError(
             503,
             "owner_unreachable",
             f"the stream's origin {base} cannot be reached: {exc}",
-            **RETRY_AFTER,
-        )
-    except (TimeoutError, aiohttp.ClientError):
-        return json_error(
+            RETRY_AFTER,
+        ) from exc
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise ApiError(
             504,
             "owner_timeout",
             f"the stream's origin {base} did not answer within {FORWARD_TIMEOUT:g} s; the "
             "request may have been applied there (tags: see GET …/tags)",
-        )
+        ) from exc
 
 
 async def _close_forward_session(app: web.Application) -> None:
@@ -641,7 +651,8 @@ def make_app(
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_post("/api/v1/streams", create_stream)
     app.router.add_get("/api/v1/streams", list_streams)
-    app.router.add_get("/api/v1/streams/{id}", get_stream)
+    # The owner's status has the live ingest and renditions; anyone's has the rest.
+    app.router.add_get("/api/v1/streams/{id}", at_owner(get_stream, read=True))
     # What acts on a live show runs on its owner (the key lives in the shared store).
     app.router.add_delete("/api/v1/streams/{id}", at_owner(delete_stream))
     app.router.add_post("/api/v1/streams/{id}/key", rotate_key)

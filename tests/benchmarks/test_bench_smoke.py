@@ -40,6 +40,7 @@ CASES: dict[str, tuple[list[str], str | None, int, bool]] = {
     "continuity": (["test_bench_continuity.py"], None, 1, True),
     "clips": (["test_bench_clips.py"], None, 1, True),
     "recording": (["test_bench_recording.py"], None, 1, True),
+    "cluster_tags": (["test_bench_cluster_tags.py"], None, 1, True),  # needs PostgreSQL too
 }
 MACHINE_KEYS = {"cpu", "cores", "python", "pyav", "pyav_x264", "ffmpeg_cli", "hls_js"}
 

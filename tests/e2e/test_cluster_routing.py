@@ -4,8 +4,10 @@ PostgreSQL, ffmpeg publishing a barcoded show (tests/e2e/barcode.py) to C, an ed
 
 Both edges serve C's parts byte for byte; A redirects viewers to C; a tag POSTed to A is
 stamped by C on the frame it names, on every rendition, listed on A and C, its webhook sent
-once; then the publisher moves to B and both edges follow without the viewers reloading; a
-kick and an end sent to A act on B; a rotated key is refused by the owner.
+once; then the publisher moves to B and both edges follow without the viewers reloading (a
+short pause, never an ENDLIST); every origin sums both edges' viewers; a kick and an end sent
+to A act on B; a rotated key is refused by the owner. A SIGKILLed owner makes calls forwarded
+to it a 503 with the reason until its lease expires.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import itertools
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +32,8 @@ from benchmarks.harness.sim import SimViewer
 from packager.playlist import parse_media_playlist
 
 from . import barcode
-from .conftest import FFMPEG, Receiver, requires_ffmpeg
-from .test_replay import decode, emsgs, segments
+from .conftest import Receiver, requires_ffmpeg
+from .test_replay import decode, emsgs, publish, segments
 from .test_store_postgres import pg_env, serving_all
 
 pytestmark = [pytest.mark.e2e, requires_ffmpeg, requires_postgres]
@@ -44,14 +47,18 @@ SHOW_SECONDS = 40
 MOVE_STALL = 8.0
 
 
-async def publish(flv: Path, url: str) -> asyncio.subprocess.Process:
-    assert FFMPEG is not None
-    return await asyncio.create_subprocess_exec(
-        *[FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-i", str(flv)],
-        *["-c", "copy", "-f", "flv", url],
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+@dataclass
+class EndWatchingViewer(SimViewer):
+    """A :class:`SimViewer` that also notes every playlist it got with an ENDLIST (a player
+    would stop there: the show moved, it did not end)."""
+
+    endlists: list[str] = field(default_factory=list)
+
+    async def _get(self, url: str) -> tuple[int, bytes]:
+        status, body = await super()._get(url)
+        if b"#EXT-X-ENDLIST" in body:
+            self.endlists.append(url)
+        return status, body
 
 
 async def stop(proc: asyncio.subprocess.Process) -> None:
@@ -139,6 +146,10 @@ async def test_edges_and_any_origin_serve_tag_and_follow_a_show_across_origins(
         stack.push_async_callback(stop, first)
         renditions = await wait_live(http, c.http)
         await wait_owner(http, a.http, "c", 10)
+        async with http.get(f"{a.http}/api/v1/streams/demo") as r:
+            status = await r.json()  # C's own answer: its publisher and renditions
+        assert status["state"] == "live" and status["ingest"]["protocol"] == "rtmp", status
+        assert sorted(r["name"] for r in status["renditions"]) == sorted(renditions), status
         cluster_edge = await stack.enter_async_context(
             edge_process([], "--cluster", postgres_url, "--node-timeout", str(NODE_TIMEOUT))
         )
@@ -192,7 +203,7 @@ async def test_edges_and_any_origin_serve_tag_and_follow_a_show_across_origins(
         # The move: the publisher leaves C and publishes to B; viewers on both edges go on.
         playlist = f"/hls/demo/{renditions[-1]}/index.m3u8"
         watchers = [
-            SimViewer(http, edge, playlist, f"viewer-{i}")
+            EndWatchingViewer(http, edge, playlist, f"viewer-{i}")
             for i, edge in enumerate((cluster_edge, origin_edge))
         ]
         until = time.monotonic() + 16
@@ -217,6 +228,7 @@ async def test_edges_and_any_origin_serve_tag_and_follow_a_show_across_origins(
             assert stall <= MOVE_STALL, (w.base, stall, w.errors)
             # What errors there are, are answers in that gap (never a broken connection).
             assert all(": HTTP " in e for e in w.errors), w.errors
+            assert not w.endlists, (w.base, w.endlists)  # the show moved; it did not end
 
         # Both edges' viewers counted on any origin: the cluster edge's own node row, the other
         # edge's report to A.
@@ -280,6 +292,9 @@ async def test_a_dead_owner_is_a_503_with_the_reason_until_its_lease_expires(
         await wait_owner(http, a.http, "c", 10)
         owner.kill()  # SIGKILL: no goodbye, the lease stays until it expires
         await owner.wait()
+        async with http.get(f"{a.http}/api/v1/streams/demo") as r:
+            status = await r.json()  # A's own answer while C cannot give one
+        assert r.status == 200 and status["origin"]["node_id"] == "c", status
         body = {"kind": "product", "product_id": "sku-1"}
         async with http.post(f"{a.http}/api/v1/streams/demo/tags", json=body) as r:
             error = await r.json()
