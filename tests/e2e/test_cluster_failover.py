@@ -251,6 +251,10 @@ async def test_a_show_survives_the_loss_of_its_origin(
         assert status == 200 and state["origin"]["node_id"] == "origin-b", state
 
         watched_from = await page.evaluate("document.getElementById('video').currentTime")
+        # The show's tags go on at the new owner (through the dead one's API they could not).
+        body = {"kind": "product", "product_id": "sku-2", "data": {"title": "Bag"}}
+        status, tag = await api(http, "POST", f"{second}/api/v1/streams/{STREAM}/tags", json=body)
+        assert status == 201, tag
         await asyncio.sleep(AFTER_FAILOVER)
         watched_to = await page.evaluate("document.getElementById('video').currentTime")
         stall = await page.evaluate("window.stall.longest") / 1000
@@ -266,7 +270,7 @@ async def test_a_show_survives_the_loss_of_its_origin(
     # The player stood still no longer than the show was away (its buffer covers the rest).
     assert stall <= reconnect, (stall, reconnect)
     # Every acknowledged tag is listed by the new owner, with its DATERANGE as it was.
-    assert status == 200 and set(acked) <= {t["id"] for t in listed["tags"]}
+    assert status == 200 and {*acked, tag["id"]} <= {t["id"] for t in listed["tags"]}
     assert set(after) == set(before)
     # The recording: the dead owner's part stays as it left it (its crash recovery closes it
     # from its store), the new owner records the rest as a second part.
@@ -283,3 +287,4 @@ async def test_a_show_survives_the_loss_of_its_origin(
         show_id = next(iter(old_ranges))
         for range_id in [show_id, *acked]:
             assert new_ranges.get(range_id) == old_ranges[range_id], range_id
+        assert tag["id"] in new_ranges
