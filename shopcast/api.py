@@ -572,7 +572,7 @@ def at_owner(handler: Handler, read: bool = False) -> Handler:
 
 
 class ForwardSession:
-    """The HTTP client calls to owning origins share, opened on first use (most nodes never forward)."""
+    """The HTTP client for calls forwarded to owners, opened on first use."""
 
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None

@@ -27,6 +27,7 @@ from shopcast.clips import ClipService, add_clip_routes
 from shopcast.cluster import NodeRegistry, StreamLeases, node_identity, show_cost
 from shopcast.cluster.routing import OwnerRoutes
 from shopcast.config import Config
+from shopcast.failover import LeasedShows
 from shopcast.health import Readiness, add_health_routes
 from shopcast.hooks import PublishHook, TagWebhooks, Webhooks
 from shopcast.metrics import ShopcastMetrics, add_metrics_route
@@ -145,6 +146,8 @@ class ShopcastServer:
             on_lost=self._lease_lost,
         )
         self.streams.ownership = self.leases.admit
+        # A show whose lease says it began before this node took it goes on here (failover).
+        self.pipelines.shows = LeasedShows(self.store, self.leases.lease)
         self.registry.on_heartbeat.append(self.leases.renew)
         self.metrics.cluster_load.set_function(self._load)
         self.metrics.cluster_leases.set_function(

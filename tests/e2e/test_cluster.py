@@ -71,7 +71,7 @@ async def until(what: str, check: Callable[[], Awaitable[Any]], timeout: float =
 
 
 async def status(http: aiohttp.ClientSession, origin: Origin, stream: str = "demo") -> Any:
-    """The origin's own view of ``stream`` (a forwarded request is answered locally, not sent on)."""
+    """The origin's own view of ``stream`` (a forwarded request is answered, not sent on)."""
     headers = {**AUTH, FORWARDED_HEADER: "test"}
     async with http.get(f"{origin.http}/api/v1/streams/{stream}", headers=headers) as r:
         assert r.status == 200
