@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from ingest.sessions import LiveStreams, PublishSession
+from ingest.shown import shown
 from packager import access
 from packager.stores import StoreUnavailable
 from shopcast.clips import CLIPS_KEY, ClipRefused
@@ -190,7 +191,7 @@ def _status(request: web.Request, record: StreamRecord) -> dict[str, Any]:
 async def _record(request: web.Request) -> StreamRecord:
     record = await request.app[STORE_KEY].get_stream(request.match_info["id"])
     if record is None:
-        raise ApiError(404, "not_found", f"stream {request.match_info['id']!r} does not exist")
+        raise ApiError(404, "not_found", f"stream {shown(request.match_info['id'])} does not exist")
     return record
 
 

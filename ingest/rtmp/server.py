@@ -24,6 +24,7 @@ from ingest.rtmp.events import (
     PublishRequested,
 )
 from ingest.sessions import LiveStreams, PublishRefused, PublishSession, RefusalReason
+from ingest.shown import REASON_CHARS, cut, shown
 
 log = logging.getLogger(__name__)
 _ids = itertools.count(1)
@@ -130,18 +131,20 @@ class RTMPPublisherProtocol(asyncio.Protocol):
             self.log.debug("handshake done (digest=%s)", event.digest)
         elif isinstance(event, ConnectRequested):
             if event.app != self.server.settings.app:
-                self.conn.reject_connect(event, f"unknown application {event.app!r}")
-                self._fail(f"connect to unknown application {event.app!r}")
+                self.conn.reject_connect(event, f"unknown application {shown(event.app)}")
+                self._fail(f"connect to unknown application {shown(event.app)}")
             else:
                 self.conn.accept_connect(event)
-                self.log.info("connect app=%s flashVer=%s", event.app, event.flash_ver)
+                self.log.info(
+                    "connect tcUrl=%s flashVer=%s", shown(event.tc_url), shown(event.flash_ver)
+                )
         elif isinstance(event, PublishRequested):
             self._publish(event)
         elif isinstance(event, MetaData):
             if self.session is not None:
                 self.session.stats.set_metadata(event.values)
         elif isinstance(event, DataMessage):
-            self.log.debug("data message %s at %d ms", event.name, event.timestamp)
+            self.log.debug("data message %s at %d ms", shown(event.name), event.timestamp)
             if self.session is not None:
                 for listener in self.server.streams.on_data:
                     listener(self.session, event.name, event.args, event.timestamp)
@@ -172,8 +175,9 @@ class RTMPPublisherProtocol(asyncio.Protocol):
             return
         except Exception as exc:  # the key cannot be checked now (its store is down)
             if not self.closed:
-                self.conn.reject_publish(event, code=UNAVAILABLE_CODE, description=str(exc)[:200])
-                self._fail(f"publish refused: the key cannot be checked now: {exc}")
+                why = cut(str(exc), REASON_CHARS)
+                self.conn.reject_publish(event, code=UNAVAILABLE_CODE, description=why)
+                self._fail(f"publish refused: the key cannot be checked now: {why}")
             return
         finally:
             self._admitting = None
@@ -212,6 +216,8 @@ class RTMPPublisherProtocol(asyncio.Protocol):
         self._close()
 
     def _fail(self, reason: str) -> None:
+        # Peer strings inside are cut already where they were quoted; this bounds the whole.
+        reason = cut(reason, REASON_CHARS)
         self.log.warning("disconnecting: %s", reason)
         if self.session is not None:
             self.server.streams.end(self.session, reason)
