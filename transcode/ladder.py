@@ -192,6 +192,10 @@ class LadderTranscoder:
         faults = dict(self.stats.faults.counts)
         log.info("%s ended; faults %s", self._prefix, faults or "none")
         self.sink.on_end()
+        # The workers are over; dropping them frees their codec contexts now, and with those
+        # libavcodec's and x264's own threads and frame pools (PyAV has no explicit close).
+        self._video = None
+        self._audio = None
 
 
 async def _put(target: queue.Queue[_T], item: _T) -> None:

@@ -65,7 +65,9 @@ class RTMPPublisherProtocol(asyncio.Protocol):
         self.closed = False
         self.log = _ConnLog(log, {"conn": f"rtmp#{next(_ids)}"})
         self._last_data = 0.0
-        self._timers: list[asyncio.TimerHandle] = []
+        # One handle each, re-armed in place: a connection holds two timers however long it lives.
+        self._publish_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
         self._published = False
         self._admitting: asyncio.Future[None] | None = None
 
@@ -80,8 +82,8 @@ class RTMPPublisherProtocol(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self._last_data = loop.time()
         settings = self.server.settings
-        self._timers.append(loop.call_later(settings.handshake_timeout, self._check_published))
-        self._timers.append(loop.call_later(settings.idle_timeout / 2, self._check_idle))
+        self._publish_timer = loop.call_later(settings.handshake_timeout, self._check_published)
+        self._idle_timer = loop.call_later(settings.idle_timeout / 2, self._check_idle)
         self.log.debug("connected")
 
     def data_received(self, data: bytes) -> None:
@@ -104,8 +106,10 @@ class RTMPPublisherProtocol(asyncio.Protocol):
         self.closed = True
         if self._admitting is not None:
             self._admitting.cancel()
-        for timer in self._timers:
-            timer.cancel()
+        for timer in (self._publish_timer, self._idle_timer):
+            if timer is not None:
+                timer.cancel()
+        self._publish_timer = self._idle_timer = None
         self.server.connections.discard(self)
         if self.session is not None:
             reason = f"connection lost: {exc}" if exc else None
@@ -200,6 +204,9 @@ class RTMPPublisherProtocol(asyncio.Protocol):
             self._refuse(event, exc)
             return
         self._published = True
+        if self._publish_timer is not None:
+            self._publish_timer.cancel()
+            self._publish_timer = None
         self.conn.accept_publish(event)
         self.log.extra["conn"] = f"{self.log.extra['conn']} stream={self.session.stream_id}"  # type: ignore[index]
         self.log.info("publishing (type=%s)", event.publish_type)
@@ -236,10 +243,12 @@ class RTMPPublisherProtocol(asyncio.Protocol):
             self.transport.write(out)
 
     def _check_published(self) -> None:
+        self._publish_timer = None
         if not self._published and not self.closed:
             self._fail(f"no publish within {self.server.settings.handshake_timeout:g} s")
 
     def _check_idle(self) -> None:
+        self._idle_timer = None
         if self.closed:
             return
         loop = asyncio.get_running_loop()
@@ -247,7 +256,7 @@ class RTMPPublisherProtocol(asyncio.Protocol):
         if loop.time() - self._last_data >= idle:
             self._fail(f"idle for {idle:g} s")
             return
-        self._timers.append(loop.call_later(idle / 2, self._check_idle))
+        self._idle_timer = loop.call_later(idle / 2, self._check_idle)
 
 
 class RTMPServer:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 from unittest import mock
 
@@ -21,8 +21,7 @@ from ingest.rtmp.connection import MSG_VIDEO, RTMPServerConnection
 from ingest.rtmp.errors import RTMPProtocolError
 from ingest.rtmp.events import NEED_DATA, ConnectionClosed, ConnectRequested, PublishRequested
 from ingest.rtmp.limits import MAX_APP_NAME
-from ingest.rtmp.server import RTMPServer, RTMPServerSettings
-from ingest.sessions import LiveStreams
+from ingest.rtmp.server import RTMPServer
 from ingest.shown import REASON_CHARS, SHOWN, cut, shown
 
 from .rtmp_client import Client, Replies, handshake
@@ -111,20 +110,6 @@ def test_replies_and_errors_quote_peer_strings_short(
 
 
 # -- the asyncio server, over real sockets ----------------------------------------------------
-
-
-@pytest.fixture
-async def server(chunk_reader_cls: type) -> AsyncIterator[RTMPServer]:
-    async def keys(key: str) -> str | None:
-        return "demo" if key == "good-key" else None
-
-    with mock.patch.object(connection, "ChunkStreamReader", chunk_reader_cls):
-        rtmp = RTMPServer(LiveStreams(keys), RTMPServerSettings())
-        await rtmp.start("127.0.0.1", 0)
-        try:
-            yield rtmp
-        finally:
-            await rtmp.close()
 
 
 async def exchange(port: int, data: bytes, wait: float = 1.0) -> tuple[list[Any], bool]:
