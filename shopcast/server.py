@@ -59,6 +59,7 @@ class ShopcastServer:
             self._authorize,
             on_duplicate=ing.on_duplicate_publisher,
             hub_queue_size=ing.hub_queue_size,
+            max_publishers=ing.max_publishers,
         )
         self.rtmp = RTMPServer(
             self.streams,

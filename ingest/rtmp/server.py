@@ -33,6 +33,7 @@ REFUSAL_CODES = {
     RefusalReason.BAD_KEY: "NetStream.Publish.BadName",
     RefusalReason.DUPLICATE: "NetStream.Publish.BadName",
     RefusalReason.HOOK_DENIED: "NetStream.Publish.Rejected",
+    RefusalReason.FULL: "NetStream.Publish.Rejected",
 }
 #: When the key cannot be checked at all (the store is down): the publisher may retry.
 UNAVAILABLE_CODE = "NetStream.Publish.Rejected"
@@ -171,8 +172,12 @@ class RTMPPublisherProtocol(asyncio.Protocol):
     async def _admit(self, event: PublishRequested) -> None:
         streams = self.server.streams
         try:
-            stream_id = await streams.resolve(event.stream_name)
-            await streams.admit(stream_id, self)
+            async with streams.admitting():  # refused at once when full
+                stream_id = await streams.resolve(event.stream_name)
+                await streams.admit(stream_id, self)
+                if not self.closed:
+                    # Opened while the place is held, so the publisher count never dips.
+                    self._open(event, stream_id)
         except PublishRefused as exc:
             if not self.closed:
                 self._refuse(event, exc)
@@ -187,7 +192,6 @@ class RTMPPublisherProtocol(asyncio.Protocol):
             self._admitting = None
         if self.closed:
             return
-        self._open(event, stream_id)
         try:
             self._pump()
         except RTMPProtocolError as exc:

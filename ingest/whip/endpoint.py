@@ -38,6 +38,7 @@ REFUSAL_STATUS = {
     RefusalReason.BAD_KEY: 401,
     RefusalReason.DUPLICATE: 409,
     RefusalReason.HOOK_DENIED: 403,
+    RefusalReason.FULL: 503,
 }
 _CORS = {
     "Access-Control-Allow-Origin": "*",
