@@ -275,6 +275,17 @@ async def test_passthrough_only_ladder(sources: SourceCache) -> None:
     assert run.infos["270p"].passthrough and len(run.packets["270p"]) == 60
 
 
+async def test_passthrough_only_ladder_stops_decoding_once_final(sources: SourceCache) -> None:
+    units = units_from_file(sources.make(size="270x480", duration=6.0))  # 3 GOPs of 60
+    run = await transcode(units, small_config(rungs=(), passthrough=True))
+    source = media(units, MediaKind.VIDEO)
+    assert [p.payload for p in run.packets["270p"]] == [u.payload for u in source]
+    # Decoded: the planning frames and the first GOP (until the second keyframe tells the
+    # GOP fits); nothing after the ladder is final.
+    assert 60 <= run.transcoder.stats.frames_decoded <= 60 + 6
+    assert not run.transcoder.stats.faults.counts
+
+
 async def test_passthrough_refused_for_long_gops_falls_back_to_encoding(
     sources: SourceCache,
 ) -> None:

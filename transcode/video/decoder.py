@@ -49,6 +49,11 @@ class SourceDecoder:
     and everything up to the next keyframe is skipped; units before any usable configuration
     are counted and dropped. The picked frame sequence repeats the last good frame across such
     holes, so outputs never stall.
+
+    Frames are decoded only while something needs them: planning (size, frame rate), the
+    passthrough verdict (a rejected passthrough falls back to encoded rungs) and encoded rungs.
+    A final ladder that is the passthrough rung alone stops decoding and frees the decoder:
+    the source's packets then go out as they came, damaged ones included (players conceal).
     """
 
     def __init__(
@@ -86,6 +91,8 @@ class SourceDecoder:
         self._source_size: tuple[int, int] = (0, 0)
         self._previous: av.VideoFrame | None = None
         self._idr_owed = False
+        #: False once the ladder is final with no encoded rung: nothing needs a decoded frame.
+        self.decoding = True
         self._thread = threading.Thread(target=self._run, name="transcode-decode", daemon=True)
         self._thread.start()
 
@@ -110,8 +117,7 @@ class SourceDecoder:
     def _on_config(self, unit: MediaUnit) -> None:
         if unit.codec not in DECODABLE_VIDEO:
             self._faults.record("unsupported_codec", f"video codec {unit.codec!r}")
-            self._drain_decoder()
-            self.decoder = None
+            self._unusable_config()
             return
         if unit.payload == self._extradata and unit.codec == self.codec:
             return
@@ -120,13 +126,16 @@ class SourceDecoder:
                 AvcConfig.parse(unit.payload)
             except BitstreamError as exc:
                 self._faults.record("bad_config", str(exc))
-                self._drain_decoder()
-                self.decoder = None
+                self._unusable_config()
                 return
             self.passthrough.configure(unit.payload)
         else:
             self.passthrough.reject()
         self._drain_decoder()
+        self.codec = unit.codec
+        self._extradata = unit.payload
+        if not self.decoding:
+            return
         decoder = av.CodecContext.create(unit.codec, "r")
         assert isinstance(decoder, VideoCodecContext)
         decoder.extradata = unit.payload
@@ -134,11 +143,19 @@ class SourceDecoder:
         decoder.thread_type = "SLICE"
         decoder.thread_count = 2
         self.decoder = decoder
-        self.codec = unit.codec
-        self._extradata = unit.payload
         self._awaiting_keyframe = True
 
+    def _unusable_config(self) -> None:
+        """Units wait for the next usable configuration (also when no longer decoding)."""
+        self._drain_decoder()
+        self.decoder = None
+        self.codec = ""
+
     def _on_unit(self, unit: MediaUnit, at: RepairedTime) -> None:
+        if not self.decoding:
+            if self.codec == "h264":
+                self.passthrough.offer(unit, at)
+            return
         if self.decoder is None:
             self._faults.record("missing_config", "video before a usable codec configuration")
             return
@@ -257,6 +274,12 @@ class SourceDecoder:
             infos.insert(0, self.passthrough.info)
         infos.sort(key=lambda info: info.width, reverse=True)
         self._bridge.call(self._on_ladder, infos)
+        if not self.rungs and self.passthrough.state == "active":
+            # Measured: decoding was ~2/3 of a passthrough-only origin's CPU, for no reader.
+            self.decoding = False
+            self.decoder = None  # its slice threads and frame pool go with it
+            self._previous = None
+            self._arrivals.clear()
 
     # --- picking -------------------------------------------------------------------------
 
