@@ -9,15 +9,23 @@ with ``-re -stream_loop -1 -c copy`` to N streams created through the API — th
 hub drops frames, a publisher falls off, or the server-added part lateness (last frame of a part
 in → part listed, from the server's histogram) has p95 over one part target. Figures go to
 ``extra_info`` and a printed table; nothing about speed is asserted.
+
+With ``SHOPCAST_BENCH_BASELINE_TREE`` set to an older checkout (``git worktree add --detach
+<dir> <commit>``, its ``native/*.so`` built or copied in), a second benchmark runs the same
+publishers against that tree's ``shopcast serve`` (this venv's Python, ``PYTHONPATH`` the tree)
+and this one, rounds interleaved, and reports server CPU per publisher as a median ratio.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import shutil
+import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +47,9 @@ SOURCE_SECONDS = 3 if SMOKE else 10
 STEPS = (1,) if SMOKE else (1, 2, 4, 8, 16, 32, 64)
 STEP_SECONDS = 4.0 if SMOKE else 20.0
 PART_TARGET = 1 / 3  # shopcast.toml's part_target
+BASELINE_TREE = os.environ.get("SHOPCAST_BENCH_BASELINE_TREE")
+COMPARE_PUBLISHERS = 2 if SMOKE else 8
+COMPARE_ROUNDS = 3 if SMOKE else 5
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +66,11 @@ def recorded_flv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def passthrough_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """``shopcast serve``, passthrough only, on free 127.0.0.1 ports: (HTTP base, RTMP base)."""
-    folder = tmp_path_factory.mktemp("origin")
+@contextlib.contextmanager
+def origin_process(folder: Path, tree: str | None = None) -> Iterator[tuple[str, str]]:
+    """``shopcast serve``, passthrough only, on free 127.0.0.1 ports: (HTTP base, RTMP base);
+    from the checkout ``tree`` when given."""
+    folder.mkdir(parents=True, exist_ok=True)
     srv = serve_env(
         folder,
         SHOPCAST_API_TOKENS=TOKEN,
@@ -67,9 +79,15 @@ def passthrough_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tup
         SHOPCAST_LOG_LEVEL="WARNING",
     )
     env = srv.env
+    command, config, cwd = [SHOPCAST], CONFIG, None
+    if tree is not None:
+        # Its own code (the working directory comes first on sys.path) and its own config file.
+        env.update(PYTHONPATH=tree, PYTHONDONTWRITEBYTECODE="1")
+        command = [sys.executable, "-m", "shopcast.cli"]
+        config, cwd = Path(tree) / "shopcast.toml", tree
     log = (folder / "serve.log").open("wb")
     proc = subprocess.Popen(
-        [SHOPCAST, "serve", "--config", str(CONFIG)], env=env, stdout=log, stderr=log
+        [*command, "serve", "--config", str(config)], env=env, stdout=log, stderr=log, cwd=cwd
     )
     http = f"http://127.0.0.1:{srv.http_port}"
     try:
@@ -79,6 +97,12 @@ def passthrough_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tup
         proc.kill()
         proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def passthrough_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    with origin_process(tmp_path_factory.mktemp("origin")) as origin:
+        yield origin
 
 
 async def wait_http(base: str, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
@@ -218,3 +242,51 @@ def test_bench_publishers_per_core_passthrough(
     )
     with capsys.disabled():
         print("\n".join(lines))
+
+
+@pytest.mark.skipif(FFMPEG is None, reason="Debian ffmpeg CLI not installed")
+@pytest.mark.skipif(BASELINE_TREE is None, reason="SHOPCAST_BENCH_BASELINE_TREE not set")
+def test_bench_passthrough_cpu_against_baseline(
+    benchmark: Any, recorded_flv: Path, tmp_path: Path, capsys: Any
+) -> None:
+    """Server CPU per passthrough publisher, this tree / the baseline tree, same publishers."""
+    assert BASELINE_TREE is not None
+    per_publisher: dict[str, list[float]] = {"baseline": [], "this": []}
+    with (
+        origin_process(tmp_path / "baseline", BASELINE_TREE) as baseline,
+        origin_process(tmp_path / "this") as this,
+    ):
+        origins = {"baseline": baseline, "this": this}
+
+        def rounds() -> None:
+            for n in range(COMPARE_ROUNDS):
+                # A B A B …, each round started by the other one.
+                for name in ("baseline", "this") if n % 2 == 0 else ("this", "baseline"):
+                    step = run_step(*origins[name], recorded_flv, COMPARE_PUBLISHERS)
+                    with capsys.disabled():
+                        print(f"\nround {n + 1} {name}: {step}")
+                    cores = step.get("server_cpu_cores")
+                    assert step["verdict"] == "ok" and cores, f"{name} did not keep up: {step}"
+                    per_publisher[name].append(cores / COMPARE_PUBLISHERS)
+
+        benchmark.pedantic(rounds, rounds=1, iterations=1)
+    ratios = [t / b for t, b in zip(per_publisher["this"], per_publisher["baseline"], strict=True)]
+    median = statistics.median(ratios)
+    line = (
+        f"server CPU per passthrough publisher ({COMPARE_PUBLISHERS} publishers, {SIZE} {FPS} fps,"
+        f" {COMPARE_ROUNDS} interleaved rounds): this tree / baseline median {median:.3f}x"
+        f" (min {min(ratios):.3f}, max {max(ratios):.3f}); medians"
+        f" {statistics.median(per_publisher['this']) * 1000:.1f} vs"
+        f" {statistics.median(per_publisher['baseline']) * 1000:.1f} ms per publisher-second"
+    )
+    benchmark.extra_info.update(
+        per_publisher_cores=per_publisher,
+        ratios=ratios,
+        summary={
+            "ratio": round(median, 3),
+            "reference": f"the baseline tree {BASELINE_TREE}, same publishers, same run",
+            "value": line,
+        },
+    )
+    with capsys.disabled():
+        print("\n" + line)
