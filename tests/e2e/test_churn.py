@@ -16,7 +16,7 @@ from shopcast.config import ContinuitySection, PackagerSection
 from shopcast.server import ShopcastServer
 from transcode.policy import LadderConfig
 
-from .conftest import Origin, ffmpeg_publish_args, make_config, requires_ffmpeg, start_ffmpeg
+from .conftest import ffmpeg_publish_args, make_config, requires_ffmpeg, start_ffmpeg
 
 pytestmark = [pytest.mark.e2e, requires_ffmpeg]
 
@@ -59,7 +59,8 @@ class Residue:
 
 
 @pytest.fixture
-async def origin(tmp_path: Path) -> AsyncIterator[Origin]:
+async def origin(tmp_path: Path) -> AsyncIterator[ShopcastServer]:
+    """The origin alone: no test reader on its hubs, so its memory is its own."""
     config = dataclasses.replace(
         make_config(tmp_path, LADDER),
         packager=PackagerSection(
@@ -70,7 +71,7 @@ async def origin(tmp_path: Path) -> AsyncIterator[Origin]:
     server = ShopcastServer(config)
     await server.start()
     try:
-        yield Origin(server)
+        yield server
     finally:
         await server.close()
 
@@ -84,18 +85,17 @@ async def until(check: object, timeout: float) -> bool:
     return False
 
 
-async def show(origin: Origin, stream_id: str) -> None:
+async def show(origin: ShopcastServer, stream_id: str) -> None:
     """Publish to ``stream_id`` until its slate is encoded and parts flow, then SIGKILL."""
-    record = await origin.server.store.get_stream(stream_id)
+    record = await origin.store.get_stream(stream_id)
     if record is None:
-        record = await origin.server.store.create_stream(stream_id)
-    proc = await start_ffmpeg(
-        ffmpeg_publish_args(origin.rtmp_url(record.stream_key), seconds=60, realtime=True)
-    )
+        record = await origin.store.create_stream(stream_id)
+    url = f"rtmp://127.0.0.1:{origin.rtmp.port}/live/{record.stream_key}"
+    proc = await start_ffmpeg(ffmpeg_publish_args(url, seconds=60, realtime=True))
     try:
 
         def on_air() -> bool:
-            package = origin.server.pipelines.package(stream_id)
+            package = origin.pipelines.package(stream_id)
             return (
                 package is not None
                 and bool(package.slate_clips)
@@ -108,15 +108,15 @@ async def show(origin: Origin, stream_id: str) -> None:
         await proc.wait()
 
 
-def ended(origin: Origin, stream_id: str) -> bool:
-    package = origin.server.pipelines.package(stream_id)
+def ended(origin: ShopcastServer, stream_id: str) -> bool:
+    package = origin.pipelines.package(stream_id)
     return package is None or package.ended
 
 
-async def test_killed_publishers_leave_no_threads_fds_or_tasks(origin: Origin) -> None:
+async def test_killed_publishers_leave_no_threads_fds_or_tasks(origin: ShopcastServer) -> None:
     # Warm-up show: lazily started pools and loaded codecs belong to the baseline.
     await show(origin, "warmup")
-    assert await until(lambda: "warmup" not in origin.server.pipelines.pipelines, 30)
+    assert await until(lambda: "warmup" not in origin.pipelines.pipelines, 30)
     base = Residue.now()
     for n in range(PUBLISHERS):
         await show(origin, f"churn{n}")
@@ -126,9 +126,9 @@ async def test_killed_publishers_leave_no_threads_fds_or_tasks(origin: Origin) -
     settled = await until(lambda: Residue.now().within(base), 10)
     after = Residue.now()
     assert settled, f"residue after {PUBLISHERS} killed shows: {after} (baseline {base})"
-    assert origin.server.rtmp.connections == set()
+    assert origin.rtmp.connections == set()
     # The ended shows themselves (parts, slates, metrics series) go one window later.
-    pipelines = origin.server.pipelines.pipelines
+    pipelines = origin.pipelines.pipelines
     assert await until(lambda: not set(ids) & set(pipelines), LINGER + 5)
     await asyncio.sleep(0.5)
     released = Residue.now()
