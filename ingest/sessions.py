@@ -227,24 +227,6 @@ class LiveStreams:
         #: Optional admission check before a publisher is accepted: returns a refusal or None.
         self.admission: Callable[[str, Publisher], Awaitable[str | None]] | None = None
 
-    @contextlib.asynccontextmanager
-    async def admitting(self) -> AsyncIterator[None]:
-        """Hold a publisher's place from its publish request to its open session.
-
-        ``PublishRefused`` (``FULL``) at once when ``max_publishers`` are live or being
-        admitted; otherwise the body runs once one of the admission turns is free.
-        """
-        if self.max_publishers and len(self.sessions) + self.admitting_now >= self.max_publishers:
-            raise PublishRefused(
-                RefusalReason.FULL, f"the server is full ({self.max_publishers} publishers)"
-            )
-        self.admitting_now += 1
-        try:
-            async with self._admission_turns:
-                yield
-        finally:
-            self.admitting_now -= 1
-
     async def resolve(self, stream_key: str) -> str:
         """The stream ``stream_key`` publishes to; ``PublishRefused`` if the key is unknown
         (and whatever ``authorize`` raises when it cannot tell, e.g. its database is down)."""
@@ -263,6 +245,24 @@ class LiveStreams:
     async def start(self, stream_key: str, publisher: Publisher) -> PublishSession:
         """Authorize ``stream_key`` and open a session (no admission hook)."""
         return self.open(await self.resolve(stream_key), publisher)
+
+    @contextlib.asynccontextmanager
+    async def admitting(self) -> AsyncIterator[None]:
+        """Hold a publisher's place from its publish request to its open session.
+
+        ``PublishRefused`` (``FULL``) at once when ``max_publishers`` are live or being
+        admitted; otherwise the body runs once one of the admission turns is free.
+        """
+        if self.max_publishers and len(self.sessions) + self.admitting_now >= self.max_publishers:
+            raise PublishRefused(
+                RefusalReason.FULL, f"the server is full ({self.max_publishers} publishers)"
+            )
+        self.admitting_now += 1
+        try:
+            async with self._admission_turns:
+                yield
+        finally:
+            self.admitting_now -= 1
 
     def open(self, stream_id: str, publisher: Publisher) -> PublishSession:
         """Open a session for an authorized publisher; takes over or refuses a live one."""
