@@ -5,7 +5,8 @@ Life cycle (like every shopcast component): ``start()`` → runs until the hub e
 
 The event loop only routes units and repairs timestamps; decoding, scaling and encoding run in
 worker threads (see :mod:`transcode.video`, :mod:`transcode.audio`) and their output comes back
-through ``loop.call_soon_threadsafe``.
+through ``loop.call_soon_threadsafe``. A ladder of the passthrough rung alone decodes only until
+it is final; its source is then passed on by the loop itself (no thread hop per unit).
 """
 
 from __future__ import annotations
