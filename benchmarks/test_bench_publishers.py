@@ -14,6 +14,10 @@ With ``SHOPCAST_BENCH_BASELINE_TREE`` set to an older checkout (``git worktree a
 <dir> <commit>``, its ``native/*.so`` built or copied in), a second benchmark runs the same
 publishers against that tree's ``shopcast serve`` (this venv's Python, ``PYTHONPATH`` the tree)
 and this one, rounds interleaved, and reports server CPU per publisher as a median ratio.
+
+The connect-storm benchmark makes ``STORM`` streams and connects as many light RTMP publishers
+(``ingest.rtmp.client``, no ffmpeg, no media) at once: all must go live; the figure is the time
+to the last ``NetStream.Publish.Start`` (against the baseline tree too when it is set).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import pytest
 from benchmarks.harness.serve_env import SHOPCAST, serve_env
 from benchmarks.loadtest.options import LoadTestOptions
 from benchmarks.loadtest.run import run_load
+from ingest.rtmp.client import RTMPPublisher
 
 SMOKE = os.environ.get("SHOPCAST_BENCH_SMOKE") == "1"
 FFMPEG = shutil.which("ffmpeg")
@@ -285,6 +290,94 @@ def test_bench_passthrough_cpu_against_baseline(
         summary={
             "ratio": round(median, 3),
             "reference": f"the baseline tree {BASELINE_TREE}, same publishers, same run",
+            "value": line,
+        },
+    )
+    with capsys.disabled():
+        print("\n" + line)
+
+
+STORM = 20 if SMOKE else 500  # the issue's storm: 500 at once, all live within 10 s
+
+
+async def connect_storm(http: str, rtmp: str, count: int, label: str) -> dict[str, Any]:
+    """``count`` light RTMP publishers (no ffmpeg, no media) connecting at once to streams made
+    for them: how many reach ``NetStream.Publish.Start``, and when the last one does."""
+    keys = []
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        for n in range(count):
+            body = {"id": f"storm-{label}-{n}"}
+            async with api.post(f"{http}/api/v1/streams", json=body) as r:
+                assert r.status == 201, await r.text()
+                keys.append((await r.json())["stream_key"])
+    host, _, rest = rtmp.removeprefix("rtmp://").partition(":")
+    port, _, app = rest.partition("/")
+    publishers = [RTMPPublisher(host, int(port), app, key) for key in keys]
+    started = time.perf_counter()
+
+    async def connect(publisher: RTMPPublisher) -> float:
+        await publisher.connect(timeout=30)
+        return time.perf_counter() - started
+
+    results = await asyncio.gather(*(connect(p) for p in publishers), return_exceptions=True)
+    for publisher in publishers:
+        with contextlib.suppress(Exception):
+            await publisher.close()
+    live = sorted(r for r in results if isinstance(r, float))
+    return {
+        "publishers": count,
+        "live": len(live),
+        "last_start_s": round(live[-1], 3) if live else None,
+        "median_start_s": round(statistics.median(live), 3) if live else None,
+        "errors": sorted({str(r)[:120] for r in results if not isinstance(r, float)}),
+    }
+
+
+def test_bench_connect_storm(
+    benchmark: Any, passthrough_origin: tuple[str, str], tmp_path: Path, capsys: Any
+) -> None:
+    """N publishers at once → all live, time to the last ``Publish.Start``; against the
+    baseline tree (same run, rounds interleaved) when ``SHOPCAST_BENCH_BASELINE_TREE`` is set."""
+    runs: dict[str, list[dict[str, Any]]] = {"this": []}
+    with contextlib.ExitStack() as stack:
+        origins = {"this": passthrough_origin}
+        if BASELINE_TREE is not None:
+            origins["baseline"] = stack.enter_context(
+                origin_process(tmp_path / "baseline", BASELINE_TREE)
+            )
+            runs["baseline"] = []
+        rounds = 1 if SMOKE else 3
+
+        def storms() -> None:
+            for n in range(rounds):
+                for name in sorted(origins, reverse=n % 2 == 1):
+                    result = asyncio.run(connect_storm(*origins[name], STORM, f"{name}{n}"))
+                    runs[name].append(result)
+                    with capsys.disabled():
+                        print(f"\nstorm round {n + 1} {name}: {result}")
+
+        benchmark.pedantic(storms, rounds=1, iterations=1)
+    mine = runs["this"]
+    assert all(r["live"] == STORM for r in mine), mine
+    last = statistics.median(r["last_start_s"] for r in mine)
+    ratio = None
+    if "baseline" in runs:
+        base = [r["last_start_s"] or float("inf") for r in runs["baseline"]]
+        ratio = round(last / statistics.median(base), 3)
+    line = (
+        f"connect storm: {STORM} light RTMP publishers at once, all live; last Publish.Start"
+        f" after {last * 1000:.0f} ms (median of {len(mine)})"
+        + (f"; this / baseline {ratio}x" if ratio is not None else "")
+    )
+    benchmark.extra_info.update(
+        storms=runs,
+        summary={
+            "ratio": ratio,
+            "reference": (
+                f"the baseline tree {BASELINE_TREE}, same storm, same run"
+                if ratio is not None
+                else "none: an absolute figure"
+            ),
             "value": line,
         },
     )

@@ -44,6 +44,10 @@ class RTMPServerSettings:
     app: str = "live"
     handshake_timeout: float = 10.0  # connect → publish must finish within this
     idle_timeout: float = 30.0  # no bytes for this long closes the connection
+    #: Connections waiting to be accepted (asyncio's default is 100): a reconnect storm beyond
+    #: it loses SYNs, and their publishers retry 1 s, 3 s, 7 s … later. The kernel caps it at
+    #: net.core.somaxconn.
+    backlog: int = 4096
     limits: RTMPLimits = field(default_factory=RTMPLimits)
 
 
@@ -274,7 +278,9 @@ class RTMPServer:
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: RTMPPublisherProtocol(self), host, port)
+        self._server = await loop.create_server(
+            lambda: RTMPPublisherProtocol(self), host, port, backlog=self.settings.backlog
+        )
         log.info("RTMP listening on %s:%d", host, self.port)
 
     @property
