@@ -64,6 +64,8 @@ class Pipelines:
         self.on_interrupted: list[Callable[[str, str], None]] = []
         #: Told ``(stream_id, seconds on slate)`` when the publisher is back after a slate.
         self.on_resumed: list[Callable[[str, float], None]] = []
+        #: Told ``stream_id`` when an ended show is let go (``_release``).
+        self.on_released: list[Callable[[str], None]] = []
         self.recordings = recordings
         self.ladder = ladder
         self.packager = packager
@@ -265,6 +267,8 @@ class Pipelines:
         if self.pipelines.get(stream_id) is pipeline:
             del self.pipelines[stream_id]
             log.debug("[%s] ended show released", stream_id)
+            for listener in self.on_released:
+                listener(stream_id)
         pipeline.transcoder = None
         pipeline.runner = None
 

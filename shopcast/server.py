@@ -89,6 +89,7 @@ class ShopcastServer:
             continuity=config.continuity,
         )
         self.metrics.watch(lambda: self._stream_ids, self.streams, self.pipelines.pipelines)
+        self.pipelines.on_released.append(self.metrics.forget_stream)
         self.metrics.before_scrape.append(self._refresh_stream_ids)
         hooks = config.hooks
         self.webhooks = Webhooks(hooks.webhook_urls, hooks.webhook_secret)
