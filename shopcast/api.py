@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from ingest.sessions import LiveStreams, PublishSession
+from ingest.shown import shown
 from packager import access
 from packager.origin import StreamOwners
 from packager.stores import StoreUnavailable
@@ -199,7 +200,7 @@ def _status(request: web.Request, record: StreamRecord, cluster: ClusterView) ->
 async def _record(request: web.Request) -> StreamRecord:
     record = await request.app[STORE_KEY].get_stream(request.match_info["id"])
     if record is None:
-        raise ApiError(404, "not_found", f"stream {request.match_info['id']!r} does not exist")
+        raise ApiError(404, "not_found", f"stream {shown(request.match_info['id'])} does not exist")
     return record
 
 

@@ -39,6 +39,8 @@ class StreamPipeline:
     gap_timer: asyncio.TimerHandle | None = None
     #: The current session's task (transcoder run, after the previous one's end is listed).
     runner: asyncio.Task[None] | None = None
+    #: After ENDLIST: when the ended stream's pipeline is let go (see ``Pipelines._release``).
+    release_timer: asyncio.TimerHandle | None = None
 
 
 class ShowSource(Protocol):
@@ -87,6 +89,8 @@ class Pipelines:
         self.on_interrupted: list[Callable[[str, str], None]] = []
         #: Told ``(stream_id, seconds on slate)`` when the publisher is back after a slate.
         self.on_resumed: list[Callable[[str, float], None]] = []
+        #: Told ``stream_id`` when an ended show is let go (``_release``).
+        self.on_released: list[Callable[[str], None]] = []
         self.recordings = recordings
         self.ladder = ladder
         self.packager = packager
@@ -105,6 +109,9 @@ class Pipelines:
         reader = session.hub.add_reader("transcode")
         old = self.pipelines.get(session.stream_id)
         reconnect = old is not None and old.finish_timer is not None and not old.package.ended
+        if old is not None and old.release_timer is not None:
+            old.release_timer.cancel()  # replaced below by the new show's pipeline
+            old.release_timer = None
         if old is not None and reconnect:
             assert old.finish_timer is not None
             old.finish_timer.cancel()
@@ -308,10 +315,30 @@ class Pipelines:
                 return
             pipeline.package.finish()
             log.info("[%s] stream ended: ENDLIST written", stream_id)
+            # S 6.2.2: a segment leaving the playlist stays available for its own duration
+            # plus the playlist's; releasing the ended show removes them all, so it waits that.
+            cfg = self.packager
+            linger = float(cfg.segment_duration * (cfg.window_segments + 1))
+            pipeline.release_timer = asyncio.get_running_loop().call_later(
+                linger, self._release, pipeline
+            )
             if pipeline.recording is not None:
                 await pipeline.recording.close()
 
         return self._spawn(pipeline, finish())
+
+    def _release(self, pipeline: StreamPipeline) -> None:
+        """Let an ended show go: its parts, slate clips, transcoder stats and metrics series
+        (the replay lives on in its recording). A new show of the stream starts afresh."""
+        pipeline.release_timer = None
+        stream_id = pipeline.package.stream_id
+        if self.pipelines.get(stream_id) is pipeline:
+            del self.pipelines[stream_id]
+            log.debug("[%s] ended show released", stream_id)
+            for listener in self.on_released:
+                listener(stream_id)
+        pipeline.transcoder = None
+        pipeline.runner = None
 
     async def end_show(self, stream_id: str, reason: str) -> bool:
         """End the show now: the publisher is kicked, ENDLIST, the recording closed.
@@ -328,6 +355,8 @@ class Pipelines:
     async def close(self) -> None:
         """Stop every transcoder (flushing it) and end every playlist."""
         for stream_id, pipeline in self.pipelines.items():
+            if pipeline.release_timer is not None:
+                pipeline.release_timer.cancel()
             if pipeline.finish_timer is not None:
                 pipeline.finish_timer.cancel()
             if pipeline.gap_timer is not None:

@@ -64,6 +64,7 @@ class ShopcastServer:
             self._authorize,
             on_duplicate=ing.on_duplicate_publisher,
             hub_queue_size=ing.hub_queue_size,
+            max_publishers=ing.max_publishers,
         )
         self.rtmp = RTMPServer(
             self.streams,
@@ -93,6 +94,7 @@ class ShopcastServer:
             continuity=config.continuity,
         )
         self.metrics.watch(lambda: self._stream_ids, self.streams, self.pipelines.pipelines)
+        self.pipelines.on_released.append(self.metrics.forget_stream)
         self.metrics.before_scrape.append(self._refresh_stream_ids)
         hooks = config.hooks
         self.webhooks = Webhooks(hooks.webhook_urls, hooks.webhook_secret)
