@@ -9,15 +9,27 @@ with ``-re -stream_loop -1 -c copy`` to N streams created through the API — th
 hub drops frames, a publisher falls off, or the server-added part lateness (last frame of a part
 in → part listed, from the server's histogram) has p95 over one part target. Figures go to
 ``extra_info`` and a printed table; nothing about speed is asserted.
+
+With ``SHOPCAST_BENCH_BASELINE_TREE`` set to an older checkout (``git worktree add --detach
+<dir> <commit>``, its ``native/*.so`` built or copied in), a second benchmark runs the same
+publishers against that tree's ``shopcast serve`` (this venv's Python, ``PYTHONPATH`` the tree)
+and this one, rounds interleaved, and reports server CPU per publisher as a median ratio.
+
+The connect-storm benchmark makes ``STORM`` streams and connects as many light RTMP publishers
+(``ingest.rtmp.client``, no ffmpeg, no media) at once: all must go live; the figure is the time
+to the last ``NetStream.Publish.Start`` (against the baseline tree too when it is set).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import shutil
+import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +41,7 @@ import pytest
 from benchmarks.harness.serve_env import SHOPCAST, serve_env
 from benchmarks.loadtest.options import LoadTestOptions
 from benchmarks.loadtest.run import run_load
+from ingest.rtmp.client import RTMPPublisher
 
 SMOKE = os.environ.get("SHOPCAST_BENCH_SMOKE") == "1"
 FFMPEG = shutil.which("ffmpeg")
@@ -39,6 +52,9 @@ SOURCE_SECONDS = 3 if SMOKE else 10
 STEPS = (1,) if SMOKE else (1, 2, 4, 8, 16, 32, 64)
 STEP_SECONDS = 4.0 if SMOKE else 20.0
 PART_TARGET = 1 / 3  # shopcast.toml's part_target
+BASELINE_TREE = os.environ.get("SHOPCAST_BENCH_BASELINE_TREE")
+COMPARE_PUBLISHERS = 2 if SMOKE else 8
+COMPARE_ROUNDS = 3 if SMOKE else 5
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +71,11 @@ def recorded_flv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def passthrough_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """``shopcast serve``, passthrough only, on free 127.0.0.1 ports: (HTTP base, RTMP base)."""
-    folder = tmp_path_factory.mktemp("origin")
+@contextlib.contextmanager
+def origin_process(folder: Path, tree: str | None = None) -> Iterator[tuple[str, str]]:
+    """``shopcast serve``, passthrough only, on free 127.0.0.1 ports: (HTTP base, RTMP base);
+    from the checkout ``tree`` when given."""
+    folder.mkdir(parents=True, exist_ok=True)
     srv = serve_env(
         folder,
         SHOPCAST_API_TOKENS=TOKEN,
@@ -67,9 +84,15 @@ def passthrough_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tup
         SHOPCAST_LOG_LEVEL="WARNING",
     )
     env = srv.env
+    command, config, cwd = [SHOPCAST], CONFIG, None
+    if tree is not None:
+        # Its own code (the working directory comes first on sys.path) and its own config file.
+        env.update(PYTHONPATH=tree, PYTHONDONTWRITEBYTECODE="1")
+        command = [sys.executable, "-m", "shopcast.cli"]
+        config, cwd = Path(tree) / "shopcast.toml", tree
     log = (folder / "serve.log").open("wb")
     proc = subprocess.Popen(
-        [SHOPCAST, "serve", "--config", str(CONFIG)], env=env, stdout=log, stderr=log
+        [*command, "serve", "--config", str(config)], env=env, stdout=log, stderr=log, cwd=cwd
     )
     http = f"http://127.0.0.1:{srv.http_port}"
     try:
@@ -79,6 +102,12 @@ def passthrough_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tup
         proc.kill()
         proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def passthrough_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    with origin_process(tmp_path_factory.mktemp("origin")) as origin:
+        yield origin
 
 
 async def wait_http(base: str, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
@@ -218,3 +247,139 @@ def test_bench_publishers_per_core_passthrough(
     )
     with capsys.disabled():
         print("\n".join(lines))
+
+
+@pytest.mark.skipif(FFMPEG is None, reason="Debian ffmpeg CLI not installed")
+@pytest.mark.skipif(BASELINE_TREE is None, reason="SHOPCAST_BENCH_BASELINE_TREE not set")
+def test_bench_passthrough_cpu_against_baseline(
+    benchmark: Any, recorded_flv: Path, tmp_path: Path, capsys: Any
+) -> None:
+    """Server CPU per passthrough publisher, this tree / the baseline tree, same publishers."""
+    assert BASELINE_TREE is not None
+    per_publisher: dict[str, list[float]] = {"baseline": [], "this": []}
+    with (
+        origin_process(tmp_path / "baseline", BASELINE_TREE) as baseline,
+        origin_process(tmp_path / "this") as this,
+    ):
+        origins = {"baseline": baseline, "this": this}
+
+        def rounds() -> None:
+            for n in range(COMPARE_ROUNDS):
+                # A B A B …, each round started by the other one.
+                for name in ("baseline", "this") if n % 2 == 0 else ("this", "baseline"):
+                    step = run_step(*origins[name], recorded_flv, COMPARE_PUBLISHERS)
+                    with capsys.disabled():
+                        print(f"\nround {n + 1} {name}: {step}")
+                    cores = step.get("server_cpu_cores")
+                    assert step["verdict"] == "ok" and cores, f"{name} did not keep up: {step}"
+                    per_publisher[name].append(cores / COMPARE_PUBLISHERS)
+
+        benchmark.pedantic(rounds, rounds=1, iterations=1)
+    ratios = [t / b for t, b in zip(per_publisher["this"], per_publisher["baseline"], strict=True)]
+    median = statistics.median(ratios)
+    line = (
+        f"server CPU per passthrough publisher ({COMPARE_PUBLISHERS} publishers, {SIZE} {FPS} fps,"
+        f" {COMPARE_ROUNDS} interleaved rounds): this tree / baseline median {median:.3f}x"
+        f" (min {min(ratios):.3f}, max {max(ratios):.3f}); medians"
+        f" {statistics.median(per_publisher['this']) * 1000:.1f} vs"
+        f" {statistics.median(per_publisher['baseline']) * 1000:.1f} ms per publisher-second"
+    )
+    benchmark.extra_info.update(
+        per_publisher_cores=per_publisher,
+        ratios=ratios,
+        summary={
+            "ratio": round(median, 3),
+            "reference": f"the baseline tree {BASELINE_TREE}, same publishers, same run",
+            "value": line,
+        },
+    )
+    with capsys.disabled():
+        print("\n" + line)
+
+
+STORM = 20 if SMOKE else 500  # the issue's storm: 500 at once, all live within 10 s
+
+
+async def connect_storm(http: str, rtmp: str, count: int, label: str) -> dict[str, Any]:
+    """``count`` light RTMP publishers (no ffmpeg, no media) connecting at once to streams made
+    for them: how many reach ``NetStream.Publish.Start``, and when the last one does."""
+    keys = []
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        for n in range(count):
+            body = {"id": f"storm-{label}-{n}"}
+            async with api.post(f"{http}/api/v1/streams", json=body) as r:
+                assert r.status == 201, await r.text()
+                keys.append((await r.json())["stream_key"])
+    host, _, rest = rtmp.removeprefix("rtmp://").partition(":")
+    port, _, app = rest.partition("/")
+    publishers = [RTMPPublisher(host, int(port), app, key) for key in keys]
+    started = time.perf_counter()
+
+    async def connect(publisher: RTMPPublisher) -> float:
+        await publisher.connect(timeout=30)
+        return time.perf_counter() - started
+
+    results = await asyncio.gather(*(connect(p) for p in publishers), return_exceptions=True)
+    for publisher in publishers:
+        with contextlib.suppress(Exception):
+            await publisher.close()
+    live = sorted(r for r in results if isinstance(r, float))
+    return {
+        "publishers": count,
+        "live": len(live),
+        "last_start_s": round(live[-1], 3) if live else None,
+        "median_start_s": round(statistics.median(live), 3) if live else None,
+        "errors": sorted({str(r)[:120] for r in results if not isinstance(r, float)}),
+    }
+
+
+def test_bench_connect_storm(
+    benchmark: Any, passthrough_origin: tuple[str, str], tmp_path: Path, capsys: Any
+) -> None:
+    """N publishers at once → all live, time to the last ``Publish.Start``; against the
+    baseline tree (same run, rounds interleaved) when ``SHOPCAST_BENCH_BASELINE_TREE`` is set."""
+    runs: dict[str, list[dict[str, Any]]] = {"this": []}
+    with contextlib.ExitStack() as stack:
+        origins = {"this": passthrough_origin}
+        if BASELINE_TREE is not None:
+            origins["baseline"] = stack.enter_context(
+                origin_process(tmp_path / "baseline", BASELINE_TREE)
+            )
+            runs["baseline"] = []
+        rounds = 1 if SMOKE else 3
+
+        def storms() -> None:
+            for n in range(rounds):
+                for name in sorted(origins, reverse=n % 2 == 1):
+                    result = asyncio.run(connect_storm(*origins[name], STORM, f"{name}{n}"))
+                    runs[name].append(result)
+                    with capsys.disabled():
+                        print(f"\nstorm round {n + 1} {name}: {result}")
+
+        benchmark.pedantic(storms, rounds=1, iterations=1)
+    mine = runs["this"]
+    assert all(r["live"] == STORM for r in mine), mine
+    last = statistics.median(r["last_start_s"] for r in mine)
+    ratio = None
+    if "baseline" in runs:
+        base = [r["last_start_s"] or float("inf") for r in runs["baseline"]]
+        ratio = round(last / statistics.median(base), 3)
+    line = (
+        f"connect storm: {STORM} light RTMP publishers at once, all live; last Publish.Start"
+        f" after {last * 1000:.0f} ms (median of {len(mine)})"
+        + (f"; this / baseline {ratio}x" if ratio is not None else "")
+    )
+    benchmark.extra_info.update(
+        storms=runs,
+        summary={
+            "ratio": ratio,
+            "reference": (
+                f"the baseline tree {BASELINE_TREE}, same storm, same run"
+                if ratio is not None
+                else "none: an absolute figure"
+            ),
+            "value": line,
+        },
+    )
+    with capsys.disabled():
+        print("\n" + line)

@@ -18,6 +18,7 @@ from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError
 from aiohttp.streams import EMPTY_PAYLOAD
 
 from cdn_edge.wire import http_date, simple_head
+from ingest.shown import REASON_CHARS, cut
 
 #: Parser bounds (aiohttp's defaults): request line and each header field, read buffer.
 MAX_LINE, MAX_FIELD, READ_LIMIT = 8190, 8190, 1 << 16
@@ -166,7 +167,8 @@ class EdgeConnection(asyncio.Protocol):
     def _fail(self, exc: HttpProcessingError) -> None:
         """A request that could not be parsed: 400 (or the parser's 4xx), then close."""
         status = exc.code if 400 <= exc.code < 500 else 400
-        body = f"{status}, message: {exc.message}\n".encode(errors="replace")
+        # The parser's message quotes the offending request line or header: cut it short.
+        body = f"{status}, message: {cut(exc.message, REASON_CHARS)}\n".encode(errors="replace")
         headers = [("Content-Type", "text/plain; charset=utf-8")]
         if self.transport is not None:
             self.transport.write(simple_head(status, headers, len(body), http_date()) + _END_CLOSE)

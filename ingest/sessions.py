@@ -6,11 +6,13 @@ session, writes media units into it and ends it.
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,6 +28,9 @@ from ingest.media import MILLISECONDS, MediaKind, MediaUnit
 log = logging.getLogger(__name__)
 
 _RATE_WINDOW = 5.0  # seconds of arrivals behind the bitrate and fps figures
+#: Admissions (key lookup + ``on_publish`` hook) in flight at once; more wait their turn, so a
+#: connect storm does not become a storm of store queries and hook requests.
+ADMISSIONS_IN_FLIGHT = 32
 
 
 class RefusalReason(enum.Enum):
@@ -34,6 +39,7 @@ class RefusalReason(enum.Enum):
     BAD_KEY = "bad_key"  # unknown or invalid stream key
     DUPLICATE = "duplicate"  # the stream is live and on_duplicate_publisher = "reject"
     HOOK_DENIED = "hook_denied"  # the on_publish admission hook said no
+    FULL = "full"  # max_publishers are live or being admitted
 
 
 class PublishRefused(Exception):
@@ -200,10 +206,16 @@ class LiveStreams:
         *,
         on_duplicate: str = "takeover",
         hub_queue_size: int = 512,
+        max_publishers: int = 0,
+        admissions_in_flight: int = ADMISSIONS_IN_FLIGHT,
     ) -> None:
         self._authorize = authorize
         self.on_duplicate = on_duplicate
         self.hub_queue_size = hub_queue_size
+        #: Live sessions plus admissions in progress beyond which publishers are refused (0: any).
+        self.max_publishers = max_publishers
+        self.admitting_now = 0
+        self._admission_turns = asyncio.Semaphore(admissions_in_flight)
         self.sessions: dict[str, PublishSession] = {}
         self.states: collections.defaultdict[str, StreamState] = collections.defaultdict(
             StreamState
@@ -242,9 +254,32 @@ class LiveStreams:
         """Authorize ``stream_key`` and open a session (no admission hook)."""
         return self.open(await self.resolve(stream_key), publisher)
 
+    @contextlib.asynccontextmanager
+    async def admitting(self) -> AsyncIterator[None]:
+        """Hold a publisher's place from its publish request to its open session.
+
+        ``PublishRefused`` (``FULL``) at once when ``max_publishers`` are live or being
+        admitted; otherwise the body runs once one of the admission turns is free.
+        """
+        if self.max_publishers and len(self.sessions) + self.admitting_now >= self.max_publishers:
+            raise PublishRefused(
+                RefusalReason.FULL, f"the server is full ({self.max_publishers} publishers)"
+            )
+        self.admitting_now += 1
+        try:
+            async with self._admission_turns:
+                yield
+        finally:
+            self.admitting_now -= 1
+
     def open(self, stream_id: str, publisher: Publisher) -> PublishSession:
         """Open a session for an authorized publisher; takes over or refuses a live one."""
         current = self.sessions.get(stream_id)
+        if current is None and 0 < self.max_publishers <= len(self.sessions):
+            # Protocols that admit without admitting() (WHIP, SRT) meet the same bound here.
+            raise PublishRefused(
+                RefusalReason.FULL, f"the server is full ({self.max_publishers} publishers)"
+            )
         if current is not None:
             if self.on_duplicate == "reject":
                 raise PublishRefused(

@@ -20,7 +20,7 @@ from packager.config import PackagerConfig
 from packager.playlist import DateRangeLine, RenditionReport, render_multivariant_playlist
 from packager.rendition import RenditionOutput
 from packager.segmenter import CutPart
-from packager.show import ShowTimeline
+from packager.show import ShowStart, ShowTimeline
 from packager.slate import SlateLoop
 from packager.tag_placement import TagPlacer
 from packager.tags import Tag, TagTimeline
@@ -30,7 +30,7 @@ from transcode.slate import SlateClip
 if TYPE_CHECKING:
     from packager.recorder import SegmentSink
 
-__all__ = ["LivePackage", "PackageListener", "PackagerConfig"]
+__all__ = ["LivePackage", "PackageListener", "PackagerConfig", "ShowStart"]
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +60,21 @@ class LivePackage:
         config: PackagerConfig,
         clock: Callable[[], float] = time.time,
         listener: PackageListener | None = None,
+        start: ShowStart | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.listener = listener
         #: Told of every init and completed segment (the recorder), when set.
         self.sink: SegmentSink | None = None
         self.config = config
-        self.show = ShowTimeline(config.segment_duration, clock)
+        self.show = ShowTimeline(config.segment_duration, clock, start)
         self.tag_placer = TagPlacer(self.show, config.target_duration)
         self.renditions: dict[str, RenditionOutput] = {}
         self.audio: RenditionInfo | None = None
         self.ladder_ready = asyncio.Event()
+        #: Set once the playlists may be served: with the ladder, or for a show continued from
+        #: another origin once every rendition lists a whole segment (see ``_published``).
+        self.playlists_ready = asyncio.Event()
         self.ended = False
         self._backlog: list[EncodedPacket] = []
         self._infos: dict[str, RenditionInfo] = {}
@@ -130,6 +134,8 @@ class LivePackage:
         self._backlog.clear()
         self._ladder = [i.name for i in sorted(leads, key=lambda i: -i.bitrate)]
         self.ladder_ready.set()
+        if not self.show.continued:
+            self.playlists_ready.set()
 
     def on_packet(self, packet: EncodedPacket) -> None:
         if self._slate is not None:
@@ -171,6 +177,13 @@ class LivePackage:
         segments = rendition.state.segments
         if segments:
             self.tag_placer.open_show(segments[0].program_date_time)
+        if not self.playlists_ready.is_set() and all(
+            r.state.segments and r.state.segments[0].complete for r in self.renditions.values()
+        ):
+            # A player coming from the previous owner reads a playlist without a whole segment
+            # as empty (hls.js: levelEmptyError, then it restarts its live start): the
+            # continued show's playlists appear with their first segment.
+            self.playlists_ready.set()
         if part.ends_segment and segments and self.sink is not None:
             done = segments[-1]
             self.sink.segment_completed(rendition.name, done, rendition.files[done.uri])
@@ -202,6 +215,16 @@ class LivePackage:
         offset = self.show.continue_after_reconnect()
         for r in self.renditions.values():
             r.continue_at(offset)
+
+    def restore_tags(self, tags: Iterable[Tag]) -> int:
+        """List the DATERANGEs of a continued show's earlier tags (placed by the origin that
+        owned it before), with their original IDs and dates, in every playlist; ranges the
+        previous owner could no longer list (ended before its window) stay out. Returns how
+        many were listed."""
+        window = float(self.config.window_segments * self.config.segment_duration)
+        restored = self.tag_placer.restore(tags, self.clock() - window)
+        self._changed(self.renditions.values())
+        return restored
 
     def finish(self) -> None:
         """No publisher came back: ENDLIST on every playlist; they stay servable."""

@@ -164,12 +164,15 @@ async def multivariant(request: web.Request) -> web.StreamResponse:
 
 
 async def _ladder(package: LivePackage) -> bool:
-    """Whether the renditions are known, waiting up to 3 target durations for them: a player
-    (or an edge following a show to its new origin) that arrives with the first GOP waits
-    instead of failing."""
-    if not package.ladder_ready.is_set():
+    """Whether the playlists can be served (the renditions are known; a show continued from
+    another origin lists a whole segment), waiting up to 3 target durations: a player (or an
+    edge following a show to its new origin) that arrives with the first GOP waits instead of
+    failing."""
+    if not package.playlists_ready.is_set():
         try:
-            await asyncio.wait_for(package.ladder_ready.wait(), 3 * package.config.target_duration)
+            await asyncio.wait_for(
+                package.playlists_ready.wait(), 3 * package.config.target_duration
+            )
         except TimeoutError:
             return False
     return True

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from fractions import Fraction
 from typing import NamedTuple
 
+from ingest.shown import shown
+
 
 def format_pdt(epoch_seconds: float) -> str:
     """ISO 8601 with milliseconds and Z, as EXT-X-PROGRAM-DATE-TIME and DATERANGE use it."""
@@ -309,7 +311,7 @@ class MediaPlaylistView:
 def _required(attrs: dict[str, str], name: str, line: str) -> str:
     value = attrs.get(name)
     if value is None:
-        raise PlaylistSyntaxError(f"{name} missing in {line[:80]!r}")
+        raise PlaylistSyntaxError(f"{name} missing in {shown(line)}")
     return value
 
 
@@ -332,7 +334,7 @@ def parse_media_playlist(text: str) -> MediaPlaylistView:
             if tag == "#EXT-X-PART":  # the most frequent line: its URI without the full list
                 uri = _URI.search(value)
                 if uri is None:
-                    raise PlaylistSyntaxError(f"URI missing in {line[:80]!r}")
+                    raise PlaylistSyntaxError(f"URI missing in {shown(line)}")
                 parts.append((msn, index, uri.group(1)))
                 index += 1
             elif tag == "#EXTINF":
@@ -369,7 +371,7 @@ def parse_media_playlist(text: str) -> MediaPlaylistView:
         except PlaylistSyntaxError:
             raise
         except ValueError:  # int()/float() of a malformed number (its message repeats it whole)
-            raise PlaylistSyntaxError(f"not a number in {line[:80]!r}") from None
+            raise PlaylistSyntaxError(f"not a number in {shown(line)}") from None
     if hinted:
         view.hint = (msn, index)
     return view
@@ -383,7 +385,7 @@ def parse_variants(text: str) -> list[tuple[str, int]]:
         if line.startswith("#EXT-X-STREAM-INF:"):
             value = tag_attributes(line).get("BANDWIDTH", "0")
             if not value.isdigit():
-                raise PlaylistSyntaxError(f"BANDWIDTH is not a number in {line[:80]!r}")
+                raise PlaylistSyntaxError(f"BANDWIDTH is not a number in {shown(line)}")
             bandwidth = int(value)
         elif line and not line.startswith("#") and bandwidth is not None:
             out.append((line.strip(), bandwidth))

@@ -83,7 +83,10 @@ class RenditionOutput:
         self._cache_version = -1
         self._segment_parts: list[bytes] = []
         self._bytes_in_segments: list[tuple[int, Fraction]] = []  # (bytes, seconds) per segment
-        self._pending_discontinuity = False
+        # A show continued from another origin starts after a discontinuity, numbered above
+        # the previous owner's (see ShowTimeline.first_discontinuity_sequence).
+        self.state.discontinuity_sequence = show.first_discontinuity_sequence
+        self._pending_discontinuity = show.continued
         self._map_uri: str | None = None  # the init of segments opened from now on (None: main)
         self.frame_latency: collections.deque[float] = collections.deque(maxlen=4096)
 

@@ -5,28 +5,98 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
 
 #: Timestamps on the packaged timeline start here, so B-frame and AAC-priming decode times
 #: that the encoders put slightly before zero stay positive in ``tfdt``.
 TIMELINE_START = Fraction(10)
+#: Sequence numbers each owner of a stream starts above the wall-clock segment count, per
+#: owner (the lease's epoch): an owner numbers one segment per segment duration from there, so
+#: it runs ahead of its own start only by its PRELOAD-HINT's segment (hls.js keeps it as a
+#: fragment) and by the short segments before a discontinuity (a publisher reconnect, the
+#: slate): the next owner starts this many above, plus the time that passed.
+MSN_PER_OWNER = 4
+
+
+@dataclass(frozen=True)
+class ShowStart:
+    """Where a show stands when this origin starts packaging it (read from the stream's lease).
+
+    ``started_at`` is the wall clock at the show's start, the same for every origin that owns
+    the show in turn; ``owner_epoch`` counts the stream's owners (the lease's fencing token,
+    strictly increasing); ``continued`` says the show was live on another origin moments ago.
+    """
+
+    started_at: float
+    owner_epoch: int
+    continued: bool = False
 
 
 class ShowTimeline:
     """One show's timeline across publisher reconnects, the same for every rendition."""
 
-    def __init__(self, segment_duration: Fraction, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        segment_duration: Fraction,
+        clock: Callable[[], float],
+        start: ShowStart | None = None,
+    ) -> None:
         self.clock = clock
         self.segment_duration = segment_duration
+        self.start = start
+        now = clock()
         # Sequence numbers start from the wall clock, so a restarted server never reuses a
-        # part or segment URI that a CDN may still hold (they are cached as immutable).
-        self.first_msn = int(clock() // float(segment_duration))
-        #: Packaged time of the current session's time 0.
+        # part or segment URI that a CDN may still hold (they are cached as immutable), and
+        # each owner of the stream starts a block above the previous one (MSN_PER_OWNER): a
+        # show continued from another origin goes on above every number the previous owner
+        # listed or hinted (S 6.2.1: they never go back; hls.js fails a reload whose numbers
+        # overlap the previous one's with other URIs), and still close to the wall clock: a
+        # client places a reload that shares no segment with the last one by its sequence
+        # numbers (hls.js: the gap in numbers × TARGETDURATION), so the numbers follow time.
+        self.first_msn = int(now // float(segment_duration))
+        if start is not None:
+            self.first_msn += start.owner_epoch * MSN_PER_OWNER
+        #: Packaged time of the current session's time 0. A continued show's timestamps go on
+        #: rising from its start on the wall clock (to the millisecond), as if one origin had
+        #: packaged it all: its tags keep their order on the timeline.
         self.offset = TIMELINE_START
+        if start is not None and start.continued:
+            self.offset += max(Fraction(round((now - start.started_at) * 1000), 1000), Fraction(0))
         #: The video frame rate that times are snapped to; ``None`` until the ladder is known.
         self.frame_rate: Fraction | None = None
         self._epoch: float | None = None  # wall clock of packaged time 0
-        self._session_end = TIMELINE_START
+        self._session_end = self.offset
+
+    @property
+    def continued(self) -> bool:
+        """Whether this origin continues a show another origin was packaging moments ago."""
+        return self.start is not None and self.start.continued
+
+    @property
+    def first_discontinuity_sequence(self) -> int:
+        """EXT-X-DISCONTINUITY-SEQUENCE of the first playlist (S 4.4.3.3).
+
+        A continued show's first segment follows a discontinuity, and its discontinuity
+        sequence number must exceed every one the previous owner listed (S 6.2.2: it never
+        decreases, and hls.js keys timestamp offsets on it). Counted from the show's start on
+        the wall clock, no segment of the show has a number above its media sequence number's
+        distance from there: each segment adds at most one discontinuity, and every owner
+        starts at least that far (see ``first_msn``). This owner's first number exceeds the
+        previous owner's last, so its first segment gets that distance. The numbers stay small
+        (the show's segments, not the epoch's): hls.js keeps arrays indexed by them.
+        """
+        if self.start is None or not self.start.continued:
+            return 0
+        show_msn = int(self.start.started_at // float(self.segment_duration))
+        return max(self.first_msn - show_msn - 1, 0)
+
+    def packaged_time_of(self, program_date_time: float) -> Fraction:
+        """Where a wall-clock date of this show lies on the packaged timeline, before this
+        origin has media (a continued show's earlier tags): the show's start at
+        ``TIMELINE_START``, the wall clock's rate after it."""
+        start = self.start.started_at if self.start is not None else self.clock()
+        return TIMELINE_START + Fraction(round((program_date_time - start) * 1000), 1000)
 
     @property
     def pinned(self) -> bool:

@@ -26,9 +26,34 @@ class TagPlacer:
 
     def open_show(self, start: float) -> None:
         """List the show's own range (``tags.show_daterange``) from ``start`` (the program
-        date-time of its first frame); later calls keep the first."""
+        date-time of its first frame); later calls keep the first.
+
+        When the show's start is known from its lease, the range starts there instead: every
+        origin owning the show in turn lists the same range, same ID and START-DATE
+        (S 4.4.5.1: an ID is never reused with other attributes).
+        """
         if self._show_range is None:
+            if self.show.start is not None:
+                start = self.show.start.started_at
             self._show_range = (show_daterange(start), self.show.clock())
+
+    def restore(self, tags: Iterable[Tag], oldest_listed: float) -> int:
+        """List the ranges of tags placed by a previous owner of the show, with their IDs and
+        dates (their emsg boxes are in that owner's media). Ranges that ended before
+        ``oldest_listed`` (the oldest date the previous owner could still list) stay out
+        (S 4.4.5.1); so do IDs already on the timeline. Returns how many were listed."""
+        now = self.show.clock()
+        known = {t.id for t in self.timeline.tags}
+        restored = TagTimeline()
+        for tag in tags:
+            if tag.id not in known:
+                time = self.show.packaged_time_of(tag.program_date_time)
+                # Listed anew here: a delta update must not leave it out yet (``dateranges``).
+                restored.add(replace(tag, time=time, added_at=now))
+        restored.prune(oldest_listed, now, remember=0.0)
+        for tag in restored.tags:
+            self.timeline.add(tag)
+        return len(restored.tags)
 
     def prepare(
         self,

@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from ingest.sessions import LiveStreams, PublishSession
+from ingest.shown import shown
 from packager import access
 from packager.origin import HOMES_KEY, StreamOwners
 from packager.stores import StoreUnavailable
@@ -57,7 +58,7 @@ RETRY_AFTER = {"Retry-After": "2"}
 PLAYBACK_KEY: web.AppKey[tuple[str, int]] = web.AppKey("playback")
 #: In a cluster: which origin owns a live stream (see :func:`at_owner`).
 OWNERS_KEY: web.AppKey[StreamOwners] = web.AppKey("api_owners")
-FORWARD_SESSION_KEY: web.AppKey[aiohttp.ClientSession] = web.AppKey("api_forward_session")
+FORWARD_SESSION_KEY: web.AppKey[ForwardSession] = web.AppKey("api_forward_session")
 #: Set on a request one origin forwards to a stream's owner: the owner answers it itself.
 FORWARDED_HEADER = "X-Shopcast-Forwarded-By"
 #: Bound on a forwarded call (the owner stores and stamps a tag in milliseconds).
@@ -205,7 +206,7 @@ def _status(request: web.Request, record: StreamRecord, cluster: ClusterView) ->
 async def _record(request: web.Request) -> StreamRecord:
     record = await request.app[STORE_KEY].get_stream(request.match_info["id"])
     if record is None:
-        raise ApiError(404, "not_found", f"stream {request.match_info['id']!r} does not exist")
+        raise ApiError(404, "not_found", f"stream {shown(request.match_info['id'])} does not exist")
     return record
 
 
@@ -604,12 +605,25 @@ def _forwarded(
     return forwarding
 
 
+class ForwardSession:
+    """The HTTP client for calls forwarded to owners, opened on first use."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    def get(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
 async def _forward(request: web.Request, base: str) -> web.Response:
     """The owner's answer to ``request`` (same method, path, body and Authorization)."""
-    session = request.app.get(FORWARD_SESSION_KEY)
-    if session is None:
-        session = aiohttp.ClientSession()
-        request.app[FORWARD_SESSION_KEY] = session
+    session = request.app[FORWARD_SESSION_KEY].get()
     body = await request.read()
     headers = {FORWARDED_HEADER: origin_url(request, "")}  # who sent it on, for the logs
     for name in ("Authorization", "Content-Type"):
@@ -647,9 +661,7 @@ async def _forward(request: web.Request, base: str) -> web.Response:
 
 
 async def _close_forward_session(app: web.Application) -> None:
-    session = app.get(FORWARD_SESSION_KEY)
-    if session is not None:
-        await session.close()
+    await app[FORWARD_SESSION_KEY].close()
 
 
 def make_app(
@@ -673,6 +685,7 @@ def make_app(
     app[URLS_KEY] = urls
     app[REGISTRY_KEY] = registry or NodeRegistry(store, ClusterSection())
     app[PLAYBACK_KEY] = playback
+    app[FORWARD_SESSION_KEY] = ForwardSession()
     app.on_cleanup.append(_close_forward_session)
     if recordings is not None:
         app[RECORDINGS_KEY] = recordings

@@ -60,6 +60,8 @@ class IngestSection:
     max_buffered: int = rtmp_limits.MAX_BUFFERED
     #: Each hub reader's queue length in media units.
     hub_queue_size: int = 512
+    #: Live publishers (every protocol) plus those being admitted; more are refused at once.
+    max_publishers: int = 1000
 
 
 @dataclass(frozen=True)
@@ -258,6 +260,8 @@ class Config:
             raise ConfigError("log.format must be 'plain' or 'json'")
         if self.packager.window_segments < 6:
             raise ConfigError("packager.window_segments must be at least 6 (Apple HLS)")
+        if self.ingest.max_publishers < 1:
+            raise ConfigError("ingest.max_publishers must be positive")
         if self.ingest.on_duplicate_publisher not in ("takeover", "reject"):
             raise ConfigError("ingest.on_duplicate_publisher must be 'takeover' or 'reject'")
         for port in (self.server.rtmp_port, self.server.http_port):

@@ -8,6 +8,10 @@ import re
 import sys
 import time
 
+from aiohttp.http_exceptions import HttpProcessingError
+
+from ingest.shown import REASON_CHARS, cut
+
 # Components prefix their lines with what they are about: "[rtmp#3 127.0.0.1:5000 stream=demo]",
 # "[transcode demo]", "[demo]". JSON lines lift that context into fields.
 _CONTEXT = re.compile(r"^\[(?P<context>[^\]]+)\]\s*")
@@ -40,9 +44,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+class ShortParserErrors(logging.Filter):
+    """aiohttp logs a request it cannot parse with the offending line in a traceback (kilobytes
+    a peer chose); such a record becomes one line with the reason cut short."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg = f"{record.getMessage()}: {cut(str(exc), REASON_CHARS)!r}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def setup_logging(level: str, fmt: str) -> None:
     """Configure the root logger once, to stderr."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(ShortParserErrors())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -11,6 +11,8 @@ names from the code and the ladder config; HTTP routes are templates, not paths.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 
@@ -260,6 +262,8 @@ class ShopcastMetrics:
         )
         # Children looked up once per (stream, rendition): on_packet runs for every packet.
         self._lag: dict[tuple[str, str], Histogram] = {}
+        #: Renditions with series, per stream: what forget_stream() removes.
+        self._renditions: collections.defaultdict[str, set[str]] = collections.defaultdict(set)
         #: Awaited before each scrape (e.g. the stream list is read from the store then).
         self.before_scrape: list[Callable[[], Awaitable[None]]] = []
 
@@ -280,16 +284,27 @@ class ShopcastMetrics:
         child = self._lag.get((stream, rendition))
         if child is None:
             child = self._lag[stream, rendition] = self.encoder_lag.labels(stream, rendition)
+            self._renditions[stream].add(rendition)
         child.observe(lag_seconds)
 
     def part(
         self, stream: str, rendition: str, lateness_seconds: float, ends_segment: bool
     ) -> None:
+        self._renditions[stream].add(rendition)
         self.part_lateness.labels(stream, rendition).observe(lateness_seconds)
         self.parts.labels(stream, rendition).inc()
         segments = self.segments.labels(stream, rendition)  # 0 until the first one completes
         if ends_segment:
             segments.inc()
+
+    def forget_stream(self, stream: str) -> None:
+        """Drop an ended show's per-rendition series (a platform's ended streams would
+        otherwise each keep theirs); a new show of the stream starts them from zero."""
+        for rendition in self._renditions.pop(stream, ()):
+            self._lag.pop((stream, rendition), None)
+            for family in (self.encoder_lag, self.part_lateness, self.parts, self.segments):
+                with contextlib.suppress(KeyError):
+                    family.remove(stream, rendition)
 
     # -- TagListener -------------------------------------------------------------------
     def tag_created(self, record: TagRecord) -> None:

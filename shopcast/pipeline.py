@@ -13,9 +13,11 @@ from typing import Any, Protocol
 
 from ingest.media import MediaKind
 from ingest.sessions import LiveStreams, PublishSession
-from packager.live import LivePackage, PackageListener, PackagerConfig
+from packager.live import LivePackage, PackageListener, PackagerConfig, ShowStart
 from packager.recorder import Recording
+from packager.tags import Tag
 from shopcast.config import ContinuitySection
+from shopcast.store import DatabaseUnavailable
 from transcode.ladder import LadderTranscoder
 from transcode.policy import LadderConfig
 from transcode.slate import SlateClip, SlateError, encode_slate, load_slate_image
@@ -37,6 +39,28 @@ class StreamPipeline:
     gap_timer: asyncio.TimerHandle | None = None
     #: The current session's task (transcoder run, after the previous one's end is listed).
     runner: asyncio.Task[None] | None = None
+    #: After ENDLIST: when the ended stream's pipeline is let go (see ``Pipelines._release``).
+    release_timer: asyncio.TimerHandle | None = None
+
+
+class ShowSource(Protocol):
+    """Where a stream's show stands across origins (the cluster: its lease and stored tags)."""
+
+    def show_start(self, stream_id: str) -> ShowStart | None:
+        """The show's start and owner from the lease this node holds on ``stream_id`` (taken
+        at publish admission); ``None`` when no lease is known."""
+
+    async def show_tags(self, stream_id: str, since: float) -> list[Tag]:
+        """The stream's stored tags placed since ``since`` (wall clock), in time order; may
+        raise ``DatabaseUnavailable``."""
+
+
+#: Retries of a continued show's tags while the database is away: first after this many
+#: seconds, doubling up to the maximum.
+TAGS_RETRY_FIRST, TAGS_RETRY_MAX = 0.5, 5.0
+#: Tags placed this long before the show's start (its lease's clock) still belong to it: the
+#: nodes' clocks and the database's may be this far apart.
+TAGS_CLOCK_SLACK = 2.0
 
 
 class RecordingOpener(Protocol):
@@ -55,13 +79,18 @@ class Pipelines:
         listener: PackageListener | None = None,
         recordings: RecordingOpener | None = None,
         continuity: ContinuitySection | None = None,
+        shows: ShowSource | None = None,
     ) -> None:
         self.streams = streams
+        #: Where each show stands across origins; ``None``: this origin alone knows its shows.
+        self.shows = shows
         self.continuity = continuity or ContinuitySection()
         #: Told ``(stream_id, reason)`` when a show goes on slate.
         self.on_interrupted: list[Callable[[str, str], None]] = []
         #: Told ``(stream_id, seconds on slate)`` when the publisher is back after a slate.
         self.on_resumed: list[Callable[[str, float], None]] = []
+        #: Told ``stream_id`` when an ended show is let go (``_release``).
+        self.on_released: list[Callable[[str], None]] = []
         self.recordings = recordings
         self.ladder = ladder
         self.packager = packager
@@ -80,16 +109,36 @@ class Pipelines:
         reader = session.hub.add_reader("transcode")
         old = self.pipelines.get(session.stream_id)
         reconnect = old is not None and old.finish_timer is not None and not old.package.ended
+        if old is not None and old.release_timer is not None:
+            old.release_timer.cancel()  # replaced below by the new show's pipeline
+            old.release_timer = None
         if old is not None and reconnect:
             assert old.finish_timer is not None
             old.finish_timer.cancel()
             old.finish_timer = None
             pipeline = old
         else:
-            package = LivePackage(session.stream_id, self.packager, listener=self.listener)
+            start = self.shows.show_start(session.stream_id) if self.shows is not None else None
+            package = LivePackage(
+                session.stream_id, self.packager, listener=self.listener, start=start
+            )
             pipeline = StreamPipeline(package)
+            if start is not None and start.continued:
+                # The show was live on another origin moments ago (it died, or lost the
+                # stream): the same playlists go on here, with the show's tags.
+                log.info(
+                    "[%s] show continues from another origin (owner %d)",
+                    session.stream_id,
+                    start.owner_epoch,
+                )
+                self._spawn(pipeline, self._restore_tags(package, start))
             if self.recordings is not None:
-                # A new show: a new recording (a reconnect continues the one it had).
+                # A new show here: a new recording (a reconnect continues the one it had). A
+                # show continued from another origin is recorded as a new part too: the
+                # previous part is in that origin's recordings store (perhaps its own disk,
+                # perhaps gone with it) and is closed by its crash recovery; writing into it
+                # from here would race that recovery on the same manifest. Each part is a
+                # complete recording of its stretch of the show; nothing is lost or mixed.
                 pipeline.recording = self.recordings.open_recording(
                     session.stream_id, self.packager.target_duration
                 )
@@ -124,6 +173,32 @@ class Pipelines:
         pipeline.tasks.add(task)
         task.add_done_callback(lambda t: _task_done(pipeline, t))
         return task
+
+    async def _restore_tags(self, package: LivePackage, start: ShowStart) -> None:
+        """List the continued show's earlier tags (every acknowledged tag is stored); the
+        show goes on meanwhile, and while the database is away this retries."""
+        assert self.shows is not None
+        delay = TAGS_RETRY_FIRST
+        while not package.ended:
+            try:
+                tags = await self.shows.show_tags(
+                    package.stream_id, start.started_at - TAGS_CLOCK_SLACK
+                )
+            except DatabaseUnavailable as exc:
+                log.warning(
+                    "[%s] the show's tags not loaded yet (retry in %.1f s): %s",
+                    package.stream_id,
+                    delay,
+                    exc,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, TAGS_RETRY_MAX)
+                continue
+            listed = package.restore_tags(tags)
+            log.info(
+                "[%s] %d of the show's %d tags listed again", package.stream_id, listed, len(tags)
+            )
+            return
 
     # -- continuity ------------------------------------------------------------------------
     async def _prepare_slate(self, pipeline: StreamPipeline) -> None:
@@ -240,10 +315,30 @@ class Pipelines:
                 return
             pipeline.package.finish()
             log.info("[%s] stream ended: ENDLIST written", stream_id)
+            # S 6.2.2: a segment leaving the playlist stays available for its own duration
+            # plus the playlist's; releasing the ended show removes them all, so it waits that.
+            cfg = self.packager
+            linger = float(cfg.segment_duration * (cfg.window_segments + 1))
+            pipeline.release_timer = asyncio.get_running_loop().call_later(
+                linger, self._release, pipeline
+            )
             if pipeline.recording is not None:
                 await pipeline.recording.close()
 
         return self._spawn(pipeline, finish())
+
+    def _release(self, pipeline: StreamPipeline) -> None:
+        """Let an ended show go: its parts, slate clips, transcoder stats and metrics series
+        (the replay lives on in its recording). A new show of the stream starts afresh."""
+        pipeline.release_timer = None
+        stream_id = pipeline.package.stream_id
+        if self.pipelines.get(stream_id) is pipeline:
+            del self.pipelines[stream_id]
+            log.debug("[%s] ended show released", stream_id)
+            for listener in self.on_released:
+                listener(stream_id)
+        pipeline.transcoder = None
+        pipeline.runner = None
 
     async def end_show(self, stream_id: str, reason: str) -> bool:
         """End the show now: the publisher is kicked, ENDLIST, the recording closed.
@@ -260,6 +355,8 @@ class Pipelines:
     async def close(self) -> None:
         """Stop every transcoder (flushing it) and end every playlist."""
         for stream_id, pipeline in self.pipelines.items():
+            if pipeline.release_timer is not None:
+                pipeline.release_timer.cancel()
             if pipeline.finish_timer is not None:
                 pipeline.finish_timer.cancel()
             if pipeline.gap_timer is not None:

@@ -27,6 +27,7 @@ from shopcast.clips import ClipService, add_clip_routes
 from shopcast.cluster import NodeRegistry, StreamLeases, node_identity, show_cost
 from shopcast.cluster.routing import OwnerRoutes, RecordingRoutes
 from shopcast.config import Config
+from shopcast.failover import LeasedShows
 from shopcast.health import Readiness, add_health_routes
 from shopcast.hooks import PublishHook, TagWebhooks, Webhooks
 from shopcast.metrics import ShopcastMetrics, add_metrics_route
@@ -63,6 +64,7 @@ class ShopcastServer:
             self._authorize,
             on_duplicate=ing.on_duplicate_publisher,
             hub_queue_size=ing.hub_queue_size,
+            max_publishers=ing.max_publishers,
         )
         self.rtmp = RTMPServer(
             self.streams,
@@ -92,6 +94,7 @@ class ShopcastServer:
             continuity=config.continuity,
         )
         self.metrics.watch(lambda: self._stream_ids, self.streams, self.pipelines.pipelines)
+        self.pipelines.on_released.append(self.metrics.forget_stream)
         self.metrics.before_scrape.append(self._refresh_stream_ids)
         hooks = config.hooks
         self.webhooks = Webhooks(hooks.webhook_urls, hooks.webhook_secret)
@@ -145,6 +148,8 @@ class ShopcastServer:
             on_lost=self._lease_lost,
         )
         self.streams.ownership = self.leases.admit
+        # A show whose lease says it began before this node took it goes on here (failover).
+        self.pipelines.shows = LeasedShows(self.store, self.leases.lease)
         self.registry.on_heartbeat.append(self.leases.renew)
         self.metrics.cluster_load.set_function(self._load)
         self.metrics.cluster_leases.set_function(

@@ -14,6 +14,7 @@ from fractions import Fraction
 from typing import Any, Protocol
 
 from ingest.sessions import LiveStreams, PublishSession
+from ingest.shown import shown
 from packager.playlist import format_pdt
 from packager.tags import TAG_CLASSES
 from shopcast.pipeline import Pipelines
@@ -212,7 +213,7 @@ class TagService:
         """Validate, stamp, store, then place the tag; every refusal is a ``TagError``
         (``DatabaseUnavailable`` when the tag cannot be stored)."""
         if await self.store.get_stream(stream_id) is None:
-            raise TagError(404, "not_found", f"stream {stream_id!r} does not exist")
+            raise TagError(404, "not_found", f"stream {shown(stream_id)} does not exist")
         bucket = self._buckets.setdefault(stream_id, TokenBucket(self.rate, self.burst))
         if not bucket.take(self.clock()):
             raise TagError(429, "rate_limited", f"more than {self.rate:g} tags/s on this stream")
@@ -332,7 +333,7 @@ class TagService:
 
     async def list(self, stream_id: str) -> list[TagRecord]:
         if await self.store.get_stream(stream_id) is None:
-            raise TagError(404, "not_found", f"stream {stream_id!r} does not exist")
+            raise TagError(404, "not_found", f"stream {shown(stream_id)} does not exist")
         return await self.store.list_tags(stream_id)
 
 

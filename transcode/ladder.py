@@ -5,7 +5,8 @@ Life cycle (like every shopcast component): ``start()`` → runs until the hub e
 
 The event loop only routes units and repairs timestamps; decoding, scaling and encoding run in
 worker threads (see :mod:`transcode.video`, :mod:`transcode.audio`) and their output comes back
-through ``loop.call_soon_threadsafe``.
+through ``loop.call_soon_threadsafe``. A ladder of the passthrough rung alone decodes only until
+it is final; its source is then passed on by the loop itself (no thread hop per unit).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from transcode.audio import AudioTrack
 from transcode.output import QueueSink, RenditionInfo, SinkBridge, TranscodeSink
 from transcode.policy import LadderConfig, VerticalPolicy
 from transcode.stats import FaultLog, TranscodeStats
-from transcode.timeline import StreamTimeline
+from transcode.timeline import RepairedTime, StreamTimeline
 from transcode.video import SourceDecoder
+from transcode.video.decoder import HAND_OVER
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,11 @@ class LadderTranscoder:
         self._vertical = self.config.vertical
         self._task: asyncio.Task[None] | None = None
         self._video: SourceDecoder | None = None
+        # Passthrough only: video units go to the decoder on the loop once its thread handed
+        # over; those arriving between the request and the hand-over wait here, in order.
+        self._video_on_loop = False
+        self._hand_over_asked = False
+        self._waiting_video: list[tuple[MediaUnit, RepairedTime | None]] = []
         self._audio: AudioTrack | None = None
         self._video_ladder: list[RenditionInfo] | None = None
         self._bridge: SinkBridge | None = None
@@ -141,8 +148,19 @@ class LadderTranscoder:
                     self.stats,
                     self._on_video_ladder,
                     self._prefix,
+                    self._on_video_handed_over,
                 )
-            await _put(self._video.input, (unit, at))
+            if self._video_on_loop:
+                self._video.feed(unit, at)
+            elif self._hand_over_asked:
+                self._waiting_video.append((unit, at))
+            elif not self._video.decoding:
+                # Nothing decodes any more: no need for a thread hop per unit.
+                self._hand_over_asked = True
+                await _put(self._video.input, HAND_OVER)
+                self._waiting_video.append((unit, at))
+            else:
+                await _put(self._video.input, (unit, at))
             return
         if self._audio is None:
             self._audio = AudioTrack(self.config, self._bridge, self.stats)
@@ -163,6 +181,14 @@ class LadderTranscoder:
             self._video_ladder = [self._audio.info]
             self.sink.on_ladder(self._video_ladder)
 
+    def _on_video_handed_over(self) -> None:
+        if self._video is None or self._video_on_loop:
+            return
+        self._video_on_loop = True
+        waiting, self._waiting_video = self._waiting_video, []
+        for unit, at in waiting:
+            self._video.feed(unit, at)
+
     def _on_video_ladder(self, infos: list[RenditionInfo]) -> None:
         if self._video_ladder is not None:
             return
@@ -175,13 +201,18 @@ class LadderTranscoder:
         if self._finished:
             return
         self._finished = True
-        if self._video is not None:
+        if self._video is not None and not self._hand_over_asked:
             await _put(self._video.input, None)
         if self._audio is not None:
             self._audio.finish()
-        # Joining after the workers posted their last packets: those callbacks run first.
+        # Joining after the workers posted their last packets: those callbacks run first
+        # (the hand-over too: the decode thread posted it before it returned).
         if self._video is not None:
             await asyncio.to_thread(self._video.join)
+            if self._hand_over_asked:
+                if not self._video_on_loop:  # the loop closed before the hand-over ran
+                    self._on_video_handed_over()
+                self._video.end_of_stream()
         if self._audio is not None:
             await asyncio.to_thread(self._audio.join)
         await asyncio.sleep(0)
@@ -192,6 +223,10 @@ class LadderTranscoder:
         faults = dict(self.stats.faults.counts)
         log.info("%s ended; faults %s", self._prefix, faults or "none")
         self.sink.on_end()
+        # The workers are over; dropping them frees their codec contexts now, and with those
+        # libavcodec's and x264's own threads and frame pools (PyAV has no explicit close).
+        self._video = None
+        self._audio = None
 
 
 async def _put(target: queue.Queue[_T], item: _T) -> None:

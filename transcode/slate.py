@@ -18,6 +18,7 @@ import numpy as np
 
 from ingest.codecs import AvcConfig, annexb_to_avcc
 from ingest.media import MediaKind
+from ingest.shown import REASON_CHARS, shown
 from transcode.audio import open_aac_encoder
 from transcode.output import VIDEO_TIMESCALE, RenditionInfo
 from transcode.policy import LadderConfig, RungPlan, gop_frames
@@ -79,13 +80,14 @@ def slate_card(width: int, height: int) -> np.ndarray:
 
 def load_slate_image(path: str | Path) -> av.VideoFrame:
     """The first picture of an image (or video) file, decoded with PyAV."""
+    where = shown(str(path), REASON_CHARS)
     try:
         with av.open(str(path)) as container:
             for frame in container.decode(video=0):
                 return frame.reformat(format="rgb24")
     except (OSError, av.error.FFmpegError) as exc:
-        raise SlateError(f"slate image {str(path)[:200]!r} is unusable: {exc}") from None
-    raise SlateError(f"slate image {str(path)[:200]!r} has no picture")
+        raise SlateError(f"slate image {where} is unusable: {exc}") from None
+    raise SlateError(f"slate image {where} has no picture")
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,11 +45,13 @@ from ingest.rtmp.limits import (
     MAX_AMF_ITEMS,
     MAX_AMF_STRING,
     MAX_AMF_VALUES,
+    MAX_APP_NAME,
     MAX_BUFFERED,
     MAX_CHUNK_SIZE,
     MAX_CHUNK_STREAMS,
     MAX_MESSAGE_SIZE,
 )
+from ingest.shown import cut, shown
 
 # §5.4 protocol control and §7.1 message types
 MSG_SET_CHUNK_SIZE = 1
@@ -107,6 +109,7 @@ class RTMPLimits:
     max_amf_items: int = MAX_AMF_ITEMS
     max_amf_values: int = MAX_AMF_VALUES
     max_stream_name: int = 256
+    max_app_name: int = MAX_APP_NAME
     max_message_streams: int = 8  # createStream calls per connection
     max_output: int = 1 << 20  # reply bytes not yet taken by data_to_send()
 
@@ -359,7 +362,7 @@ class RTMPServerConnection:
         args = values[3:]
         if self.state is State.CONNECT:
             if name != "connect":
-                raise RTMPProtocolError(f"command {name!r} before connect")
+                raise RTMPProtocolError(f"command {shown(name)} before connect")
             self._on_connect(tid, obj)
         elif name == "connect":
             raise RTMPProtocolError(f"second connect (state {self.state.value})")
@@ -376,8 +379,9 @@ class RTMPServerConnection:
         elif name == "FCPublish":
             # nginx-rtmp answers FCPublish with an onFCPublish notification
             self._send_command(
-                0, "onFCPublish", 0.0, None, _info("status", "NetStream.Publish.Start", _str(args))
-            )
+                0, "onFCPublish", 0.0, None,
+                _info("status", "NetStream.Publish.Start", cut(_str(args))),
+            )  # fmt: skip
         elif name == "publish":
             self._on_publish(msg.stream_id, tid, args)
         elif name in ("FCUnpublish", "closeStream", "deleteStream"):
@@ -396,7 +400,7 @@ class RTMPServerConnection:
                 "_error",
                 tid,
                 None,
-                _info("error", "NetConnection.Call.Failed", f"{name} is not supported"),
+                _info("error", "NetConnection.Call.Failed", f"{cut(name)} is not supported"),
             )
 
     def _on_connect(self, tid: float, obj: Any) -> None:
@@ -404,6 +408,12 @@ class RTMPServerConnection:
             raise RTMPProtocolError("connect without a command object")
         app = obj.get("app")
         app = app.strip("/") if isinstance(app, str) else ""
+        if len(app) > self.limits.max_app_name:
+            # Refused here, before it is an event: nothing downstream ever holds or echoes it.
+            reason = f"application name longer than {self.limits.max_app_name} characters"
+            info = _info("error", "NetConnection.Connect.Rejected", reason)
+            self._command_reply("_error", tid, None, info)
+            raise RTMPProtocolError(f"connect refused: {reason}")
         ev = ConnectRequested(
             transaction_id=tid,
             app=app,
@@ -437,7 +447,7 @@ class RTMPServerConnection:
         if name == "FCUnpublish":
             self._send_command(
                 0, "onFCUnpublish", 0.0, None,
-                _info("status", "NetStream.Unpublish.Success", _str(args)),
+                _info("status", "NetStream.Unpublish.Success", cut(_str(args))),
             )  # fmt: skip
         elif name == "deleteStream":
             stream_id = _stream_id(args[0]) if args else -1

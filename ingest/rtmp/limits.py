@@ -19,6 +19,9 @@ MAX_CHUNK_STREAMS = 64
 #: timestamp): what unparsed input may hold beyond ``max_buffered`` plus one chunk.
 MAX_CHUNK_HEADER = 18
 
+#: connect's ``app`` (ours is "live"): longer ones are refused before anything echoes them.
+MAX_APP_NAME = 64
+
 #: AMF0 values: nesting depth, bytes in one string, items in one container, values per message.
 MAX_AMF_DEPTH = 16
 MAX_AMF_STRING = 1 << 16

@@ -24,6 +24,7 @@ from ingest.rtmp.events import (
     PublishRequested,
 )
 from ingest.sessions import LiveStreams, PublishRefused, PublishSession, RefusalReason
+from ingest.shown import REASON_CHARS, cut, shown
 
 log = logging.getLogger(__name__)
 _ids = itertools.count(1)
@@ -32,6 +33,7 @@ REFUSAL_CODES = {
     RefusalReason.BAD_KEY: "NetStream.Publish.BadName",
     RefusalReason.DUPLICATE: "NetStream.Publish.BadName",
     RefusalReason.HOOK_DENIED: "NetStream.Publish.Rejected",
+    RefusalReason.FULL: "NetStream.Publish.Rejected",
 }
 #: When the key cannot be checked at all (the store is down): the publisher may retry.
 UNAVAILABLE_CODE = "NetStream.Publish.Rejected"
@@ -42,6 +44,10 @@ class RTMPServerSettings:
     app: str = "live"
     handshake_timeout: float = 10.0  # connect → publish must finish within this
     idle_timeout: float = 30.0  # no bytes for this long closes the connection
+    #: Connections waiting to be accepted (asyncio's default is 100): a reconnect storm beyond
+    #: it loses SYNs, and their publishers retry 1 s, 3 s, 7 s … later. The kernel caps it at
+    #: net.core.somaxconn.
+    backlog: int = 4096
     limits: RTMPLimits = field(default_factory=RTMPLimits)
 
 
@@ -64,7 +70,9 @@ class RTMPPublisherProtocol(asyncio.Protocol):
         self.closed = False
         self.log = _ConnLog(log, {"conn": f"rtmp#{next(_ids)}"})
         self._last_data = 0.0
-        self._timers: list[asyncio.TimerHandle] = []
+        # One handle each, re-armed in place: a connection holds two timers however long it lives.
+        self._publish_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
         self._published = False
         self._admitting: asyncio.Future[None] | None = None
 
@@ -79,8 +87,8 @@ class RTMPPublisherProtocol(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self._last_data = loop.time()
         settings = self.server.settings
-        self._timers.append(loop.call_later(settings.handshake_timeout, self._check_published))
-        self._timers.append(loop.call_later(settings.idle_timeout / 2, self._check_idle))
+        self._publish_timer = loop.call_later(settings.handshake_timeout, self._check_published)
+        self._idle_timer = loop.call_later(settings.idle_timeout / 2, self._check_idle)
         self.log.debug("connected")
 
     def data_received(self, data: bytes) -> None:
@@ -103,8 +111,10 @@ class RTMPPublisherProtocol(asyncio.Protocol):
         self.closed = True
         if self._admitting is not None:
             self._admitting.cancel()
-        for timer in self._timers:
-            timer.cancel()
+        for timer in (self._publish_timer, self._idle_timer):
+            if timer is not None:
+                timer.cancel()
+        self._publish_timer = self._idle_timer = None
         self.server.connections.discard(self)
         if self.session is not None:
             reason = f"connection lost: {exc}" if exc else None
@@ -130,18 +140,20 @@ class RTMPPublisherProtocol(asyncio.Protocol):
             self.log.debug("handshake done (digest=%s)", event.digest)
         elif isinstance(event, ConnectRequested):
             if event.app != self.server.settings.app:
-                self.conn.reject_connect(event, f"unknown application {event.app!r}")
-                self._fail(f"connect to unknown application {event.app!r}")
+                self.conn.reject_connect(event, f"unknown application {shown(event.app)}")
+                self._fail(f"connect to unknown application {shown(event.app)}")
             else:
                 self.conn.accept_connect(event)
-                self.log.info("connect app=%s flashVer=%s", event.app, event.flash_ver)
+                self.log.info(
+                    "connect tcUrl=%s flashVer=%s", shown(event.tc_url), shown(event.flash_ver)
+                )
         elif isinstance(event, PublishRequested):
             self._publish(event)
         elif isinstance(event, MetaData):
             if self.session is not None:
                 self.session.stats.set_metadata(event.values)
         elif isinstance(event, DataMessage):
-            self.log.debug("data message %s at %d ms", event.name, event.timestamp)
+            self.log.debug("data message %s at %d ms", shown(event.name), event.timestamp)
             if self.session is not None:
                 for listener in self.server.streams.on_data:
                     listener(self.session, event.name, event.args, event.timestamp)
@@ -164,22 +176,26 @@ class RTMPPublisherProtocol(asyncio.Protocol):
     async def _admit(self, event: PublishRequested) -> None:
         streams = self.server.streams
         try:
-            stream_id = await streams.resolve(event.stream_name)
-            await streams.admit(stream_id, self)
+            async with streams.admitting():  # refused at once when full
+                stream_id = await streams.resolve(event.stream_name)
+                await streams.admit(stream_id, self)
+                if not self.closed:
+                    # Opened while the place is held, so the publisher count never dips.
+                    self._open(event, stream_id)
         except PublishRefused as exc:
             if not self.closed:
                 self._refuse(event, exc)
             return
         except Exception as exc:  # the key cannot be checked now (its store is down)
             if not self.closed:
-                self.conn.reject_publish(event, code=UNAVAILABLE_CODE, description=str(exc)[:200])
-                self._fail(f"publish refused: the key cannot be checked now: {exc}")
+                why = cut(str(exc), REASON_CHARS)
+                self.conn.reject_publish(event, code=UNAVAILABLE_CODE, description=why)
+                self._fail(f"publish refused: the key cannot be checked now: {why}")
             return
         finally:
             self._admitting = None
         if self.closed:
             return
-        self._open(event, stream_id)
         try:
             self._pump()
         except RTMPProtocolError as exc:
@@ -196,6 +212,9 @@ class RTMPPublisherProtocol(asyncio.Protocol):
             self._refuse(event, exc)
             return
         self._published = True
+        if self._publish_timer is not None:
+            self._publish_timer.cancel()
+            self._publish_timer = None
         self.conn.accept_publish(event)
         self.log.extra["conn"] = f"{self.log.extra['conn']} stream={self.session.stream_id}"  # type: ignore[index]
         self.log.info("publishing (type=%s)", event.publish_type)
@@ -212,6 +231,8 @@ class RTMPPublisherProtocol(asyncio.Protocol):
         self._close()
 
     def _fail(self, reason: str) -> None:
+        # Peer strings inside are cut already where they were quoted; this bounds the whole.
+        reason = cut(reason, REASON_CHARS)
         self.log.warning("disconnecting: %s", reason)
         if self.session is not None:
             self.server.streams.end(self.session, reason)
@@ -230,10 +251,12 @@ class RTMPPublisherProtocol(asyncio.Protocol):
             self.transport.write(out)
 
     def _check_published(self) -> None:
+        self._publish_timer = None
         if not self._published and not self.closed:
             self._fail(f"no publish within {self.server.settings.handshake_timeout:g} s")
 
     def _check_idle(self) -> None:
+        self._idle_timer = None
         if self.closed:
             return
         loop = asyncio.get_running_loop()
@@ -241,7 +264,7 @@ class RTMPPublisherProtocol(asyncio.Protocol):
         if loop.time() - self._last_data >= idle:
             self._fail(f"idle for {idle:g} s")
             return
-        self._timers.append(loop.call_later(idle / 2, self._check_idle))
+        self._idle_timer = loop.call_later(idle / 2, self._check_idle)
 
 
 class RTMPServer:
@@ -255,7 +278,9 @@ class RTMPServer:
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: RTMPPublisherProtocol(self), host, port)
+        self._server = await loop.create_server(
+            lambda: RTMPPublisherProtocol(self), host, port, backlog=self.settings.backlog
+        )
         log.info("RTMP listening on %s:%d", host, self.port)
 
     @property

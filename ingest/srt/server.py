@@ -33,7 +33,8 @@ from ingest.mpegts import (
     TSLimits,
 )
 from ingest.sessions import LiveStreams, PublishRefused, PublishSession, RefusalReason
-from ingest.srt.streamid import StreamIdError, parse_stream_id, shown
+from ingest.shown import shown
+from ingest.srt.streamid import StreamIdError, parse_stream_id
 
 try:
     from native import libsrt

@@ -19,17 +19,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from ingest.shown import shown
+
 #: libsrt bounds SRTO_STREAMID at 512 bytes; so do we, before decoding.
 MAX_STREAM_ID = 512
-#: How much of an attacker-chosen string reaches a log line or a refusal.
-SHOWN = 48
 _ACCESS_PREFIX = "#!::"
 _PUBLISH_PREFIX = "publish:"
 _ENCODED_PREFIXES = ("%23", "publish%3A", "publish%3a")
 
 
 class StreamIdError(ValueError):
-    """The stream id cannot name a publish (the message quotes at most ``SHOWN`` characters)."""
+    """The stream id cannot name a publish (its message quotes peer strings cut short)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +38,6 @@ class PublishRequest:
 
     key: str
     stream_id: str | None = None
-
-
-def shown(text: str) -> str:
-    """``text`` cut to ``SHOWN`` characters and quoted, for logs and refusals."""
-    return repr(text[:SHOWN] + ("…" if len(text) > SHOWN else ""))
 
 
 def parse_stream_id(raw: bytes) -> PublishRequest:

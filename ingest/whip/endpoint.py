@@ -22,6 +22,7 @@ from aiohttp import web
 from aiortc.sdp import SessionDescription
 
 from ingest.sessions import LiveStreams, PublishRefused, RefusalReason
+from ingest.shown import REASON_CHARS, shown
 from ingest.whip.codecs import SUPPORTED_AUDIO, SUPPORTED_VIDEO
 from ingest.whip.ice import PortRangeExhausted
 from ingest.whip.session import OfferError, TagSink, WhipSession, WhipSettings
@@ -37,6 +38,7 @@ REFUSAL_STATUS = {
     RefusalReason.BAD_KEY: 401,
     RefusalReason.DUPLICATE: 409,
     RefusalReason.HOOK_DENIED: 403,
+    RefusalReason.FULL: 503,
 }
 _CORS = {
     "Access-Control-Allow-Origin": "*",
@@ -95,7 +97,7 @@ def check_offer(text: str) -> SessionDescription:
     try:
         description = SessionDescription.parse(text)
     except Exception as exc:  # the parser raises whatever the bad line provokes
-        raise OfferError(400, f"malformed SDP: {exc!r}") from exc
+        raise OfferError(400, f"malformed SDP: {shown(repr(exc), REASON_CHARS)}") from exc
     media = [m for m in description.media if m.kind in ("audio", "video")]
     if not media:
         raise OfferError(400, "the offer has no audio or video section")

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
+from ingest.shown import shown
+
 #: Keys are made by the recorder: up to four ``/``-separated names of ``[A-Za-z0-9_.-]``, none
 #: starting with a dot (stores keep temp files hidden) and no ``..``: a key never leaves a root.
 _KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}){0,3}")
@@ -19,7 +21,7 @@ _KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}(?:/[A-Za-z0-9_-][A-Za-z0-
 def check_key(key: str) -> str:
     """``key`` if it is a store key the recorder could have made, else ``ValueError``."""
     if not _KEY.fullmatch(key) or ".." in key:
-        raise ValueError(f"invalid store key {key[:80]!r}")
+        raise ValueError(f"invalid store key {shown(key)}")
     return key
 
 

@@ -21,6 +21,7 @@ from aiobotocore.session import get_session
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from ingest.shown import shown
 from packager.stores import StoreHealth, StoreSettings, StoreUnavailable, check_key
 from packager.stores.local import FileStore
 
@@ -206,7 +207,7 @@ class S3Store:
                 left.append(check_key(key))
             except ValueError:
                 log.warning(
-                    "[s3 %s] spool file %s is no store key: left alone", self.bucket, key[:80]
+                    "[s3 %s] spool file %s is no store key: left alone", self.bucket, shown(key)
                 )
         if left:
             self._idle.clear()

@@ -29,6 +29,8 @@ class HeldLease:
     #: Local monotonic time it was taken (an admitted publisher may not have a session yet).
     taken_at: float
     unsure_logged: bool = False
+    #: The lease as the store gave it (its show's start: ``shopcast.failover``).
+    record: LeaseRecord | None = None
 
 
 class StreamLeases:
@@ -80,7 +82,12 @@ class StreamLeases:
             log.info(
                 "[%s] lease taken by node %s (epoch %d)", lease.stream_id, self.node_id, lease.epoch
             )
-        self.held[lease.stream_id] = HeldLease(lease.epoch, sent + self.ttl, sent)
+        self.held[lease.stream_id] = HeldLease(lease.epoch, sent + self.ttl, sent, record=lease)
+
+    def lease(self, stream_id: str) -> LeaseRecord | None:
+        """The stream's lease as this node took it (``None`` when it holds none)."""
+        held = self.held.get(stream_id)
+        return held.record if held is not None else None
 
     async def renew(self) -> None:
         """Extend every held lease (called with each heartbeat); act on those lost; release

@@ -2,7 +2,7 @@
 // the viewer module (shopcast-player.js: tags on their frames), ?level= pinning, the HUD chips,
 // the cards fed from the module's events; Safari's native HLS where hls.js cannot run.
 //
-// For tests: window.hls, window.shopcast.{fired, errors, levelSwitches, pinnedLevel}; fired[i]
+// For tests: window.hls, window.shopcast.{fired, errors, levelSwitches, pinnedLevel, liveJumps}; fired[i]
 // is one delivery path reaching its tag's frame ({id, path, mediaTime, cueStart, late, kind,
 // level, previousMediaTime}). A test may set window.shopcast.probe = (video, metadata) =>
 // number | object before load: it runs in the video frame callback of the fire; a number is
@@ -52,6 +52,7 @@ export function startPage(video, src, options, cards) {
   }
 
   const viewer = new ShopcastPlayer(video, src, { hls });
+  Object.defineProperty(sc, "liveJumps", { get: () => viewer.liveJumps || 0, configurable: true });
   viewer.addEventListener("tag", (e) => cards.fire(e.detail, e.detail.mediaTime));
   viewer.addEventListener("tagend", (e) => cards.end(e.detail));
   viewer.addEventListener("tagpassed", (e) => cards.passed(e.detail));

@@ -84,6 +84,9 @@ export declare class ShopcastPlayer extends EventTarget {
   /** The hls.js or Shaka instance (null on the browser's own HLS). */
   readonly player: any;
   readonly engine: "hls.js" | "shaka" | "native" | null;
+  /** hls.js only: times playback stood still before a hole and was moved to the live edge
+   * (a show continued on another origin after a failover). */
+  readonly liveJumps?: number;
   /** The last latency reading in seconds (null before one, and on a replay). */
   readonly latency: number | null;
   /** Every tag seen so far, in time order. */

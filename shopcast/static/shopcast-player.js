@@ -167,9 +167,40 @@ export class ShopcastPlayer extends EventTarget {
       setTimeout(() => this._scan(true), 0);
     });
     on(Events.MEDIA_ATTACHED, () => this._scan(true));
+    this._followMovedShow(hls);
     hls.loadSource(this.url);
     if (hls.media !== this.video) hls.attachMedia(this.video);
     return true;
+  }
+
+  // A show continued on another origin (cluster failover) goes on in playlists whose sequence
+  // numbers follow the wall clock after a discontinuity, sharing no segment with the last ones.
+  // hls.js (1.7) places such a reload by its sequence numbers, past what it buffered, and never
+  // crosses the hole from the buffered side (its gap jumping walks loaded fragments only). So:
+  // playback stood still for a second, not paused, with the live edge beyond everything
+  // buffered → go to the live edge (hls.js loads from there; no reload of the page or source).
+  _followMovedShow(hls) {
+    this.liveJumps = 0;
+    let last = -1;
+    let since = performance.now();
+    const timer = setInterval(() => {
+      const video = this.video;
+      const now = performance.now();
+      if (video.paused || video.seeking || video.currentTime !== last) {
+        last = video.currentTime;
+        since = now;
+        return;
+      }
+      const live = hls.liveSyncPosition;
+      const ranges = video.buffered;
+      const end = ranges.length ? ranges.end(ranges.length - 1) : 0;
+      if (live !== null && live !== undefined && live > end + 0.5 && now - since > 1000) {
+        video.currentTime = live;
+        this.liveJumps += 1;
+        since = now;
+      }
+    }, 250);
+    this._unlisten.push(() => clearInterval(timer));
   }
 
   async _startShaka(shakaOrClass, config) {

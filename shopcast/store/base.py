@@ -10,13 +10,13 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ingest.shown import REASON_CHARS, cut
+
 STREAM_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 #: Where a buy click came from: the live shop page or the replay page of a recording.
 CLICK_SOURCES = ("live", "replay")
 #: The setting holding the generated API token (when ``[api] tokens`` is empty).
 API_TOKEN_SETTING = "api_token"
-#: Where a stored secret's prefix may be shown (logs, errors): never more than this.
-_SHOWN_URL_CHARS = 200
 
 
 class StoreError(Exception):
@@ -445,4 +445,4 @@ def redact_url(url: str) -> str:
         userinfo, _, host = rest.rpartition("@")
         user = userinfo.partition(":")[0]
         url = f"{scheme}://{user}:***@{host}" if ":" in userinfo else url
-    return url[:_SHOWN_URL_CHARS]
+    return cut(url, REASON_CHARS)

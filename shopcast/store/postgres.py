@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import asyncpg
 
+from ingest.shown import REASON_CHARS, cut
 from shopcast.store.base import (
     ACQUIRE_LEASE_SQL,
     API_TOKEN_SETTING,
@@ -167,7 +168,7 @@ class PostgresStore:
     def _lost(self, exc: BaseException) -> None:
         if self._down is None:
             detail = str(exc) or type(exc).__name__
-            self._down = f"PostgreSQL at {self.where} is unreachable: {detail}"[:300]
+            self._down = f"PostgreSQL at {self.where} is unreachable: {cut(detail, REASON_CHARS)}"
             log.error("store: %s; reconnecting", self._down)
         if self._probe is None or self._probe.done():
             self._probe = asyncio.get_running_loop().create_task(self._reconnect())

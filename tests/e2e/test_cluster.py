@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from shopcast.api import FORWARDED_HEADER
 from shopcast.config import ClusterSection
 from shopcast.server import ShopcastServer
 
@@ -70,7 +71,9 @@ async def until(what: str, check: Callable[[], Awaitable[Any]], timeout: float =
 
 
 async def status(http: aiohttp.ClientSession, origin: Origin, stream: str = "demo") -> Any:
-    async with http.get(f"{origin.http}/api/v1/streams/{stream}", headers=AUTH) as r:
+    """The origin's own view of ``stream`` (a forwarded request is answered, not sent on)."""
+    headers = {**AUTH, FORWARDED_HEADER: "test"}
+    async with http.get(f"{origin.http}/api/v1/streams/{stream}", headers=headers) as r:
         assert r.status == 200
         return await r.json()
 
@@ -89,7 +92,7 @@ async def test_takeover_on_another_origin_fences_the_first_out(
                 return st["state"] == "live" and (st["origin"] or {}).get("node_id") == node
 
             await until("a to own demo", lambda: owned_by("a", a))
-            st = await status(http, b)  # b's API names the owner
+            st = await status(http, b)  # b's own view names the owner (its API forwards to a)
             assert st["origin"] == {"node_id": "a", "http_url": a.http} and st["state"] == "offline"
 
             # Placement: a carries a transcoded show, b none: new streams publish to b.

@@ -8,6 +8,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from ingest.shown import SHOWN
+
 from .conftest import API_TOKEN, Origin, ffmpeg_publish_args, requires_ffmpeg, run_ffmpeg
 
 pytestmark = [pytest.mark.e2e, requires_ffmpeg]
@@ -75,6 +77,14 @@ async def test_create_list_get_delete(origin: Origin) -> None:
     assert (await call(origin, "DELETE", "/api/v1/streams/shoe-launch"))[0] == 404
     code, _ = await run_ffmpeg(ffmpeg_publish_args(origin.rtmp_url(created["stream_key"])))
     assert code != 0  # a deleted stream's key is dead
+
+
+async def test_long_ids_in_paths_are_quoted_short(origin: Origin) -> None:
+    long_id = "z" * 6000  # within aiohttp's request line bound, far beyond any stream id
+    for path in (f"/api/v1/streams/{long_id}", f"/api/v1/streams/{long_id}/tags"):
+        status, data = await call(origin, "GET", path)
+        assert (status, error_code(data)) == (404, "not_found")
+        assert len(data["error"]["message"]) < SHOWN + 40 and "z" * SHOWN not in str(data)
 
 
 async def test_auth_negatives(origin: Origin) -> None:

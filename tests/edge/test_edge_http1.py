@@ -13,6 +13,7 @@ from cdn_edge.cache import CachedResponse
 from cdn_edge.collapse import Collapser
 from cdn_edge.http1 import MAX_QUEUED, EdgeConnection
 from cdn_edge.wire import DateLine, ResponseHead, simple_head
+from ingest.shown import REASON_CHARS
 
 DATE = b"Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n"
 
@@ -131,6 +132,8 @@ def test_head_gets_no_body_and_keep_alive_follows_the_request() -> None:
         (get("/now/" + "a" * 9000), b"400"),
         (get("/now/a", "Content-Length: 3") + b"abc", b"400"),
         (b"GET /now/a HTTP/1.1\r\n\r\n", b"400"),  # no Host
+        (b"X" * 6000 + b" /now/a HTTP/1.1\r\nHost: h\r\n\r\n", b"400"),  # quoted by the parser
+        (b"GET /" + b"\x01" * 3000 + b" HTTP/1.1\r\nHost: h\r\n\r\n", b"400"),
     ],
 )
 def test_what_cannot_be_parsed_or_carries_a_body_is_refused_and_closed(
@@ -141,6 +144,8 @@ def test_what_cannot_be_parsed_or_carries_a_body_is_refused_and_closed(
     assert transport.out.startswith(b"HTTP/1.1 " + status)
     assert b"Connection: close\r\n" in transport.out and transport.closed
     assert handler.seen == []
+    body = bytes(transport.out).partition(b"\r\n\r\n")[2]
+    assert len(body) <= REASON_CHARS + 20, body  # a peer's bytes are never echoed whole
 
 
 def test_a_client_that_pipelines_too_much_is_paused_until_answers_drain() -> None:

@@ -56,9 +56,11 @@ def test_every_protocol_maps_every_reason_as_on_the_wire_before() -> None:
         RefusalReason.BAD_KEY: "NetStream.Publish.BadName",
         RefusalReason.DUPLICATE: "NetStream.Publish.BadName",
         RefusalReason.HOOK_DENIED: "NetStream.Publish.Rejected",
+        RefusalReason.FULL: "NetStream.Publish.Rejected",
     }
     assert REFUSAL_STATUS == {
         RefusalReason.BAD_KEY: 401,
         RefusalReason.DUPLICATE: 409,
         RefusalReason.HOOK_DENIED: 403,
+        RefusalReason.FULL: 503,
     }

@@ -85,6 +85,12 @@ def test_srt_section_is_checked(env: dict[str, str], message: str) -> None:
         load_config(None, env)
 
 
+def test_max_publishers_from_env_and_checked() -> None:
+    assert load_config(None, {"SHOPCAST_INGEST_MAX_PUBLISHERS": "40"}).ingest.max_publishers == 40
+    with pytest.raises(ConfigError, match=r"ingest\.max_publishers must be positive"):
+        load_config(None, {"SHOPCAST_INGEST_MAX_PUBLISHERS": "0"})
+
+
 def test_srt_section_from_env() -> None:
     srt = load_config(None, {"SHOPCAST_SRT_ENABLED": "off", "SHOPCAST_SRT_LATENCY": "400"}).srt
     assert (srt.enabled, srt.latency, srt.port) == (False, 400, 9000)

@@ -1,7 +1,12 @@
+import asyncio
+import io
 import json
 import logging
 
-from shopcast.logs import JsonFormatter
+from aiohttp import web
+
+from ingest.shown import REASON_CHARS
+from shopcast.logs import JsonFormatter, ShortParserErrors
 
 
 def record(message: str, *args: object) -> logging.LogRecord:
@@ -36,3 +41,28 @@ def test_exceptions_are_one_line_of_json() -> None:
         rec.exc_info = sys.exc_info()
     line = JsonFormatter().format(rec)
     assert "\n" not in line and "ValueError: boom" in json.loads(line)["exc"]
+
+
+async def test_requests_aiohttp_cannot_parse_are_logged_short() -> None:
+    """The origin's HTTP server, sent a 3 KB request line of control bytes."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.addFilter(ShortParserErrors())
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("aiohttp.server")
+    logger.addHandler(handler)
+    runner = web.AppRunner(web.Application(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", runner.addresses[0][1])
+        writer.write(b"GET /" + b"\x01" * 3000 + b" HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert (await reader.read(100_000)).split(b" ")[1] == b"400"
+        writer.close()
+    finally:
+        await runner.cleanup()
+        logger.removeHandler(handler)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and "Error handling request" in lines[0], lines
+    assert len(lines[0]) <= REASON_CHARS + 120

@@ -196,6 +196,17 @@ def test_packager_reports_lag_and_parts(media) -> None:
     )
     # Parts belong to the video renditions; audio rides in them.
     assert value(metrics, "shopcast_parts_total", stream="shop", rendition="audio") is None
+    # Released with the ended show: no series of it is left to export.
+    metrics.forget_stream("shop")
+    for name in (
+        "shopcast_parts_total",
+        "shopcast_segments_total",
+        f"{lag}_count",
+        f"{late}_count",
+    ):
+        for rendition in ("180p", "audio"):
+            assert value(metrics, name, stream="shop", rendition=rendition) is None
+    metrics.forget_stream("shop")  # idempotent
 
 
 @pytest.fixture

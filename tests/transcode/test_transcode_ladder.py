@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 from collections.abc import Sequence
 from fractions import Fraction
 
@@ -273,6 +274,23 @@ async def test_passthrough_only_ladder(sources: SourceCache) -> None:
     run = await transcode(units, small_config(rungs=(), passthrough=True))
     assert [i.name for i in run.ladder] == ["270p", "audio"]
     assert run.infos["270p"].passthrough and len(run.packets["270p"]) == 60
+
+
+async def test_passthrough_only_ladder_stops_decoding_once_final(
+    sources: SourceCache, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="transcode")
+    units = units_from_file(sources.make(size="270x480", duration=6.0))  # 3 GOPs of 60
+    run = await transcode(units, small_config(rungs=(), passthrough=True))
+    source = media(units, MediaKind.VIDEO)
+    passed = run.packets["270p"]
+    assert [p.payload for p in passed] == [u.payload for u in source]
+    assert [p.pts for p in passed] == [u.pts * 90 for u in source]
+    # Decoded: the planning frames and the first GOP (until the second keyframe tells the
+    # GOP fits); nothing after the ladder is final, and the rest went by on the event loop.
+    assert 60 <= run.transcoder.stats.frames_decoded <= 60 + 6
+    assert "passthrough only: the event loop passes the source on" in caplog.text
+    assert not run.transcoder.stats.faults.counts
 
 
 async def test_passthrough_refused_for_long_gops_falls_back_to_encoding(
