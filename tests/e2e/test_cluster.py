@@ -93,7 +93,9 @@ async def test_takeover_on_another_origin_fences_the_first_out(
 
             await until("a to own demo", lambda: owned_by("a", a))
             st = await status(http, b)  # b's own view names the owner (its API forwards to a)
-            assert st["origin"] == {"node_id": "a", "http_url": a.http} and st["state"] == "offline"
+            # Live (on a), with no publisher here.
+            assert st["origin"] == {"node_id": "a", "http_url": a.http} and st["state"] == "live"
+            assert st["ingest"] is None
 
             # Placement: a carries a transcoded show, b none: new streams publish to b.
             async def placed_on_b() -> Any:
@@ -143,7 +145,7 @@ async def test_takeover_on_another_origin_fences_the_first_out(
 
 async def _dropped(http: aiohttp.ClientSession, origin: Origin) -> bool:
     st = await status(http, origin)
-    return bool(st["state"] == "offline" and st["active_input"] is None)
+    return bool(st["ingest"] is None and st["active_input"] is None)
 
 
 async def test_reject_refuses_a_stream_live_on_another_origin(tmp_path: Path) -> None:
@@ -162,7 +164,8 @@ async def test_reject_refuses_a_stream_live_on_another_origin(tmp_path: Path) ->
             code, err = await run_ffmpeg(ffmpeg_publish_args(b.rtmp_url(key), seconds=5), 30)
             assert code != 0, err
             st = await status(http, b)
-            assert st["state"] == "offline" and st["origin"]["node_id"] == "a"
+            assert st["state"] == "live" and st["origin"]["node_id"] == "a"  # live on a
+            assert st["ingest"] is None  # b took no publisher
             assert (await status(http, a))["state"] == "live"  # the first one is untouched
             lease = await b.server.store.lease_of("demo")
             assert lease is not None and (lease.node_id, lease.epoch) == ("a", 1)

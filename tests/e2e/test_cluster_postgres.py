@@ -72,26 +72,27 @@ async def test_an_origin_paused_past_its_lease_is_fenced_out(
         async def state(srv: ServeEnv) -> Any:  # the node's own view, not the owner's answer
             return await get(http, f"{srv.http}/api/v1/streams/demo", FORWARDED_HEADER)
 
-        async def owner(srv: ServeEnv, node: str, live: bool) -> bool:
+        async def owner(srv: ServeEnv, node: str, publisher: bool) -> bool:
+            """Whether ``srv`` says the show is live on ``node``, and has its publisher itself."""
             st = await state(srv)
-            owned = (st["origin"] or {}).get("node_id") == node
-            return owned and (st["state"] == "live") == live
+            owned = (st["origin"] or {}).get("node_id") == node and st["state"] == "live"
+            return owned and (st["ingest"] is not None) == publisher
 
         first = await start_ffmpeg(ffmpeg_publish_args(a.rtmp_url(key), seconds=90, realtime=True))
         second = None
         try:
-            await until("a to own demo", lambda: owner(a, "a", live=True), 30)
+            await until("a to own demo", lambda: owner(a, "a", publisher=True), 30)
             proc_a.send_signal(signal.SIGSTOP)
             try:
                 await asyncio.sleep(NODE_TIMEOUT + 1.0)  # a's lease expires in the database
                 second = await start_ffmpeg(
                     ffmpeg_publish_args(b.rtmp_url(key), seconds=90, realtime=True)
                 )
-                await until("b to own demo", lambda: owner(b, "b", live=True), 30)
+                await until("b to own demo", lambda: owner(b, "b", publisher=True), 30)
             finally:
                 proc_a.send_signal(signal.SIGCONT)
             # a wakes up believing it owns demo; its renewal finds epoch 2: fenced out.
-            await until("a to drop its show", lambda: owner(a, "b", live=False), 15)
+            await until("a to drop its show", lambda: owner(a, "b", publisher=False), 15)
             log = (tmp_path / "a" / "serve.log").read_text()
             assert "lease for demo lost to node b (epoch 2)" in log, log[-3000:]
             assert (await state(a))["last_error"] == "lease for demo lost to node b (epoch 2)"
@@ -107,7 +108,7 @@ async def test_an_origin_paused_past_its_lease_is_fenced_out(
                 await conn.close()
             assert [tuple(r) for r in rows] == [("b", 2)]
             for srv in (a, b):
-                assert await owner(srv, "b", live=srv is b)
+                assert await owner(srv, "b", publisher=srv is b)
             nodes = await get(http, f"{a.http}/api/v1/nodes")
             assert {n["node_id"]: n["alive"] for n in nodes["nodes"]} == {"a": True, "b": True}
         finally:
