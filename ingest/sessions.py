@@ -27,6 +27,17 @@ log = logging.getLogger(__name__)
 
 _RATE_WINDOW = 5.0  # seconds of arrivals behind the bitrate and fps figures
 
+#: The input a stream's own key publishes to.
+MAIN_INPUT = "main"
+#: Joins a stream id and a named input in a publish target ("demo/closeup"); stream ids have none.
+INPUT_SEPARATOR = "/"
+
+
+def split_target(target: str) -> tuple[str, str]:
+    """The stream id and input name of a publish target (``resolve`` gives one)."""
+    stream_id, _, name = target.partition(INPUT_SEPARATOR)
+    return stream_id, name or MAIN_INPUT
+
 
 class RefusalReason(enum.Enum):
     """Why the registry refuses a publisher; each protocol maps it to its own status."""
@@ -161,8 +172,16 @@ class IngestStats:
 class PublishSession:
     """One publisher feeding one stream's hub, from publish to unpublish."""
 
-    def __init__(self, stream_id: str, publisher: Publisher, hub_queue_size: int) -> None:
+    def __init__(
+        self,
+        stream_id: str,
+        publisher: Publisher,
+        hub_queue_size: int,
+        input_name: str = MAIN_INPUT,
+    ) -> None:
         self.stream_id = stream_id
+        #: Which of the stream's inputs this publisher feeds (its own hub, see ``LiveStreams``).
+        self.input = input_name
         self.publisher = publisher
         self.hub = StreamHub(stream_id, hub_queue_size)
         self.stats = IngestStats()
@@ -204,12 +223,18 @@ class LiveStreams:
         self._authorize = authorize
         self.on_duplicate = on_duplicate
         self.hub_queue_size = hub_queue_size
+        #: The main input's session of each live stream.
         self.sessions: dict[str, PublishSession] = {}
+        #: Sessions of named inputs: stream id → input name → session (each its own hub).
+        self.inputs: dict[str, dict[str, PublishSession]] = {}
         self.states: collections.defaultdict[str, StreamState] = collections.defaultdict(
             StreamState
         )
         self.on_session_start: list[SessionListener] = []
         self.on_session_end: list[SessionListener] = []
+        #: Told when a named input (not ``main``) starts and ends publishing.
+        self.on_input_start: list[SessionListener] = []
+        self.on_input_end: list[SessionListener] = []
         #: (session, message name, AMF arguments, timestamp in ms) for publisher data messages
         self.on_data: list[Callable[[PublishSession, str, tuple[Any, ...], int], None]] = []
         #: Optional admission check before a publisher is accepted: returns a refusal or None.
@@ -219,16 +244,18 @@ class LiveStreams:
         self.ownership: Callable[[str, Publisher], Awaitable[str | None]] | None = None
 
     async def resolve(self, stream_key: str) -> str:
-        """The stream ``stream_key`` publishes to; ``PublishRefused`` if the key is unknown
+        """The publish target of ``stream_key``: a stream id, or ``"<stream id>/<input>"`` for
+        a named input's key (see :func:`split_target`); ``PublishRefused`` if the key is unknown
         (and whatever ``authorize`` raises when it cannot tell, e.g. its database is down)."""
         stream_id = await self._authorize(stream_key)
         if stream_id is None:
             raise PublishRefused(RefusalReason.BAD_KEY, "unknown or invalid stream key")
         return stream_id
 
-    async def admit(self, stream_id: str, publisher: Publisher) -> None:
+    async def admit(self, target: str, publisher: Publisher) -> None:
         """Ask the optional admission hook (``on_publish``), then the optional ownership check
         (the cluster's lease); ``PublishRefused`` if either says no."""
+        stream_id, _ = split_target(target)
         if self.admission is not None:
             refusal = await self.admission(stream_id, publisher)
             if refusal is not None:
@@ -242,8 +269,11 @@ class LiveStreams:
         """Authorize ``stream_key`` and open a session (no admission hook)."""
         return self.open(await self.resolve(stream_key), publisher)
 
-    def open(self, stream_id: str, publisher: Publisher) -> PublishSession:
+    def open(self, target: str, publisher: Publisher) -> PublishSession:
         """Open a session for an authorized publisher; takes over or refuses a live one."""
+        stream_id, input_name = split_target(target)
+        if input_name != MAIN_INPUT:
+            return self._open_input(stream_id, input_name, publisher)
         current = self.sessions.get(stream_id)
         if current is not None:
             if self.on_duplicate == "reject":
@@ -265,6 +295,27 @@ class LiveStreams:
             listener(session)
         return session
 
+    def _open_input(self, stream_id: str, name: str, publisher: Publisher) -> PublishSession:
+        """A named input's publisher: a newer one takes over (never refused: a camera that
+        reconnects must get its input back)."""
+        live = self.inputs.setdefault(stream_id, {})
+        current = live.get(name)
+        if current is not None:
+            self.end(current, f"taken over by a new publisher from {publisher.peer}", clean=True)
+            current.publisher.kick("input taken over by another publisher")
+        session = PublishSession(stream_id, publisher, self.hub_queue_size, name)
+        live[name] = session
+        log.info("[%s] input %s: %s from %s", stream_id, name, publisher.protocol, publisher.peer)
+        for listener in self.on_input_start:
+            listener(session)
+        return session
+
+    def input_session(self, stream_id: str, name: str) -> PublishSession | None:
+        """The live session of one of the stream's inputs (``main`` included), or None."""
+        if name == MAIN_INPUT:
+            return self.sessions.get(stream_id)
+        return self.inputs.get(stream_id, {}).get(name)
+
     def end(
         self, session: PublishSession, error: str | None = None, *, clean: bool = False
     ) -> None:
@@ -277,6 +328,15 @@ class LiveStreams:
         session.ended = True
         session.clean_end = clean
         session.hub.end()
+        if session.input != MAIN_INPUT:
+            live = self.inputs.get(session.stream_id, {})
+            if live.get(session.input) is session:
+                del live[session.input]
+                if not live:
+                    del self.inputs[session.stream_id]
+            for listener in self.on_input_end:
+                listener(session)
+            return
         if self.sessions.get(session.stream_id) is session:
             del self.sessions[session.stream_id]
         state = self.states[session.stream_id]
@@ -287,7 +347,11 @@ class LiveStreams:
             listener(session)
 
     def kick(self, stream_id: str, reason: str) -> bool:
-        """Disconnect the stream's publisher; False if it is not live."""
+        """Disconnect the stream's publisher (and its named inputs'); False if its main input
+        is not live."""
+        for named in list(self.inputs.get(stream_id, {}).values()):
+            self.end(named, reason, clean=True)
+            named.publisher.kick(reason)
         session = self.sessions.get(stream_id)
         if session is None:
             return False

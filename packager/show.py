@@ -76,3 +76,11 @@ class ShowTimeline:
         end = self._session_end
         self.offset = Fraction(math.ceil(end * fps)) / fps if fps else end
         return self.offset
+
+    def continue_on_switch(self, start: Fraction) -> Fraction:
+        """Another input takes over with its frame at ``start`` (its session time): that frame
+        follows the last media at once on the same wall clock, so the PDT grid has no gap."""
+        fps = self.frame_rate
+        end = self._session_end
+        self.offset = (Fraction(math.ceil(end * fps)) / fps if fps else end) - start
+        return self.offset

@@ -134,6 +134,12 @@ class ContinuitySection:
     slate_image: str = ""
     #: Per-stream slate pictures, ``"<stream_id>=<path>"`` each.
     slate_images: tuple[str, ...] = ()
+    #: Least seconds between two input switches of a stream (a flapping input cannot thrash
+    #: the ladder); a switch asked sooner is refused with Retry-After.
+    switch_interval: float = 2.0
+    #: Longest wait for the new input's cue (its ladder and an aligned keyframe) before a
+    #: switch is given up.
+    switch_timeout: float = 10.0
 
     def image_for(self, stream_id: str) -> str:
         """The slate picture file of ``stream_id`` ("" for the generated card)."""

@@ -15,6 +15,7 @@ from ingest.media import MediaKind
 from ingest.sessions import LiveStreams, PublishSession
 from packager.live import LivePackage, PackageListener, PackagerConfig
 from packager.recorder import Recording
+from packager.switch import SwitchCue, SwitchRefused
 from shopcast.config import ContinuitySection
 from transcode.ladder import LadderTranscoder
 from transcode.policy import LadderConfig
@@ -37,6 +38,29 @@ class StreamPipeline:
     gap_timer: asyncio.TimerHandle | None = None
     #: The current session's task (transcoder run, after the previous one's end is listed).
     runner: asyncio.Task[None] | None = None
+    #: ``time.monotonic()`` of the last input switch asked for (switches are rate-limited).
+    last_switch: float = -math.inf
+    switching: bool = False
+
+
+@dataclass(frozen=True)
+class SwitchDone:
+    """Where a switch happened: the packaged time of the new input's first frame and its
+    PROGRAM-DATE-TIME (None when the input was already active)."""
+
+    input: str
+    switched: bool
+    time: Fraction | None = None
+    program_date_time: float | None = None
+
+
+class SwitchFailed(Exception):
+    """A switch refused: HTTP-like ``status``, a ``code``, words, and when to retry (429)."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after: int = 0) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.retry_after = retry_after
 
 
 class RecordingOpener(Protocol):
@@ -69,6 +93,8 @@ class Pipelines:
         self.pipelines: dict[str, StreamPipeline] = {}
         streams.on_session_start.append(self._session_started)
         streams.on_session_end.append(self._session_ended)
+        streams.on_input_start.append(self._input_started)
+        streams.on_input_end.append(self._input_ended)
 
     def package(self, stream_id: str) -> LivePackage | None:
         """The stream's live (or just ended) package, for the origin."""
@@ -76,9 +102,14 @@ class Pipelines:
         return pipeline.package if pipeline else None
 
     def _session_started(self, session: PublishSession) -> None:
+        old = self.pipelines.get(session.stream_id)
+        held = old is not None and not old.package.ended and old.package.input != session.input
+        if held and old is not None and old.finish_timer is None:
+            # Another input feeds the show: this one is held, ready for a switch.
+            log.info("[%s] input %s back: held", session.stream_id, session.input)
+            return
         # Attach now, so no unit is missed while an old transcoder finishes flushing.
         reader = session.hub.add_reader("transcode")
-        old = self.pipelines.get(session.stream_id)
         reconnect = old is not None and old.finish_timer is not None and not old.package.ended
         if old is not None and reconnect:
             assert old.finish_timer is not None
@@ -112,6 +143,7 @@ class Pipelines:
                         listener(session.stream_id, round(stretch, 3))
                 log.info("[%s] publisher back: playlists continue", session.stream_id)
                 package.continue_after_reconnect()
+                package.input = session.input
             await transcoder.run()
 
         pipeline.runner = self._spawn(pipeline, run(), name=f"pipeline-{session.stream_id}")
@@ -179,10 +211,26 @@ class Pipelines:
 
         pipeline.gap_timer = loop.call_later(gap / 4, check)
 
+    def _input_started(self, session: PublishSession) -> None:
+        """A named input publishes: held, unless it fed the show and dropped (it resumes)."""
+        pipeline = self.pipelines.get(session.stream_id)
+        if (
+            pipeline is not None
+            and pipeline.finish_timer is not None
+            and pipeline.package.input == session.input
+        ):
+            self._session_started(session)
+
+    def _input_ended(self, session: PublishSession) -> None:
+        """A named input stopped: when it fed the show, as if the main publisher had."""
+        self._session_ended(session)
+
     def _session_ended(self, session: PublishSession) -> None:
         pipeline = self.pipelines.get(session.stream_id)
         if pipeline is None or pipeline.package.ended:
             return
+        if pipeline.package.input != session.input:
+            return  # a held input stopped: the show goes on
         if pipeline.gap_timer is not None:
             pipeline.gap_timer.cancel()
             pipeline.gap_timer = None
@@ -224,6 +272,85 @@ class Pipelines:
         while package.active_input == "slate":
             await asyncio.sleep(interval)
             package.advance_slate()
+
+    # -- switching inputs (multi-camera) -------------------------------------------------
+    async def switch(self, stream_id: str, name: str) -> SwitchDone:
+        """Switch every rendition to input ``name`` at its next keyframe (an IDR on every
+        rendition at the same frame, the PDT grid unbroken). ``SwitchFailed`` says why not."""
+        pipeline = self.pipelines.get(stream_id)
+        if pipeline is None or pipeline.package.ended or not pipeline.package.renditions:
+            raise SwitchFailed(409, "offline", f"stream {stream_id!r} has no show on")
+        package = pipeline.package
+        if package.active_input == "slate" or pipeline.finish_timer is not None:
+            raise SwitchFailed(409, "interrupted", "the show's input dropped: no switch now")
+        if name == package.input:
+            return SwitchDone(name, switched=False)
+        session = self.streams.input_session(stream_id, name)
+        if session is None:
+            raise SwitchFailed(409, "not_publishing", f"input {name!r} is not publishing")
+        wait = pipeline.last_switch + self.continuity.switch_interval - time.monotonic()
+        if pipeline.switching or wait > 0:
+            raise SwitchFailed(
+                429,
+                "rate_limited",
+                f"at most one switch every {self.continuity.switch_interval:g} s",
+                retry_after=max(1, math.ceil(wait)),
+            )
+        pipeline.switching = True
+        pipeline.last_switch = time.monotonic()
+        try:
+            return await self._switch(pipeline, session)
+        finally:
+            pipeline.switching = False
+
+    async def _switch(self, pipeline: StreamPipeline, session: PublishSession) -> SwitchDone:
+        package = pipeline.package
+        # A late reader starts at the input's next keyframe (see StreamHub.add_reader).
+        reader = session.hub.add_reader(f"transcode-{session.input}")
+        cue = SwitchCue(package, session.input)
+        transcoder = LadderTranscoder(
+            reader, self.ladder, sink=cue, name=f"{session.stream_id}/{session.input}"
+        )
+        task = self._spawn(pipeline, transcoder.run(), name=f"pipeline-{session.stream_id}")
+
+        async def give_up() -> None:
+            reader.close()
+            await _done(task)
+
+        try:
+            start = await asyncio.wait_for(
+                asyncio.shield(cue.ready), self.continuity.switch_timeout
+            )
+        except SwitchRefused as exc:
+            await give_up()
+            raise SwitchFailed(409, "incompatible_input", str(exc)) from None
+        except TimeoutError:
+            await give_up()
+            raise SwitchFailed(
+                409,
+                "no_keyframe",
+                f"input {session.input} gave no usable keyframe within "
+                f"{self.continuity.switch_timeout:g} s",
+            ) from None
+        # The old input's last frames are listed, then the new one follows on every rendition.
+        if pipeline.transcoder is not None:
+            pipeline.transcoder.reader.close()
+        if pipeline.runner is not None:
+            await _done(pipeline.runner)
+        if package.ended or package.active_input == "slate" or pipeline.finish_timer is not None:
+            await give_up()
+            raise SwitchFailed(409, "interrupted", "the show's input dropped during the switch")
+        switched = cue.take_over(start)
+        pipeline.transcoder, pipeline.runner = transcoder, task
+        pdt = package.program_date_time(switched)
+        log.info(
+            "[%s] switched to input %s at %.3f s (PDT %.3f)",
+            session.stream_id,
+            session.input,
+            float(switched),
+            pdt,
+        )
+        return SwitchDone(session.input, True, switched, pdt)
 
     def _finish(self, stream_id: str) -> asyncio.Task[None] | None:
         pipeline = self.pipelines.get(stream_id)

@@ -15,7 +15,7 @@ from aiohttp import web
 from ingest.media import MediaKind
 from ingest.rtmp.connection import RTMPLimits
 from ingest.rtmp.server import RTMPServer, RTMPServerSettings
-from ingest.sessions import LiveStreams
+from ingest.sessions import INPUT_SEPARATOR, LiveStreams
 from ingest.srt.server import SrtServer, SrtSettings, SrtUnavailable
 from ingest.whip.endpoint import WhipEndpoint
 from ingest.whip.session import WhipSettings
@@ -217,9 +217,12 @@ class ShopcastServer:
         self.welcome = Welcome(first.new_api_token, first.new_demo_key)
 
     async def _authorize(self, stream_key: str) -> str | None:
+        """The publish target of a key: the stream id, or "<stream id>/<input>" for a named
+        input's key."""
         rec = await self.store.stream_for_key(stream_key)
         if rec is None:
-            return None
+            named = await self.store.input_for_key(stream_key)
+            return f"{named.stream_id}{INPUT_SEPARATOR}{named.name}" if named else None
         self.recordings.stream_published(rec)
         return rec.id
 
