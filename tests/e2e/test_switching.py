@@ -1,0 +1,192 @@
+"""Multi-camera switching with real clients: two ffmpeg publishers (testsrc2 and a solid colour)
+feed one stream as its ``main`` and ``closeup`` inputs; the API switches between them; playlists
+are followed with blocking reloads and PyAV decodes the segments on either side of each switch."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from datetime import datetime
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from benchmarks.harness.continuity import PlaylistWatch
+
+from .conftest import Origin, ffmpeg_publish_args, requires_ffmpeg, start_ffmpeg, stop_ffmpeg
+from .test_continuity import api, fetch, origin, ready_show, receiver, until, watching
+
+__all__ = ["origin", "receiver"]  # fixtures used here
+
+pytestmark = [pytest.mark.e2e, requires_ffmpeg]
+
+#: A solid colour: every decoded frame's luma is flat (testsrc2's is anything but).
+SOLID = "color=c=0x3050c0:size=180x320:rate=30"
+#: Luma standard deviation telling the two pictures apart (solid ≈ 0-2, testsrc2 ≈ 50+).
+FLAT = 10.0
+
+
+async def publish(
+    origin: Origin, key: str, picture: str | None = None
+) -> asyncio.subprocess.Process:
+    args = ffmpeg_publish_args(origin.rtmp_url(key), seconds=120, realtime=True)
+    if picture is not None:
+        args[args.index(next(a for a in args if a.startswith("testsrc2=")))] = picture
+    return await start_ffmpeg(args)
+
+
+def frames(init: bytes, segment: bytes) -> list[tuple[bool, float]]:
+    """(keyframe, luma standard deviation) of every decoded video frame."""
+    out = []
+    with av.open(io.BytesIO(init + segment), mode="r", format="mp4") as container:
+        for frame in container.decode(video=0):
+            luma = np.asarray(frame.to_ndarray(format="gray"), dtype=np.float32)
+            out.append((bool(frame.key_frame), float(luma.std())))
+    return out
+
+
+def timed_segments(text: str) -> list[tuple[float, float, str, int]]:
+    """(PDT, duration, URI, discontinuity number) of every complete segment listed."""
+    out = []
+    disc, pdt, duration = 0, 0.0, None
+    for line in text.splitlines():
+        if line.startswith("#EXT-X-DISCONTINUITY-SEQUENCE:"):
+            disc = int(line.split(":")[1])
+        elif line == "#EXT-X-DISCONTINUITY":
+            disc += 1
+        elif line.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
+            stamp = line.split(":", 1)[1].replace("Z", "+00:00")
+            pdt = datetime.fromisoformat(stamp).timestamp()
+        elif line.startswith("#EXTINF:"):
+            duration = float(line[8:].split(",")[0])
+        elif duration is not None and line and not line.startswith("#"):
+            out.append((pdt, duration, line, disc))
+            duration = None
+    return out
+
+
+async def check_switch(
+    origin: Origin, watches: dict[str, PlaylistWatch], disc: int, to_flat: bool, pdt: float
+) -> None:
+    """Around discontinuity ``disc`` on every rendition: the old picture up to it, the new one
+    from an IDR on, no gap in the PDT grid, the switch at the PDT the API answered."""
+    await until(
+        lambda: all([s for s in timed_segments(w.text) if s[3] == disc] for w in watches.values()),
+        20,
+        f"a complete segment after switch {disc}",
+    )
+    for name, w in watches.items():
+        listed = timed_segments(w.text)
+        after = next(i for i, s in enumerate(listed) if s[3] == disc)
+        assert after > 0, (name, listed)
+        before, first = listed[after - 1], listed[after]
+        assert before[3] == disc - 1
+        gap = first[0] - (before[0] + before[1])
+        assert abs(gap) < 0.05, f"{name}: PDT grid broken by {gap:.3f} s at the switch"
+        assert abs(first[0] - pdt) < 0.05, (name, first[0], pdt)
+        [segment] = [s for s in w.segments() if s.uri == first[2]]
+        [previous] = [s for s in w.segments() if s.uri == before[2]]
+        new = frames(
+            await fetch(origin, name, segment.map_uri), await fetch(origin, name, first[2])
+        )
+        old = frames(
+            await fetch(origin, name, previous.map_uri), await fetch(origin, name, before[2])
+        )
+        print(
+            f"{name}: switch {disc}: PDT gap {gap * 1000:+.1f} ms,"
+            f" {len(old)} old + {len(new)} new frames"
+        )
+        assert new and new[0][0], f"{name}: no IDR at the switch frame"
+        assert all((std < FLAT) == to_flat for _, std in new), (name, new[:5])
+        assert all((std < FLAT) != to_flat for _, std in old), (name, old[-5:])
+
+
+async def test_switch_between_two_cameras_on_every_rendition(origin: Origin) -> None:
+    main = await publish(origin, await origin.key())
+    closeup: asyncio.subprocess.Process | None = None
+    try:
+        status, created = await api(
+            origin, "POST", "/api/v1/streams/demo/inputs", {"name": "closeup"}
+        )
+        assert status == 201, created
+        assert created["rtmp_url"].endswith("/" + created["stream_key"])
+        assert created["whip_url"].endswith("/whip/demo") and created["backup"] is False
+        status, spare = await api(
+            origin, "POST", "/api/v1/streams/demo/inputs", {"name": "spare", "backup": True}
+        )
+        assert status == 201 and spare["publishing"] is False
+        status, body = await api(origin, "POST", "/api/v1/streams/demo/inputs", {"name": "main"})
+        assert status == 422, body
+        closeup = await publish(origin, created["stream_key"], SOLID)
+        names = await ready_show(origin)
+        assert sorted(names) == ["180p", "90p"]
+
+        sessions = origin.server.streams
+        await until(lambda: sessions.input_session("demo", "closeup") is not None, 10, "closeup")
+        status, listed = await api(origin, "GET", "/api/v1/streams/demo/inputs")
+        assert status == 200
+        assert [(i["name"], i["publishing"], i["active"]) for i in listed["inputs"]] == [
+            ("main", True, True),
+            ("closeup", True, False),
+            ("spare", False, False),
+        ]
+        # Refusals: unknown input, an input nobody publishes, a bad body.
+        status, body = await api(origin, "POST", "/api/v1/streams/demo/switch", {"input": "nope"})
+        assert status == 404, body
+        status, body = await api(origin, "POST", "/api/v1/streams/demo/switch", {"input": "spare"})
+        assert status == 409 and body["error"]["code"] == "not_publishing", body
+        status, body = await api(origin, "POST", "/api/v1/streams/demo/switch", {"in": "x"})
+        assert status == 422, body
+        status, body = await api(origin, "POST", "/api/v1/streams/demo/switch", {"input": "main"})
+        assert status == 200 and body["switched"] is False, body
+
+        async with watching(origin, names) as watches:
+            await until(lambda: all(len(w.parts) >= 3 for w in watches.values()), 20, "parts")
+            status, body = await api(
+                origin, "POST", "/api/v1/streams/demo/switch", {"input": "closeup"}
+            )
+            assert status == 200 and body["switched"] and body["active_input"] == "closeup", body
+            switched = datetime.fromisoformat(body["program_date_time"].replace("Z", "+00:00"))
+            # A second switch at once is refused: the ladder cannot be made to thrash.
+            status, refused = await api(
+                origin, "POST", "/api/v1/streams/demo/switch", {"input": "main"}
+            )
+            assert status == 429 and refused["error"]["code"] == "rate_limited", refused
+            _, stream = await api(origin, "GET", "/api/v1/streams/demo")
+            assert stream["active_input"] == "closeup", stream
+            await check_switch(origin, watches, 1, True, switched.timestamp())
+
+            # And back to the main camera.
+            interval = origin.server.config.continuity.switch_interval
+            await asyncio.sleep(interval)
+            status, body = await api(
+                origin, "POST", "/api/v1/streams/demo/switch", {"input": "main"}
+            )
+            assert status == 200 and body["switched"], body
+            back = datetime.fromisoformat(body["program_date_time"].replace("Z", "+00:00"))
+            await check_switch(origin, watches, 2, False, back.timestamp())
+            status, body = await api(origin, "DELETE", "/api/v1/streams/demo/inputs/closeup")
+            assert status == 204, body
+        await asyncio.wait_for(closeup.wait(), 10)  # its publisher was disconnected
+    finally:
+        await stop_ffmpeg(main)
+        if closeup is not None:
+            await stop_ffmpeg(closeup)
+
+
+async def test_input_keys_are_refused_once_deleted(origin: Origin, tmp_path: Path) -> None:
+    status, created = await api(origin, "POST", "/api/v1/streams/demo/inputs", {"name": "cam2"})
+    assert status == 201, created
+    status, body = await api(origin, "DELETE", "/api/v1/streams/demo/inputs/cam2")
+    assert status == 204, body
+    status, body = await api(origin, "DELETE", "/api/v1/streams/demo/inputs/cam2")
+    assert status == 404, body
+    status, body = await api(origin, "DELETE", "/api/v1/streams/demo/inputs/main")
+    assert status == 422, body
+    # Publishing with the deleted key is refused (ffmpeg exits with an error at once).
+    proc = await publish(origin, created["stream_key"])
+    assert await asyncio.wait_for(proc.wait(), 20) != 0
+    status, body = await api(origin, "POST", "/api/v1/streams/demo/switch", {"input": "cam2"})
+    assert status == 404, body
