@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ingest.codecs import (
     BitstreamError,
@@ -64,6 +64,13 @@ class Publisher(Protocol):
 
     def kick(self, reason: str) -> None:
         """Tell the publisher why, then close its connection."""
+
+
+@runtime_checkable
+class KeyframeSource(Protocol):
+    """A publisher that can be asked for a keyframe now (WHIP: an RTCP PLI)."""
+
+    def request_keyframe(self, *, force: bool = False) -> None: ...
 
 
 @dataclass

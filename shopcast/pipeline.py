@@ -12,7 +12,7 @@ from fractions import Fraction
 from typing import Any, Protocol
 
 from ingest.media import MediaKind
-from ingest.sessions import LiveStreams, PublishSession
+from ingest.sessions import KeyframeSource, LiveStreams, PublishSession
 from packager.live import LivePackage, PackageListener, PackagerConfig
 from packager.recorder import Recording
 from packager.switch import SwitchCue, SwitchRefused
@@ -22,6 +22,8 @@ from transcode.policy import LadderConfig
 from transcode.slate import SlateClip, SlateError, encode_slate, load_slate_image
 
 log = logging.getLogger(__name__)
+#: Seconds between keyframe requests to a WHIP input while a switch to it waits for its cue.
+_KEYFRAME_ASK = 0.25
 
 
 @dataclass
@@ -312,6 +314,18 @@ class Pipelines:
             reader, self.ladder, sink=cue, name=f"{session.stream_id}/{session.input}"
         )
         task = self._spawn(pipeline, transcoder.run(), name=f"pipeline-{session.stream_id}")
+        publisher = session.publisher
+        if isinstance(publisher, KeyframeSource):
+            # WHIP: keyframes on demand (the reader's first, the one that shows the GOP, the
+            # cue's) instead of waiting for the browser's own, up to the cue.
+            source = publisher
+
+            async def ask_keyframes() -> None:
+                while not cue.ready.done():
+                    source.request_keyframe(force=True)
+                    await asyncio.sleep(_KEYFRAME_ASK)
+
+            self._spawn(pipeline, ask_keyframes())
 
         async def give_up() -> None:
             reader.close()
