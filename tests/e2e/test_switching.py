@@ -6,17 +6,37 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from datetime import datetime
 from pathlib import Path
 
+import aiohttp
 import av
 import numpy as np
 import pytest
 
-from benchmarks.harness.continuity import PlaylistWatch
+from benchmarks.harness.continuity import PlaylistWatch, decode_segment
+from benchmarks.harness.whip_client import publish as whip_publish
+from shopcast.config import WhipSection
 
-from .conftest import Origin, ffmpeg_publish_args, requires_ffmpeg, start_ffmpeg, stop_ffmpeg
-from .test_continuity import api, fetch, origin, ready_show, receiver, until, watching
+from .conftest import (
+    Origin,
+    Receiver,
+    ffmpeg_publish_args,
+    requires_ffmpeg,
+    start_ffmpeg,
+    stop_ffmpeg,
+)
+from .test_continuity import (
+    api,
+    fetch,
+    origin,
+    ready_show,
+    receiver,
+    serving,
+    until,
+    watching,
+)
 
 __all__ = ["origin", "receiver"]  # fixtures used here
 
@@ -29,11 +49,13 @@ FLAT = 10.0
 
 
 async def publish(
-    origin: Origin, key: str, picture: str | None = None
+    origin: Origin, key: str, picture: str | None = None, stereo: bool = False
 ) -> asyncio.subprocess.Process:
     args = ffmpeg_publish_args(origin.rtmp_url(key), seconds=120, realtime=True)
     if picture is not None:
         args[args.index(next(a for a in args if a.startswith("testsrc2=")))] = picture
+    if stereo:  # as a WHIP input's Opus comes out of the audio transcode
+        args[args.index("aac") + 1 : args.index("aac") + 1] = ["-ac", "2"]
     return await start_ffmpeg(args)
 
 
@@ -190,3 +212,119 @@ async def test_input_keys_are_refused_once_deleted(origin: Origin, tmp_path: Pat
     assert await asyncio.wait_for(proc.wait(), 20) != 0
     status, body = await api(origin, "POST", "/api/v1/streams/demo/switch", {"input": "cam2"})
     assert status == 404, body
+
+
+async def test_switch_to_a_whip_camera(tmp_path: Path, receiver: Receiver) -> None:
+    """A WHIP input (browser-like: H.264 + Opus) takes over from an RTMP main at once: keyframes
+    are asked for, not waited for."""
+    whip = WhipSection(host_addresses=("127.0.0.1",))
+    async with serving(tmp_path, receiver.url, 5.0, whip=whip) as origin:
+        # Stereo: inputs with other audio (a mono RTMP encoder) are refused for now.
+        main = await publish(origin, await origin.key(), SOLID, stereo=True)
+        try:
+            status, created = await api(
+                origin, "POST", "/api/v1/streams/demo/inputs", {"name": "phone"}
+            )
+            assert status == 201, created
+            names = await ready_show(origin)
+            async with aiohttp.ClientSession() as http:
+                phone = await whip_publish(
+                    http, origin.http, "demo", created["stream_key"], size=(180, 320)
+                )
+                try:
+                    streams = origin.server.streams
+                    await until(
+                        lambda: (
+                            (s := streams.input_session("demo", "phone")) is not None
+                            and s.stats.video_frames > 10
+                        ),
+                        15,
+                        "the phone's media",
+                    )
+                    async with watching(origin, names) as watches:
+                        asked = time.monotonic()
+                        status, body = await api(
+                            origin, "POST", "/api/v1/streams/demo/switch", {"input": "phone"}
+                        )
+                        took = time.monotonic() - asked
+                        print(f"WHIP switch answered in {took:.2f} s: {body}")
+                        assert status == 200 and body["switched"], body
+                        switched = datetime.fromisoformat(
+                            body["program_date_time"].replace("Z", "+00:00")
+                        )
+                        await check_switch(origin, watches, 1, False, switched.timestamp())
+                finally:
+                    await phone.pc.close()
+        finally:
+            await stop_ffmpeg(main)
+
+
+async def test_camera_of_another_size_switches_with_its_own_init(origin: Origin) -> None:
+    """A 360×640 camera feeds the 180×320 show's ladder re-encoded: the 180p rung (passthrough of
+    main) goes on under an init of its own (EXT-X-MAP), every rendition at its own size."""
+    main = await publish(origin, await origin.key())
+    status, created = await api(origin, "POST", "/api/v1/streams/demo/inputs", {"name": "big"})
+    assert status == 201, created
+    big = await start_ffmpeg(
+        ffmpeg_publish_args(
+            origin.rtmp_url(created["stream_key"]), seconds=120, realtime=True, size="360x640"
+        )
+    )
+    try:
+        names = await ready_show(origin)
+        streams = origin.server.streams
+        await until(lambda: streams.input_session("demo", "big") is not None, 10, "the input")
+        async with watching(origin, names) as watches:
+            await until(lambda: all(len(w.parts) >= 3 for w in watches.values()), 20, "parts")
+            status, body = await api(
+                origin, "POST", "/api/v1/streams/demo/switch", {"input": "big"}
+            )
+            assert status == 200 and body["switched"], body
+            await until(
+                lambda: all(
+                    [s for s in w.segments() if s.discontinuity == 1] for w in watches.values()
+                ),
+                20,
+                "a segment of the new camera",
+            )
+            package = origin.server.pipelines.package("demo")
+            assert package is not None
+            for name, w in watches.items():
+                info = package.renditions[name].info
+                segment = next(s for s in w.segments() if s.discontinuity == 1)
+                # Main's passthrough bitstream is not the re-encoded one: a new init for it.
+                assert segment.map_uri.startswith("input-") == info.passthrough, segment
+                sizes, audio = decode_segment(
+                    await fetch(origin, name, segment.map_uri),
+                    await fetch(origin, name, segment.uri),
+                )
+                assert sizes and set(sizes) == {(info.width, info.height)}, (name, sizes[:3])
+                assert audio > 0
+    finally:
+        await stop_ffmpeg(main)
+        await stop_ffmpeg(big)
+
+
+async def test_input_without_audio_is_refused_clearly(origin: Origin) -> None:
+    """A camera without audio cannot take over a show with audio: a clear 409, the show goes
+    on from main."""
+    main = await publish(origin, await origin.key())
+    status, created = await api(origin, "POST", "/api/v1/streams/demo/inputs", {"name": "mute"})
+    assert status == 201, created
+    mute = await start_ffmpeg(
+        ffmpeg_publish_args(
+            origin.rtmp_url(created["stream_key"]), seconds=120, realtime=True, audio=False
+        )
+    )
+    try:
+        await ready_show(origin)
+        streams = origin.server.streams
+        await until(lambda: streams.input_session("demo", "mute") is not None, 10, "the input")
+        status, body = await api(origin, "POST", "/api/v1/streams/demo/switch", {"input": "mute"})
+        assert status == 409 and body["error"]["code"] == "incompatible_input", body
+        assert "no audio" in body["error"]["message"], body
+        _, stream = await api(origin, "GET", "/api/v1/streams/demo")
+        assert stream["active_input"] == "main" and stream["state"] == "live", stream
+    finally:
+        await stop_ffmpeg(main)
+        await stop_ffmpeg(mute)
