@@ -336,6 +336,8 @@ class LiveStreams:
         session.clean_end = clean
         session.hub.end()
         if session.input != MAIN_INPUT:
+            if error:
+                self.states[session.stream_id].last_error = f"input {session.input}: {error}"
             live = self.inputs.get(session.stream_id, {})
             if live.get(session.input) is session:
                 del live[session.input]

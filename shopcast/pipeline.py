@@ -12,7 +12,7 @@ from fractions import Fraction
 from typing import Any, Protocol
 
 from ingest.media import MediaKind
-from ingest.sessions import KeyframeSource, LiveStreams, PublishSession
+from ingest.sessions import MAIN_INPUT, KeyframeSource, LiveStreams, PublishSession
 from packager.live import LivePackage, PackageListener, PackagerConfig
 from packager.recorder import Recording
 from packager.switch import SwitchCue, SwitchRefused
@@ -231,20 +231,44 @@ class Pipelines:
         pipeline = self.pipelines.get(session.stream_id)
         if pipeline is None or pipeline.package.ended:
             return
-        if pipeline.package.input != session.input:
-            return  # a held input stopped: the show goes on
+        if pipeline.package.input != session.input or pipeline.switching:
+            return  # a held input stopped (or another takes over now): the show goes on
         if pipeline.gap_timer is not None:
             pipeline.gap_timer.cancel()
             pipeline.gap_timer = None
+        main = self.streams.input_session(session.stream_id, MAIN_INPUT)
+        if main is not None and session.input != MAIN_INPUT:
+            # The camera switched to stopped while the main one still publishes: back to main.
+            self._spawn(pipeline, self._fall_back(pipeline, session, main))
+            return
+        self._interrupted(pipeline, session.stream_id, session.clean_end)
+
+    async def _fall_back(
+        self, pipeline: StreamPipeline, ended: PublishSession, to: PublishSession
+    ) -> None:
+        """The active input stopped: ``to`` takes over at its next keyframe (no rate limit);
+        when it cannot, the show is interrupted as if ``to`` were not there."""
+        pipeline.switching = True
+        try:
+            await self._switch(pipeline, to)
+        except SwitchFailed as exc:
+            log.warning("[%s] no fall-back to %s: %s", ended.stream_id, to.input, exc.message)
+            self._interrupted(pipeline, ended.stream_id, ended.clean_end)
+        finally:
+            pipeline.switching = False
+            pipeline.last_switch = time.monotonic()
+
+    def _interrupted(self, pipeline: StreamPipeline, stream_id: str, clean: bool) -> None:
+        """No input feeds the show: the slate after a drop, then ENDLIST unless one returns."""
         loop = asyncio.get_running_loop()
-        if session.clean_end:
+        if clean:
             # S 6.2.1-style grace: wait for the publisher before writing ENDLIST.
             window = self.packager.reconnect_window
         else:
             window = self.continuity.slate_window
-            error = self.streams.states[session.stream_id].last_error or "connection lost"
+            error = self.streams.states[stream_id].last_error or "connection lost"
             self._spawn(pipeline, self._play_slate(pipeline, error))
-        pipeline.finish_timer = loop.call_later(window, self._finish, session.stream_id)
+        pipeline.finish_timer = loop.call_later(window, self._finish, stream_id)
 
     async def _play_slate(self, pipeline: StreamPipeline, reason: str) -> None:
         """The publisher dropped: once its last media is listed, the slate plays until the
@@ -302,6 +326,12 @@ class Pipelines:
         pipeline.last_switch = time.monotonic()
         try:
             return await self._switch(pipeline, session)
+        except SwitchFailed:
+            # The input on air may have stopped meanwhile (its end waited for this switch).
+            feeding = self.streams.input_session(stream_id, package.input)
+            if feeding is None and not package.ended and pipeline.finish_timer is None:
+                self._interrupted(pipeline, stream_id, clean=False)
+            raise
         finally:
             pipeline.switching = False
 
@@ -356,6 +386,9 @@ class Pipelines:
             raise SwitchFailed(409, "interrupted", "the show's input dropped during the switch")
         switched = cue.take_over(start)
         pipeline.transcoder, pipeline.runner = transcoder, task
+        if pipeline.gap_timer is not None:
+            pipeline.gap_timer.cancel()
+        self._watch_gap(pipeline, session)  # a media gap of the new input is a drop too
         pdt = package.program_date_time(switched)
         log.info(
             "[%s] switched to input %s at %.3f s (PDT %.3f)",
