@@ -185,6 +185,17 @@ async def test_switch_between_two_cameras_on_every_rendition(origin: Origin) -> 
             _, stream = await api(origin, "GET", "/api/v1/streams/demo")
             assert stream["active_input"] == "closeup", stream
             await check_switch(origin, watches, 1, True, switched.timestamp())
+            # A tag posted now lands on the closeup's frames: after the switch frame, on the
+            # newest frame the closeup sent (not where main's held hub stands).
+            status, tag = await api(
+                origin, "POST", "/api/v1/streams/demo/tags", {"kind": "product", "product_id": "c1"}
+            )
+            assert status == 201, tag
+            stamped = datetime.fromisoformat(tag["program_date_time"].replace("Z", "+00:00"))
+            assert stamped > switched, (tag, body)
+            closeup_session = sessions.input_session("demo", "closeup")
+            assert closeup_session is not None
+            assert abs(tag["pts"] - (closeup_session.stats.newest_pts_ms or 0)) < 300, tag
 
             # And back to the main camera.
             interval = origin.server.config.continuity.switch_interval
