@@ -189,6 +189,8 @@ class PublishSession:
         self.stream_id = stream_id
         #: Which of the stream's inputs this publisher feeds (its own hub, see ``LiveStreams``).
         self.input = input_name
+        #: A backup input takes over by itself when the input on air stops.
+        self.backup = False
         self.publisher = publisher
         self.hub = StreamHub(stream_id, hub_queue_size)
         self.stats = IngestStats()

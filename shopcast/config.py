@@ -140,6 +140,9 @@ class ContinuitySection:
     #: Longest wait for the new input's cue (its ladder and an aligned keyframe) before a
     #: switch is given up.
     switch_timeout: float = 10.0
+    #: When main publishes again while a backup input is on air: "main" switches back at
+    #: main's first keyframe, "stay" keeps the backup on air (switch by API).
+    backup_return: str = "main"
 
     def image_for(self, stream_id: str) -> str:
         """The slate picture file of ``stream_id`` ("" for the generated card)."""

@@ -109,6 +109,11 @@ class Pipelines:
         if held and old is not None and old.finish_timer is None:
             # Another input feeds the show: this one is held, ready for a switch.
             log.info("[%s] input %s back: held", session.stream_id, session.input)
+            on_air = self.streams.input_session(session.stream_id, old.package.input)
+            back = self.continuity.backup_return == "main" and not old.switching
+            if back and on_air is not None and on_air.backup:
+                # Main is back while the backup covers for it: main again, at its first IDR.
+                self._spawn(old, self._fall_back(old, None, session))
             return
         # Attach now, so no unit is missed while an old transcoder finishes flushing.
         reader = session.hub.add_reader("transcode")
@@ -241,19 +246,31 @@ class Pipelines:
             # The camera switched to stopped while the main one still publishes: back to main.
             self._spawn(pipeline, self._fall_back(pipeline, session, main))
             return
+        backup = self._backup_for(session) if not session.clean_end else None
+        if backup is not None:
+            log.info("[%s] input %s stopped: backup %s takes over", *_names(session, backup))
+            self._spawn(pipeline, self._fall_back(pipeline, session, backup))
+            return
         self._interrupted(pipeline, session.stream_id, session.clean_end)
 
+    def _backup_for(self, stopped: PublishSession) -> PublishSession | None:
+        """A publishing backup input of the stream, other than ``stopped``."""
+        named = self.streams.inputs.get(stopped.stream_id, {})
+        return next((s for name, s in sorted(named.items()) if s.backup and s is not stopped), None)
+
     async def _fall_back(
-        self, pipeline: StreamPipeline, ended: PublishSession, to: PublishSession
+        self, pipeline: StreamPipeline, ended: PublishSession | None, to: PublishSession
     ) -> None:
-        """The active input stopped: ``to`` takes over at its next keyframe (no rate limit);
-        when it cannot, the show is interrupted as if ``to`` were not there."""
+        """``to`` takes over at its next keyframe without the rate limit (the input on air
+        stopped, or main is back from a backup); when it cannot and ``ended`` stopped, the
+        show is interrupted as if ``to`` were not there."""
         pipeline.switching = True
         try:
             await self._switch(pipeline, to)
         except SwitchFailed as exc:
-            log.warning("[%s] no fall-back to %s: %s", ended.stream_id, to.input, exc.message)
-            self._interrupted(pipeline, ended.stream_id, ended.clean_end)
+            log.warning("[%s] no switch to %s: %s", to.stream_id, to.input, exc.message)
+            if ended is not None:
+                self._interrupted(pipeline, ended.stream_id, ended.clean_end)
         finally:
             pipeline.switching = False
             pipeline.last_switch = time.monotonic()
@@ -448,6 +465,10 @@ class Pipelines:
         for pipeline in self.pipelines.values():
             for task in list(pipeline.tasks):
                 task.cancel()
+
+
+def _names(stopped: PublishSession, backup: PublishSession) -> tuple[str, str, str]:
+    return stopped.stream_id, stopped.input, backup.input
 
 
 async def _done(task: asyncio.Task[None]) -> None:

@@ -382,3 +382,40 @@ async def test_camera_that_drops_falls_back_to_main(origin: Origin) -> None:
     finally:
         await stop_ffmpeg(main)
         await stop_ffmpeg(cam)
+
+
+async def test_backup_takes_over_from_a_killed_main_and_hands_back(origin: Origin) -> None:
+    """Main killed: the backup encoder takes over (no slate); main back: the show returns to
+    main at its first keyframe."""
+    main = await publish(origin, await origin.key())
+    status, created = await api(
+        origin, "POST", "/api/v1/streams/demo/inputs", {"name": "spare", "backup": True}
+    )
+    assert status == 201 and created["backup"] is True, created
+    spare = await publish(origin, created["stream_key"], SOLID)
+    try:
+        names = await ready_show(origin)
+        streams = origin.server.streams
+        await until(lambda: streams.input_session("demo", "spare") is not None, 10, "the backup")
+        package = origin.server.pipelines.package("demo")
+        assert package is not None
+        async with watching(origin, names) as watches:
+            await until(lambda: all(len(w.parts) >= 3 for w in watches.values()), 20, "parts")
+            main.send_signal(signal.SIGKILL)
+            await main.wait()
+            await until(lambda: package.input == "spare", 15, "the backup on air")
+            await check_switch(origin, watches, 1, True, 0.0, pdt_check=False)
+            for name, w in watches.items():
+                print(
+                    f"{name}: main's last part → the backup's first part listed {w.switch_gap(1)}"
+                )
+            assert package.slate_seconds == 0
+            _, stream = await api(origin, "GET", "/api/v1/streams/demo")
+            assert stream["active_input"] == "spare", stream
+
+            main = await publish(origin, await origin.key())
+            await until(lambda: package.input == "main", 20, "main back on air")
+            await check_switch(origin, watches, 2, False, 0.0, pdt_check=False)
+    finally:
+        await stop_ffmpeg(main)
+        await stop_ffmpeg(spare)
