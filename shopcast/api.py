@@ -453,6 +453,9 @@ async def switch_input(request: web.Request) -> web.Response:
     if not isinstance(body, dict) or set(body) != {"input"} or not isinstance(body["input"], str):
         raise ApiError(422, "invalid", 'the body must be {"input": "<input name>"}')
     name = body["input"]
+    pipeline = request.app[PIPELINES_KEY].pipelines.get(record.id)
+    if pipeline is None or pipeline.package.ended:
+        raise ApiError(409, "offline", f"stream {record.id!r} has no show on")
     if name != MAIN_INPUT:
         known = {n.name for n in await request.app[STORE_KEY].list_inputs(record.id)}
         if name not in known:

@@ -45,6 +45,21 @@ class StreamPipeline:
     switching: bool = False
 
 
+@dataclass
+class _Cued:
+    """An input cued for a switch: its transcoder runs into ``cue``; ``start`` is the frame."""
+
+    cue: SwitchCue
+    transcoder: LadderTranscoder
+    task: asyncio.Task[None]
+    start: Fraction
+
+    async def cancel(self) -> None:
+        """Give the cue up: the input is held again."""
+        self.transcoder.reader.close()
+        await _done(self.task)
+
+
 @dataclass(frozen=True)
 class SwitchDone:
     """Where a switch happened: the packaged time of the new input's first frame and its
@@ -241,17 +256,17 @@ class Pipelines:
         if pipeline.gap_timer is not None:
             pipeline.gap_timer.cancel()
             pipeline.gap_timer = None
-        main = self.streams.input_session(session.stream_id, MAIN_INPUT)
-        if main is not None and session.input != MAIN_INPUT:
-            # The camera switched to stopped while the main one still publishes: back to main.
-            self._spawn(pipeline, self._fall_back(pipeline, session, main))
-            return
-        backup = self._backup_for(session) if not session.clean_end else None
-        if backup is not None:
-            log.info("[%s] input %s stopped: backup %s takes over", *_names(session, backup))
-            self._spawn(pipeline, self._fall_back(pipeline, session, backup))
-            return
-        self._interrupted(pipeline, session.stream_id, session.clean_end)
+        # A camera that stops while main publishes, or an input dropping while a backup
+        # publishes: the other input takes over at its next keyframe (the slate covers meanwhile).
+        cover = None
+        if session.input != MAIN_INPUT:
+            cover = self.streams.input_session(session.stream_id, MAIN_INPUT)
+        if cover is None and not session.clean_end:
+            cover = self._backup_for(session)
+        self._interrupted(pipeline, session.stream_id, session.clean_end and cover is None)
+        if cover is not None:
+            log.info("[%s] input %s stopped: %s takes over", *_names(session, cover))
+            self._spawn(pipeline, self._cover(pipeline, session, cover))
 
     def _backup_for(self, stopped: PublishSession) -> PublishSession | None:
         """A publishing backup input of the stream, other than ``stopped``."""
@@ -354,9 +369,23 @@ class Pipelines:
 
     async def _switch(self, pipeline: StreamPipeline, session: PublishSession) -> SwitchDone:
         package = pipeline.package
+        cued = await self._cue(pipeline, session)
+        # The old input's last frames are listed, then the new one follows on every rendition.
+        if pipeline.transcoder is not None:
+            pipeline.transcoder.reader.close()
+        if pipeline.runner is not None:
+            await _done(pipeline.runner)
+        if package.ended or package.active_input == "slate" or pipeline.finish_timer is not None:
+            await cued.cancel()
+            raise SwitchFailed(409, "interrupted", "the show's input dropped during the switch")
+        return self._go_live(pipeline, session, cued)
+
+    async def _cue(self, pipeline: StreamPipeline, session: PublishSession) -> _Cued:
+        """Run ``session``'s transcoder into a cue until an IDR at the same frame is out of
+        every rendition (``SwitchFailed`` when it does not fit or does not come)."""
         # A late reader starts at the input's next keyframe (see StreamHub.add_reader).
         reader = session.hub.add_reader(f"transcode-{session.input}")
-        cue = SwitchCue(package, session.input)
+        cue = SwitchCue(pipeline.package, session.input)
         transcoder = LadderTranscoder(
             reader, self.ladder, sink=cue, name=f"{session.stream_id}/{session.input}"
         )
@@ -373,36 +402,31 @@ class Pipelines:
                     await asyncio.sleep(_KEYFRAME_ASK)
 
             self._spawn(pipeline, ask_keyframes())
-
-        async def give_up() -> None:
-            reader.close()
-            await _done(task)
-
+        cued = _Cued(cue, transcoder, task, Fraction(0))
         try:
-            start = await asyncio.wait_for(
+            cued.start = await asyncio.wait_for(
                 asyncio.shield(cue.ready), self.continuity.switch_timeout
             )
         except SwitchRefused as exc:
-            await give_up()
+            await cued.cancel()
             raise SwitchFailed(409, "incompatible_input", str(exc)) from None
         except TimeoutError:
-            await give_up()
+            await cued.cancel()
             raise SwitchFailed(
                 409,
                 "no_keyframe",
                 f"input {session.input} gave no usable keyframe within "
                 f"{self.continuity.switch_timeout:g} s",
             ) from None
-        # The old input's last frames are listed, then the new one follows on every rendition.
-        if pipeline.transcoder is not None:
-            pipeline.transcoder.reader.close()
-        if pipeline.runner is not None:
-            await _done(pipeline.runner)
-        if package.ended or package.active_input == "slate" or pipeline.finish_timer is not None:
-            await give_up()
-            raise SwitchFailed(409, "interrupted", "the show's input dropped during the switch")
-        switched = cue.take_over(start)
-        pipeline.transcoder, pipeline.runner = transcoder, task
+        return cued
+
+    def _go_live(
+        self, pipeline: StreamPipeline, session: PublishSession, cued: _Cued
+    ) -> SwitchDone:
+        """The cued input feeds every rendition from its cue frame on."""
+        package = pipeline.package
+        switched = cued.cue.take_over(cued.start)
+        pipeline.transcoder, pipeline.runner = cued.transcoder, cued.task
         if pipeline.gap_timer is not None:
             pipeline.gap_timer.cancel()
         self._watch_gap(pipeline, session)  # a media gap of the new input is a drop too
@@ -415,6 +439,41 @@ class Pipelines:
             pdt,
         )
         return SwitchDone(session.input, True, switched, pdt)
+
+    async def _cover(
+        self, pipeline: StreamPipeline, dropped: PublishSession, to: PublishSession
+    ) -> None:
+        """The input on air dropped while ``to`` publishes: the slate covers (within a part
+        target, as after any drop) until ``to`` is cued, then ``to`` takes over from the slate
+        at its keyframe; when it cannot, the slate plays on as after any drop."""
+        package = pipeline.package
+        dropped_runner = pipeline.runner
+        pipeline.switching = True
+        try:
+            try:
+                cued = await self._cue(pipeline, to)
+            except SwitchFailed as exc:
+                log.warning("[%s] %s cannot cover: %s", to.stream_id, to.input, exc.message)
+                return
+            if dropped_runner is not None:
+                await _done(dropped_runner)  # the dropped input's last media is listed
+            if (
+                package.ended
+                or pipeline.finish_timer is None
+                or pipeline.runner is not dropped_runner
+            ):
+                await cued.cancel()  # ended, or an input came back meanwhile
+                return
+            stretch = package.stop_slate()
+            pipeline.finish_timer.cancel()
+            pipeline.finish_timer = None
+            if stretch:
+                for listener in self.on_resumed:
+                    listener(to.stream_id, round(stretch, 3))
+            self._go_live(pipeline, to, cued)
+        finally:
+            pipeline.switching = False
+            pipeline.last_switch = time.monotonic()
 
     def _finish(self, stream_id: str) -> asyncio.Task[None] | None:
         pipeline = self.pipelines.get(stream_id)

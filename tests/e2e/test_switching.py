@@ -18,6 +18,7 @@ import pytest
 
 from benchmarks.harness.continuity import PlaylistWatch, decode_segment
 from benchmarks.harness.whip_client import publish as whip_publish
+from packager.live import LivePackage
 from shopcast.config import WhipSection
 
 from .conftest import (
@@ -97,6 +98,7 @@ async def check_switch(
     to_flat: bool,
     pdt: float,
     pdt_check: bool = True,
+    old: bool = True,
 ) -> None:
     """Around discontinuity ``disc`` on every rendition: the old picture up to it, the new one
     from an IDR on, no gap in the PDT grid, the switch at the PDT the API answered."""
@@ -119,16 +121,33 @@ async def check_switch(
         new = frames(
             await fetch(origin, name, segment.map_uri), await fetch(origin, name, first[2])
         )
-        old = frames(
+        before_frames = frames(
             await fetch(origin, name, previous.map_uri), await fetch(origin, name, before[2])
         )
         print(
             f"{name}: switch {disc}: PDT gap {gap * 1000:+.1f} ms,"
-            f" {len(old)} old + {len(new)} new frames"
+            f" {len(before_frames)} old + {len(new)} new frames"
         )
         assert new and new[0][0], f"{name}: no IDR at the switch frame"
         assert all((std < FLAT) == to_flat for _, std in new), (name, new[:5])
-        assert all((std < FLAT) != to_flat for _, std in old), (name, old[-5:])
+        if old:  # (not when the slate came in between)
+            assert all((std < FLAT) != to_flat for _, std in before_frames), before_frames[-5:]
+
+
+async def taken_over(
+    watches: dict[str, PlaylistWatch], package: LivePackage, name: str, after: int
+) -> tuple[int, bool]:
+    """Once input ``name`` is on air after discontinuity ``after``: the discontinuity it
+    follows and whether the slate covered in between; prints the listing gaps viewers see."""
+    await until(lambda: package.input == name, 15, f"{name} on air")
+    await until(lambda: len({w.discontinuity for w in watches.values()}) == 1, 5, "every rendition")
+    disc = next(iter(watches.values())).discontinuity
+    slate = disc == after + 2
+    assert disc == after + 1 or slate, (disc, after)
+    for rendition, w in watches.items():
+        gaps = [w.switch_gap(d) for d in range(after + 1, disc + 1)]
+        print(f"{rendition}: listing gaps at the take-over (via the slate: {slate}): {gaps}")
+    return disc, slate
 
 
 async def test_switch_between_two_cameras_on_every_rendition(origin: Origin) -> None:
@@ -349,7 +368,7 @@ async def test_input_without_audio_is_refused_clearly(origin: Origin) -> None:
 
 async def test_camera_that_drops_falls_back_to_main(origin: Origin) -> None:
     """The camera on air is killed while main still publishes: main takes over at its next
-    keyframe (no slate); main killed next: the slate."""
+    keyframe (the slate covers until then); main killed next: the slate."""
     main = await publish(origin, await origin.key())
     status, created = await api(origin, "POST", "/api/v1/streams/demo/inputs", {"name": "cam"})
     assert status == 201, created
@@ -369,11 +388,8 @@ async def test_camera_that_drops_falls_back_to_main(origin: Origin) -> None:
             await cam.wait()
             package = origin.server.pipelines.package("demo")
             assert package is not None
-            await until(lambda: package.input == "main", 15, "the fall-back to main")
-            assert package.active_input == "main" and package.slate_seconds == 0
-            await check_switch(origin, watches, 2, False, 0.0, pdt_check=False)
-            for name, w in watches.items():  # the stall a viewer sees (no slate in between)
-                print(f"{name}: camera's last part → main's first part listed {w.switch_gap(2)}")
+            disc, slate = await taken_over(watches, package, "main", 1)
+            await check_switch(origin, watches, disc, False, 0.0, pdt_check=False, old=not slate)
             _, stream = await api(origin, "GET", "/api/v1/streams/demo")
             assert stream["active_input"] == "main", stream
             main.send_signal(signal.SIGKILL)
@@ -385,8 +401,8 @@ async def test_camera_that_drops_falls_back_to_main(origin: Origin) -> None:
 
 
 async def test_backup_takes_over_from_a_killed_main_and_hands_back(origin: Origin) -> None:
-    """Main killed: the backup encoder takes over (no slate); main back: the show returns to
-    main at its first keyframe."""
+    """Main killed: the backup encoder takes over at its next keyframe (the slate covers until
+    then); main back: the show returns to main at main's first keyframe, no slate."""
     main = await publish(origin, await origin.key())
     status, created = await api(
         origin, "POST", "/api/v1/streams/demo/inputs", {"name": "spare", "backup": True}
@@ -403,19 +419,14 @@ async def test_backup_takes_over_from_a_killed_main_and_hands_back(origin: Origi
             await until(lambda: all(len(w.parts) >= 3 for w in watches.values()), 20, "parts")
             main.send_signal(signal.SIGKILL)
             await main.wait()
-            await until(lambda: package.input == "spare", 15, "the backup on air")
-            await check_switch(origin, watches, 1, True, 0.0, pdt_check=False)
-            for name, w in watches.items():
-                print(
-                    f"{name}: main's last part → the backup's first part listed {w.switch_gap(1)}"
-                )
-            assert package.slate_seconds == 0
+            disc, slate = await taken_over(watches, package, "spare", 0)
+            await check_switch(origin, watches, disc, True, 0.0, pdt_check=False, old=not slate)
             _, stream = await api(origin, "GET", "/api/v1/streams/demo")
             assert stream["active_input"] == "spare", stream
 
             main = await publish(origin, await origin.key())
             await until(lambda: package.input == "main", 20, "main back on air")
-            await check_switch(origin, watches, 2, False, 0.0, pdt_check=False)
+            await check_switch(origin, watches, disc + 1, False, 0.0, pdt_check=False)
     finally:
         await stop_ffmpeg(main)
         await stop_ffmpeg(spare)
