@@ -92,6 +92,11 @@ class IngestStats:
     _window: collections.deque[tuple[float, int, int]] = field(
         default_factory=collections.deque, repr=False
     )  # (arrival, payload bytes, video dts in ms or -1)
+    _last_key_ms: int | None = field(default=None, repr=False)
+    #: Spacing (ms) of the latest video keyframes.
+    _key_spacing: collections.deque[int] = field(
+        default_factory=lambda: collections.deque(maxlen=4), repr=False
+    )
 
     def add(self, unit: MediaUnit) -> None:
         if unit.is_config:
@@ -110,6 +115,10 @@ class IngestStats:
             pts_ms = unit.rescale(unit.pts, MILLISECONDS)
             if self.newest_pts_ms is None or pts_ms > self.newest_pts_ms:
                 self.newest_pts_ms = pts_ms
+            if unit.keyframe:
+                if self._last_key_ms is not None and pts_ms > self._last_key_ms:
+                    self._key_spacing.append(pts_ms - self._last_key_ms)
+                self._last_key_ms = pts_ms
         else:
             self.audio_frames += 1
             self.audio_codec = self.audio_codec or unit.codec
@@ -166,6 +175,14 @@ class IngestStats:
             return 0
         span = win[-1][0] - win[0][0]
         return int(sum(n for _, n, _ in win) * 8 / span) if span > 0 else 0
+
+    @property
+    def gop(self) -> float | None:
+        """Seconds between the latest video keyframes (the longest of the last few), once two
+        spacings are known."""
+        if len(self._key_spacing) < 2:
+            return None
+        return max(self._key_spacing) / 1000
 
     @property
     def fps(self) -> float | None:

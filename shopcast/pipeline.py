@@ -386,8 +386,15 @@ class Pipelines:
         # A late reader starts at the input's next keyframe (see StreamHub.add_reader).
         reader = session.hub.add_reader(f"transcode-{session.input}")
         cue = SwitchCue(pipeline.package, session.input)
+        # A held input's GOP is known from its ingest: the ladder is then known at its first
+        # keyframe, and the switch happens there (not one GOP later).
+        gop = session.stats.gop
         transcoder = LadderTranscoder(
-            reader, self.ladder, sink=cue, name=f"{session.stream_id}/{session.input}"
+            reader,
+            self.ladder,
+            sink=cue,
+            name=f"{session.stream_id}/{session.input}",
+            gop_known=gop is not None and gop <= self.ladder.segment_duration + 0.05,
         )
         task = self._spawn(pipeline, transcoder.run(), name=f"pipeline-{session.stream_id}")
         publisher = session.publisher

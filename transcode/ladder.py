@@ -49,8 +49,12 @@ class LadderTranscoder:
         sink: TranscodeSink | None = None,
         *,
         name: str | None = None,
+        gop_known: bool = False,
     ) -> None:
         self.reader = reader
+        #: The source's keyframes are known to be at most a segment apart (measured at ingest,
+        #: e.g. an input held for a switch): the passthrough rung need not wait for a second one.
+        self.gop_known = gop_known
         self.config = config or LadderConfig()
         self.sink: TranscodeSink = sink if sink is not None else QueueSink()
         self.name = name or reader.hub.stream_id
@@ -142,6 +146,8 @@ class LadderTranscoder:
                     self._on_video_ladder,
                     self._prefix,
                 )
+                if self.gop_known:
+                    self._video.passthrough.gop_ok = True  # before it sees any unit
             await _put(self._video.input, (unit, at))
             return
         if self._audio is None:

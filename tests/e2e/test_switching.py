@@ -246,8 +246,9 @@ async def test_input_keys_are_refused_once_deleted(origin: Origin, tmp_path: Pat
     # Publishing with the deleted key is refused (ffmpeg exits with an error at once).
     proc = await publish(origin, created["stream_key"])
     assert await asyncio.wait_for(proc.wait(), 20) != 0
+    # No show on: the switch is refused as offline before the input is looked at.
     status, body = await api(origin, "POST", "/api/v1/streams/demo/switch", {"input": "cam2"})
-    assert status == 404, body
+    assert status == 409 and body["error"]["code"] == "offline", body
 
 
 async def test_switch_to_a_whip_camera(tmp_path: Path, receiver: Receiver) -> None:
