@@ -10,16 +10,19 @@ import signal
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import av
 import numpy as np
 import pytest
 
+from benchmarks.harness.browser import CHROMIUM
 from benchmarks.harness.continuity import PlaylistWatch, decode_segment
 from benchmarks.harness.whip_client import publish as whip_publish
 from packager.live import LivePackage
 from shopcast.config import WhipSection
+from shopcast.web import HLS_JS
 
 from .conftest import (
     Origin,
@@ -30,6 +33,7 @@ from .conftest import (
     stop_ffmpeg,
 )
 from .test_continuity import (
+    advancing,
     api,
     fetch,
     origin,
@@ -431,3 +435,38 @@ async def test_backup_takes_over_from_a_killed_main_and_hands_back(origin: Origi
     finally:
         await stop_ffmpeg(main)
         await stop_ffmpeg(spare)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed")
+@pytest.mark.skipif(not HLS_JS.exists(), reason="hls.js not installed (npm install)")
+async def test_hlsjs_plays_through_three_switches(origin: Origin, browser: Any) -> None:
+    """hls.js on the shop page keeps playing, with no fatal error, through three switches."""
+    main = await publish(origin, await origin.key())
+    status, created = await api(origin, "POST", "/api/v1/streams/demo/inputs", {"name": "cam"})
+    assert status == 201, created
+    cam = await publish(origin, created["stream_key"], SOLID)
+    try:
+        await ready_show(origin)
+        streams = origin.server.streams
+        await until(
+            lambda: (
+                (s := streams.input_session("demo", "cam")) is not None and s.stats.gop is not None
+            ),
+            15,
+            "the camera",
+        )
+        page = await browser.new_page()
+        await page.goto(f"{origin.http}/demo/demo")
+        await page.wait_for_function(
+            "document.getElementById('video').currentTime > 1", timeout=30_000
+        )
+        interval = origin.server.config.continuity.switch_interval
+        for target in ("cam", "main", "cam"):
+            status, body = await api(
+                origin, "POST", "/api/v1/streams/demo/switch", {"input": target}
+            )
+            assert status == 200 and body["switched"], body
+            await advancing(page, max(interval, 3.0))
+    finally:
+        await stop_ffmpeg(main)
+        await stop_ffmpeg(cam)
