@@ -413,8 +413,15 @@ async def create_input(request: web.Request) -> web.Response:
         raise ApiError(status, "conflict" if status == 409 else "invalid", str(exc)) from exc
     out = _input_json(request, record.id, named.name, named.backup)
     out["stream_key"] = named.stream_key
-    # The publish URLs of the stream, with the input's key (RTMP, WHIP's bearer, SRT).
-    out.update(await _placed(request, replace(record, stream_key=named.stream_key)))
+    # The publish URLs of the stream, with the input's key (RTMP, WHIP's bearer, SRT): on this
+    # origin when the show is on here (every input of a show must feed the same origin).
+    keyed = replace(record, stream_key=named.stream_key)
+    pipeline = request.app[PIPELINES_KEY].pipelines.get(record.id)
+    here = request.app[REGISTRY_KEY].record
+    if pipeline is not None and not pipeline.package.ended and here is not None:
+        out.update(ingest_urls(here, keyed))
+    else:
+        out.update(await _placed(request, keyed))
     return web.json_response(out, status=201)
 
 
