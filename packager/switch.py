@@ -56,8 +56,9 @@ class SwitchCue:
         if self._forwarding:
             self.package.on_packet(packet)
             return
-        if self.ready.done():
+        if self.ready.done() and self.ready.exception() is not None:
             return  # refused: nothing of this input is used
+        # Held also once cued: the old input's last frames are being listed meanwhile.
         self._held.append(packet)
         if len(self._held) > _MAX_HELD:
             del self._held[0]
