@@ -395,6 +395,8 @@ class Pipelines:
             sink=cue,
             name=f"{session.stream_id}/{session.input}",
             gop_known=gop is not None and gop <= self.ladder.segment_duration + 0.05,
+            # Its audio is encoded into the show's format when it differs (mono/stereo, rate).
+            audio_like=pipeline.package.audio,
         )
         task = self._spawn(pipeline, transcoder.run(), name=f"pipeline-{session.stream_id}")
         publisher = session.publisher

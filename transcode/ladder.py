@@ -50,8 +50,11 @@ class LadderTranscoder:
         *,
         name: str | None = None,
         gop_known: bool = False,
+        audio_like: RenditionInfo | None = None,
     ) -> None:
         self.reader = reader
+        #: The audio rendition's required format (see :class:`~transcode.audio.AudioTrack`).
+        self.audio_like = audio_like
         #: The source's keyframes are known to be at most a segment apart (measured at ingest,
         #: e.g. an input held for a switch): the passthrough rung need not wait for a second one.
         self.gop_known = gop_known
@@ -151,7 +154,7 @@ class LadderTranscoder:
             await _put(self._video.input, (unit, at))
             return
         if self._audio is None:
-            self._audio = AudioTrack(self.config, self._bridge, self.stats)
+            self._audio = AudioTrack(self.config, self._bridge, self.stats, self.audio_like)
         if unit.is_config:
             self._audio.configure(unit)
         elif at is not None:
