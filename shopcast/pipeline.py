@@ -128,7 +128,7 @@ class Pipelines:
             back = self.continuity.backup_return == "main" and not old.switching
             if back and on_air is not None and on_air.backup:
                 # Main is back while the backup covers for it: main again, at its first IDR.
-                self._spawn(old, self._fall_back(old, None, session))
+                self._spawn(old, self._back_to_main(old, session))
             return
         # Attach now, so no unit is missed while an old transcoder finishes flushing.
         reader = session.hub.add_reader("transcode")
@@ -273,19 +273,30 @@ class Pipelines:
         named = self.streams.inputs.get(stopped.stream_id, {})
         return next((s for name, s in sorted(named.items()) if s.backup and s is not stopped), None)
 
-    async def _fall_back(
-        self, pipeline: StreamPipeline, ended: PublishSession | None, to: PublishSession
-    ) -> None:
-        """``to`` takes over at its next keyframe without the rate limit (the input on air
-        stopped, or main is back from a backup); when it cannot and ``ended`` stopped, the
-        show is interrupted as if ``to`` were not there."""
+    async def _back_to_main(self, pipeline: StreamPipeline, main: PublishSession) -> None:
+        """Main is back while a backup covers: main again at its next keyframe, once the
+        switch interval since the last switch has passed (a flapping main cannot thrash)."""
         pipeline.switching = True
         try:
-            await self._switch(pipeline, to)
+            wait = pipeline.last_switch + self.continuity.switch_interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            package = pipeline.package
+            if package.ended or pipeline.finish_timer is not None:
+                return
+            on_air = self.streams.input_session(main.stream_id, package.input)
+            if on_air is not None and not on_air.backup:
+                return  # someone switched meanwhile
+            if main.ended:
+                if on_air is None:  # the backup stopped too while we waited (its end waited)
+                    self._interrupted(pipeline, main.stream_id, clean=False)
+                return
+            await self._switch(pipeline, main)
         except SwitchFailed as exc:
-            log.warning("[%s] no switch to %s: %s", to.stream_id, to.input, exc.message)
-            if ended is not None:
-                self._interrupted(pipeline, ended.stream_id, ended.clean_end)
+            log.warning("[%s] main not back on air: %s", main.stream_id, exc.message)
+            feeding = self.streams.input_session(main.stream_id, pipeline.package.input)
+            if feeding is None and pipeline.finish_timer is None and not pipeline.package.ended:
+                self._interrupted(pipeline, main.stream_id, clean=False)
         finally:
             pipeline.switching = False
             pipeline.last_switch = time.monotonic()
