@@ -48,6 +48,8 @@ __all__ = ["origin", "receiver"]  # fixtures used here
 
 pytestmark = [pytest.mark.e2e, requires_ffmpeg]
 
+#: Times main dies and comes back in the flapping test.
+FLAPS = 8
 #: A solid colour: every decoded frame's luma is flat (testsrc2's is anything but).
 SOLID = "color=c=0x3050c0:size=180x320:rate=30"
 #: Luma standard deviation telling the two pictures apart (solid ≈ 0-2, testsrc2 ≈ 50+).
@@ -471,3 +473,46 @@ async def test_hlsjs_plays_through_three_switches(origin: Origin, browser: Any) 
     finally:
         await stop_ffmpeg(main)
         await stop_ffmpeg(cam)
+
+
+async def test_flapping_main_cannot_thrash_the_ladder(origin: Origin) -> None:
+    """Main connects and dies every second while a backup publishes: switches stay at most
+    about two per switch interval (a cover and a switch back), the show never ends and every
+    rendition keeps listing parts."""
+    main = await publish(origin, await origin.key())
+    status, created = await api(
+        origin, "POST", "/api/v1/streams/demo/inputs", {"name": "spare", "backup": True}
+    )
+    assert status == 201, created
+    spare = await publish(origin, created["stream_key"], SOLID)
+    try:
+        names = await ready_show(origin)
+        streams = origin.server.streams
+        await until(lambda: streams.input_session("demo", "spare") is not None, 10, "the backup")
+        async with watching(origin, names) as watches:
+            await until(lambda: all(len(w.parts) >= 3 for w in watches.values()), 20, "parts")
+            started = time.monotonic()
+            for _ in range(FLAPS):
+                await asyncio.sleep(1)
+                main.send_signal(signal.SIGKILL)
+                await main.wait()
+                main = await publish(origin, await origin.key())
+            flapped = time.monotonic() - started
+            parts = {n: len(w.parts) for n, w in watches.items()}
+            await asyncio.sleep(2)
+            package = origin.server.pipelines.package("demo")
+            assert package is not None and not package.ended
+            for name, w in watches.items():
+                assert len(w.parts) > parts[name], f"{name} stopped listing parts"
+                assert not w.ended
+                # Each switch and each slate stretch is one discontinuity. A flap costs at most
+                # two: out (slate or backup) and back when main returns before the backup is
+                # cued (a reconnect, as without inputs); the switch back from a backup waits for
+                # the switch interval, which a main living 1 s never reaches. Switching on every
+                # flap (slate, backup, main) would make three per flap.
+                limit = 2 * FLAPS + 2
+                print(f"{name}: {w.discontinuity} discontinuities in {flapped:.1f} s of flapping")
+                assert w.discontinuity <= limit, (name, w.discontinuity, limit)
+    finally:
+        await stop_ffmpeg(main)
+        await stop_ffmpeg(spare)
