@@ -259,6 +259,10 @@ class Config:
             raise ConfigError("continuity.slate_window must be within 0..3600 seconds")
         if self.continuity.gap_timeout <= 0:
             raise ConfigError("continuity.gap_timeout must be positive")
+        if self.continuity.switch_interval < 0 or self.continuity.switch_timeout <= 0:
+            raise ConfigError("continuity.switch_interval must be >= 0 and switch_timeout positive")
+        if self.continuity.backup_return not in ("main", "stay"):
+            raise ConfigError('continuity.backup_return must be "main" or "stay"')
         if any("=" not in item for item in self.continuity.slate_images):
             raise ConfigError('continuity.slate_images entries are "<stream_id>=<path>"')
         if self.hooks.webhook_urls and not self.hooks.webhook_secret:
