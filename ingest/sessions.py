@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ingest.codecs import (
     BitstreamError,
@@ -31,6 +31,17 @@ _RATE_WINDOW = 5.0  # seconds of arrivals behind the bitrate and fps figures
 #: Admissions (key lookup + ``on_publish`` hook) in flight at once; more wait their turn, so a
 #: connect storm does not become a storm of store queries and hook requests.
 ADMISSIONS_IN_FLIGHT = 32
+
+#: The input a stream's own key publishes to.
+MAIN_INPUT = "main"
+#: Joins a stream id and a named input in a publish target ("demo/closeup"); stream ids have none.
+INPUT_SEPARATOR = "/"
+
+
+def split_target(target: str) -> tuple[str, str]:
+    """The stream id and input name of a publish target (``resolve`` gives one)."""
+    stream_id, _, name = target.partition(INPUT_SEPARATOR)
+    return stream_id, name or MAIN_INPUT
 
 
 class RefusalReason(enum.Enum):
@@ -61,6 +72,13 @@ class Publisher(Protocol):
         """Tell the publisher why, then close its connection."""
 
 
+@runtime_checkable
+class KeyframeSource(Protocol):
+    """A publisher that can be asked for a keyframe now (WHIP: an RTCP PLI)."""
+
+    def request_keyframe(self, *, force: bool = False) -> None: ...
+
+
 @dataclass
 class IngestStats:
     """Running figures of one publish session, for the status API and metrics."""
@@ -80,6 +98,11 @@ class IngestStats:
     _window: collections.deque[tuple[float, int, int]] = field(
         default_factory=collections.deque, repr=False
     )  # (arrival, payload bytes, video dts in ms or -1)
+    _last_key_ms: int | None = field(default=None, repr=False)
+    #: Spacing (ms) of the latest video keyframes.
+    _key_spacing: collections.deque[int] = field(
+        default_factory=lambda: collections.deque(maxlen=4), repr=False
+    )
 
     def add(self, unit: MediaUnit) -> None:
         if unit.is_config:
@@ -98,6 +121,10 @@ class IngestStats:
             pts_ms = unit.rescale(unit.pts, MILLISECONDS)
             if self.newest_pts_ms is None or pts_ms > self.newest_pts_ms:
                 self.newest_pts_ms = pts_ms
+            if unit.keyframe:
+                if self._last_key_ms is not None and pts_ms > self._last_key_ms:
+                    self._key_spacing.append(pts_ms - self._last_key_ms)
+                self._last_key_ms = pts_ms
         else:
             self.audio_frames += 1
             self.audio_codec = self.audio_codec or unit.codec
@@ -156,6 +183,14 @@ class IngestStats:
         return int(sum(n for _, n, _ in win) * 8 / span) if span > 0 else 0
 
     @property
+    def gop(self) -> float | None:
+        """Seconds between the latest video keyframes (the longest of the last few), once two
+        spacings are known."""
+        if len(self._key_spacing) < 2:
+            return None
+        return max(self._key_spacing) / 1000
+
+    @property
     def fps(self) -> float | None:
         """Video frames per second from the stream's own timestamps (not arrival jitter)."""
         dts = [d for _, _, d in self._window if d >= 0]
@@ -167,8 +202,18 @@ class IngestStats:
 class PublishSession:
     """One publisher feeding one stream's hub, from publish to unpublish."""
 
-    def __init__(self, stream_id: str, publisher: Publisher, hub_queue_size: int) -> None:
+    def __init__(
+        self,
+        stream_id: str,
+        publisher: Publisher,
+        hub_queue_size: int,
+        input_name: str = MAIN_INPUT,
+    ) -> None:
         self.stream_id = stream_id
+        #: Which of the stream's inputs this publisher feeds (its own hub, see ``LiveStreams``).
+        self.input = input_name
+        #: A backup input takes over by itself when the input on air stops.
+        self.backup = False
         self.publisher = publisher
         self.hub = StreamHub(stream_id, hub_queue_size)
         self.stats = IngestStats()
@@ -216,12 +261,18 @@ class LiveStreams:
         self.max_publishers = max_publishers
         self.admitting_now = 0
         self._admission_turns = asyncio.Semaphore(admissions_in_flight)
+        #: The main input's session of each live stream.
         self.sessions: dict[str, PublishSession] = {}
+        #: Sessions of named inputs: stream id → input name → session (each its own hub).
+        self.inputs: dict[str, dict[str, PublishSession]] = {}
         self.states: collections.defaultdict[str, StreamState] = collections.defaultdict(
             StreamState
         )
         self.on_session_start: list[SessionListener] = []
         self.on_session_end: list[SessionListener] = []
+        #: Told when a named input (not ``main``) starts and ends publishing.
+        self.on_input_start: list[SessionListener] = []
+        self.on_input_end: list[SessionListener] = []
         #: (session, message name, AMF arguments, timestamp in ms) for publisher data messages
         self.on_data: list[Callable[[PublishSession, str, tuple[Any, ...], int], None]] = []
         #: Optional admission check before a publisher is accepted: returns a refusal or None.
@@ -231,16 +282,18 @@ class LiveStreams:
         self.ownership: Callable[[str, Publisher], Awaitable[str | None]] | None = None
 
     async def resolve(self, stream_key: str) -> str:
-        """The stream ``stream_key`` publishes to; ``PublishRefused`` if the key is unknown
+        """The publish target of ``stream_key``: a stream id, or ``"<stream id>/<input>"`` for
+        a named input's key (see :func:`split_target`); ``PublishRefused`` if the key is unknown
         (and whatever ``authorize`` raises when it cannot tell, e.g. its database is down)."""
         stream_id = await self._authorize(stream_key)
         if stream_id is None:
             raise PublishRefused(RefusalReason.BAD_KEY, "unknown or invalid stream key")
         return stream_id
 
-    async def admit(self, stream_id: str, publisher: Publisher) -> None:
+    async def admit(self, target: str, publisher: Publisher) -> None:
         """Ask the optional admission hook (``on_publish``), then the optional ownership check
         (the cluster's lease); ``PublishRefused`` if either says no."""
+        stream_id, _ = split_target(target)
         if self.admission is not None:
             refusal = await self.admission(stream_id, publisher)
             if refusal is not None:
@@ -272,8 +325,11 @@ class LiveStreams:
         finally:
             self.admitting_now -= 1
 
-    def open(self, stream_id: str, publisher: Publisher) -> PublishSession:
+    def open(self, target: str, publisher: Publisher) -> PublishSession:
         """Open a session for an authorized publisher; takes over or refuses a live one."""
+        stream_id, input_name = split_target(target)
+        if input_name != MAIN_INPUT:
+            return self._open_input(stream_id, input_name, publisher)
         current = self.sessions.get(stream_id)
         if current is None and 0 < self.max_publishers <= len(self.sessions):
             # Protocols that admit without admitting() (WHIP, SRT) meet the same bound here.
@@ -300,6 +356,27 @@ class LiveStreams:
             listener(session)
         return session
 
+    def _open_input(self, stream_id: str, name: str, publisher: Publisher) -> PublishSession:
+        """A named input's publisher: a newer one takes over (never refused: a camera that
+        reconnects must get its input back)."""
+        live = self.inputs.setdefault(stream_id, {})
+        current = live.get(name)
+        if current is not None:
+            self.end(current, f"taken over by a new publisher from {publisher.peer}", clean=True)
+            current.publisher.kick("input taken over by another publisher")
+        session = PublishSession(stream_id, publisher, self.hub_queue_size, name)
+        live[name] = session
+        log.info("[%s] input %s: %s from %s", stream_id, name, publisher.protocol, publisher.peer)
+        for listener in self.on_input_start:
+            listener(session)
+        return session
+
+    def input_session(self, stream_id: str, name: str) -> PublishSession | None:
+        """The live session of one of the stream's inputs (``main`` included), or None."""
+        if name == MAIN_INPUT:
+            return self.sessions.get(stream_id)
+        return self.inputs.get(stream_id, {}).get(name)
+
     def end(
         self, session: PublishSession, error: str | None = None, *, clean: bool = False
     ) -> None:
@@ -312,6 +389,17 @@ class LiveStreams:
         session.ended = True
         session.clean_end = clean
         session.hub.end()
+        if session.input != MAIN_INPUT:
+            if error:
+                self.states[session.stream_id].last_error = f"input {session.input}: {error}"
+            live = self.inputs.get(session.stream_id, {})
+            if live.get(session.input) is session:
+                del live[session.input]
+                if not live:
+                    del self.inputs[session.stream_id]
+            for listener in self.on_input_end:
+                listener(session)
+            return
         if self.sessions.get(session.stream_id) is session:
             del self.sessions[session.stream_id]
         state = self.states[session.stream_id]
@@ -322,7 +410,11 @@ class LiveStreams:
             listener(session)
 
     def kick(self, stream_id: str, reason: str) -> bool:
-        """Disconnect the stream's publisher; False if it is not live."""
+        """Disconnect the stream's publisher (and its named inputs'); False if its main input
+        is not live."""
+        for named in list(self.inputs.get(stream_id, {}).values()):
+            self.end(named, reason, clean=True)
+            named.publisher.kick(reason)
         session = self.sessions.get(stream_id)
         if session is None:
             return False

@@ -9,6 +9,7 @@ Only the live window is kept in memory.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -87,6 +88,8 @@ class LivePackage:
         self._slate: dict[str, SlateLoop] | None = None  # playing while not None
         self._slate_started = 0.0
         self._slate_seconds = 0.0  # on slate before the current stretch
+        #: The input whose media the renditions carry (``main``, or a named input after a switch).
+        self.input = "main"
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -237,8 +240,36 @@ class LivePackage:
     # -- the slate (continuity) --------------------------------------------------------
     @property
     def active_input(self) -> str:
-        """``"slate"`` while the slate plays, else ``"main"``."""
-        return "slate" if self._slate is not None else "main"
+        """``"slate"`` while the slate plays, else the input feeding the ladder."""
+        return "slate" if self._slate is not None else self.input
+
+    def switch_input(
+        self, name: str, start: Fraction, inits: dict[str, list[RenditionInfo]]
+    ) -> Fraction:
+        """Input ``name`` takes over from its frame at ``start`` (its session time, an IDR on
+        every rendition): every rendition goes on after a discontinuity on the same PDT grid,
+        so no time is skipped. ``inits``: the new input's tracks of renditions whose bitstream
+        differs from the rendition's own init (a passthrough rung of another camera), each
+        announced with its own EXT-X-MAP. Returns the packaged time of the switch frame."""
+        for r in self.renditions.values():  # what the last input left in the cutters
+            part = r.flush()
+            if part is not None:
+                self._published(r, part)
+        offset = self.show.continue_on_switch(start)
+        for rname, r in self.renditions.items():
+            map_uri = None
+            tracks = inits.get(rname)
+            if tracks is not None:
+                digest = hashlib.sha256(b"".join(t.extradata for t in tracks)).hexdigest()
+                map_uri = f"input-{self.show.first_msn}-{digest[:12]}.mp4"
+                if map_uri not in r.files:
+                    r.add_init(map_uri, tracks)
+                    if self.sink is not None:
+                        self.sink.init_added(rname, map_uri, r.files[map_uri])
+            r.continue_at(offset, map_uri)
+        self.input = name
+        self._changed(self.renditions.values())
+        return offset + start
 
     @property
     def slate_seconds(self) -> float:

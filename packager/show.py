@@ -146,3 +146,10 @@ class ShowTimeline:
         end = self._session_end
         self.offset = Fraction(math.ceil(end * fps)) / fps if fps else end
         return self.offset
+
+    def continue_on_switch(self, start: Fraction) -> Fraction:
+        """Another input takes over with its frame at ``start`` (its session time): that frame
+        follows the last media at once on the same wall clock, so the PDT grid has no gap."""
+        # Rounded, not ceiled: a passthrough rung's millisecond times sit a hair off the grid.
+        self.offset = self.on_grid(self._session_end) - start
+        return self.offset

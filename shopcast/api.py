@@ -13,15 +13,16 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from ingest.sessions import LiveStreams, PublishSession
+from ingest.sessions import MAIN_INPUT, LiveStreams, PublishSession
 from ingest.shown import shown
 from packager import access
 from packager.origin import HOMES_KEY, StreamOwners
+from packager.playlist import format_pdt
 from packager.stores import StoreUnavailable
 from shopcast.clips import CLIPS_KEY, ClipRefused
 from shopcast.cluster import ClusterView, NodeRegistry
 from shopcast.config import ClusterSection
-from shopcast.pipeline import Pipelines
+from shopcast.pipeline import Pipelines, SwitchFailed
 from shopcast.recordings import Recordings
 from shopcast.store import (
     DatabaseUnavailable,
@@ -386,6 +387,112 @@ async def end_show(request: web.Request) -> web.Response:
     return web.json_response({"id": record.id, "state": "ended"})
 
 
+# -- named inputs and switching (multi-camera) ---------------------------------------------
+def _input_json(request: web.Request, stream_id: str, name: str, backup: bool) -> dict[str, Any]:
+    streams = request.app[STREAMS_KEY]
+    pipeline = request.app[PIPELINES_KEY].pipelines.get(stream_id)
+    live = pipeline is not None and not pipeline.package.ended
+    return {
+        "name": name,
+        "backup": backup,
+        "publishing": streams.input_session(stream_id, name) is not None,
+        "active": live and pipeline is not None and pipeline.package.input == name,
+    }
+
+
+async def create_input(request: web.Request) -> web.Response:
+    """A named input (a second camera, a backup encoder) with its own key and publish URLs."""
+    record = await _record(request)
+    body = await _json_body(request)
+    if (
+        not isinstance(body, dict)
+        or not isinstance(body.get("name"), str)
+        or set(body) - {"name", "backup"}
+        or not isinstance(body.get("backup", False), bool)
+    ):
+        raise ApiError(422, "invalid", 'the body must be {"name": "<input>", "backup": false}')
+    try:
+        named = await request.app[STORE_KEY].create_input(
+            record.id, body["name"], body.get("backup", False)
+        )
+    except StoreError as exc:
+        status = 409 if "already exists" in str(exc) else 422
+        raise ApiError(status, "conflict" if status == 409 else "invalid", str(exc)) from exc
+    out = _input_json(request, record.id, named.name, named.backup)
+    out["stream_key"] = named.stream_key
+    # The publish URLs of the stream, with the input's key (RTMP, WHIP's bearer, SRT): on this
+    # origin when the show is on here (every input of a show must feed the same origin).
+    keyed = replace(record, stream_key=named.stream_key)
+    pipeline = request.app[PIPELINES_KEY].pipelines.get(record.id)
+    here = request.app[REGISTRY_KEY].record
+    if pipeline is not None and not pipeline.package.ended and here is not None:
+        out.update(ingest_urls(here, keyed))
+    else:
+        out.update(await _placed(request, keyed))
+    return web.json_response(out, status=201)
+
+
+async def list_inputs(request: web.Request) -> web.Response:
+    """The stream's inputs, ``main`` (the stream's own key) first."""
+    record = await _record(request)
+    named = await request.app[STORE_KEY].list_inputs(record.id)
+    inputs = [_input_json(request, record.id, MAIN_INPUT, False)]
+    inputs += [_input_json(request, record.id, n.name, n.backup) for n in named]
+    return web.json_response({"inputs": inputs})
+
+
+async def delete_input(request: web.Request) -> web.Response:
+    """Delete a named input: its key stops working and its publisher is disconnected."""
+    record = await _record(request)
+    name = request.match_info["name"]
+    if name == MAIN_INPUT:
+        raise ApiError(422, "invalid", "the main input is the stream's own key: it cannot go")
+    pipeline = request.app[PIPELINES_KEY].pipelines.get(record.id)
+    if pipeline is not None and not pipeline.package.ended and pipeline.package.input == name:
+        raise ApiError(409, "active", f"input {name!r} feeds the show: switch away first")
+    if not await request.app[STORE_KEY].delete_input(record.id, name):
+        raise ApiError(404, "not_found", f"stream {record.id!r} has no input {name[:64]!r}")
+    streams = request.app[STREAMS_KEY]
+    session = streams.input_session(record.id, name)
+    if session is not None:
+        streams.end(session, "input deleted", clean=True)
+        session.publisher.kick("input deleted")
+    return web.Response(status=204)
+
+
+async def switch_input(request: web.Request) -> web.Response:
+    """Switch every rendition to another input at its next keyframe; answers once it did."""
+    record = await _record(request)
+    body = await _json_body(request)
+    if not isinstance(body, dict) or set(body) != {"input"} or not isinstance(body["input"], str):
+        raise ApiError(422, "invalid", 'the body must be {"input": "<input name>"}')
+    name = body["input"]
+    pipeline = request.app[PIPELINES_KEY].pipelines.get(record.id)
+    if pipeline is None or pipeline.package.ended:
+        raise ApiError(409, "offline", f"stream {record.id!r} has no show on")
+    if name != MAIN_INPUT:
+        known = {n.name for n in await request.app[STORE_KEY].list_inputs(record.id)}
+        if name not in known:
+            raise ApiError(404, "not_found", f"stream {record.id!r} has no input {name[:64]!r}")
+    try:
+        done = await request.app[PIPELINES_KEY].switch(record.id, name)
+    except SwitchFailed as exc:
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        raise ApiError(exc.status, exc.code, exc.message, headers) from None
+    return web.json_response(
+        {
+            "id": record.id,
+            "active_input": done.input,
+            "switched": done.switched,
+            # The new input's first frame: its time on the show's timeline and its date.
+            "time": float(done.time) if done.time is not None else None,
+            "program_date_time": (
+                format_pdt(done.program_date_time) if done.program_date_time else None
+            ),
+        }
+    )
+
+
 async def set_vertical(request: web.Request) -> web.Response:
     """Change the vertical policy (crop/pad and crop focus) of a live stream's transcoder."""
     record = await _record(request)
@@ -706,6 +813,10 @@ def make_app(
     app.router.add_delete("/api/v1/streams/{id}/publisher", at_owner(kick_publisher))
     app.router.add_post("/api/v1/streams/{id}/end", at_owner(end_show))
     app.router.add_patch("/api/v1/streams/{id}/vertical", at_owner(set_vertical))
+    app.router.add_post("/api/v1/streams/{id}/inputs", at_owner(create_input))
+    app.router.add_get("/api/v1/streams/{id}/inputs", at_owner(list_inputs, read=True))
+    app.router.add_delete("/api/v1/streams/{id}/inputs/{name}", at_owner(delete_input))
+    app.router.add_post("/api/v1/streams/{id}/switch", at_owner(switch_input))
     app.router.add_post("/api/v1/streams/{id}/playback-token", playback_token)
     app.router.add_post("/api/v1/streams/{id}/tags", at_owner(create_tag))
     app.router.add_get("/api/v1/streams/{id}/tags", list_tags)

@@ -136,6 +136,15 @@ class ContinuitySection:
     slate_image: str = ""
     #: Per-stream slate pictures, ``"<stream_id>=<path>"`` each.
     slate_images: tuple[str, ...] = ()
+    #: Least seconds between two input switches of a stream (a flapping input cannot thrash
+    #: the ladder); a switch asked sooner is refused with Retry-After.
+    switch_interval: float = 2.0
+    #: Longest wait for the new input's cue (its ladder and an aligned keyframe) before a
+    #: switch is given up.
+    switch_timeout: float = 10.0
+    #: When main publishes again while a backup input is on air: "main" switches back at
+    #: main's first keyframe, "stay" keeps the backup on air (switch by API).
+    backup_return: str = "main"
 
     def image_for(self, stream_id: str) -> str:
         """The slate picture file of ``stream_id`` ("" for the generated card)."""
@@ -252,6 +261,10 @@ class Config:
             raise ConfigError("continuity.slate_window must be within 0..3600 seconds")
         if self.continuity.gap_timeout <= 0:
             raise ConfigError("continuity.gap_timeout must be positive")
+        if self.continuity.switch_interval < 0 or self.continuity.switch_timeout <= 0:
+            raise ConfigError("continuity.switch_interval must be >= 0 and switch_timeout positive")
+        if self.continuity.backup_return not in ("main", "stay"):
+            raise ConfigError('continuity.backup_return must be "main" or "stay"')
         if any("=" not in item for item in self.continuity.slate_images):
             raise ConfigError('continuity.slate_images entries are "<stream_id>=<path>"')
         if self.hooks.webhook_urls and not self.hooks.webhook_secret:

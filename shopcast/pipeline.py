@@ -12,9 +12,10 @@ from fractions import Fraction
 from typing import Any, Protocol
 
 from ingest.media import MediaKind
-from ingest.sessions import LiveStreams, PublishSession
+from ingest.sessions import MAIN_INPUT, KeyframeSource, LiveStreams, PublishSession
 from packager.live import LivePackage, PackageListener, PackagerConfig, ShowStart
 from packager.recorder import Recording
+from packager.switch import SwitchCue, SwitchRefused
 from packager.tags import Tag
 from shopcast.config import ContinuitySection
 from shopcast.store import DatabaseUnavailable
@@ -23,6 +24,8 @@ from transcode.policy import LadderConfig
 from transcode.slate import SlateClip, SlateError, encode_slate, load_slate_image
 
 log = logging.getLogger(__name__)
+#: Seconds between keyframe requests to a WHIP input while a switch to it waits for its cue.
+_KEYFRAME_ASK = 0.25
 
 
 @dataclass
@@ -41,6 +44,9 @@ class StreamPipeline:
     runner: asyncio.Task[None] | None = None
     #: After ENDLIST: when the ended stream's pipeline is let go (see ``Pipelines._release``).
     release_timer: asyncio.TimerHandle | None = None
+    #: ``time.monotonic()`` of the last input switch asked for (switches are rate-limited).
+    last_switch: float = -math.inf
+    switching: bool = False
 
 
 class ShowSource(Protocol):
@@ -61,6 +67,41 @@ TAGS_RETRY_FIRST, TAGS_RETRY_MAX = 0.5, 5.0
 #: Tags placed this long before the show's start (its lease's clock) still belong to it: the
 #: nodes' clocks and the database's may be this far apart.
 TAGS_CLOCK_SLACK = 2.0
+
+
+@dataclass
+class _Cued:
+    """An input cued for a switch: its transcoder runs into ``cue``; ``start`` is the frame."""
+
+    cue: SwitchCue
+    transcoder: LadderTranscoder
+    task: asyncio.Task[None]
+    start: Fraction
+
+    async def cancel(self) -> None:
+        """Give the cue up: the input is held again."""
+        self.transcoder.reader.close()
+        await _done(self.task)
+
+
+@dataclass(frozen=True)
+class SwitchDone:
+    """Where a switch happened: the packaged time of the new input's first frame and its
+    PROGRAM-DATE-TIME (None when the input was already active)."""
+
+    input: str
+    switched: bool
+    time: Fraction | None = None
+    program_date_time: float | None = None
+
+
+class SwitchFailed(Exception):
+    """A switch refused: HTTP-like ``status``, a ``code``, words, and when to retry (429)."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after: int = 0) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.retry_after = retry_after
 
 
 class RecordingOpener(Protocol):
@@ -98,6 +139,8 @@ class Pipelines:
         self.pipelines: dict[str, StreamPipeline] = {}
         streams.on_session_start.append(self._session_started)
         streams.on_session_end.append(self._session_ended)
+        streams.on_input_start.append(self._input_started)
+        streams.on_input_end.append(self._input_ended)
 
     def package(self, stream_id: str) -> LivePackage | None:
         """The stream's live (or just ended) package, for the origin."""
@@ -105,9 +148,19 @@ class Pipelines:
         return pipeline.package if pipeline else None
 
     def _session_started(self, session: PublishSession) -> None:
+        old = self.pipelines.get(session.stream_id)
+        held = old is not None and not old.package.ended and old.package.input != session.input
+        if held and old is not None and old.finish_timer is None:
+            # Another input feeds the show: this one is held, ready for a switch.
+            log.info("[%s] input %s back: held", session.stream_id, session.input)
+            on_air = self.streams.input_session(session.stream_id, old.package.input)
+            back = self.continuity.backup_return == "main" and not old.switching
+            if back and on_air is not None and on_air.backup:
+                # Main is back while the backup covers for it: main again, at its first IDR.
+                self._spawn(old, self._back_to_main(old, session))
+            return
         # Attach now, so no unit is missed while an old transcoder finishes flushing.
         reader = session.hub.add_reader("transcode")
-        old = self.pipelines.get(session.stream_id)
         reconnect = old is not None and old.finish_timer is not None and not old.package.ended
         if old is not None and old.release_timer is not None:
             old.release_timer.cancel()  # replaced below by the new show's pipeline
@@ -161,6 +214,7 @@ class Pipelines:
                         listener(session.stream_id, round(stretch, 3))
                 log.info("[%s] publisher back: playlists continue", session.stream_id)
                 package.continue_after_reconnect()
+                package.input = session.input
             await transcoder.run()
 
         pipeline.runner = self._spawn(pipeline, run(), name=f"pipeline-{session.stream_id}")
@@ -254,22 +308,85 @@ class Pipelines:
 
         pipeline.gap_timer = loop.call_later(gap / 4, check)
 
+    def _input_started(self, session: PublishSession) -> None:
+        """A named input publishes: held, unless it fed the show and dropped (it resumes)."""
+        pipeline = self.pipelines.get(session.stream_id)
+        if (
+            pipeline is not None
+            and pipeline.finish_timer is not None
+            and pipeline.package.input == session.input
+        ):
+            self._session_started(session)
+
+    def _input_ended(self, session: PublishSession) -> None:
+        """A named input stopped: when it fed the show, as if the main publisher had."""
+        self._session_ended(session)
+
     def _session_ended(self, session: PublishSession) -> None:
         pipeline = self.pipelines.get(session.stream_id)
         if pipeline is None or pipeline.package.ended:
             return
+        if pipeline.package.input != session.input or pipeline.switching:
+            return  # a held input stopped (or another takes over now): the show goes on
         if pipeline.gap_timer is not None:
             pipeline.gap_timer.cancel()
             pipeline.gap_timer = None
+        # A camera that stops while main publishes, or an input dropping while a backup
+        # publishes: the other input takes over at its next keyframe (the slate covers meanwhile).
+        cover = None
+        if session.input != MAIN_INPUT:
+            cover = self.streams.input_session(session.stream_id, MAIN_INPUT)
+        if cover is None and not session.clean_end:
+            cover = self._backup_for(session)
+        self._interrupted(pipeline, session.stream_id, session.clean_end and cover is None)
+        if cover is not None:
+            log.info("[%s] input %s stopped: %s takes over", *_names(session, cover))
+            self._spawn(pipeline, self._cover(pipeline, session, cover))
+
+    def _backup_for(self, stopped: PublishSession) -> PublishSession | None:
+        """A publishing backup input of the stream, other than ``stopped``."""
+        named = self.streams.inputs.get(stopped.stream_id, {})
+        return next((s for name, s in sorted(named.items()) if s.backup and s is not stopped), None)
+
+    async def _back_to_main(self, pipeline: StreamPipeline, main: PublishSession) -> None:
+        """Main is back while a backup covers: main again at its next keyframe, once the
+        switch interval since the last switch has passed (a flapping main cannot thrash)."""
+        pipeline.switching = True
+        try:
+            wait = pipeline.last_switch + self.continuity.switch_interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            package = pipeline.package
+            if package.ended or pipeline.finish_timer is not None:
+                return
+            on_air = self.streams.input_session(main.stream_id, package.input)
+            if on_air is not None and not on_air.backup:
+                return  # someone switched meanwhile
+            if main.ended:
+                if on_air is None:  # the backup stopped too while we waited (its end waited)
+                    self._interrupted(pipeline, main.stream_id, clean=False)
+                return
+            await self._switch(pipeline, main)
+        except SwitchFailed as exc:
+            log.warning("[%s] main not back on air: %s", main.stream_id, exc.message)
+            feeding = self.streams.input_session(main.stream_id, pipeline.package.input)
+            if feeding is None and pipeline.finish_timer is None and not pipeline.package.ended:
+                self._interrupted(pipeline, main.stream_id, clean=False)
+        finally:
+            pipeline.switching = False
+            pipeline.last_switch = time.monotonic()
+
+    def _interrupted(self, pipeline: StreamPipeline, stream_id: str, clean: bool) -> None:
+        """No input feeds the show: the slate after a drop, then ENDLIST unless one returns."""
         loop = asyncio.get_running_loop()
-        if session.clean_end:
+        if clean:
             # S 6.2.1-style grace: wait for the publisher before writing ENDLIST.
             window = self.packager.reconnect_window
         else:
             window = self.continuity.slate_window
-            error = self.streams.states[session.stream_id].last_error or "connection lost"
+            error = self.streams.states[stream_id].last_error or "connection lost"
             self._spawn(pipeline, self._play_slate(pipeline, error))
-        pipeline.finish_timer = loop.call_later(window, self._finish, session.stream_id)
+        pipeline.finish_timer = loop.call_later(window, self._finish, stream_id)
 
     async def _play_slate(self, pipeline: StreamPipeline, reason: str) -> None:
         """The publisher dropped: once its last media is listed, the slate plays until the
@@ -299,6 +416,159 @@ class Pipelines:
         while package.active_input == "slate":
             await asyncio.sleep(interval)
             package.advance_slate()
+
+    # -- switching inputs (multi-camera) -------------------------------------------------
+    async def switch(self, stream_id: str, name: str) -> SwitchDone:
+        """Switch every rendition to input ``name`` at its next keyframe (an IDR on every
+        rendition at the same frame, the PDT grid unbroken). ``SwitchFailed`` says why not."""
+        pipeline = self.pipelines.get(stream_id)
+        if pipeline is None or pipeline.package.ended or not pipeline.package.renditions:
+            raise SwitchFailed(409, "offline", f"stream {stream_id!r} has no show on")
+        package = pipeline.package
+        if package.active_input == "slate" or pipeline.finish_timer is not None:
+            raise SwitchFailed(409, "interrupted", "the show's input dropped: no switch now")
+        if name == package.input:
+            return SwitchDone(name, switched=False)
+        session = self.streams.input_session(stream_id, name)
+        if session is None:
+            raise SwitchFailed(409, "not_publishing", f"input {name!r} is not publishing")
+        wait = pipeline.last_switch + self.continuity.switch_interval - time.monotonic()
+        if pipeline.switching or wait > 0:
+            raise SwitchFailed(
+                429,
+                "rate_limited",
+                f"at most one switch every {self.continuity.switch_interval:g} s",
+                retry_after=max(1, math.ceil(wait)),
+            )
+        pipeline.switching = True
+        pipeline.last_switch = time.monotonic()
+        try:
+            return await self._switch(pipeline, session)
+        except SwitchFailed:
+            # The input on air may have stopped meanwhile (its end waited for this switch).
+            feeding = self.streams.input_session(stream_id, package.input)
+            if feeding is None and not package.ended and pipeline.finish_timer is None:
+                self._interrupted(pipeline, stream_id, clean=False)
+            raise
+        finally:
+            pipeline.switching = False
+
+    async def _switch(self, pipeline: StreamPipeline, session: PublishSession) -> SwitchDone:
+        package = pipeline.package
+        cued = await self._cue(pipeline, session)
+        # The old input's last frames are listed, then the new one follows on every rendition.
+        if pipeline.transcoder is not None:
+            pipeline.transcoder.reader.close()
+        if pipeline.runner is not None:
+            await _done(pipeline.runner)
+        if package.ended or package.active_input == "slate" or pipeline.finish_timer is not None:
+            await cued.cancel()
+            raise SwitchFailed(409, "interrupted", "the show's input dropped during the switch")
+        return self._go_live(pipeline, session, cued)
+
+    async def _cue(self, pipeline: StreamPipeline, session: PublishSession) -> _Cued:
+        """Run ``session``'s transcoder into a cue until an IDR at the same frame is out of
+        every rendition (``SwitchFailed`` when it does not fit or does not come)."""
+        # A late reader starts at the input's next keyframe (see StreamHub.add_reader).
+        reader = session.hub.add_reader(f"transcode-{session.input}")
+        cue = SwitchCue(pipeline.package, session.input)
+        # A held input's GOP is known from its ingest: the ladder is then known at its first
+        # keyframe, and the switch happens there (not one GOP later).
+        gop = session.stats.gop
+        transcoder = LadderTranscoder(
+            reader,
+            self.ladder,
+            sink=cue,
+            name=f"{session.stream_id}/{session.input}",
+            gop_known=gop is not None and gop <= self.ladder.segment_duration + 0.05,
+            # Its audio is encoded into the show's format when it differs (mono/stereo, rate).
+            audio_like=pipeline.package.audio,
+        )
+        task = self._spawn(pipeline, transcoder.run(), name=f"pipeline-{session.stream_id}")
+        publisher = session.publisher
+        if isinstance(publisher, KeyframeSource):
+            # WHIP: keyframes on demand (the reader's first, the one that shows the GOP, the
+            # cue's) instead of waiting for the browser's own, up to the cue.
+            source = publisher
+
+            async def ask_keyframes() -> None:
+                while not cue.ready.done():
+                    source.request_keyframe(force=True)
+                    await asyncio.sleep(_KEYFRAME_ASK)
+
+            self._spawn(pipeline, ask_keyframes())
+        cued = _Cued(cue, transcoder, task, Fraction(0))
+        try:
+            cued.start = await asyncio.wait_for(
+                asyncio.shield(cue.ready), self.continuity.switch_timeout
+            )
+        except SwitchRefused as exc:
+            await cued.cancel()
+            raise SwitchFailed(409, "incompatible_input", str(exc)) from None
+        except TimeoutError:
+            await cued.cancel()
+            raise SwitchFailed(
+                409,
+                "no_keyframe",
+                f"input {session.input} gave no usable keyframe within "
+                f"{self.continuity.switch_timeout:g} s",
+            ) from None
+        return cued
+
+    def _go_live(
+        self, pipeline: StreamPipeline, session: PublishSession, cued: _Cued
+    ) -> SwitchDone:
+        """The cued input feeds every rendition from its cue frame on."""
+        package = pipeline.package
+        switched = cued.cue.take_over(cued.start)
+        pipeline.transcoder, pipeline.runner = cued.transcoder, cued.task
+        if pipeline.gap_timer is not None:
+            pipeline.gap_timer.cancel()
+        self._watch_gap(pipeline, session)  # a media gap of the new input is a drop too
+        pdt = package.program_date_time(switched)
+        log.info(
+            "[%s] switched to input %s at %.3f s (PDT %.3f)",
+            session.stream_id,
+            session.input,
+            float(switched),
+            pdt,
+        )
+        return SwitchDone(session.input, True, switched, pdt)
+
+    async def _cover(
+        self, pipeline: StreamPipeline, dropped: PublishSession, to: PublishSession
+    ) -> None:
+        """The input on air dropped while ``to`` publishes: the slate covers (within a part
+        target, as after any drop) until ``to`` is cued, then ``to`` takes over from the slate
+        at its keyframe; when it cannot, the slate plays on as after any drop."""
+        package = pipeline.package
+        dropped_runner = pipeline.runner
+        pipeline.switching = True
+        try:
+            try:
+                cued = await self._cue(pipeline, to)
+            except SwitchFailed as exc:
+                log.warning("[%s] %s cannot cover: %s", to.stream_id, to.input, exc.message)
+                return
+            if dropped_runner is not None:
+                await _done(dropped_runner)  # the dropped input's last media is listed
+            if (
+                package.ended
+                or pipeline.finish_timer is None
+                or pipeline.runner is not dropped_runner
+            ):
+                await cued.cancel()  # ended, or an input came back meanwhile
+                return
+            stretch = package.stop_slate()
+            pipeline.finish_timer.cancel()
+            pipeline.finish_timer = None
+            if stretch:
+                for listener in self.on_resumed:
+                    listener(to.stream_id, round(stretch, 3))
+            self._go_live(pipeline, to, cued)
+        finally:
+            pipeline.switching = False
+            pipeline.last_switch = time.monotonic()
 
     def _finish(self, stream_id: str) -> asyncio.Task[None] | None:
         pipeline = self.pipelines.get(stream_id)
@@ -371,6 +641,10 @@ class Pipelines:
         for pipeline in self.pipelines.values():
             for task in list(pipeline.tasks):
                 task.cancel()
+
+
+def _names(stopped: PublishSession, backup: PublishSession) -> tuple[str, str, str]:
+    return stopped.stream_id, stopped.input, backup.input
 
 
 async def _done(task: asyncio.Task[None]) -> None:

@@ -15,7 +15,7 @@ from aiohttp import web
 from ingest.media import MediaKind
 from ingest.rtmp.connection import RTMPLimits
 from ingest.rtmp.server import RTMPServer, RTMPServerSettings
-from ingest.sessions import LiveStreams
+from ingest.sessions import INPUT_SEPARATOR, LiveStreams, PublishSession
 from ingest.srt.server import SrtServer, SrtSettings, SrtUnavailable
 from ingest.whip.endpoint import WhipEndpoint
 from ingest.whip.session import WhipSettings
@@ -81,6 +81,9 @@ class ShopcastServer:
         )
         pk = config.packager
         self.metrics = ShopcastMetrics()
+        #: Publish target → whether that named input is a backup (as its key lookup said).
+        self._backup_inputs: dict[str, bool] = {}
+        self.streams.on_input_start.append(self._mark_backup)  # before the pipelines see it
         self.pipelines = Pipelines(
             self.streams,
             config.transcode,
@@ -224,11 +227,22 @@ class ShopcastServer:
         self.welcome = Welcome(first.new_api_token, first.new_demo_key)
 
     async def _authorize(self, stream_key: str) -> str | None:
+        """The publish target of a key: the stream id, or "<stream id>/<input>" for a named
+        input's key."""
         rec = await self.store.stream_for_key(stream_key)
         if rec is None:
-            return None
+            named = await self.store.input_for_key(stream_key)
+            if named is None:
+                return None
+            target = f"{named.stream_id}{INPUT_SEPARATOR}{named.name}"
+            self._backup_inputs[target] = named.backup  # read when its session opens
+            return target
         self.recordings.stream_published(rec)
         return rec.id
+
+    def _mark_backup(self, session: PublishSession) -> None:
+        target = f"{session.stream_id}{INPUT_SEPARATOR}{session.input}"
+        session.backup = self._backup_inputs.pop(target, False)
 
     def _shows_here(self, stream_id: str) -> bool:
         """Whether this node has the stream's show: a publisher, or playlists not ended yet

@@ -13,7 +13,7 @@ from datetime import datetime
 from fractions import Fraction
 from typing import Any, Protocol
 
-from ingest.sessions import LiveStreams, PublishSession
+from ingest.sessions import MAIN_INPUT, LiveStreams, PublishSession
 from ingest.shown import shown
 from packager.playlist import format_pdt
 from packager.tags import TAG_CLASSES
@@ -218,8 +218,10 @@ class TagService:
         if not bucket.take(self.clock()):
             raise TagError(429, "rate_limited", f"more than {self.rate:g} tags/s on this stream")
         req = validate(body)
-        session = self.streams.sessions.get(stream_id)
         pipeline = self.pipelines.pipelines.get(stream_id)
+        # The input feeding the show (a tag lands on its frames after a switch).
+        feeding = pipeline.package.input if pipeline is not None else MAIN_INPUT
+        session = self.streams.input_session(stream_id, feeding)
         slate_time = pipeline.package.slate_time() if pipeline is not None else None
         if pipeline is not None and slate_time is not None and session is None and req.at is None:
             # On slate the tag timeline keeps working: the tag lands on the newest slate frame

@@ -189,8 +189,17 @@ class AudioTranscoder:
 class AudioTrack:
     """The stream's audio rendition; runs on the event loop (passthrough is just re-stamping)."""
 
-    def __init__(self, config: LadderConfig, bridge: SinkBridge, stats: TranscodeStats) -> None:
+    def __init__(
+        self,
+        config: LadderConfig,
+        bridge: SinkBridge,
+        stats: TranscodeStats,
+        like: RenditionInfo | None = None,
+    ) -> None:
         self.config = config
+        #: The format the rendition must have (a show's audio, when another input takes over):
+        #: a source of another format is encoded into it.
+        self._like = like
         self._bridge = bridge
         self._stats = stats
         self._faults = stats.faults
@@ -211,7 +220,14 @@ class AudioTrack:
                 aac = parse_audio_specific_config(unit.payload)
             except BitstreamError as exc:
                 self._faults.record("bad_config", f"audio: {exc}")
-        if self.info is None:
+        like = self._like
+        if self.info is None and like is not None and unit.payload != like.extradata:
+            # Not the show's own format: encoded into it (the show's init segment stays valid).
+            self.info = dataclasses.replace(
+                like, passthrough=False, encoder_delay=1024, bitrate=self.config.audio_bitrate
+            )
+            self._start_transcoder(like.sample_rate, _layout(like.channels))
+        elif self.info is None:
             if aac is not None and aac.is_lc_passthrough_ready:
                 self.passthrough = True
                 self._clock = SampleClock(aac.sample_rate)

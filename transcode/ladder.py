@@ -51,8 +51,15 @@ class LadderTranscoder:
         sink: TranscodeSink | None = None,
         *,
         name: str | None = None,
+        gop_known: bool = False,
+        audio_like: RenditionInfo | None = None,
     ) -> None:
         self.reader = reader
+        #: The audio rendition's required format (see :class:`~transcode.audio.AudioTrack`).
+        self.audio_like = audio_like
+        #: The source's keyframes are known to be at most a segment apart (measured at ingest,
+        #: e.g. an input held for a switch): the passthrough rung need not wait for a second one.
+        self.gop_known = gop_known
         self.config = config or LadderConfig()
         self.sink: TranscodeSink = sink if sink is not None else QueueSink()
         self.name = name or reader.hub.stream_id
@@ -150,6 +157,8 @@ class LadderTranscoder:
                     self._prefix,
                     self._on_video_handed_over,
                 )
+                if self.gop_known:
+                    self._video.passthrough.gop_ok = True  # before it sees any unit
             if self._video_on_loop:
                 self._video.feed(unit, at)
             elif self._hand_over_asked:
@@ -163,7 +172,7 @@ class LadderTranscoder:
                 await _put(self._video.input, (unit, at))
             return
         if self._audio is None:
-            self._audio = AudioTrack(self.config, self._bridge, self.stats)
+            self._audio = AudioTrack(self.config, self._bridge, self.stats, self.audio_like)
         if unit.is_config:
             self._audio.configure(unit)
         elif at is not None:

@@ -32,7 +32,13 @@ from ingest.mpegts import (
     TSDemuxer,
     TSLimits,
 )
-from ingest.sessions import LiveStreams, PublishRefused, PublishSession, RefusalReason
+from ingest.sessions import (
+    LiveStreams,
+    PublishRefused,
+    PublishSession,
+    RefusalReason,
+    split_target,
+)
 from ingest.shown import shown
 from ingest.srt.streamid import StreamIdError, parse_stream_id
 
@@ -85,7 +91,7 @@ async def resolve_caller(streams: LiveStreams, raw_stream_id: bytes) -> str:
     ``PublishRefused`` (an unknown key, or ``r=`` naming a stream the key is not for)."""
     request = parse_stream_id(raw_stream_id)
     stream_id = await streams.resolve(request.key)
-    if request.stream_id is not None and request.stream_id != stream_id:
+    if request.stream_id is not None and request.stream_id != split_target(stream_id)[0]:
         raise PublishRefused(
             RefusalReason.BAD_KEY,
             f"the stream key is not the key of stream {shown(request.stream_id)}",

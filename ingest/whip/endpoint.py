@@ -21,7 +21,7 @@ from pathlib import Path
 from aiohttp import web
 from aiortc.sdp import SessionDescription
 
-from ingest.sessions import LiveStreams, PublishRefused, RefusalReason
+from ingest.sessions import LiveStreams, PublishRefused, RefusalReason, split_target
 from ingest.shown import REASON_CHARS, shown
 from ingest.whip.codecs import SUPPORTED_AUDIO, SUPPORTED_VIDEO
 from ingest.whip.ice import PortRangeExhausted
@@ -179,10 +179,10 @@ class WhipEndpoint:
         if scheme.lower() != "bearer" or not key.strip():
             return _error(401, "stream key required: Authorization: Bearer <stream key>", bearer)
         try:
-            keyed_stream = await self.streams.resolve(key.strip())
+            target: str | None = await self.streams.resolve(key.strip())
         except PublishRefused:
-            keyed_stream = None
-        if keyed_stream != stream_id:
+            target = None
+        if target is None or split_target(target)[0] != stream_id:
             return _error(401, "invalid stream key", bearer)
         if request.content_type != SDP:
             return _error(415, f"Content-Type must be {SDP}", {"Accept-Post": SDP})
@@ -205,12 +205,12 @@ class WhipEndpoint:
         session.remote_ufrag = next(m.ice.usernameFragment for m in description.media if m.ice)
         self.sessions[session.id] = session  # counts against capacity while negotiating
         try:
-            await self.streams.admit(stream_id, session)
+            await self.streams.admit(target, session)
             kinds = frozenset(m.kind for m in description.media if m.kind in ("audio", "video"))
             answer = await session.negotiate(offer, kinds)
             if session.closed:
                 raise OfferError(503, "session closed while negotiating")
-            live = self.streams.open(stream_id, session)
+            live = self.streams.open(target, session)
         except PublishRefused as exc:
             await session.close(f"refused: {exc.detail}")
             return _error(REFUSAL_STATUS[exc.reason], exc.detail)

@@ -38,6 +38,23 @@ class StreamRecord:
 
 
 @dataclass(frozen=True)
+class InputRecord:
+    """A named input of a stream (its "main" input is the stream's own key, with no record)."""
+
+    stream_id: str
+    name: str
+    stream_key: str
+    backup: bool
+    created_at: float
+
+
+#: The input a stream's own key publishes to.
+MAIN_INPUT = "main"
+#: Input names: like stream ids, at most 32 characters.
+INPUT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+
+@dataclass(frozen=True)
 class RecordingRecord:
     """A recording as stored: its state and totals (the media are in the recordings store)."""
 
@@ -161,6 +178,19 @@ class Store(Protocol):
 
     async def stream_for_key(self, key: str) -> StreamRecord | None:
         """The stream this publish key belongs to, or ``None`` (see :func:`key_matches`)."""
+
+    async def create_input(self, stream_id: str, name: str, backup: bool) -> InputRecord:
+        """A new named input with a fresh key; ``StoreError`` when the name is taken or
+        invalid, or the stream does not exist."""
+
+    async def list_inputs(self, stream_id: str) -> list[InputRecord]:
+        """The stream's named inputs, by name."""
+
+    async def delete_input(self, stream_id: str, name: str) -> bool:
+        """False when there is no such input."""
+
+    async def input_for_key(self, key: str) -> InputRecord | None:
+        """The named input this publish key belongs to, or ``None``."""
 
     async def insert_tag(self, tag: TagRecord) -> None:
         """Durably record a tag: committed to disk when this returns."""
@@ -332,6 +362,21 @@ def lease_of_row(row: Any) -> LeaseRecord:
 
 def stream_of(row: Any) -> StreamRecord:
     return StreamRecord(row[0], row[1], float(row[2]), bool(row[3]))
+
+
+INPUT_COLUMNS = "stream_id, name, stream_key, backup, created_at"
+
+
+def input_of(row: Any) -> InputRecord:
+    return InputRecord(row[0], row[1], row[2], bool(row[3]), float(row[4]))
+
+
+def check_input_name(name: str) -> None:
+    if not INPUT_NAME_RE.match(name) or name in (MAIN_INPUT, "slate"):
+        raise StoreError(
+            "input name must be 1-32 characters of a-z, 0-9, '-' and '_', starting with a "
+            "letter or digit, and not 'main' or 'slate'"
+        )
 
 
 def recording_of(row: Any) -> RecordingRecord:

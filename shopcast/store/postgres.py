@@ -20,6 +20,7 @@ from shopcast.store.base import (
     ACQUIRE_LEASE_SQL,
     API_TOKEN_SETTING,
     HEARTBEAT_NODE_SQL,
+    INPUT_COLUMNS,
     LEASE_COLUMNS,
     NODE_COLUMNS,
     RECORDING_COLUMNS,
@@ -27,13 +28,16 @@ from shopcast.store.base import (
     TAG_COLUMNS,
     DatabaseUnavailable,
     FirstStart,
+    InputRecord,
     LeaseRecord,
     NodeRecord,
     RecordingRecord,
     StoreError,
     StreamRecord,
     TagRecord,
+    check_input_name,
     check_stream_id,
+    input_of,
     key_hash,
     key_matches,
     lease_of_row,
@@ -280,6 +284,58 @@ class PostgresStore:
         if row is None:
             return None
         rec = stream_of(row)
+        return rec if key_matches(rec.stream_key, key) else None
+
+    # -- named inputs ------------------------------------------------------------------
+    async def create_input(self, stream_id: str, name: str, backup: bool) -> InputRecord:
+        check_input_name(name)
+        key = new_secret()
+        rec = InputRecord(stream_id, name, key, backup, time.time())
+        try:
+            await self._run(
+                lambda c: c.execute(
+                    "INSERT INTO stream_inputs (stream_id, name, stream_key, key_hash, backup, "
+                    "created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                    stream_id,
+                    name,
+                    key,
+                    key_hash(key),
+                    backup,
+                    rec.created_at,
+                )
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise StoreError(f"input {name!r} already exists") from exc
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise StoreError(f"stream {stream_id!r} does not exist") from exc
+        return rec
+
+    async def list_inputs(self, stream_id: str) -> list[InputRecord]:
+        rows = await self._run(
+            lambda c: c.fetch(
+                f"SELECT {INPUT_COLUMNS} FROM stream_inputs WHERE stream_id = $1 ORDER BY name",
+                stream_id,
+            )
+        )
+        return [input_of(r) for r in rows]
+
+    async def delete_input(self, stream_id: str, name: str) -> bool:
+        status = await self._run(
+            lambda c: c.execute(
+                "DELETE FROM stream_inputs WHERE stream_id = $1 AND name = $2", stream_id, name
+            )
+        )
+        return bool(status != "DELETE 0")
+
+    async def input_for_key(self, key: str) -> InputRecord | None:
+        row = await self._run(
+            lambda c: c.fetchrow(
+                f"SELECT {INPUT_COLUMNS} FROM stream_inputs WHERE key_hash = $1", key_hash(key)
+            )
+        )
+        if row is None:
+            return None
+        rec = input_of(row)
         return rec if key_matches(rec.stream_key, key) else None
 
     # -- tags --------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from shopcast.store.base import (
     ACQUIRE_LEASE_SQL,
     API_TOKEN_SETTING,
     HEARTBEAT_NODE_SQL,
+    INPUT_COLUMNS,
     LEASE_COLUMNS,
     NODE_COLUMNS,
     RECORDING_COLUMNS,
@@ -23,13 +24,16 @@ from shopcast.store.base import (
     TAG_COLUMNS,
     DatabaseUnavailable,
     FirstStart,
+    InputRecord,
     LeaseRecord,
     NodeRecord,
     RecordingRecord,
     StoreError,
     StreamRecord,
     TagRecord,
+    check_input_name,
     check_stream_id,
+    input_of,
     key_hash,
     key_matches,
     lease_of_row,
@@ -202,9 +206,12 @@ class SqliteStore:
         )
 
     async def delete_stream(self, stream_id: str) -> bool:
-        return await self._run(
-            lambda db: db.execute("DELETE FROM streams WHERE id = ?", (stream_id,)).rowcount > 0
-        )
+        def delete(db: sqlite3.Connection) -> bool:
+            # SQLite does not enforce the inputs' foreign key (no PRAGMA foreign_keys).
+            db.execute("DELETE FROM stream_inputs WHERE stream_id = ?", (stream_id,))
+            return db.execute("DELETE FROM streams WHERE id = ?", (stream_id,)).rowcount > 0
+
+        return await self._run(delete)
 
     async def rotate_key(self, stream_id: str) -> StreamRecord:
         key = new_secret()
@@ -234,6 +241,61 @@ class SqliteStore:
         if row is None:
             return None
         rec = stream_of(row)
+        return rec if key_matches(rec.stream_key, key) else None
+
+    # -- named inputs ------------------------------------------------------------------
+    async def create_input(self, stream_id: str, name: str, backup: bool) -> InputRecord:
+        check_input_name(name)
+        key = new_secret()
+        rec = InputRecord(stream_id, name, key, backup, time.time())
+
+        def insert(db: sqlite3.Connection) -> bool:
+            if db.execute("SELECT 1 FROM streams WHERE id = ?", (stream_id,)).fetchone() is None:
+                return False
+            db.execute(
+                "INSERT INTO stream_inputs (stream_id, name, stream_key, key_hash, backup, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (stream_id, name, key, key_hash(key), int(backup), rec.created_at),
+            )
+            return True
+
+        try:
+            if not await self._run(insert):
+                raise StoreError(f"stream {stream_id!r} does not exist")
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(f"input {name!r} already exists") from exc
+        return rec
+
+    async def list_inputs(self, stream_id: str) -> list[InputRecord]:
+        return await self._run(
+            lambda db: [
+                input_of(r)
+                for r in db.execute(
+                    f"SELECT {INPUT_COLUMNS} FROM stream_inputs WHERE stream_id = ? ORDER BY name",
+                    (stream_id,),
+                )
+            ]
+        )
+
+    async def delete_input(self, stream_id: str, name: str) -> bool:
+        return await self._run(
+            lambda db: (
+                db.execute(
+                    "DELETE FROM stream_inputs WHERE stream_id = ? AND name = ?", (stream_id, name)
+                ).rowcount
+                > 0
+            )
+        )
+
+    async def input_for_key(self, key: str) -> InputRecord | None:
+        row = await self._run(
+            lambda db: db.execute(
+                f"SELECT {INPUT_COLUMNS} FROM stream_inputs WHERE key_hash = ?", (key_hash(key),)
+            ).fetchone()
+        )
+        if row is None:
+            return None
+        rec = input_of(row)
         return rec if key_matches(rec.stream_key, key) else None
 
     # -- tags --------------------------------------------------------------------------

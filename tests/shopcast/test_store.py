@@ -123,6 +123,33 @@ async def test_streams_listed_updated_deleted(store: Store) -> None:
     assert [s.id for s in await store.list_streams()] == ["a", "c"]
 
 
+async def test_named_inputs_have_own_keys_and_go_with_their_stream(store: Store) -> None:
+    shop = await store.create_stream("shop")
+    closeup = await store.create_input("shop", "closeup", backup=False)
+    backup = await store.create_input("shop", "spare", backup=True)
+    assert closeup.stream_key not in (shop.stream_key, backup.stream_key)
+    assert await store.input_for_key(closeup.stream_key) == closeup
+    assert await store.input_for_key(shop.stream_key) is None  # the main key is the stream's
+    assert await store.stream_for_key(closeup.stream_key) is None
+    assert [i.name for i in await store.list_inputs("shop")] == ["closeup", "spare"]
+    assert (await store.list_inputs("shop"))[1].backup
+    for bad in ("main", "slate", "Up", "x" * 33, ""):
+        with pytest.raises(StoreError):
+            await store.create_input("shop", bad, backup=False)
+    with pytest.raises(StoreError, match="already exists"):
+        await store.create_input("shop", "closeup", backup=False)
+    with pytest.raises(StoreError, match="does not exist"):
+        await store.create_input("nope", "closeup", backup=False)
+    assert await store.delete_input("shop", "spare") and not await store.delete_input(
+        "shop", "spare"
+    )
+    assert await store.input_for_key(backup.stream_key) is None
+    await store.delete_stream("shop")
+    assert await store.input_for_key(closeup.stream_key) is None
+    await store.create_stream("shop")
+    assert await store.list_inputs("shop") == []
+
+
 async def test_settings_overwrite(store: Store) -> None:
     assert await store.get_setting("x") is None
     await store.set_setting("x", "1")
