@@ -18,7 +18,7 @@ ENGINES = ("hls.js", "shaka")
 
 #: Low latency on both; hls.js catches up like the shop page does (up to 1.5× speed).
 #: Two more hls.js set-ups for the latency benchmark: ``shop`` plays with the live shop page's own
-#: settings (``LIVE_HLS_CONFIG`` in page.js), ``hls.js-default`` as a viewer app's developer drops
+#: settings and catch-up (``LIVE_HLS_CONFIG``, ``followLiveEdge`` in page.js), ``hls.js-default`` as a viewer app's developer drops
 #: it in (``new Hls({lowLatencyMode: true})``).
 PAGE = """<!doctype html>
 <meta charset="utf-8">
@@ -27,7 +27,7 @@ PAGE = """<!doctype html>
 <script src="/static/shaka-player.hls.js"></script>
 <script type="module">
   import { ShopcastPlayer } from "/static/shopcast-player.js";
-  import { LIVE_HLS_CONFIG } from "/static/page.js";
+  import { LIVE_HLS_CONFIG, followLiveEdge } from "/static/page.js";
   const params = new URLSearchParams(location.search);
   const video = document.getElementById("video");
   const log = (window.log = { events: [], latency: [], errors: [], stalls: 0 });
@@ -64,6 +64,7 @@ PAGE = """<!doctype html>
   viewer.addEventListener("latency", (e) => log.latency.push(
     Object.assign({ at: performance.now(), height: video.videoHeight }, e.detail)));
   viewer.start()
+    .then(() => params.get("engine") === "shop" && followLiveEdge(viewer.player, video))
     .then(() => video.play())
     .catch((e) => log.errors.push(String(e && e.code ? e.code : e)));
 </script>

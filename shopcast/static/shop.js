@@ -2,14 +2,15 @@
 // tagged frame (the viewer module shopcast-player.js fires them; page.js and cards.js hold what
 // the replay page shares).
 import { createCards } from "./cards.js";
-import { LIVE_HLS_CONFIG, startPage } from "./page.js";
+import { LIVE_HLS_CONFIG, followLiveEdge, startPage } from "./page.js";
 
 const streamId = document.body.dataset.stream;
 const video = document.getElementById("video");
 
-startPage(
+const { hls } = startPage(
   video,
   `/hls/${encodeURIComponent(streamId)}/master.m3u8`,
   LIVE_HLS_CONFIG,
   createCards(streamId, "live"),
 );
+followLiveEdge(hls, video);
