@@ -42,7 +42,14 @@ pytestmark = pytest.mark.skipif(FFMPEG is None, reason="Debian ffmpeg CLI not in
 SECONDS = 3 if SMOKE else 5
 FPS = 30
 LADDER = (Rung.named("720p", "3000k"), Rung.named("540p", "2000k"), Rung.named("360p", "730k"))
-CONFIG = LadderConfig(rungs=LADDER, preset="veryfast", passthrough=False)
+#: shopcast's production setting (x264 threads = auto); SHOPCAST_BENCH_X264_THREADS measures
+#: another one as a lever (e.g. 1: one x264 thread per rung instead of sliced threads).
+CONFIG = LadderConfig(
+    rungs=LADDER,
+    preset="veryfast",
+    passthrough=False,
+    encoder_threads=int(os.environ.get("SHOPCAST_BENCH_X264_THREADS", "0")),
+)
 LAG_BUDGET = 0.100
 
 
