@@ -16,10 +16,10 @@ from urllib.parse import urlencode
 PATH = "/viewer-test.html"
 ENGINES = ("hls.js", "shaka")
 
-#: Low latency on both; hls.js catches up like the shop page does (up to 1.5× speed).
-#: Two more hls.js set-ups for the latency benchmark: ``shop`` plays with the live shop page's own
-#: settings and catch-up (``LIVE_HLS_CONFIG``, ``followLiveEdge`` in page.js), ``hls.js-default`` as a viewer app's developer drops
-#: it in (``new Hls({lowLatencyMode: true})``).
+#: Low latency on both; ``hls.js`` catches up with its own catch-up (up to 1.5× speed).
+#: Two more hls.js set-ups for the latency benchmark: ``shop`` plays with the live shop page's
+#: own settings and catch-up (``LIVE_HLS_CONFIG``, ``followLiveEdge`` in page.js),
+#: ``hls.js-default`` as a viewer app's developer drops it in (``new Hls({lowLatencyMode: true})``).
 PAGE = """<!doctype html>
 <meta charset="utf-8">
 <video id="video" muted autoplay playsinline width="180" height="320"></video>
