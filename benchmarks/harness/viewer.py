@@ -16,7 +16,10 @@ from urllib.parse import urlencode
 PATH = "/viewer-test.html"
 ENGINES = ("hls.js", "shaka")
 
-#: Low latency on both; hls.js catches up like the shop page does (up to 1.5× speed).
+#: Low latency on both; ``hls.js`` catches up with its own catch-up (up to 1.5× speed).
+#: Two more hls.js set-ups for the latency benchmark: ``shop`` plays with the live shop page's
+#: own settings and catch-up (``LIVE_HLS_CONFIG``, ``followLiveEdge`` in page.js),
+#: ``hls.js-default`` as a viewer app's developer drops it in (``new Hls({lowLatencyMode: true})``).
 PAGE = """<!doctype html>
 <meta charset="utf-8">
 <video id="video" muted autoplay playsinline width="180" height="320"></video>
@@ -24,6 +27,7 @@ PAGE = """<!doctype html>
 <script src="/static/shaka-player.hls.js"></script>
 <script type="module">
   import { ShopcastPlayer } from "/static/shopcast-player.js";
+  import { LIVE_HLS_CONFIG, followLiveEdge } from "/static/page.js";
   const params = new URLSearchParams(location.search);
   const video = document.getElementById("video");
   const log = (window.log = { events: [], latency: [], errors: [], stalls: 0 });
@@ -36,10 +40,15 @@ PAGE = """<!doctype html>
     video.requestVideoFrameCallback(onFrame);
   };
   video.requestVideoFrameCallback(onFrame);
+  const hlsConfigs = {
+    "hls.js": { lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5 },
+    "hls.js-default": { lowLatencyMode: true },
+    shop: LIVE_HLS_CONFIG,
+  };
   const options = params.get("engine") === "shaka"
     ? { shaka: shaka.Player, config: { streaming: { lowLatencyMode: true } },
         loadAttempts: Number(params.get("attempts") || 1) }
-    : { hls: Hls, config: { lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5 } };
+    : { hls: Hls, config: hlsConfigs[params.get("engine")] };
   const viewer = (window.viewer = new ShopcastPlayer(video, params.get("src"), options));
   for (const type of ["tag", "tagend", "tagpassed"]) {
     viewer.addEventListener(type, (e) => {
@@ -55,6 +64,7 @@ PAGE = """<!doctype html>
   viewer.addEventListener("latency", (e) => log.latency.push(
     Object.assign({ at: performance.now(), height: video.videoHeight }, e.detail)));
   viewer.start()
+    .then(() => params.get("engine") === "shop" && followLiveEdge(viewer.player, video))
     .then(() => video.play())
     .catch((e) => log.errors.push(String(e && e.code ? e.code : e)));
 </script>

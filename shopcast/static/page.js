@@ -9,6 +9,75 @@
 // logged as fired[i].frame, an object's fields are merged into fired[i].
 import { ShopcastPlayer } from "./shopcast-player.js";
 
+// The live shop page's hls.js settings (exported: the latency benchmark plays with them too).
+export const LIVE_HLS_CONFIG = {
+  // The page catches up itself (followLiveEdge below): hls.js's own catch-up off.
+  lowLatencyMode: true,
+  backBufferLength: 30,
+  maxLiveSyncPlaybackRate: 1,
+  // Opened before the show is on air: the multivariant playlist is 404 until the first
+  // rendition exists. hls.js never retries a 4xx by itself; wait for the show (1/s, 2 min).
+  manifestLoadPolicy: {
+    default: {
+      maxTimeToFirstByteMs: Infinity,
+      maxLoadTimeMs: 20000,
+      timeoutRetry: { maxNumRetry: 2, retryDelayMs: 0, maxRetryDelayMs: 0 },
+      errorRetry: {
+        maxNumRetry: 120,
+        retryDelayMs: 1000,
+        maxRetryDelayMs: 1000,
+        shouldRetry: (cfg, count, timeout, response, retry) =>
+          retry || (!!response && response.code === 404 && count < cfg.maxNumRetry),
+      },
+    },
+    // A show whose origin dies is owner-less until the cluster's node_timeout passes and the
+    // publisher reconnects elsewhere (≈ 6-10 s with the defaults); the edge answers 502
+    // meanwhile. hls.js gives up a media playlist after 2 retries (≈ 3 s): retry 1/s for 30 s.
+    playlistLoadPolicy: {
+      default: {
+        maxTimeToFirstByteMs: 10000,
+        maxLoadTimeMs: 20000,
+        timeoutRetry: { maxNumRetry: 2, retryDelayMs: 0, maxRetryDelayMs: 0 },
+        errorRetry: { maxNumRetry: 30, retryDelayMs: 1000, maxRetryDelayMs: 1000 },
+      },
+    },
+  },
+};
+
+// Catch up (up to 1.5× speed) when behind hls.js's target latency (the playlist's
+// PART-HOLD-BACK): a player joins at the last independent part, which can be most of a segment
+// behind the live edge. hls.js's own catch-up speeds up only while more than 1 s is buffered
+// ahead, so with a PART-HOLD-BACK under 1 s it stops short of its target; this one keeps
+// CATCH_UP_MARGIN buffered instead (about two parts at the 210 ms part target).
+const CATCH_UP_EVERY_MS = 250;
+const CATCH_UP_MARGIN = 0.4; // seconds buffered ahead below which the page plays at 1×
+const CATCH_UP_MAX_RATE = 1.5;
+
+function bufferedAhead(video) {
+  const b = video.buffered;
+  for (let i = 0; i < b.length; i++) {
+    if (b.start(i) <= video.currentTime + 0.1 && video.currentTime < b.end(i)) {
+      return b.end(i) - video.currentTime;
+    }
+  }
+  return 0;
+}
+
+// Steer `video`'s playback rate towards `hls`'s target latency (live shows only).
+export function followLiveEdge(hls, video) {
+  if (!hls) return;
+  setInterval(() => {
+    const target = hls.targetLatency;
+    const details = hls.latestLevelDetails;
+    if (!target || !details || !details.live || video.paused || video.readyState < 3) return;
+    const behind = hls.latency - target;
+    const ahead = bufferedAhead(video);
+    const rate =
+      behind > 0.05 && ahead > CATCH_UP_MARGIN ? Math.min(CATCH_UP_MAX_RATE, 1 + behind) : 1;
+    if (video.playbackRate !== rate) video.playbackRate = rate;
+  }, CATCH_UP_EVERY_MS);
+}
+
 const CARDS_EVERY_MS = 200; // deal countdowns, poll timeouts and the rail's lit cards
 
 // Play `src` in `video` with the page's own hls.js settings (live or VOD); `cards` renders the

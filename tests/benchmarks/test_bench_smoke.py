@@ -32,7 +32,7 @@ CASES: dict[str, tuple[list[str], str | None, int, bool]] = {
         12,  # without the native twins: 4 + 2 + 4 + 3 + 1 pure-Python ones … at least 12
         False,
     ),
-    "transcode": (["test_bench_transcode.py"], "x264-threads-auto or source-no-bframes", 2, True),
+    "transcode": (["test_bench_transcode.py"], "ffmpeg_cli or source-no-bframes", 2, True),
     "latency": (["test_bench_latency.py"], "server_added", 1, True),
     "tags": (["test_bench_tags.py"], None, 2, True),
     "publishers": (["test_bench_publishers.py"], None, 1, True),
