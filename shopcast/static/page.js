@@ -30,16 +30,16 @@ export const LIVE_HLS_CONFIG = {
           retry || (!!response && response.code === 404 && count < cfg.maxNumRetry),
       },
     },
-    // A show whose origin dies is owner-less until the cluster's node_timeout passes and the
-    // publisher reconnects elsewhere (≈ 6-10 s with the defaults); the edge answers 502
-    // meanwhile. hls.js gives up a media playlist after 2 retries (≈ 3 s): retry 1/s for 30 s.
-    playlistLoadPolicy: {
-      default: {
-        maxTimeToFirstByteMs: 10000,
-        maxLoadTimeMs: 20000,
-        timeoutRetry: { maxNumRetry: 2, retryDelayMs: 0, maxRetryDelayMs: 0 },
-        errorRetry: { maxNumRetry: 30, retryDelayMs: 1000, maxRetryDelayMs: 1000 },
-      },
+  },
+  // A show whose origin dies is owner-less until the cluster's node_timeout passes and the
+  // publisher reconnects elsewhere (≈ 6-10 s with the defaults); the edge answers 502
+  // meanwhile. hls.js gives up a media playlist after 2 retries (≈ 3 s): retry 1/s for 30 s.
+  playlistLoadPolicy: {
+    default: {
+      maxTimeToFirstByteMs: 10000,
+      maxLoadTimeMs: 20000,
+      timeoutRetry: { maxNumRetry: 2, retryDelayMs: 0, maxRetryDelayMs: 0 },
+      errorRetry: { maxNumRetry: 30, retryDelayMs: 1000, maxRetryDelayMs: 1000 },
     },
   },
 };
