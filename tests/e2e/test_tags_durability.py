@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from benchmarks.harness.serve_env import SHOPCAST, serve_env
-from shopcast.config import StoreSection
+from shopcast.config import ClusterSection, StoreSection
 from shopcast.store import make_store
 
 from .conftest import ffmpeg_publish_args, requires_ffmpeg
@@ -134,9 +134,21 @@ async def test_acknowledged_tags_survive_sigkill(tmp_path: Path) -> None:
             for name in ("pts", "program_date_time", "kind", "product_id", "data", "source"):
                 assert stored[name] == tag[name], (name, stored, tag)
         assert listed[acknowledged[0]["id"]]["data"] == {"n": 0}
-        # Offline after the restart: the timeline is readable, new tags are refused.
-        async with http.post(
-            f"http://127.0.0.1:{http_port}/api/v1/streams/demo/tags",
-            json={"kind": "product", "product_id": "late"},
-        ) as r:
-            assert r.status == 409
+        # Offline after the restart: the timeline is readable, new tags are refused. Until the
+        # killed process's lease expires (node_timeout) the stream still has that owner, which
+        # cannot be reached: 503 owner_unreachable (nothing applied); then 409, offline.
+        deadline = time.monotonic() + ClusterSection().node_timeout + 5
+        while True:
+            async with http.post(
+                f"http://127.0.0.1:{http_port}/api/v1/streams/demo/tags",
+                json={"kind": "product", "product_id": "late"},
+            ) as r:
+                answer = await r.json()
+                if r.status != 503:
+                    break
+            assert answer["error"]["code"] == "owner_unreachable", answer
+            assert time.monotonic() < deadline, answer
+            await asyncio.sleep(0.5)
+        assert r.status == 409, answer
+        async with http.get(f"http://127.0.0.1:{http_port}/api/v1/streams/demo/tags") as r:
+            assert "late" not in {t["product_id"] for t in (await r.json())["tags"]}
