@@ -101,7 +101,14 @@ class SourceCache:
         return path
 
 
-_CODEC_NAMES = {"h264": "h264", "hevc": "hevc", "aac": "aac", "mp3": "mp3", "mp3float": "mp3"}
+_CODEC_NAMES = {
+    "h264": "h264",
+    "hevc": "hevc",
+    "libdav1d": "av1",
+    "aac": "aac",
+    "mp3": "mp3",
+    "mp3float": "mp3",
+}
 
 
 def units_from_file(
