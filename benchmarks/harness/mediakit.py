@@ -86,6 +86,8 @@ class SourceCache:
         if vcodec == "libx264":
             cmd += ["-preset", "ultrafast", "-bf", str(bframes)]
             cmd += ["-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0"]
+        elif vcodec == "libsvtav1":
+            cmd += ["-preset", "12", "-g", str(gop), "-svtav1-params", f"keyint={gop}"]
         else:
             cmd += [
                 "-preset",
