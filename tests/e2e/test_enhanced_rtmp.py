@@ -1,0 +1,101 @@
+"""Enhanced RTMP end to end: HEVC (``hvc1``) and AV1 (``av01``) published with the project's RTMP
+client role (Debian's ffmpeg 5.1 cannot send E-RTMP), decoded into the H.264 ladder, played."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from benchmarks.harness.mediakit import SourceCache, units_from_file
+from benchmarks.harness.whip_client import fetch_and_decode
+from ingest.media import MediaKind, MediaUnit
+from ingest.rtmp import flv
+from ingest.rtmp.client import RTMPPublisher
+from ingest.rtmp.connection import MSG_AUDIO, MSG_VIDEO
+
+from .conftest import API_TOKEN, Origin, requires_ffmpeg
+
+pytestmark = [pytest.mark.e2e, requires_ffmpeg]
+#: What OBS 30 offers in ``connect`` (its enhanced-rtmp ``fourCcList``).
+OBS_FOURCCS = ["av01", "vp09", "hvc1"]
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> SourceCache:
+    return SourceCache(Path(tmp_path_factory.mktemp("ertmp-sources")))
+
+
+async def send_paced(publisher: RTMPPublisher, fourcc: bytes, units: Sequence[MediaUnit]) -> int:
+    """Send configs, then every unit at its dts in real time; returns the video frames sent."""
+    start = time.monotonic()
+    frames = 0
+    for unit in units:
+        if unit.kind is MediaKind.VIDEO:
+            if unit.is_config:
+                body = flv.ex_video_sequence_start_body(fourcc, unit.payload)
+            else:
+                cts = unit.pts - unit.dts if fourcc == b"hvc1" else 0
+                body = flv.ex_video_frame_body(fourcc, unit.payload, unit.keyframe, cts)
+                frames += 1
+            publisher.send_media(MSG_VIDEO, unit.dts, body)
+        elif unit.is_config:
+            publisher.send_media(MSG_AUDIO, 0, flv.aac_sequence_header_body(unit.payload))
+        else:
+            publisher.send_media(MSG_AUDIO, unit.dts, flv.aac_audio_body(unit.payload))
+        await publisher.drain()
+        await asyncio.sleep(max(0.0, start + unit.dts / 1000 - time.monotonic()))
+    return frames
+
+
+@pytest.mark.parametrize(
+    ("vcodec", "fourcc", "codec"),
+    [("libx265", b"hvc1", "hevc"), ("libsvtav1", b"av01", "av1")],
+    ids=["hevc", "av1"],
+)
+async def test_enhanced_rtmp_publish_goes_live_with_an_h264_ladder(
+    origin: Origin, sources: SourceCache, vcodec: str, fourcc: bytes, codec: str
+) -> None:
+    units = units_from_file(sources.make(size="180x320", duration=5.0, gop=30, vcodec=vcodec))
+    assert [u.codec for u in units if u.is_config] == [codec, "aac"]
+    publisher = RTMPPublisher(
+        "127.0.0.1", origin.server.rtmp.port, "live", await origin.key(), fourcc_list=OBS_FOURCCS
+    )
+    await publisher.connect()
+    # Answered as OBS expects: the offered FourCCs we take, in our order.
+    assert publisher.connect_info["fourCcList"] == ["hvc1", "av01", "vp09"]
+    sending = asyncio.ensure_future(send_paced(publisher, fourcc, units))
+    try:
+        async with aiohttp.ClientSession() as http:
+            decoded = await fetch_and_decode(http, origin.http, "demo", min_parts=4, timeout=40)
+            assert decoded.video_frames >= 10 and decoded.audio_frames >= 10, decoded
+            assert (decoded.width, decoded.height) == (180, 320)
+            async with http.get(f"{origin.http}/hls/demo/master.m3u8") as resp:
+                master = await resp.text()
+            video_codecs = re.findall(r'CODECS="([^"]*)"[^\n]*RESOLUTION', master)
+            video_codecs += re.findall(r'RESOLUTION[^\n]*CODECS="([^"]*)"', master)
+            assert video_codecs and all(c.startswith("avc1.") for c in video_codecs), master
+            headers = {"Authorization": f"Bearer {API_TOKEN}"}
+            async with http.get(f"{origin.http}/api/v1/streams/demo", headers=headers) as resp:
+                live = await resp.json()
+            assert live["state"] == "live" and live["ingest"]["protocol"] == "rtmp"
+            video = live["ingest"]["video"]
+            assert (video["codec"], video["width"], video["height"]) == (codec, 180, 320)
+            sent = await sending
+    finally:
+        sending.cancel()
+        await publisher.close()
+    capture = origin.captures[0]
+    await capture.drain()
+    assert len(capture.frames(MediaKind.VIDEO)) == sent == 150  # every frame reached the hub
+    stats = origin.server.streams.sessions  # the publisher is gone: nothing left live
+    for _ in range(100):
+        if not stats:
+            break
+        await asyncio.sleep(0.05)
+    assert not stats
