@@ -55,7 +55,8 @@ test: install system-deps
 	SHOPCAST_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/ingest
 
 # Every hypothesis suite (network parsers: RTMP handshake/chunk/AMF0/FLV/E-RTMP, MPEG-TS, codec
-# records, playlists, tags), FUZZ_SCALE times its `make test` examples, both twins; not in `make test`.
+# records, WHIP SDP, edge targets, _HLS_* directives, playlists, tags), FUZZ_SCALE times its
+# `make test` examples, both twins; not part of `make test`.
 FUZZ_SCALE ?= 20
 fuzz: install
 	SHOPCAST_FUZZ_SCALE=$(FUZZ_SCALE) $(BIN)/python -m pytest -q -p no:cacheprovider tests --hypothesis-show-statistics
