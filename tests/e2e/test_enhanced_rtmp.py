@@ -93,9 +93,9 @@ async def test_enhanced_rtmp_publish_goes_live_with_an_h264_ladder(
     capture = origin.captures[0]
     await capture.drain()
     assert len(capture.frames(MediaKind.VIDEO)) == sent == 150  # every frame reached the hub
-    stats = origin.server.streams.sessions  # the publisher is gone: nothing left live
+    sessions = origin.server.streams.sessions  # the publisher is gone: nothing left live
     for _ in range(100):
-        if not stats:
+        if not sessions:
             break
         await asyncio.sleep(0.05)
-    assert not stats
+    assert not sessions
