@@ -19,7 +19,9 @@ from ingest.rtmp import flv
 from ingest.rtmp.client import RTMPPublisher
 from ingest.rtmp.connection import MSG_AUDIO, MSG_VIDEO
 
-from .conftest import API_TOKEN, Origin, requires_ffmpeg
+from . import barcode
+from .conftest import API_TOKEN, FFMPEG, Origin, requires_ffmpeg, run_ffmpeg
+from .test_posters_clips import decode_jpeg
 
 pytestmark = [pytest.mark.e2e, requires_ffmpeg]
 #: What OBS 30 offers in ``connect`` (its enhanced-rtmp ``fourCcList``).
@@ -99,3 +101,51 @@ async def test_enhanced_rtmp_publish_goes_live_with_an_h264_ladder(
             break
         await asyncio.sleep(0.05)
     assert not sessions
+
+
+async def test_av1_tags_land_on_the_tagged_frame(origin: Origin, tmp_path: Path) -> None:
+    """Tags placed on frames of an AV1 publish: each tag's thumbnail (cut from the H.264 ladder)
+    shows the tagged frame's own barcode, as for H.264 sources."""
+    flv, source = tmp_path / "barcode.flv", tmp_path / "barcode_av1.mp4"
+    await asyncio.to_thread(barcode.encode_flv, flv, 8.0)
+    assert FFMPEG is not None  # Debian's SVT-AV1 keeps the barcodes readable, frame for frame
+    args = [FFMPEG, "-hide_banner", "-loglevel", "error", "-y", "-i", str(flv), "-c:v"]
+    args += ["libsvtav1", "-preset", "12", "-g", "30", "-c:a", "copy", str(source)]
+    code, err = await run_ffmpeg(args)
+    assert code == 0, err
+    units = units_from_file(source)
+    assert [u.codec for u in units if u.is_config] == ["av1", "aac"]
+    publisher = RTMPPublisher("127.0.0.1", origin.server.rtmp.port, "live", await origin.key())
+    await publisher.connect()
+    sending = asyncio.ensure_future(send_paced(publisher, b"av01", units))
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                package = origin.server.pipelines.package("demo")
+                top = package.top_rendition() if package is not None else None
+                if top is not None and sum(s.complete for s in top.state.segments) >= 2:
+                    break
+                await asyncio.sleep(0.2)
+        newest_ms = origin.server.streams.sessions["demo"].stats.newest_pts_ms
+        assert newest_ms is not None
+        newest = round(newest_ms * barcode.FPS / 1000)
+        tagged: dict[str, int] = {}
+        async with aiohttp.ClientSession() as http:
+            for n, ahead in enumerate((1.0, 2.5)):
+                frame = newest + round(ahead * barcode.FPS)
+                body = {"kind": "product", "product_id": f"sku-{n}", "at": barcode.pts_ms(frame)}
+                async with http.post(
+                    f"{origin.http}/api/v1/streams/demo/tags", json=body, headers=auth
+                ) as r:
+                    created = await r.json()
+                    assert r.status == 201, created
+                tagged[created["thumbnail_url"]] = frame
+            for url, frame in tagged.items():
+                async with http.get(url) as r:
+                    assert r.status == 200, await r.text()
+                    thumb = decode_jpeg(await r.read())
+                assert barcode.read(thumb) == frame, (url, frame)
+    finally:
+        sending.cancel()
+        await publisher.close()
