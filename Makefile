@@ -8,7 +8,7 @@ APT_PACKAGES := ffmpeg chromium prometheus nginx srt-tools postgresql haproxy
 # Headers the native build links against (optional: without them SRT is reported unavailable).
 BUILD_APT_PACKAGES := libsrt-openssl-dev
 
-.PHONY: run test lint bench system-deps install native clean
+.PHONY: run test fuzz lint bench system-deps install native clean
 
 $(STAMP): requirements.txt requirements-dev.txt setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,14 @@ run: install
 test: install system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 	SHOPCAST_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/ingest
+
+# Every hypothesis suite (network parsers: RTMP handshake/chunk/AMF0/FLV/E-RTMP, MPEG-TS, codec
+# records, WHIP SDP, edge targets, _HLS_* directives, playlists, tags), FUZZ_SCALE times its
+# `make test` examples, both twins; not part of `make test`.
+FUZZ_SCALE ?= 20
+fuzz: install
+	SHOPCAST_FUZZ_SCALE=$(FUZZ_SCALE) $(BIN)/python -m pytest -q -p no:cacheprovider tests --hypothesis-show-statistics
+	SHOPCAST_FUZZ_SCALE=$(FUZZ_SCALE) SHOPCAST_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/ingest --hypothesis-show-statistics
 
 lint: install
 	$(BIN)/ruff check .

@@ -132,10 +132,14 @@ def machine_busy() -> tuple[float, float]:
     return sum(fields) - idle, sum(fields)
 
 
-def run_step(http: str, rtmp: str, source: Path, count: int) -> dict[str, Any]:
+def run_step(
+    http: str, rtmp: str, source: Path, count: int, protocol: str = "rtmp"
+) -> dict[str, Any]:
+    """One load step; ``protocol="srt"`` publishes the same source as MPEG-TS over SRT."""
     options = LoadTestOptions(
         target=http,
-        rtmp=[rtmp],
+        rtmp=[rtmp] if protocol == "rtmp" else [],
+        protocol=protocol,
         api_token=TOKEN,
         publishers=count,
         duration=STEP_SECONDS,
@@ -290,6 +294,50 @@ def test_bench_passthrough_cpu_against_baseline(
         summary={
             "ratio": round(median, 3),
             "reference": f"the baseline tree {BASELINE_TREE}, same publishers, same run",
+            "value": line,
+        },
+    )
+    with capsys.disabled():
+        print("\n" + line)
+
+
+@pytest.mark.skipif(FFMPEG is None, reason="Debian ffmpeg CLI not installed")
+def test_bench_srt_vs_rtmp_passthrough_cpu(
+    benchmark: Any, recorded_flv: Path, passthrough_origin: tuple[str, str], capsys: Any
+) -> None:
+    """Server CPU per passthrough publisher over SRT (libsrt, MPEG-TS demuxer) / over RTMP: the
+    same recorded source, the same origin process, rounds interleaved."""
+    per_publisher: dict[str, list[float]] = {"rtmp": [], "srt": []}
+    rounds = 1 if SMOKE else COMPARE_ROUNDS
+
+    def interleaved() -> None:
+        for n in range(rounds):
+            for protocol in ("rtmp", "srt") if n % 2 == 0 else ("srt", "rtmp"):
+                step = run_step(*passthrough_origin, recorded_flv, COMPARE_PUBLISHERS, protocol)
+                with capsys.disabled():
+                    print(f"\nround {n + 1} {protocol}: {step}")
+                cores = step.get("server_cpu_cores")
+                assert step["verdict"] == "ok" and cores, f"{protocol} did not keep up: {step}"
+                per_publisher[protocol].append(cores / COMPARE_PUBLISHERS)
+
+    benchmark.pedantic(interleaved, rounds=1, iterations=1)
+    ratios = [s / r for s, r in zip(per_publisher["srt"], per_publisher["rtmp"], strict=True)]
+    median = statistics.median(ratios)
+    srt, rtmp = (statistics.median(per_publisher[p]) for p in ("srt", "rtmp"))
+    line = (
+        f"server CPU per passthrough publisher ({COMPARE_PUBLISHERS} publishers, {SIZE} {FPS} fps,"
+        f" {rounds} interleaved round(s)): SRT / RTMP median {median:.3f}x; {srt * 1000:.1f} vs"
+        f" {rtmp * 1000:.1f} ms per publisher-second ≈ {1 / srt:.0f} vs {1 / rtmp:.0f}"
+        " publishers per server core"
+    )
+    benchmark.extra_info.update(
+        per_publisher_cores=per_publisher,
+        ratios=ratios,
+        srt_publishers_per_core=round(1 / srt, 1),
+        rtmp_publishers_per_core=round(1 / rtmp, 1),
+        summary={
+            "ratio": round(median, 3),
+            "reference": "the same publishers over RTMP, same origin, same run",
             "value": line,
         },
     )

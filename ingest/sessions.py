@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from ingest.codecs import (
+    Av1Config,
     BitstreamError,
     HevcConfig,
     parse_audio_specific_config,
@@ -144,6 +145,14 @@ class IngestStats:
                 log.warning("unreadable hvcC: %s", exc)
                 return
             self.width, self.height = hvcc.sps_info.width, hvcc.sps_info.height
+            return
+        if unit.codec == "av1":
+            try:
+                av1c = Av1Config.parse(unit.payload)
+            except BitstreamError as exc:
+                log.warning("unreadable av1C: %s", exc)
+                return
+            self.width, self.height = av1c.sequence.width, av1c.sequence.height
             return
         if unit.codec != "h264":
             return

@@ -273,7 +273,7 @@ class AudioTrack:
         )
 
     def offer(self, unit: MediaUnit, at: RepairedTime) -> None:
-        if self.info is None and unit.codec not in ("aac", "h264", "hevc"):
+        if self.info is None and unit.codec not in ("aac", "h264", "hevc", "av1"):
             # FLV carries MP3 (and PCM/Speex) without a configuration record: decode as is.
             self.configure(dataclasses.replace(unit, payload=b"", is_config=True))
         if self.info is None:

@@ -86,6 +86,8 @@ class SourceCache:
         if vcodec == "libx264":
             cmd += ["-preset", "ultrafast", "-bf", str(bframes)]
             cmd += ["-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0"]
+        elif vcodec == "libsvtav1":
+            cmd += ["-preset", "12", "-g", str(gop), "-svtav1-params", f"keyint={gop}"]
         else:
             cmd += [
                 "-preset",
@@ -101,7 +103,14 @@ class SourceCache:
         return path
 
 
-_CODEC_NAMES = {"h264": "h264", "hevc": "hevc", "aac": "aac", "mp3": "mp3", "mp3float": "mp3"}
+_CODEC_NAMES = {
+    "h264": "h264",
+    "hevc": "hevc",
+    "libdav1d": "av1",
+    "aac": "aac",
+    "mp3": "mp3",
+    "mp3float": "mp3",
+}
 
 
 def units_from_file(

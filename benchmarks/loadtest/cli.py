@@ -38,6 +38,12 @@ def add_loadtest_parser(sub: Any) -> argparse.ArgumentParser:
         help="publish URL rtmp://HOST:1935/live/KEY, or the base rtmp://HOST:1935/live with "
         "--key (repeatable or comma-separated; default base: the target's host)",
     )
+    p.add_argument(
+        "--protocol",
+        choices=("rtmp", "srt"),
+        default="rtmp",
+        help="how publishers send: RTMP (FLV) or SRT (MPEG-TS to the created streams' srt_url)",
+    )
     p.add_argument("--stream", action="append", help="stream id(s) to use (default: demo)")
     p.add_argument("--key", action="append", help="stream key(s), in --stream order")
     p.add_argument("--api-token", help="bearer token: tags, and streams created for publishers")
@@ -68,6 +74,7 @@ def options_from_args(args: argparse.Namespace) -> LoadTestOptions:
         api=args.api,
         metrics=args.metrics,
         rtmp=split_values(args.rtmp),
+        protocol=args.protocol,
         streams=split_values(args.stream),
         keys=split_values(args.key),
         api_token=args.api_token,

@@ -14,6 +14,7 @@ class LoadTestOptions:
     api: str | None = None  # control API base; default: the target
     metrics: str | None = None  # /metrics URL; default: target + /metrics
     rtmp: list[str] = field(default_factory=list)
+    protocol: str = "rtmp"  # or "srt": publish MPEG-TS to each created stream's srt_url
     streams: list[str] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     api_token: str | None = None
@@ -59,6 +60,10 @@ def check_options(o: LoadTestOptions) -> str | None:
             f"{o.publishers} publisher(s) need {o.publishers} stream key(s): give that many "
             "--key/--rtmp URLs with keys, or --api-token (streams are created for them)"
         )
+    if o.protocol not in ("rtmp", "srt"):
+        return "--protocol is rtmp or srt"
+    if o.protocol == "srt" and o.publishers and (not o.api_token or o.keys or o.rtmp):
+        return "--protocol srt publishes to streams it creates: give --api-token, no keys"
     if o.publishers and shutil.which("ffmpeg") is None:
         return "publishers need the ffmpeg CLI on PATH"
     if o.source is not None and not o.source.exists():

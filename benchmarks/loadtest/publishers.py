@@ -1,4 +1,4 @@
-"""RTMP publishers: an ffmpeg process per stream, restarted a bounded number of times."""
+"""RTMP or SRT publishers: an ffmpeg process per stream, restarted a bounded number of times."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def publisher_command(url: str, o: LoadTestOptions) -> list[str]:
         cmd += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]
         cmd += ["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency"]
         cmd += ["-g", str(o.fps), "-bf", "0", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k"]
-    return [*cmd, "-f", "flv", url]
+    return [*cmd, "-f", "mpegts" if url.startswith("srt://") else "flv", url]
 
 
 class Publisher:

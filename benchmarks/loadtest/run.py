@@ -90,7 +90,14 @@ class LoadTest(LowLatencyViewers):
             if got is None:
                 raise RuntimeError(f"could not create stream {stream}: {self._setup_errors()}")
             self.created.append(stream)
-            pairs.append((stream, f"{base}/{json.loads(got[1])['stream_key']}"))
+            created = json.loads(got[1])
+            if self.o.protocol == "srt":
+                if not created.get("srt_url"):
+                    raise RuntimeError("the target takes no SRT (its streams have no srt_url)")
+                # linger: the last packets of a stopped publisher still arrive.
+                pairs.append((stream, f"{created['srt_url']}&linger=2"))
+                continue
+            pairs.append((stream, f"{base}/{created['stream_key']}"))
         return pairs[: self.o.publishers]
 
     def _setup_errors(self) -> str:

@@ -1,5 +1,5 @@
-"""Codec knowledge in one place: H.264 SPS/avcC, HEVC SPS/hvcC, AAC AudioSpecificConfig and
-ADTS, Annex B ↔ AVCC.
+"""Codec knowledge in one place: H.264 SPS/avcC, HEVC SPS/hvcC, AV1 av1C, AAC
+AudioSpecificConfig and ADTS, Annex B ↔ AVCC.
 
 The bottom of the import graph (it imports nothing from shopcast's packages): ingest,
 transcode, packager and the demo publisher all read and write codec formats through it.
@@ -16,6 +16,7 @@ from ingest.codecs.aac import (
 )
 from ingest.codecs.adts import MAX_ADTS_FRAME, AdtsFrame, adts_frame_length, parse_adts_frame
 from ingest.codecs.annexb import annexb_from_nals, avcc_from_nals, iter_annexb, iter_avcc
+from ingest.codecs.av1 import Av1Config, Av1Error, Av1SequenceHeader, iter_obus
 from ingest.codecs.errors import BitstreamError
 from ingest.codecs.h264 import (
     NAL_AUD,
@@ -49,6 +50,9 @@ __all__ = [
     "AacConfig",
     "AacError",
     "AdtsFrame",
+    "Av1Config",
+    "Av1Error",
+    "Av1SequenceHeader",
     "AvcConfig",
     "BitstreamError",
     "H264Error",
@@ -63,6 +67,7 @@ __all__ = [
     "avcc_from_nals",
     "iter_annexb",
     "iter_avcc",
+    "iter_obus",
     "parse_adts_frame",
     "parse_audio_specific_config",
     "parse_avcc",

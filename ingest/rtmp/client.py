@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ingest.rtmp.connection import ClientState, RTMPClientConnection, RTMPLimits
@@ -33,9 +33,18 @@ class RTMPPublisher:
     """Publishes to ``rtmp://host:port/app/key``: :meth:`connect`, media and data, :meth:`close`."""
 
     def __init__(
-        self, host: str, port: int, app: str, key: str, limits: RTMPLimits | None = None
+        self,
+        host: str,
+        port: int,
+        app: str,
+        key: str,
+        limits: RTMPLimits | None = None,
+        fourcc_list: Sequence[str] = (),
     ) -> None:
         self.host, self.port, self.app, self.key = host, port, app, key
+        #: Enhanced RTMP: the video FourCCs offered in ``connect`` (as OBS does), none if empty.
+        self.fourcc_list = list(fourcc_list)
+        self.connect_info: dict[str, Any] = {}  # the server's answer to ``connect``
         self.conn = RTMPClientConnection(limits, clock=time.time)
         self.statuses: list[StatusReceived] = []  # every onStatus the server sent
         self._r: asyncio.StreamReader | None = None
@@ -47,13 +56,20 @@ class RTMPPublisher:
         the server refuses or closes, ``TimeoutError`` after ``timeout`` seconds."""
         async with asyncio.timeout(timeout):
             self._r, self._w = await asyncio.open_connection(self.host, self.port)
-            self.conn.connect(self.app, f"rtmp://{self.host}:{self.port}/{self.app}")
-            await self._until(lambda ev: isinstance(ev, CommandResult) and ev.transaction_id == 1)
+            extra: dict[str, Any] = {"fourCcList": self.fourcc_list} if self.fourcc_list else {}
+            self.conn.connect(self.app, f"rtmp://{self.host}:{self.port}/{self.app}", **extra)
+            await self._until(self._connected)
             tid = self.conn.create_stream(self.key)
             await self._until(lambda ev: isinstance(ev, CommandResult) and ev.transaction_id == tid)
             self.conn.publish(self.key)
             await self._until(lambda _: self.conn.state is ClientState.PUBLISHING)
         self._reading = asyncio.ensure_future(self._read())
+
+    def _connected(self, ev: ClientEvent) -> bool:
+        if isinstance(ev, CommandResult) and ev.transaction_id == 1:
+            self.connect_info = ev.info
+            return True
+        return False
 
     def _flush(self) -> None:
         assert self._w is not None

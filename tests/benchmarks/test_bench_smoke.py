@@ -33,6 +33,7 @@ CASES: dict[str, tuple[list[str], str | None, int, bool]] = {
         False,
     ),
     "transcode": (["test_bench_transcode.py"], "ffmpeg_cli or source-no-bframes", 2, True),
+    "source_codecs": (["test_bench_source_codecs.py"], None, 1, True),
     "latency": (["test_bench_latency.py"], "server_added", 1, True),
     "tags": (["test_bench_tags.py"], None, 2, True),
     "publishers": (["test_bench_publishers.py"], None, 1, True),

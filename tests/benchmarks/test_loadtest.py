@@ -78,6 +78,9 @@ def test_check_options() -> None:
     assert "--api-token" in (check_options(LoadTestOptions(tags_per_second=1)) or "")
     assert "streams" in (check_options(LoadTestOptions(publishers=3)) or "")
     assert check_options(LoadTestOptions(viewers=2)) is None
+    srt = LoadTestOptions(publishers=2, protocol="srt", keys=["k1", "k2"])
+    assert "--protocol srt" in (check_options(srt) or "")
+    assert "rtmp or srt" in (check_options(LoadTestOptions(viewers=1, protocol="udp")) or "")
 
 
 @pytest.fixture

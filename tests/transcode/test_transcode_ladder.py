@@ -252,6 +252,16 @@ async def test_hevc_source(sources: SourceCache) -> None:
     check_video(run, "270p", frames=60)
 
 
+async def test_av1_source(sources: SourceCache) -> None:
+    units = units_from_file(sources.make(size="360x640", duration=2.0, vcodec="libsvtav1"))
+    assert configs(units)[0].codec == "av1"
+    run = await transcode(units, small_config(passthrough=True))
+    assert run.video_names() == ["270p", "180p"]  # decoded with dav1d into the H.264 ladder
+    assert run.infos["270p"].codec == "h264"
+    check_video(run, "270p", frames=60)
+    assert not run.transcoder.stats.faults.counts
+
+
 async def test_passthrough_rung_is_the_source_retimed(sources: SourceCache) -> None:
     units = units_from_file(sources.make(size="270x480", duration=4.0))
     run = await transcode(units, small_config(passthrough=True))

@@ -39,6 +39,9 @@ _STARTUP_FRAMES = 6
 _STARTUP_SPAN = Fraction(1, 4)
 
 
+#: FFmpeg's native ``av1`` decoder needs a hardware accelerator; dav1d is the software one.
+_DECODER_NAMES = {"av1": "libdav1d"}
+
 _VideoItem = tuple[MediaUnit, RepairedTime | None]
 
 
@@ -156,7 +159,7 @@ class SourceDecoder:
         self._extradata = unit.payload
         if not self.decoding:
             return
-        decoder = av.CodecContext.create(unit.codec, "r")
+        decoder = av.CodecContext.create(_DECODER_NAMES.get(unit.codec, unit.codec), "r")
         assert isinstance(decoder, VideoCodecContext)
         decoder.extradata = unit.payload
         # Slice threads add no delay; frame threads would add a frame of latency per thread.
