@@ -485,8 +485,14 @@ class Pipelines:
             sink=cue,
             name=f"{session.stream_id}/{session.input}",
             gop_known=gop is not None and gop <= self.ladder.segment_duration + 0.05,
-            # Its audio is encoded into the show's format when it differs (mono/stereo, rate).
+            # Its audio is encoded into the show's format when it differs (mono/stereo, rate),
+            # its video onto the show's renditions whatever its size.
             audio_like=pipeline.package.audio,
+            video_like=[
+                (name, r.info.width, r.info.height)
+                for name, r in pipeline.package.renditions.items()
+                if r.info.kind is MediaKind.VIDEO
+            ],
         )
         task = self._spawn(pipeline, transcoder.run(), name=f"pipeline-{session.stream_id}")
         publisher = session.publisher

@@ -35,27 +35,30 @@ FPS = 30
 class Encoded:
     """One encode as RTMP would carry it: configuration records and timed access units."""
 
-    avcc: bytes
+    codec: str
+    config: bytes
     asc: bytes
     #: (kind, dts ms, cts ms, keyframe, payload) in decode order
     units: list[tuple[str, int, int, bool, bytes]]
 
 
-def encode(path: Path, width: int, height: int, seconds: float) -> Encoded:
-    """H.264 (1 s GOP, no B-frames) + AAC at ``width``×``height``, via an FLV PyAV demuxes back."""
-    with av.open(str(path), "w", format="flv") as out:
-        video = out.add_stream("libx264", rate=FPS)
+def encode(path: Path, codec: str, width: int, height: int, seconds: float) -> Encoded:
+    """``codec`` (1 s GOP, no B-frames) + AAC at ``width``×``height``, in an MP4 that PyAV
+    demuxes back into configuration records and length-prefixed access units."""
+    with av.open(str(path), "w", format="mp4") as out:
+        video = out.add_stream("libx264" if codec == "h264" else "libx265", rate=FPS)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         video.codec_context.time_base = Fraction(1, 1000)
         video.codec_context.gop_size = FPS
         video.codec_context.max_b_frames = 0
-        video.codec_context.options = {
-            "preset": "veryfast",
-            "keyint": str(FPS),
-            "min-keyint": str(FPS),
-            "scenecut": "0",
-            "bframes": "0",
-        }
+        params = f"keyint={FPS}:min-keyint={FPS}:scenecut=0:bframes=0"
+        if codec == "h264":
+            video.codec_context.options = {"preset": "veryfast", "x264-params": params}
+        else:
+            video.codec_context.options = {
+                "preset": "ultrafast",
+                "x265-params": params + ":log-level=error",
+            }
         audio = out.add_stream("aac", rate=48_000)
         audio.codec_context.layout = "stereo"
         samples = 0
@@ -80,39 +83,59 @@ def encode(path: Path, width: int, height: int, seconds: float) -> Encoded:
     units = []
     with av.open(str(path)) as src:
         v, a = src.streams.video[0], src.streams.audio[0]
-        avcc, asc = bytes(v.codec_context.extradata or b""), bytes(a.codec_context.extradata or b"")
+        config, asc = (
+            bytes(v.codec_context.extradata or b""),
+            bytes(a.codec_context.extradata or b""),
+        )
         for p in src.demux(v, a):
-            if p.size == 0 or p.dts is None or p.pts is None:
+            if p.size == 0 or p.dts is None or p.pts is None or p.time_base is None:
                 continue
             kind = "video" if p.stream is v else "audio"
-            units.append((kind, int(p.dts), int(p.pts - p.dts), bool(p.is_keyframe), bytes(p)))
-    return Encoded(avcc, asc, units)
+            dts, pts = round(p.dts * p.time_base * 1000), round(p.pts * p.time_base * 1000)
+            units.append((kind, dts, pts - dts, bool(p.is_keyframe), bytes(p)))
+    units.sort(key=lambda u: u[1])
+    return Encoded(codec, config, asc, units)
 
 
 async def replay(publisher: RTMPPublisher, parts: list[Encoded], seconds: list[float]) -> None:
     """Each encode in turn, in real time, timestamps continuing; a new sequence header (video
-    and audio) at the start of each, which is an IDR."""
+    and audio) at the start of each, which is an IDR. HEVC goes as Enhanced RTMP ``hvc1``."""
     start, offset = time.monotonic(), 0
     for part, length in zip(parts, seconds, strict=True):
-        publisher.send_media(MSG_VIDEO, offset, flv.avc_sequence_header_body(part.avcc))
+        if part.codec == "h264":
+            header = flv.avc_sequence_header_body(part.config)
+        else:
+            header = flv.ex_video_sequence_start_body(b"hvc1", part.config)
+        publisher.send_media(MSG_VIDEO, offset, header)
         publisher.send_media(MSG_AUDIO, offset, flv.aac_sequence_header_body(part.asc))
         for kind, dts, cts, key, payload in part.units:
             if dts >= length * 1000:
                 break
             at = offset + dts
             await asyncio.sleep(max(0.0, start + at / 1000 - time.monotonic()))
-            if kind == "video":
+            if kind == "audio":
+                publisher.send_media(MSG_AUDIO, at, flv.aac_audio_body(payload))
+            elif part.codec == "h264":
                 publisher.send_media(MSG_VIDEO, at, flv.avc_video_body(payload, key, cts))
             else:
-                publisher.send_media(MSG_AUDIO, at, flv.aac_audio_body(payload))
+                publisher.send_media(
+                    MSG_VIDEO, at, flv.ex_video_frame_body(b"hvc1", payload, key, cts)
+                )
         await publisher.drain()
         offset += round(length * 1000)
 
 
-async def test_a_new_picture_size_mid_show_is_re_planned(origin: Origin, tmp_path: Path) -> None:
-    first = await asyncio.to_thread(encode, tmp_path / "a.flv", 180, 320, 4)
-    second = await asyncio.to_thread(encode, tmp_path / "b.flv", 240, 426, 6)
-    assert first.avcc != second.avcc
+@pytest.mark.parametrize(
+    ("codec", "width", "height"),
+    [("h264", 240, 426), ("h264", 320, 180), ("hevc", 180, 320)],
+    ids=["bigger", "landscape", "hevc"],
+)
+async def test_a_new_video_format_mid_show_is_re_planned(
+    origin: Origin, tmp_path: Path, codec: str, width: int, height: int
+) -> None:
+    first = await asyncio.to_thread(encode, tmp_path / "a.mp4", "h264", 180, 320, 4)
+    second = await asyncio.to_thread(encode, tmp_path / "b.mp4", codec, width, height, 6)
+    assert first.config != second.config
     publisher = RTMPPublisher("127.0.0.1", origin.server.rtmp.port, "live", await origin.key())
     await publisher.connect()
     sending = asyncio.create_task(replay(publisher, [first, second], [4, 6]))
@@ -142,8 +165,8 @@ async def test_a_new_picture_size_mid_show_is_re_planned(origin: Origin, tmp_pat
                 segments = w.segments()
                 sequence = [int(s.uri.split(".")[0]) for s in segments]
                 assert sequence == list(range(sequence[0], sequence[0] + len(sequence))), sequence
-                first = next(s for s in segments if s.discontinuity >= 1)
-                for segment in (first, segments[-1]):
+                opening = next(s for s in segments if s.discontinuity >= 1)
+                for segment in (opening, segments[-1]):
                     init = await fetch(origin, name, segment.map_uri)
                     sizes, audio = decode_segment(init, await fetch(origin, name, segment.uri))
                     want = package.renditions[name].info
