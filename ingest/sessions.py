@@ -12,7 +12,7 @@ import contextlib
 import enum
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -217,8 +217,12 @@ class PublishSession:
         publisher: Publisher,
         hub_queue_size: int,
         input_name: str = MAIN_INPUT,
+        on_reconfigured: Sequence[ReconfigListener] = (),
     ) -> None:
         self.stream_id = stream_id
+        #: Told ``(session, what changed)`` when the video configuration changes mid-session.
+        self.on_reconfigured = on_reconfigured
+        self._video_config: tuple[str, bytes] | None = None
         #: Which of the stream's inputs this publisher feeds (its own hub, see ``LiveStreams``).
         self.input = input_name
         #: A backup input takes over by itself when the input on air stops.
@@ -234,10 +238,19 @@ class PublishSession:
         self.last_media: float | None = None
 
     def write(self, unit: MediaUnit) -> None:
+        before = (self.stats.video_codec, self.stats.width, self.stats.height)
         self.stats.add(unit)
         if not unit.is_config:
             self.last_media = unit.arrival
         self.hub.publish(unit)
+        if unit.is_config and unit.kind is MediaKind.VIDEO:
+            config, self._video_config = self._video_config, (unit.codec, unit.payload)
+            if config is not None and config != self._video_config:
+                # Told after the hub has it: a reader attached now starts with the new one.
+                after = (unit.codec, self.stats.width, self.stats.height)
+                change = f"video {_format(*before)} → {_format(*after)}"
+                for listener in self.on_reconfigured:
+                    listener(self, change)
 
 
 @dataclass
@@ -249,6 +262,11 @@ class StreamState:
 
 
 SessionListener = Callable[[PublishSession], None]
+ReconfigListener = Callable[[PublishSession, str], None]
+
+
+def _format(codec: str | None, width: int | None, height: int | None) -> str:
+    return f"{codec or '?'} {width or '?'}x{height or '?'}"
 
 
 class LiveStreams:
@@ -282,6 +300,8 @@ class LiveStreams:
         #: Told when a named input (not ``main``) starts and ends publishing.
         self.on_input_start: list[SessionListener] = []
         self.on_input_end: list[SessionListener] = []
+        #: Told when a session's video configuration (codec, picture size) changes mid-session.
+        self.on_reconfigured: list[ReconfigListener] = []
         #: (session, message name, AMF arguments, timestamp in ms) for publisher data messages
         self.on_data: list[Callable[[PublishSession, str, tuple[Any, ...], int], None]] = []
         #: Optional admission check before a publisher is accepted: returns a refusal or None.
@@ -359,7 +379,9 @@ class LiveStreams:
             )
             self.end(current, f"taken over by a new publisher from {publisher.peer}", clean=True)
             current.publisher.kick("stream taken over by another publisher")
-        session = PublishSession(stream_id, publisher, self.hub_queue_size)
+        session = PublishSession(
+            stream_id, publisher, self.hub_queue_size, on_reconfigured=self.on_reconfigured
+        )
         self.sessions[stream_id] = session
         for listener in self.on_session_start:
             listener(session)
@@ -373,7 +395,9 @@ class LiveStreams:
         if current is not None:
             self.end(current, f"taken over by a new publisher from {publisher.peer}", clean=True)
             current.publisher.kick("input taken over by another publisher")
-        session = PublishSession(stream_id, publisher, self.hub_queue_size, name)
+        session = PublishSession(
+            stream_id, publisher, self.hub_queue_size, name, self.on_reconfigured
+        )
         live[name] = session
         log.info("[%s] input %s: %s from %s", stream_id, name, publisher.protocol, publisher.peer)
         for listener in self.on_input_start:

@@ -91,8 +91,7 @@ class SwitchCue:
         if not set(ours) <= set(theirs) or any(theirs[n] != ours[n] for n in ours):
             raise SwitchRefused(
                 f"input {self.input} cannot feed this show's renditions: its ladder is "
-                f"{_ladder(infos)}, the show's is {sorted(ours)} (encoding one ladder from "
-                "inputs of different formats is not supported yet)"
+                f"{_ladder(infos)}, the show's is {sorted(ours)}"
             )
         audio = next((i for i in infos if i.kind is MediaKind.AUDIO), None)
         have = package.audio

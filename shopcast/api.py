@@ -21,7 +21,7 @@ from packager.playlist import format_pdt
 from packager.stores import StoreUnavailable
 from shopcast.clips import CLIPS_KEY, ClipRefused
 from shopcast.cluster import ClusterView, NodeRegistry
-from shopcast.config import ClusterSection
+from shopcast.config import ClusterSection, ContinuitySection
 from shopcast.pipeline import Pipelines, SwitchFailed
 from shopcast.recordings import Recordings
 from shopcast.store import (
@@ -653,7 +653,13 @@ async def click_beacon(request: web.Request) -> web.Response:
     return web.json_response({"clicks": clicks}, headers={"Access-Control-Allow-Origin": "*"})
 
 
-def at_owner(handler: Handler, read: bool = False) -> Handler:
+def switch_forward_timeout(continuity: ContinuitySection) -> float:
+    """How long a forwarded switch waits for the owner's answer: its wait for the input's
+    keyframe (``switch_timeout``) plus the ordinary bound for the rest of its work."""
+    return continuity.switch_timeout + FORWARD_TIMEOUT
+
+
+def at_owner(handler: Handler, read: bool = False, timeout: float = FORWARD_TIMEOUT) -> Handler:
     """``handler`` runs on the origin that owns the stream ``{id}`` (the one with its publisher,
     pipeline and tag timeline); any other origin forwards the request there and returns the
     owner's answer as it is. A ``read`` the owner cannot answer is answered here instead.
@@ -663,6 +669,7 @@ def at_owner(handler: Handler, read: bool = False) -> Handler:
     which a notification cannot carry back without a reply channel of its own; the owner
     checks the caller's own Authorization; and it is bounded by one timeout. Loops are cut:
     a forwarded request is answered where it lands, even if the owner has moved since.
+    ``timeout`` bounds the owner's answer (longer for a route that waits on the owner).
     """
 
     async def owner(request: web.Request) -> str | None:
@@ -672,7 +679,7 @@ def at_owner(handler: Handler, read: bool = False) -> Handler:
             return None
         return await owners.owner_url(stream_id, max_age=0.0)  # fresh: acted on once
 
-    return _forwarded(handler, owner, read)
+    return _forwarded(handler, owner, read, timeout)
 
 
 def at_home(handler: Handler, read: bool = False) -> Handler:
@@ -692,7 +699,10 @@ def at_home(handler: Handler, read: bool = False) -> Handler:
 
 
 def _forwarded(
-    handler: Handler, where: Callable[[web.Request], Awaitable[str | None]], read: bool
+    handler: Handler,
+    where: Callable[[web.Request], Awaitable[str | None]],
+    read: bool,
+    timeout: float = FORWARD_TIMEOUT,
 ) -> Handler:
     """``handler`` here, or the answer of the node ``where`` names (None: here)."""
 
@@ -703,7 +713,7 @@ def _forwarded(
         if base is None:
             return await handler(request)
         try:
-            return await _forward(request, base)
+            return await _forward(request, base, timeout)
         except ApiError:
             if read:  # what this node knows (from the shared store) beats no answer
                 return await handler(request)
@@ -728,7 +738,7 @@ class ForwardSession:
             await self._session.close()
 
 
-async def _forward(request: web.Request, base: str) -> web.Response:
+async def _forward(request: web.Request, base: str, timeout: float) -> web.Response:
     """The owner's answer to ``request`` (same method, path, body and Authorization)."""
     session = request.app[FORWARD_SESSION_KEY].get()
     body = await request.read()
@@ -744,7 +754,7 @@ async def _forward(request: web.Request, base: str) -> web.Response:
             data=body,
             headers=headers,
             allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT),
+            timeout=aiohttp.ClientTimeout(total=timeout),
         ) as resp:
             answer = await resp.read()
             kept = {k: resp.headers[k] for k in _FORWARD_KEPT if k in resp.headers}
@@ -762,7 +772,7 @@ async def _forward(request: web.Request, base: str) -> web.Response:
         raise ApiError(
             504,
             "owner_timeout",
-            f"the stream's origin {base} did not answer within {FORWARD_TIMEOUT:g} s; the "
+            f"the stream's origin {base} did not answer within {timeout:g} s; the "
             "request may have been applied there (tags: see GET …/tags)",
         ) from exc
 
@@ -816,7 +826,10 @@ def make_app(
     app.router.add_post("/api/v1/streams/{id}/inputs", at_owner(create_input))
     app.router.add_get("/api/v1/streams/{id}/inputs", at_owner(list_inputs, read=True))
     app.router.add_delete("/api/v1/streams/{id}/inputs/{name}", at_owner(delete_input))
-    app.router.add_post("/api/v1/streams/{id}/switch", at_owner(switch_input))
+    app.router.add_post(
+        "/api/v1/streams/{id}/switch",
+        at_owner(switch_input, timeout=switch_forward_timeout(pipelines.continuity)),
+    )
     app.router.add_post("/api/v1/streams/{id}/playback-token", playback_token)
     app.router.add_post("/api/v1/streams/{id}/tags", at_owner(create_tag))
     app.router.add_get("/api/v1/streams/{id}/tags", list_tags)

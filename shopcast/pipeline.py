@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Protocol
 
+from ingest.hub import HubReader
 from ingest.media import MediaKind
 from ingest.sessions import MAIN_INPUT, KeyframeSource, LiveStreams, PublishSession
 from packager.live import LivePackage, PackageListener, PackagerConfig, ShowStart
@@ -141,6 +142,7 @@ class Pipelines:
         streams.on_session_end.append(self._session_ended)
         streams.on_input_start.append(self._input_started)
         streams.on_input_end.append(self._input_ended)
+        streams.on_reconfigured.append(self._input_reconfigured)
 
     def package(self, stream_id: str) -> LivePackage | None:
         """The stream's live (or just ended) package, for the origin."""
@@ -466,11 +468,13 @@ class Pipelines:
             raise SwitchFailed(409, "interrupted", "the show's input dropped during the switch")
         return self._go_live(pipeline, session, cued)
 
-    async def _cue(self, pipeline: StreamPipeline, session: PublishSession) -> _Cued:
+    async def _cue(
+        self, pipeline: StreamPipeline, session: PublishSession, reader: HubReader | None = None
+    ) -> _Cued:
         """Run ``session``'s transcoder into a cue until an IDR at the same frame is out of
         every rendition (``SwitchFailed`` when it does not fit or does not come)."""
         # A late reader starts at the input's next keyframe (see StreamHub.add_reader).
-        reader = session.hub.add_reader(f"transcode-{session.input}")
+        reader = reader or session.hub.add_reader(f"transcode-{session.input}")
         cue = SwitchCue(pipeline.package, session.input)
         # A held input's GOP is known from its ingest: the ladder is then known at its first
         # keyframe, and the switch happens there (not one GOP later).
@@ -481,8 +485,14 @@ class Pipelines:
             sink=cue,
             name=f"{session.stream_id}/{session.input}",
             gop_known=gop is not None and gop <= self.ladder.segment_duration + 0.05,
-            # Its audio is encoded into the show's format when it differs (mono/stereo, rate).
+            # Its audio is encoded into the show's format when it differs (mono/stereo, rate),
+            # its video onto the show's renditions whatever its size.
             audio_like=pipeline.package.audio,
+            video_like=[
+                (name, r.info.width, r.info.height)
+                for name, r in pipeline.package.renditions.items()
+                if r.info.kind is MediaKind.VIDEO
+            ],
         )
         task = self._spawn(pipeline, transcoder.run(), name=f"pipeline-{session.stream_id}")
         publisher = session.publisher
@@ -514,6 +524,61 @@ class Pipelines:
                 f"{self.continuity.switch_timeout:g} s",
             ) from None
         return cued
+
+    def _input_reconfigured(self, session: PublishSession, change: str) -> None:
+        """The input on air changed its video format mid-show (another picture size or codec):
+        re-planned as a switch to itself. Its transcoder ends with the old format's last frame;
+        a new one plans the ladder for the new format (the vertical policy onto the same
+        rungs; a passthrough rung that no longer fits is encoded) and takes over from the new
+        format's first IDR, after a discontinuity, with a new init where the bitstream differs."""
+        pipeline = self.pipelines.get(session.stream_id)
+        if (
+            pipeline is None
+            or pipeline.package.ended
+            or pipeline.package.input != session.input
+            or pipeline.package.active_input == "slate"
+            or pipeline.finish_timer is not None
+            or pipeline.transcoder is None
+            or pipeline.transcoder.reader.hub is not session.hub
+        ):
+            return  # not on air: a switch to it plans its ladder from its format then
+        if pipeline.switching:
+            log.warning("[%s] %s during a switch: not re-planned", session.stream_id, change)
+            return
+        log.warning("[%s] input %s: %s: re-planning", session.stream_id, session.input, change)
+        pipeline.switching = True
+        # Attached now, before the new format's first IDR arrives: the new ladder starts there.
+        reader = session.hub.add_reader(f"transcode-{session.input}")
+        pipeline.transcoder.reader.close()  # it drains up to the new configuration, then ends
+        self._spawn(pipeline, self._replan(pipeline, session, reader, change))
+
+    async def _replan(
+        self, pipeline: StreamPipeline, session: PublishSession, reader: HubReader, change: str
+    ) -> None:
+        package = pipeline.package
+        try:
+            try:
+                cued = await self._cue(pipeline, session, reader)
+            except SwitchFailed as exc:
+                # The new format cannot feed the show's renditions: a drop, with the reason.
+                log.warning("[%s] %s cannot be re-planned: %s", session.stream_id, change, exc)
+                if pipeline.transcoder is not None:
+                    pipeline.transcoder.stats.faults.record("replan_failed", f"{change}: {exc}")
+                if not package.ended and pipeline.finish_timer is None:
+                    self._interrupted(pipeline, session.stream_id, clean=False)
+                return
+            if pipeline.runner is not None:
+                await _done(pipeline.runner)  # the old format's last parts are listed first
+            if package.ended or package.active_input == "slate" or pipeline.finish_timer:
+                await cued.cancel()
+                return
+            done = self._go_live(pipeline, session, cued)
+            assert pipeline.transcoder is not None and done.time is not None
+            pipeline.transcoder.stats.faults.record(
+                "input_reconfigured", f"{change}: ladder re-planned at {float(done.time):.3f} s"
+            )
+        finally:
+            pipeline.switching = False
 
     def _go_live(
         self, pipeline: StreamPipeline, session: PublishSession, cued: _Cued

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import queue
+from collections.abc import Sequence
 from dataclasses import replace
 from fractions import Fraction
 from typing import TypeVar
@@ -53,8 +54,12 @@ class LadderTranscoder:
         name: str | None = None,
         gop_known: bool = False,
         audio_like: RenditionInfo | None = None,
+        video_like: Sequence[tuple[str, int, int]] = (),
     ) -> None:
         self.reader = reader
+        #: The show's video renditions ``(name, width, height)`` to feed whatever this source's
+        #: format (a switch or re-plan); () = a ladder planned from the source.
+        self.video_like = tuple(video_like)
         #: The audio rendition's required format (see :class:`~transcode.audio.AudioTrack`).
         self.audio_like = audio_like
         #: The source's keyframes are known to be at most a segment apart (measured at ingest,
@@ -156,6 +161,7 @@ class LadderTranscoder:
                     self._on_video_ladder,
                     self._prefix,
                     self._on_video_handed_over,
+                    self.video_like,
                 )
                 if self.gop_known:
                     self._video.passthrough.gop_ok = True  # before it sees any unit

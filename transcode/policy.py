@@ -367,6 +367,35 @@ def plan_ladder(
     return plans
 
 
+def plan_onto(
+    source_w: int,
+    source_h: int,
+    codec: str,
+    gop_ok: bool | None,
+    config: LadderConfig,
+    renditions: Sequence[tuple[str, int, int]],
+) -> list[RungPlan]:
+    """A show's existing video renditions ``(name, width, height)`` for a source of another
+    format (a switch, a re-plan): each keeps its name and size, the vertical policy scaling the
+    picture onto it (up if need be: viewers' players keep their renditions); the rung of the
+    source's own size passes it through when it can."""
+    passthrough = passthrough_candidate(source_w, source_h, codec, config) and gop_ok is not False
+    configured = {r.name: r for r in config.rungs}
+    plans: list[RungPlan] = []
+    for name, width, height in sorted(renditions, key=lambda r: r[1], reverse=True):
+        if passthrough and (width, height) == (source_w, source_h):
+            passthrough = False  # one passthrough rung at most
+            plans.append(RungPlan(name, width, height, 0, "source", passthrough=True))
+            continue
+        rung = configured.get(name)
+        if rung is not None:
+            plans.append(RungPlan(name, width, height, rung.bitrate, rung.profile))
+        else:
+            bitrate = max(50_000, int(_REFERENCE_BPS_PER_PIXEL * width * height))
+            plans.append(RungPlan(name, width, height, bitrate, "main"))
+    return plans
+
+
 def _picture_sized_rung(source_w: int, source_h: int, vertical: VerticalPolicy) -> RungPlan:
     short = _SHORT_EDGE_STEP
     while fits_without_upscale(

@@ -32,7 +32,13 @@ from benchmarks.harness.sim import SimViewer
 from packager.playlist import parse_media_playlist
 
 from . import barcode
-from .conftest import Receiver, requires_ffmpeg
+from .conftest import (
+    Receiver,
+    ffmpeg_publish_args,
+    requires_ffmpeg,
+    start_ffmpeg,
+    stop_ffmpeg,
+)
 from .test_replay import decode, emsgs, publish, segments
 from .test_store_postgres import pg_env, serving_all
 
@@ -320,3 +326,52 @@ async def test_a_dead_owner_is_a_503_with_the_reason_until_its_lease_expires(
             await asyncio.sleep(0.2)
         async with http.get(f"{a.http}/hls/demo/master.m3u8", allow_redirects=False) as r:
             assert r.status == 404
+
+
+async def test_a_forwarded_switch_gets_the_owners_answer_after_its_keyframe_wait(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """The owner's switch waits up to ``switch_timeout`` for the input's keyframe, longer than
+    an ordinary forwarded call may take: the caller still gets the owner's own answer."""
+    flv = tmp_path / "show.flv"
+    await asyncio.to_thread(barcode.encode_flv, flv, 30)
+    switch_timeout = 7.0  # past FORWARD_TIMEOUT (5 s), short enough for a test
+    async with AsyncExitStack() as stack:
+        envs = [origin_env(tmp_path, postgres_url, n, "") for n in ("a", "c")]
+        for env in envs:
+            env.env["SHOPCAST_CONTINUITY_SWITCH_TIMEOUT"] = str(switch_timeout)
+        await stack.enter_async_context(serving_all(*envs))
+        a, c = envs
+        http = await stack.enter_async_context(aiohttp.ClientSession(headers=AUTH))
+        async with http.post(f"{a.http}/api/v1/streams/demo/key") as r:
+            key = (await r.json())["stream_key"]
+        async with http.post(f"{a.http}/api/v1/streams/demo/inputs", json={"name": "closeup"}) as r:
+            closeup_key = (await r.json())["stream_key"]
+        main = await publish(flv, c.rtmp_url(key))
+        stack.push_async_callback(stop, main)
+        await wait_live(http, c.http)
+        await wait_owner(http, a.http, "c", 10)
+        # The close-up camera sends one IDR and no other: no switch can find its keyframe.
+        args = ffmpeg_publish_args(c.rtmp_url(closeup_key), seconds=60, realtime=True)
+        args[args.index("-g") + 1] = "100000"
+        args[args.index("-g") : args.index("-g")] = ["-sc_threshold", "0"]
+        closeup = await start_ffmpeg(args)
+        stack.push_async_callback(stop_ffmpeg, closeup)
+        deadline = time.monotonic() + 20
+        while True:
+            async with http.get(f"{a.http}/api/v1/streams/demo/inputs") as r:
+                listed = {i["name"]: i for i in (await r.json())["inputs"]}
+            if listed["closeup"]["publishing"]:
+                break
+            assert time.monotonic() < deadline, listed
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1)  # past its first IDR
+        started = time.monotonic()
+        async with http.post(
+            f"{a.http}/api/v1/streams/demo/switch", json={"input": "closeup"}
+        ) as r:
+            answer = await r.json()
+            waited = time.monotonic() - started
+        # The owner's refusal, not the forwarding origin's 504 at FORWARD_TIMEOUT.
+        assert r.status == 409 and answer["error"]["code"] == "no_keyframe", (answer, waited)
+        assert waited >= switch_timeout - 0.5, waited

@@ -21,6 +21,7 @@ from transcode.policy import (
     gop_frames,
     output_frame_rate,
     plan_ladder,
+    plan_onto,
     snap_frame_rate,
 )
 
@@ -241,3 +242,27 @@ def test_config_from_toml_section() -> None:
 def test_bad_config_is_refused(section: dict[str, object]) -> None:
     with pytest.raises(LadderConfigError):
         LadderConfig.from_mapping(section)
+
+
+SHOW = [("180p", 180, 320), ("90p", 90, 160)]
+
+
+def test_a_new_format_is_planned_onto_the_shows_renditions() -> None:
+    """A switch or re-plan keeps the show's rungs (names and sizes) whatever the source's size:
+    a landscape or smaller source is scaled onto them (plan_ladder would drop the 180p rung)."""
+    config = LadderConfig(rungs=(Rung.named("180p", "200k"), Rung.named("90p", "100k")))
+    assert names(plan_ladder(320, 180, Fraction(30), "h264", True, config)) == ["90p"]
+    for width, height, codec in [(320, 180, "h264"), (240, 426, "h264"), (180, 320, "hevc")]:
+        plans = plan_onto(width, height, codec, True, config, SHOW)
+        assert [(p.name, p.width, p.height, p.passthrough) for p in plans] == [
+            ("180p", 180, 320, False),
+            ("90p", 90, 160, False),
+        ], (width, height, codec)
+        assert plans[0].bitrate == 200_000
+    # The source's own size, H.264 with short GOPs: that rung passes it through again.
+    plans = plan_onto(180, 320, "h264", True, config, SHOW)
+    assert [p.passthrough for p in plans] == [True, False]
+    assert [p.passthrough for p in plan_onto(180, 320, "h264", False, config, SHOW)] == [
+        False,
+        False,
+    ]

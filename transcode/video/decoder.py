@@ -6,7 +6,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 
 import av
@@ -25,6 +25,7 @@ from transcode.policy import (
     output_frame_rate,
     passthrough_candidate,
     plan_ladder,
+    plan_onto,
 )
 from transcode.stats import TranscodeStats
 from transcode.timeline import FrameSlotPicker, RepairedTime, to_ticks
@@ -79,8 +80,11 @@ class SourceDecoder:
         on_ladder: Callable[[list[RenditionInfo]], None],
         prefix: str,
         on_handed_over: Callable[[], None] = lambda: None,
+        video_like: Sequence[tuple[str, int, int]] = (),
     ) -> None:
         self.config = config
+        #: The show's video renditions this source must feed (see ``plan_onto``); () = its own.
+        self._video_like = tuple(video_like)
         self._vertical = vertical
         self._bridge = bridge
         self._stats = stats
@@ -242,9 +246,7 @@ class SourceDecoder:
         self.fps = output_frame_rate(self.source_fps, self.config.max_fps)
         self.gop = gop_frames(self.config.segment_duration, self.fps)
         self.picker = FrameSlotPicker(self.fps)
-        plans = plan_ladder(
-            width, height, self.fps, self.codec, self.passthrough.gop_ok, self.config
-        )
+        plans = self._plans(width, height, self.passthrough.gop_ok)
         passthrough = next((p for p in plans if p.passthrough), None)
         log.info(
             "%s source %s %dx%d %.3g fps → %s at %.3g fps, GOP %d",
@@ -265,6 +267,12 @@ class SourceDecoder:
         startup, self._startup = self._startup, []
         for frame, at, arrival in startup:
             self._pick(frame, at, arrival)
+
+    def _plans(self, width: int, height: int, gop_ok: bool | None) -> list[RungPlan]:
+        assert self.fps is not None
+        if self._video_like:
+            return plan_onto(width, height, self.codec, gop_ok, self.config, self._video_like)
+        return plan_ladder(width, height, self.fps, self.codec, gop_ok, self.config)
 
     def _start_rungs(self, plans: list[RungPlan]) -> None:
         assert self.fps is not None
@@ -290,7 +298,7 @@ class SourceDecoder:
             return
         if self.passthrough.state == "rejected" and self.fps is not None:
             width, height = self._source_size
-            self._start_rungs(plan_ladder(width, height, self.fps, self.codec, False, self.config))
+            self._start_rungs(self._plans(width, height, False))
         self._ladder_sent = True
         infos = [r.info for r in self.rungs.values()]
         if self.passthrough.info is not None:
