@@ -253,7 +253,7 @@ async def measure_player_latency(tmp_path: Path, part_target: float) -> dict[str
                 log["stalls_before"] = stalls  # from page load to the window's start
                 log["stalls"] -= stalls  # in the window only
                 log["hls_stalls_before"] = hls_stalls
-                log["hls_stalls"] -= hls_stalls
+                log["hls_stalls"] = log["hlsStalls"] - hls_stalls
                 log["start_jumps"] = await page.evaluate("window.viewer.startJumps || 0")
                 result[engine] = {**log, "switch": switches[engine]}
             assert publisher.returncode is None, "the publish ended inside the window"
