@@ -5,7 +5,8 @@ The page is served to the browser by Playwright (a route on the origin's address
 loads from the origin like any shop's page would). It logs every module event in
 ``window.log.events`` (tag, tagend, tagpassed; with the barcode probe's reading of the frame on
 screen when ``window.shopcast.probe`` is there, see tests/e2e/barcode.py), latency readings in
-``window.log.latency``, and keeps the module in ``window.viewer``.
+``window.log.latency``, ``waiting`` events in ``window.log.stalls`` and hls.js's own stall
+reports in ``window.log.hlsStalls``, and keeps the module in ``window.viewer``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ PAGE = """<!doctype html>
   import { LIVE_HLS_CONFIG, followLiveEdge } from "/static/page.js";
   const params = new URLSearchParams(location.search);
   const video = document.getElementById("video");
-  const log = (window.log = { events: [], latency: [], errors: [], stalls: 0 });
+  const log = (window.log = { events: [], latency: [], errors: [], stalls: 0, hlsStalls: 0 });
   video.addEventListener("waiting", () => { log.stalls += 1; });
   // Registered before the module's: runs first in each frame, so it knows the previous one.
   const frames = { current: null, previous: null };
@@ -64,6 +65,14 @@ PAGE = """<!doctype html>
   viewer.addEventListener("latency", (e) => log.latency.push(
     Object.assign({ at: performance.now(), height: video.videoHeight }, e.detail)));
   viewer.start()
+    .then(() => {
+      // hls.js's own stall reports: each raises its target latency by 1 s (lowLatencyMode).
+      if (viewer.engine === "hls.js") {
+        viewer.player.on(Hls.Events.ERROR, (_, d) => {
+          if (d.details === "bufferStalledError") log.hlsStalls += 1;
+        });
+      }
+    })
     .then(() => params.get("engine") === "shop" && followLiveEdge(viewer.player, video))
     .then(() => video.play())
     .catch((e) => log.errors.push(String(e && e.code ? e.code : e)));

@@ -87,6 +87,9 @@ export declare class ShopcastPlayer extends EventTarget {
   /** hls.js only: times playback stood still before a hole and was moved to the live edge
    * (a show continued on another origin after a failover). */
   readonly liveJumps?: number;
+  /** hls.js only: 1 when the start was moved to hls.js's live sync position (its own start
+   * seek was lost to its gap controller, or left the playhead more than a part behind). */
+  readonly startJumps?: number;
   /** The last latency reading in seconds (null before one, and on a replay). */
   readonly latency: number | null;
   /** Every tag seen so far, in time order. */

@@ -33,6 +33,7 @@ export const EPSILON = 0.012;
 const LATE_AFTER = 0.1;
 const LATENCY_EVERY_MS = 1000;
 const LOAD_RETRY_MS = 1000; // between Shaka's load attempts (options.loadAttempts)
+const START_SYNC_TRIES = 10; // fragments buffered before the start check gives up (hls.js)
 const DATERANGE_CUE_TYPE = "com.apple.quicktime.HLS";
 const ID3_DESCRIPTION = "com.shopcast.tag";
 const CLASS_PREFIX = "com.shopcast.";
@@ -167,10 +168,41 @@ export class ShopcastPlayer extends EventTarget {
       setTimeout(() => this._scan(true), 0);
     });
     on(Events.MEDIA_ATTACHED, () => this._scan(true));
+    this._startAtLiveSync(hls, on, Events);
     this._followMovedShow(hls);
     hls.loadSource(this.url);
     if (hls.media !== this.video) hls.attachMedia(this.video);
     return true;
+  }
+
+  // hls.js (1.7.4) starts a live stream at its target latency (PART-HOLD-BACK) by seeking once,
+  // when its first fragment is buffered; if its gap controller has just moved the playhead to the
+  // start of that fragment (it does when the playlist starts less than two target durations
+  // earlier: a viewer joining in a show's first seconds), the seek is dropped ("already
+  // seeking") and playback stays at the fragment's first independent part, up to a GOP behind,
+  // for good. So: once the first fragment is buffered and no seek is running, go to hls.js's
+  // live sync position if the playhead is more than a part behind it and it is buffered.
+  _startAtLiveSync(hls, on, Events) {
+    this.startJumps = 0;
+    let tries = 0;
+    let done = false;
+    on(Events.FRAG_BUFFERED, () => {
+      const video = this.video;
+      const details = hls.latestLevelDetails;
+      if (done || !details || !details.live || video.seeking) return;
+      if (++tries > START_SYNC_TRIES) done = true;
+      const target = hls.liveSyncPosition;
+      if (target === null || target === undefined) return;
+      done = true;
+      const slack = details.partTarget || details.targetduration;
+      const ranges = video.buffered;
+      for (let i = 0; i < ranges.length; i++) {
+        if (ranges.start(i) <= target && target < ranges.end(i) && video.currentTime < target - slack) {
+          video.currentTime = target;
+          this.startJumps = 1;
+        }
+      }
+    });
   }
 
   // A show continued on another origin (cluster failover) goes on in playlists whose sequence

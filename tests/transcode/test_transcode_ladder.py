@@ -39,14 +39,32 @@ BARS = (
 )
 
 
-def check_video(run: Run, name: str, frames: int | None = None) -> list[EncodedPacket]:
-    """Exact even 9:16, constant 30 fps timestamps with no hole, decodes cleanly."""
+def check_video(
+    run: Run,
+    name: str,
+    frames: int | None = None,
+    timed_like: Sequence[EncodedPacket] = (),
+    grid_from: int = 0,
+) -> list[EncodedPacket]:
+    """Exact even 9:16, constant 30 fps timestamps with no hole (or, with ``timed_like``, the
+    timestamps of those packets frame for frame), decodes cleanly.
+
+    Before ``grid_from`` (ticks) a rung may carry the source's timestamps (a passthrough check
+    was pending): increasing, each within half a frame of its 30 fps slot.
+    """
     info = run.infos[name]
     packets = run.packets[name]
     assert info.width * 16 == info.height * 9 and info.width % 2 == 0 and info.height % 2 == 0
     assert info.codec_string.startswith("avc1.")
     pts = [p.pts for p in packets]
-    assert all(b - a == FRAME for a, b in itertools.pairwise(pts)), "holes or repeats"
+    if timed_like:
+        assert pts == [p.pts for p in timed_like], "not on the source's timestamps"
+    else:
+        early = [t for t in pts if t < grid_from]
+        assert all(a < b for a, b in itertools.pairwise(pts)), "not increasing"
+        assert all(abs(t - (pts[0] + i * FRAME)) <= FRAME // 2 for i, t in enumerate(early))
+        on_grid = pts[len(early) :]
+        assert all(b - a == FRAME for a, b in itertools.pairwise(on_grid)), "holes or repeats"
     assert all(p.dts == p.pts and p.duration == FRAME for p in packets)
     assert packets[0].keyframe
     if frames is not None:
@@ -275,7 +293,10 @@ async def test_passthrough_rung_is_the_source_retimed(sources: SourceCache) -> N
     assert [p.pts for p in passed] == [u.pts * 90 for u in source]
     assert run.infos["270p"].extradata == configs(units)[0].payload
     assert sum(p.duration for p in passed[:-1]) == passed[-1].dts - passed[0].dts
-    assert idr_pts(passed) == idr_pts(check_video(run, "180p", frames=120)) == [0, 180000]
+    # The encoded rung keeps the source's timestamps too (not the 30 fps grid, up to half a
+    # frame off them): every rendition has the same part boundaries for a switching player.
+    encoded = check_video(run, "180p", frames=120, timed_like=passed)
+    assert idr_pts(passed) == idr_pts(encoded) == [0, 180000]
     assert len(decode_video(run.infos["270p"], passed)) == len(source)
 
 
@@ -313,8 +334,10 @@ async def test_passthrough_refused_for_long_gops_falls_back_to_encoding(
         ("180p", False),
     ]
     # The check fails 2.05 s in (no second keyframe); 270p starts on the next GOP boundary.
+    # 180p kept the source's timestamps while the check was pending, the 30 fps grid after.
     assert idr_pts(check_video(run, "270p", frames=60))[0] == 120 * FRAME
-    assert idr_pts(check_video(run, "180p", frames=180)) == [0, 60 * FRAME, 120 * FRAME]
+    encoded = check_video(run, "180p", frames=180, grid_from=int(2.1 * VIDEO_TIMESCALE))
+    assert idr_pts(encoded) == [0, 60 * FRAME, 120 * FRAME]
 
 
 @pytest.mark.parametrize(

@@ -330,7 +330,9 @@ class SourceDecoder:
         self._stats.slots_repeated += len(placement.repeats)
         idr = self._is_idr(placement.slot, frame.key_frame or self._idr_owed)
         self._idr_owed = False
-        self._dispatch(frame, placement.slot, arrival, idr)
+        # Rungs beside a passthrough rung (live or still being checked) keep the source's times.
+        source_timed = self.passthrough.state in ("pending", "active")
+        self._dispatch(frame, placement.slot, arrival, idr, frame.pts if source_timed else None)
         self._previous = frame
 
     def _is_idr(self, slot: int, source_keyframe: bool) -> bool:
@@ -339,13 +341,20 @@ class SourceDecoder:
             return source_keyframe
         return slot % self.gop == 0
 
-    def _dispatch(self, frame: av.VideoFrame, slot: int, arrival: float, idr: bool) -> None:
+    def _dispatch(
+        self,
+        frame: av.VideoFrame,
+        slot: int,
+        arrival: float,
+        idr: bool,
+        source_ticks: int | None = None,
+    ) -> None:
         if self._waiting_rungs and (idr or not self._active_rungs):
             # A rung starts on an IDR slot so its first GOP lines up with the others.
             self._active_rungs += self._waiting_rungs
             self._waiting_rungs = []
             idr = True
-        item = PickedFrame(frame, slot, arrival, idr)
+        item = PickedFrame(frame, slot, arrival, idr, source_ticks)
         for rung in self._active_rungs:
             rung.submit(item)
 

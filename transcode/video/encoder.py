@@ -34,6 +34,9 @@ class PickedFrame:
     slot: int
     arrival: float
     idr: bool
+    #: The source frame's pts (90 kHz ticks) when the slot shows it first and a passthrough
+    #: rung is live: the rung then stamps it with the source's time, as the passthrough does.
+    source_ticks: int | None = None
 
 
 def open_h264_encoder(
@@ -104,6 +107,7 @@ class RungEncoder:
         self.shaper = FrameShaper(plan.width, plan.height, config.scale_flags)
         self._announced = False
         self._arrivals: dict[int, float] = {}
+        self._source_ticks: dict[int, int] = {}
         self._queue: queue.Queue[PickedFrame | None] = queue.Queue(maxsize=_RUNG_QUEUE)
         self._thread = threading.Thread(
             target=self._run, name=f"transcode-{plan.name}", daemon=True
@@ -144,6 +148,8 @@ class RungEncoder:
         # the IDR slots, which are forced so that every rung cuts at the same PTS.
         frame.pict_type = PictureType.I if item.idr else PictureType.NONE
         self._arrivals[item.slot] = item.arrival
+        if item.source_ticks is not None:
+            self._source_ticks[item.slot] = item.source_ticks
         self._stats.frames_in += 1
         for packet in self._encoder.encode(frame):
             self._emit(packet)
@@ -152,8 +158,16 @@ class RungEncoder:
         if packet.pts is None:
             return
         slot = packet.pts
-        dts = packet.dts if packet.dts is not None else slot
         arrival = self._arrivals.pop(slot, time.time())
+        # Beside a passthrough rung, a frame keeps its source time (the slot grid is up to half
+        # a frame off it): every rendition then has the same part and segment boundaries, which
+        # a player switching renditions relies on (hls.js stops loading when the new
+        # rendition's buffered end falls a few ms short of the fragment end it expects).
+        # zerolatency has no B-frames (dts == pts); repeated slots stay on the grid, which
+        # lies between the neighbouring source times, so timestamps still increase.
+        source = self._source_ticks.pop(slot, None)
+        pts = self._slot_ticks(slot) if source is None else source
+        dts = pts if packet.dts is None or packet.dts == slot else self._slot_ticks(packet.dts)
         payload = annexb_to_avcc(bytes(packet))
         if not self._announced:
             self._announced = True
@@ -162,8 +176,8 @@ class RungEncoder:
         self._bridge.packet(
             EncodedPacket(
                 rendition=self.plan.name,
-                pts=self._slot_ticks(slot),
-                dts=self._slot_ticks(dts),
+                pts=pts,
+                dts=dts,
                 duration=self._slot_ticks(slot + 1) - self._slot_ticks(slot),
                 keyframe=packet.is_keyframe,
                 payload=payload,
