@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import queue
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from fractions import Fraction
@@ -55,8 +56,18 @@ class LadderTranscoder:
         gop_known: bool = False,
         audio_like: RenditionInfo | None = None,
         video_like: Sequence[tuple[str, int, int]] = (),
+        standby: bool = False,
+        audio_only: bool = False,
     ) -> None:
         self.reader = reader
+        #: Feeding an audio-only show (a switch): the ladder is final at the first audio frame
+        #: and video, if any, is not decoded.
+        self.audio_only = audio_only
+        #: A warm standby decodes its source (off the loop) and plans its ladder but encodes
+        #: nothing until :meth:`go_on_air`; then every rung starts at the next frame, an IDR on
+        #: each, without waiting for a source keyframe. Its top rung is encoded, never passed
+        #: through (a source IDR cannot be had at that frame).
+        self._on_air: threading.Event | None = threading.Event() if standby else None
         #: The show's video renditions ``(name, width, height)`` to feed whatever this source's
         #: format (a switch or re-plan); () = a ladder planned from the source.
         self.video_like = tuple(video_like)
@@ -102,6 +113,16 @@ class LadderTranscoder:
     def set_vertical(self, policy: VerticalPolicy) -> None:
         """Switch crop/pad (and focus) while live; rungs rebuild their scaler on the next frame."""
         self._vertical = policy
+
+    @property
+    def standby(self) -> bool:
+        """A warm standby not on air yet."""
+        return self._on_air is not None and not self._on_air.is_set()
+
+    def go_on_air(self) -> None:
+        """A warm standby's rungs start encoding at the next decoded frame (an IDR on each)."""
+        if self._on_air is not None:
+            self._on_air.set()
 
     @property
     def renditions(self) -> list[RenditionInfo]:
@@ -152,6 +173,8 @@ class LadderTranscoder:
                     "timestamp_jump", f"{unit.kind.value} DTS {unit.dts} rebased to continue"
                 )
         if unit.kind is MediaKind.VIDEO:
+            if self.audio_only:
+                return
             if self._video is None:
                 self._video = SourceDecoder(
                     self.config,
@@ -162,6 +185,7 @@ class LadderTranscoder:
                     self._prefix,
                     self._on_video_handed_over,
                     self.video_like,
+                    self._on_air,
                 )
                 if self.gop_known:
                     self._video.passthrough.gop_ok = True  # before it sees any unit
@@ -192,7 +216,8 @@ class LadderTranscoder:
             return
         if self._audio_started is None:
             self._audio_started = audio_time
-        if audio_time - self._audio_started >= AUDIO_ONLY_AFTER and self._audio.info is not None:
+        known = self.audio_only or audio_time - self._audio_started >= AUDIO_ONLY_AFTER
+        if known and self._audio.info is not None:
             self._video_ladder = [self._audio.info]
             self.sink.on_ladder(self._video_ladder)
 

@@ -9,6 +9,7 @@ import io
 import signal
 import time
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -147,10 +148,12 @@ async def taken_over(
     """Once input ``name`` is on air after discontinuity ``after``: the discontinuity it
     follows and whether the slate covered in between; prints the listing gaps viewers see."""
     await until(lambda: package.input == name, 15, f"{name} on air")
-    await until(lambda: len({w.discontinuity for w in watches.values()}) == 1, 5, "every rendition")
-    disc = next(iter(watches.values())).discontinuity
-    slate = disc == after + 2
-    assert disc == after + 1 or slate, (disc, after)
+    slate = package.slate_seconds > 0  # (the tests using this had no slate before)
+    disc = after + (2 if slate else 1)
+    # A warm input is on air before its first part is listed: wait for the listing.
+    await until(
+        lambda: all(w.discontinuity == disc for w in watches.values()), 5, "every rendition"
+    )
     for rendition, w in watches.items():
         gaps = [w.switch_gap(d) for d in range(after + 1, disc + 1)]
         print(f"{rendition}: listing gaps at the take-over (via the slate: {slate}): {gaps}")
@@ -408,9 +411,46 @@ async def test_camera_that_drops_falls_back_to_main(origin: Origin) -> None:
         await stop_ffmpeg(cam)
 
 
+def timed_parts(text: str) -> list[tuple[float, float, str, int]]:
+    """(PDT, duration, URI, discontinuity number) of every listed part: a segment's parts run
+    from its PROGRAM-DATE-TIME on, each starting where the one before ends."""
+    out = []
+    disc, at = 0, 0.0
+    for line in text.splitlines():
+        if line.startswith("#EXT-X-DISCONTINUITY-SEQUENCE:"):
+            disc = int(line.split(":")[1])
+        elif line == "#EXT-X-DISCONTINUITY":
+            disc += 1
+        elif line.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
+            stamp = line.split(":", 1)[1].replace("Z", "+00:00")
+            at = datetime.fromisoformat(stamp).timestamp()
+        elif line.startswith("#EXT-X-PART:"):
+            fields = dict(f.split("=", 1) for f in line[12:].split(","))
+            duration = float(fields["DURATION"])
+            out.append((at, duration, fields["URI"].strip('"'), disc))
+            at += duration
+    return out
+
+
+def assert_pdt_grid(watches: dict[str, PlaylistWatch], frame: float) -> None:
+    """On every rendition each listed part starts where the one before ends (PDT + duration =
+    next PDT within half a frame), across every DISCONTINUITY listed."""
+    for name, w in watches.items():
+        parts = timed_parts(w.text)
+        assert len({d for *_, d in parts}) > 1, f"{name}: no discontinuity listed"
+        for (pdt, duration, uri, disc), (next_pdt, _, next_uri, next_disc) in pairwise(parts):
+            step = next_pdt - (pdt + duration)
+            assert abs(step) < frame / 2, (
+                f"{name}: PDT steps {step * 1000:+.1f} ms from {uri} (discontinuity {disc}) to "
+                f"{next_uri} (discontinuity {next_disc})"
+            )
+
+
 async def test_backup_takes_over_from_a_killed_main_and_hands_back(origin: Origin) -> None:
-    """Main killed: the backup encoder takes over at its next keyframe (the slate covers until
-    then); main back: the show returns to main at main's first keyframe, no slate."""
+    """Main killed: the warm backup encoder takes over at its next frame, not waiting for its
+    next keyframe (an IDR forced on every rung there), before any slate; the PDT grid runs on
+    across the takeover part by part; main back: the show returns to main at main's first
+    keyframe, no slate."""
     main = await publish(origin, await origin.key())
     status, created = await api(
         origin, "POST", "/api/v1/streams/demo/inputs", {"name": "spare", "backup": True}
@@ -423,12 +463,16 @@ async def test_backup_takes_over_from_a_killed_main_and_hands_back(origin: Origi
         await until(lambda: streams.input_session("demo", "spare") is not None, 10, "the backup")
         package = origin.server.pipelines.package("demo")
         assert package is not None
+        pipelines = origin.server.pipelines
+        await until(lambda: pipelines.warm("demo", "spare"), 10, "the backup decoded ahead")
         async with watching(origin, names) as watches:
             await until(lambda: all(len(w.parts) >= 3 for w in watches.values()), 20, "parts")
             main.send_signal(signal.SIGKILL)
             await main.wait()
             disc, slate = await taken_over(watches, package, "spare", 0)
-            await check_switch(origin, watches, disc, True, 0.0, pdt_check=False, old=not slate)
+            assert not slate, "the warm backup was not on air before the slate"
+            await check_switch(origin, watches, disc, True, 0.0, pdt_check=False)
+            assert_pdt_grid(watches, 1 / 30)
             _, stream = await api(origin, "GET", "/api/v1/streams/demo")
             assert stream["active_input"] == "spare", stream
 
