@@ -51,6 +51,11 @@ class StreamPipeline:
     switching: bool = False
     #: Warm standbys of held inputs by name (``None`` while one waits for the show's ladder).
     standby: dict[str, _Cued | None] = field(default_factory=dict)
+    #: A re-plan put off by the switch interval (a flapping format), when one is.
+    replan_timer: asyncio.TimerHandle | None = None
+    #: Format changes of the input on air: re-planned, and put off by the switch interval.
+    replans: int = 0
+    replans_deferred: int = 0
     #: Set once a warm input that covers for a dropped one is on air (or could not be).
     warm_cover: asyncio.Event | None = None
 
@@ -639,8 +644,21 @@ class Pipelines:
             or pipeline.transcoder.reader.hub is not session.hub
         ):
             return  # not on air: a switch to it plans its ladder from its format then
-        if pipeline.switching:
-            log.warning("[%s] %s during a switch: not re-planned", session.stream_id, change)
+        wait = pipeline.last_switch + self.continuity.switch_interval - time.monotonic()
+        if pipeline.switching or wait > 0 or pipeline.replan_timer is not None:
+            # A flapping format cannot thrash the ladder: re-plans are rate-limited like
+            # switches. Meanwhile the transcoder on air follows the new format itself (its
+            # encoded rungs scale any picture; a passthrough rung that no longer fits stops
+            # and its rendition waits), and whatever format is current then is re-planned.
+            pipeline.replans_deferred += 1
+            pipeline.transcoder.stats.faults.record(
+                "replan_deferred",
+                f"{change}: re-planned in {max(wait, 0):.1f} s (or after a switch)",
+            )
+            if pipeline.replan_timer is None:
+                pipeline.replan_timer = asyncio.get_running_loop().call_later(
+                    max(wait, 0), self._deferred_replan, pipeline, session, change
+                )
             return
         log.warning("[%s] input %s: %s: re-planning", session.stream_id, session.input, change)
         pipeline.switching = True
@@ -649,10 +667,42 @@ class Pipelines:
         pipeline.transcoder.reader.close()  # it drains up to the new configuration, then ends
         self._spawn(pipeline, self._replan(pipeline, session, reader, change))
 
+    def _deferred_replan(
+        self, pipeline: StreamPipeline, session: PublishSession, change: str
+    ) -> None:
+        """The switch interval is over: re-plan the input on air at its next keyframe (its
+        current transcoder ends just before it, the new one starts there)."""
+        pipeline.replan_timer = None
+        transcoder = pipeline.transcoder
+        package = pipeline.package
+        if (
+            package.ended
+            or package.input != session.input
+            or session.ended
+            or package.active_input == "slate"
+            or pipeline.finish_timer is not None
+            or transcoder is None
+            or transcoder.reader.hub is not session.hub
+        ):
+            return  # off air since: a switch back to it plans its ladder afresh
+        if pipeline.switching:  # a switch or re-plan under way: after it
+            pipeline.replan_timer = asyncio.get_running_loop().call_later(
+                self.continuity.switch_interval, self._deferred_replan, pipeline, session, change
+            )
+            return
+        log.warning(
+            "[%s] input %s: %s: re-planning (deferred)", session.stream_id, session.input, change
+        )
+        pipeline.switching = True
+        reader = session.hub.add_reader(f"transcode-{session.input}")
+        transcoder.reader.end_at_keyframe()
+        self._spawn(pipeline, self._replan(pipeline, session, reader, change))
+
     async def _replan(
         self, pipeline: StreamPipeline, session: PublishSession, reader: HubReader, change: str
     ) -> None:
         package = pipeline.package
+        old = pipeline.transcoder
         try:
             try:
                 cued = await self._cue(pipeline, session, reader)
@@ -671,11 +721,15 @@ class Pipelines:
                 return
             done = self._go_live(pipeline, session, cued)
             assert pipeline.transcoder is not None and done.time is not None
+            pipeline.replans += 1
             pipeline.transcoder.stats.faults.record(
                 "input_reconfigured", f"{change}: ladder re-planned at {float(done.time):.3f} s"
             )
         finally:
+            if old is not None:
+                old.reader.close()  # (one told to end at a keyframe is still attached)
             pipeline.switching = False
+            pipeline.last_switch = time.monotonic()  # re-plans count as switches
 
     def _go_live(
         self, pipeline: StreamPipeline, session: PublishSession, cued: _Cued
@@ -797,6 +851,8 @@ class Pipelines:
                 pipeline.finish_timer.cancel()
             if pipeline.gap_timer is not None:
                 pipeline.gap_timer.cancel()
+            if pipeline.replan_timer is not None:
+                pipeline.replan_timer.cancel()
             if pipeline.transcoder is not None:
                 await pipeline.transcoder.close()
             if not pipeline.package.ended:
