@@ -21,6 +21,7 @@ import pytest
 from benchmarks.harness.browser import CHROMIUM
 from benchmarks.harness.continuity import PlaylistWatch, decode_segment
 from benchmarks.harness.whip_client import publish as whip_publish
+from ingest.media import MediaKind
 from packager.live import LivePackage
 from shopcast.config import WhipSection
 from shopcast.web import HLS_JS
@@ -58,11 +59,13 @@ FLAT = 10.0
 
 
 async def publish(
-    origin: Origin, key: str, picture: str | None = None
+    origin: Origin, key: str, picture: str | None = None, gop: int | None = None
 ) -> asyncio.subprocess.Process:
     args = ffmpeg_publish_args(origin.rtmp_url(key), seconds=120, realtime=True)
     if picture is not None:
         args[args.index(next(a for a in args if a.startswith("testsrc2=")))] = picture
+    if gop is not None:
+        args[args.index("-g") + 1] = str(gop)
     return await start_ffmpeg(args)
 
 
@@ -448,15 +451,28 @@ def assert_pdt_grid(playlists: dict[str, str], frame: float) -> None:
 
 async def test_backup_takes_over_from_a_killed_main_and_hands_back(origin: Origin) -> None:
     """Main killed: the warm backup encoder takes over at its next frame, not waiting for its
-    next keyframe (an IDR forced on every rung there), before any slate; the PDT grid runs on
-    across the takeover part by part; main back: the show returns to main at main's first
-    keyframe, no slate."""
+    next keyframe (its source GOP is 5 s: its first part is listed before that keyframe comes,
+    yet an IDR opens it on every rung), before any slate; the PDT grid runs on across the
+    takeover part by part; main back: the show returns to main at main's first keyframe."""
     main = await publish(origin, await origin.key())
     status, created = await api(
         origin, "POST", "/api/v1/streams/demo/inputs", {"name": "spare", "backup": True}
     )
     assert status == 201 and created["backup"] is True, created
-    spare = await publish(origin, created["stream_key"], SOLID)
+    spare = await publish(origin, created["stream_key"], SOLID, gop=150)
+    source_keyframes: list[float] = []  # when the backup's source keyframes reached ingest
+
+    async def watch_source() -> None:
+        session = None
+        while session is None:
+            session = origin.server.streams.input_session("demo", "spare")
+            await asyncio.sleep(0.02)
+        reader = session.hub.add_reader("test-keyframes")
+        while (unit := await reader.get()) is not None:
+            if unit.kind is MediaKind.VIDEO and unit.keyframe and not unit.is_config:
+                source_keyframes.append(time.monotonic())
+
+    watcher = asyncio.create_task(watch_source())
     try:
         names = await ready_show(origin)
         streams = origin.server.streams
@@ -464,13 +480,17 @@ async def test_backup_takes_over_from_a_killed_main_and_hands_back(origin: Origi
         package = origin.server.pipelines.package("demo")
         assert package is not None
         pipelines = origin.server.pipelines
-        await until(lambda: pipelines.warm("demo", "spare"), 10, "the backup decoded ahead")
+        await until(lambda: pipelines.warm("demo", "spare"), 15, "the backup decoded ahead")
         async with watching(origin, names) as watches:
             await until(lambda: all(len(w.parts) >= 3 for w in watches.values()), 20, "parts")
             main.send_signal(signal.SIGKILL)
+            killed = time.monotonic()
             await main.wait()
             disc, slate = await taken_over(watches, package, "spare", 0)
             assert not slate, "the warm backup was not on air before the slate"
+            assert source_keyframes and not [t for t in source_keyframes if t > killed], (
+                "the backup's first part came after a source keyframe of it: no warm takeover"
+            )
             listed = {name: w.text for name, w in watches.items()}
             await check_switch(origin, watches, disc, True, 0.0, pdt_check=False)
             assert_pdt_grid(listed, 1 / 30)
@@ -481,6 +501,7 @@ async def test_backup_takes_over_from_a_killed_main_and_hands_back(origin: Origi
             await until(lambda: package.input == "main", 20, "main back on air")
             await check_switch(origin, watches, disc + 1, False, 0.0, pdt_check=False)
     finally:
+        watcher.cancel()
         await stop_ffmpeg(main)
         await stop_ffmpeg(spare)
 
