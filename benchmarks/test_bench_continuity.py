@@ -50,10 +50,10 @@ SLATE_BUDGET = 0.100  # the goal: p95 ≤ part target + 100 ms
 
 
 @asynccontextmanager
-async def running_origin(tmp_path: Path) -> AsyncIterator[Origin]:
+async def running_origin(tmp_path: Path, **continuity: Any) -> AsyncIterator[Origin]:
     config = dataclasses.replace(
         make_config(tmp_path, LadderConfig.from_mapping({"rungs": RUNGS})),
-        continuity=ContinuitySection(slate_window=600),
+        continuity=ContinuitySection(slate_window=600, **continuity),
     )
     server = ShopcastServer(config)
     await server.start()
