@@ -16,6 +16,9 @@ from transcode.output import EncodedPacket, RenditionInfo
 _SAME_FRAME = Fraction(1, 50)
 #: Packets held while waiting for the cue, at most (bounded memory should it never come).
 _MAX_HELD = 4096
+#: … and before any video keyframe came out (a warm standby's audio, for as long as it is held:
+#: only the newest of it can follow the cue).
+_MAX_HELD_BEFORE_KEYFRAME = 256
 
 
 class SwitchRefused(Exception):
@@ -63,7 +66,7 @@ class SwitchCue:
             return  # refused: nothing of this input is used
         # Held also once cued: the old input's last frames are being listed meanwhile.
         self._held.append(packet)
-        if len(self._held) > _MAX_HELD:
+        if len(self._held) > (_MAX_HELD if self._keyframes else _MAX_HELD_BEFORE_KEYFRAME):
             del self._held[0]
         info = self.infos.get(packet.rendition)
         if info is not None and info.kind is MediaKind.VIDEO and packet.keyframe:

@@ -620,6 +620,14 @@ class Pipelines:
             warm = _Cued(cue, transcoder, task, Fraction(0))
             pipeline.standby[session.input] = warm
             log.info("[%s] input %s: warm standby", session.stream_id, session.input)
+            publisher = session.publisher
+            if isinstance(publisher, KeyframeSource):
+                # WHIP: the reader starts at a keyframe; a browser sends one when asked.
+                for _ in range(math.ceil(self.continuity.switch_timeout / _KEYFRAME_ASK)):
+                    if transcoder.renditions or task.done():
+                        break
+                    publisher.request_keyframe(force=True)
+                    await asyncio.wait({task}, timeout=_KEYFRAME_ASK)
             await _done(task)
         finally:
             if pipeline.standby.get(session.input, warm) is warm:

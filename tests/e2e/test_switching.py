@@ -414,6 +414,66 @@ async def test_camera_that_drops_falls_back_to_main(origin: Origin) -> None:
         await stop_ffmpeg(cam)
 
 
+async def watch_keyframes(origin: Origin, name: str, seen: list[float]) -> None:
+    """Append the time each video keyframe of input ``name`` reaches ingest to ``seen``."""
+    session = None
+    while session is None:
+        session = origin.server.streams.input_session("demo", name)
+        await asyncio.sleep(0.02)
+    reader = session.hub.add_reader("test-keyframes")
+    while (unit := await reader.get()) is not None:
+        if unit.kind is MediaKind.VIDEO and unit.keyframe and not unit.is_config:
+            seen.append(time.monotonic())
+
+
+async def test_warm_camera_switches_at_its_next_frame(tmp_path: Path, receiver: Receiver) -> None:
+    """``warm_standby = "all"``: a held RTMP camera is decoded ahead, so a switch lands at its
+    next frame, not its next keyframe (its source GOP is 5 s: the switch is answered and its
+    first part listed before that keyframe comes), an IDR on every rendition there; the camera
+    on air before is then held warm in turn, and the switch back lands at once too."""
+    async with serving(tmp_path, receiver.url, 5.0, warm_standby="all") as origin:
+        main = await publish(origin, await origin.key())
+        status, created = await api(
+            origin, "POST", "/api/v1/streams/demo/inputs", {"name": "closeup"}
+        )
+        assert status == 201, created
+        closeup = await publish(origin, created["stream_key"], SOLID, gop=150)
+        keyframes: list[float] = []
+        watcher = asyncio.create_task(watch_keyframes(origin, "closeup", keyframes))
+        try:
+            names = await ready_show(origin)
+            pipelines = origin.server.pipelines
+            await until(lambda: pipelines.warm("demo", "closeup"), 15, "the closeup decoded ahead")
+            async with watching(origin, names) as watches:
+                await until(lambda: all(len(w.parts) >= 3 for w in watches.values()), 20, "parts")
+                asked = time.monotonic()
+                status, body = await api(
+                    origin, "POST", "/api/v1/streams/demo/switch", {"input": "closeup"}
+                )
+                assert status == 200 and body["switched"], body
+                switched = datetime.fromisoformat(body["program_date_time"].replace("Z", "+00:00"))
+                await until(lambda: all(w.discontinuity == 1 for w in watches.values()), 5, "it")
+                assert keyframes and not [t for t in keyframes if t > asked], (
+                    "the closeup's first part came after a source keyframe of it"
+                )
+                await check_switch(origin, watches, 1, True, switched.timestamp())
+
+                # Main is held warm now: back at its next frame too.
+                await until(lambda: pipelines.warm("demo", "main"), 10, "main decoded ahead")
+                interval = origin.server.config.continuity.switch_interval
+                await asyncio.sleep(interval)
+                status, body = await api(
+                    origin, "POST", "/api/v1/streams/demo/switch", {"input": "main"}
+                )
+                assert status == 200 and body["switched"], body
+                back = datetime.fromisoformat(body["program_date_time"].replace("Z", "+00:00"))
+                await check_switch(origin, watches, 2, False, back.timestamp())
+        finally:
+            watcher.cancel()
+            await stop_ffmpeg(main)
+            await stop_ffmpeg(closeup)
+
+
 def timed_parts(text: str) -> list[tuple[float, float, str, int]]:
     """(PDT, duration, URI, discontinuity number) of every listed part: a segment's parts run
     from its PROGRAM-DATE-TIME on, each starting where the one before ends."""
@@ -461,18 +521,7 @@ async def test_backup_takes_over_from_a_killed_main_and_hands_back(origin: Origi
     assert status == 201 and created["backup"] is True, created
     spare = await publish(origin, created["stream_key"], SOLID, gop=150)
     source_keyframes: list[float] = []  # when the backup's source keyframes reached ingest
-
-    async def watch_source() -> None:
-        session = None
-        while session is None:
-            session = origin.server.streams.input_session("demo", "spare")
-            await asyncio.sleep(0.02)
-        reader = session.hub.add_reader("test-keyframes")
-        while (unit := await reader.get()) is not None:
-            if unit.kind is MediaKind.VIDEO and unit.keyframe and not unit.is_config:
-                source_keyframes.append(time.monotonic())
-
-    watcher = asyncio.create_task(watch_source())
+    watcher = asyncio.create_task(watch_keyframes(origin, "spare", source_keyframes))
     try:
         names = await ready_show(origin)
         streams = origin.server.streams
