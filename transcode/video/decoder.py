@@ -115,7 +115,10 @@ class SourceDecoder:
         self.passthrough = PassthroughRung(config, bridge, stats, prefix)
         if on_air is not None:
             # A source IDR cannot be had at the takeover frame, so a warm standby encodes every
-            # rung, the passthrough rendition's too: each cuts an IDR at that same frame.
+            # rung, the passthrough rendition's too: each cuts an IDR at that same frame. (Not
+            # the slate on the passthrough rendition until the source's IDR: that rendition
+            # would switch twice, at other frames than the rest, and its discontinuities would
+            # no longer line up with the other renditions' for players switching renditions.)
             self.passthrough.reject()
         self._ladder_sent = False
         self._source_size: tuple[int, int] = (0, 0)
