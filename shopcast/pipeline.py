@@ -813,6 +813,9 @@ class Pipelines:
                 return
             pipeline.package.finish()
             log.info("[%s] stream ended: ENDLIST written", stream_id)
+            for warm in pipeline.standby.values():
+                if warm is not None:  # nothing left to cover for: stop decoding
+                    warm.transcoder.reader.close()
             # S 6.2.2: a segment leaving the playlist stays available for its own duration
             # plus the playlist's; releasing the ended show removes them all, so it waits that.
             cfg = self.packager

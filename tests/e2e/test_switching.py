@@ -549,6 +549,15 @@ async def test_backup_takes_over_from_a_killed_main_and_hands_back(origin: Origi
             main = await publish(origin, await origin.key())
             await until(lambda: package.input == "main", 20, "main back on air")
             await check_switch(origin, watches, disc + 1, False, 0.0, pdt_check=False)
+        # Held again, the backup is decoded ahead again; once main ends the show on purpose
+        # (a clean unpublish: ENDLIST after the reconnect window), it no longer is.
+        await until(lambda: pipelines.warm("demo", "spare"), 15, "the backup warm again")
+        main.send_signal(signal.SIGINT)
+        await main.wait()
+        await until(lambda: package.ended, 15, "ENDLIST")
+        standby = pipelines.pipelines["demo"].standby
+        await until(lambda: not standby, 10, "the standby stopped with the show")
+        assert streams.input_session("demo", "spare") is not None  # still publishing
     finally:
         watcher.cancel()
         await stop_ffmpeg(main)
