@@ -19,7 +19,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from fractions import Fraction
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ingest.hub import HubReader
 from ingest.media import MediaKind, MediaUnit
@@ -88,6 +88,7 @@ class LadderTranscoder:
         )
         self._vertical = self.config.vertical
         self._task: asyncio.Task[None] | None = None
+        self._running: asyncio.Task[Any] | None = None  # the task in ``run()``
         self._video: SourceDecoder | None = None
         # Passthrough only: video units go to the decoder on the loop once its thread handed
         # over; those arriving between the request and the hand-over wait here, in order.
@@ -143,10 +144,13 @@ class LadderTranscoder:
 
     async def close(self) -> None:
         """Stop reading, flush every encoder, deliver what they had; idempotent."""
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+        # Also ``run()`` awaited in another task: finishing beside it would end the decode
+        # thread while that task still feeds it (a put into its full queue would never return).
+        task = self._task or self._running
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         else:
             await self._finish()
         self.reader.close()
@@ -154,6 +158,7 @@ class LadderTranscoder:
     async def run(self) -> None:
         """Process the stream until the hub ends it, then flush (also when cancelled)."""
         self._bridge = SinkBridge(asyncio.get_running_loop(), self.sink)
+        self._running = asyncio.current_task()
         try:
             while (unit := await self.reader.get()) is not None:
                 self.stats.units_in += 1

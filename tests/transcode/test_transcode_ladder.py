@@ -420,3 +420,22 @@ async def test_warm_standby_encodes_nothing_then_every_rung_cuts_an_idr_at_the_n
         assert len(decode_video(sink.infos[name], packets)) == len(packets)
     [first] = firsts  # the same frame on every rung
     assert first not in source_keys and first >= 75 * FRAME, (first, sorted(source_keys))
+
+
+async def test_close_beside_a_running_run_ends_it_without_stranding_a_put(
+    sources: SourceCache,
+) -> None:
+    """``close()`` while ``run()`` is awaited in another task (as the pipelines do) with a
+    backlog queued: the running task ends too, rather than feeding a finished decode thread
+    until a put into its full queue waits for ever."""
+    units = units_from_file(sources.make(size="360x640", duration=6.0))
+    hub = StreamHub("test", default_queue_size=1_000_000)
+    sink = QueueSink()
+    transcoder = LadderTranscoder(hub.add_reader("transcode"), small_config(), sink)
+    running = asyncio.create_task(transcoder.run())
+    for unit in units:  # the whole backlog at once, the publisher still on
+        hub.publish(unit)
+    await asyncio.wait_for(sink.ladder, 60)
+    await transcoder.close()
+    await asyncio.wait_for(asyncio.wait({running}), 60)  # (a generous bound: liveness)
+    assert running.done()
