@@ -495,12 +495,14 @@ def timed_parts(text: str) -> list[tuple[float, float, str, int]]:
     return out
 
 
-def assert_pdt_grid(playlists: dict[str, str], frame: float) -> None:
+def assert_pdt_grid(playlists: dict[str, str], frame: float, across: bool = True) -> None:
     """In every rendition's playlist each listed part starts where the one before ends (PDT +
-    duration = next PDT within half a frame), across every DISCONTINUITY listed."""
+    duration = next PDT within half a frame), across every DISCONTINUITY listed (``across``:
+    there must be one among the listed parts)."""
     for name, text in playlists.items():
         parts = timed_parts(text)
-        assert len({d for *_, d in parts}) > 1, f"{name}: no discontinuity listed"
+        assert len(parts) > 1, f"{name}: too few parts listed"
+        assert not across or len({d for *_, d in parts}) > 1, f"{name}: no discontinuity listed"
         for (pdt, duration, uri, disc), (next_pdt, _, next_uri, next_disc) in pairwise(parts):
             step = next_pdt - (pdt + duration)
             assert abs(step) < frame / 2, (
