@@ -309,6 +309,47 @@ async def test_switch_to_a_whip_camera(tmp_path: Path, receiver: Receiver) -> No
             await stop_ffmpeg(main)
 
 
+async def test_whip_backup_is_held_warm_and_covers_a_killed_main(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """A WHIP backup is held warm too (asked for the keyframe its standby starts at): main
+    killed, it is on air at its next frame with no slate in between, an IDR on every rendition
+    there, the PDT grid continuous part by part."""
+    whip = WhipSection(host_addresses=("127.0.0.1",))
+    async with serving(tmp_path, receiver.url, 5.0, whip=whip) as origin:
+        main = await publish(origin, await origin.key(), SOLID)
+        try:
+            status, created = await api(
+                origin, "POST", "/api/v1/streams/demo/inputs", {"name": "phone", "backup": True}
+            )
+            assert status == 201, created
+            names = await ready_show(origin)
+            package = origin.server.pipelines.package("demo")
+            assert package is not None
+            async with aiohttp.ClientSession() as http:
+                phone = await whip_publish(
+                    http, origin.http, "demo", created["stream_key"], size=(180, 320)
+                )
+                try:
+                    pipelines = origin.server.pipelines
+                    await until(lambda: pipelines.warm("demo", "phone"), 15, "the phone warm")
+                    async with watching(origin, names) as watches:
+                        await until(
+                            lambda: all(len(w.parts) >= 3 for w in watches.values()), 20, "parts"
+                        )
+                        main.send_signal(signal.SIGKILL)
+                        await main.wait()
+                        disc, slate = await taken_over(watches, package, "phone", 0)
+                        assert not slate, "the warm WHIP backup was not on air before the slate"
+                        listed = {name: w.text for name, w in watches.items()}
+                        await check_switch(origin, watches, disc, False, 0.0, pdt_check=False)
+                        assert_pdt_grid(listed, 1 / 30)
+                finally:
+                    await phone.pc.close()
+        finally:
+            await stop_ffmpeg(main)
+
+
 async def test_camera_of_another_size_switches_with_its_own_init(origin: Origin) -> None:
     """A 360×640 camera feeds the 180×320 show's ladder re-encoded: the 180p rung (passthrough of
     main) goes on under an init of its own (EXT-X-MAP), every rendition at its own size."""
