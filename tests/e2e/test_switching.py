@@ -309,6 +309,41 @@ async def test_switch_to_a_whip_camera(tmp_path: Path, receiver: Receiver) -> No
             await stop_ffmpeg(main)
 
 
+async def test_cold_backup_takeover_via_the_slate_keeps_the_pdt_grid(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """``warm_standby = "off"``: main killed, the slate covers until the backup's next keyframe;
+    on every rendition the PDT grid runs on part by part across both discontinuities (live →
+    slate → backup), no step of a frame anywhere."""
+    async with serving(tmp_path, receiver.url, 5.0, warm_standby="off") as origin:
+        main = await publish(origin, await origin.key())
+        status, created = await api(
+            origin, "POST", "/api/v1/streams/demo/inputs", {"name": "spare", "backup": True}
+        )
+        assert status == 201, created
+        spare = await publish(origin, created["stream_key"], SOLID)
+        try:
+            names = await ready_show(origin)
+            streams = origin.server.streams
+            await until(lambda: streams.input_session("demo", "spare") is not None, 10, "spare")
+            package = origin.server.pipelines.package("demo")
+            assert package is not None
+            async with watching(origin, names) as watches:
+                await until(lambda: all(len(w.parts) >= 3 for w in watches.values()), 20, "parts")
+                main.send_signal(signal.SIGKILL)
+                await main.wait()
+                disc, slate = await taken_over(watches, package, "spare", 0)
+                assert slate and disc == 2, (disc, slate)
+                listed = {name: w.text for name, w in watches.items()}
+                for name, text in listed.items():
+                    assert {d for *_, d in timed_parts(text)} == {0, 1, 2}, (name, text)
+                assert_pdt_grid(listed, 1 / 30)
+                await check_switch(origin, watches, disc, True, 0.0, pdt_check=False, old=False)
+        finally:
+            await stop_ffmpeg(main)
+            await stop_ffmpeg(spare)
+
+
 async def test_whip_backup_is_held_warm_and_covers_a_killed_main(
     tmp_path: Path, receiver: Receiver
 ) -> None:
