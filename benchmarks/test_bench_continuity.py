@@ -41,7 +41,9 @@ from shopcast.server import ShopcastServer
 from transcode.policy import LadderConfig
 
 SMOKE = os.environ.get("SHOPCAST_BENCH_SMOKE") == "1"
-SOURCE, RUNGS = ("180x320", ["180p:200k", "90p:100k"]) if SMOKE else ("720x1280", ["720p", "360p"])
+SOURCE, RUNGS = (
+    ("180x320", ["180p:200k", "90p:100k"]) if SMOKE else ("720x1280", ["720p:3000k", "360p:730k"])
+)
 ROUNDS = int(os.environ.get("SHOPCAST_BENCH_SLATE_ROUNDS", 3 if SMOKE else 15))
 CPU_WINDOW = float(
     os.environ.get("SHOPCAST_BENCH_SLATE_CPU_WINDOW", 2 if SMOKE else 10)
@@ -50,10 +52,10 @@ SLATE_BUDGET = 0.100  # the goal: p95 ≤ part target + 100 ms
 
 
 @asynccontextmanager
-async def running_origin(tmp_path: Path) -> AsyncIterator[Origin]:
+async def running_origin(tmp_path: Path, **continuity: Any) -> AsyncIterator[Origin]:
     config = dataclasses.replace(
         make_config(tmp_path, LadderConfig.from_mapping({"rungs": RUNGS})),
-        continuity=ContinuitySection(slate_window=600),
+        continuity=ContinuitySection(slate_window=600, **continuity),
     )
     server = ShopcastServer(config)
     await server.start()

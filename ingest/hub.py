@@ -38,11 +38,15 @@ class HubReader:
         self._wakeup: asyncio.Event = asyncio.Event()
         self._closed = False
         self._await_keyframe = False
+        self._end_at_keyframe = False
 
     def _offer(self, unit: MediaUnit) -> None:
         if self._closed:
             return
         if unit.kind is MediaKind.VIDEO and not unit.is_config:
+            if self._end_at_keyframe and unit.keyframe:
+                self._end()  # a reader attached now starts at this very unit
+                return
             if self._await_keyframe and not unit.keyframe:
                 self.stats.dropped += 1
                 return
@@ -96,6 +100,11 @@ class HubReader:
     def close(self) -> None:
         """Detach from the hub."""
         self.hub.remove_reader(self)
+
+    def end_at_keyframe(self) -> None:
+        """End just before the next video keyframe (``close()`` it afterwards): a reader
+        attached now starts at that keyframe, so the two meet with no unit lost or doubled."""
+        self._end_at_keyframe = True
 
     @property
     def queued(self) -> int:

@@ -16,6 +16,9 @@ from transcode.output import EncodedPacket, RenditionInfo
 _SAME_FRAME = Fraction(1, 50)
 #: Packets held while waiting for the cue, at most (bounded memory should it never come).
 _MAX_HELD = 4096
+#: … and before any video keyframe came out (a warm standby's audio, for as long as it is held:
+#: only the newest of it can follow the cue).
+_MAX_HELD_BEFORE_KEYFRAME = 256
 
 
 class SwitchRefused(Exception):
@@ -34,6 +37,8 @@ class SwitchCue:
         self._held: list[EncodedPacket] = []
         self._keyframes: dict[str, list[Fraction]] = {}
         self._videos: list[str] = []
+        #: An audio-only ladder: every AAC frame is a sync point, the cue is the newest one.
+        self._audio_only = False
         self._forwarding = False
         self.ended = False
 
@@ -50,6 +55,7 @@ class SwitchCue:
             self.ready.set_exception(exc)
             return
         self._videos = [i.name for i in infos if i.kind is MediaKind.VIDEO]
+        self._audio_only = not self._videos
         self._look_for_cue()
 
     def on_packet(self, packet: EncodedPacket) -> None:
@@ -60,13 +66,15 @@ class SwitchCue:
             return  # refused: nothing of this input is used
         # Held also once cued: the old input's last frames are being listed meanwhile.
         self._held.append(packet)
-        if len(self._held) > _MAX_HELD:
+        if len(self._held) > (_MAX_HELD if self._keyframes else _MAX_HELD_BEFORE_KEYFRAME):
             del self._held[0]
         info = self.infos.get(packet.rendition)
         if info is not None and info.kind is MediaKind.VIDEO and packet.keyframe:
             self._keyframes.setdefault(packet.rendition, []).append(
                 Fraction(packet.pts, info.timescale)
             )
+            self._look_for_cue()
+        elif self._audio_only:
             self._look_for_cue()
 
     def on_end(self) -> None:
@@ -81,13 +89,11 @@ class SwitchCue:
         """The input must feed the same renditions (same sizes) and the same audio."""
         package = self.package
         ours = {
-            r.name: (r.info.kind, r.info.width, r.info.height) for r in package.renditions.values()
+            r.name: (r.info.kind, r.info.width, r.info.height)
+            for r in package.renditions.values()
+            if r.info.kind is MediaKind.VIDEO
         }
-        theirs = {
-            i.name: (i.kind, i.width, i.height)
-            for i in infos
-            if i.kind is MediaKind.VIDEO or package.audio is None or i.name != package.audio.name
-        }
+        theirs = {i.name: (i.kind, i.width, i.height) for i in infos if i.kind is MediaKind.VIDEO}
         if not set(ours) <= set(theirs) or any(theirs[n] != ours[n] for n in ours):
             raise SwitchRefused(
                 f"input {self.input} cannot feed this show's renditions: its ladder is "
@@ -107,8 +113,16 @@ class SwitchCue:
             )
 
     def _look_for_cue(self) -> None:
-        """The newest keyframe time every video rendition has: the switch frame."""
-        if self.ready.done() or not self._videos:
+        """The newest keyframe time every video rendition has: the switch frame (an audio-only
+        show's: the newest AAC frame, each one a sync point)."""
+        if self.ready.done():
+            return
+        if self._audio_only:
+            for packet in reversed(self._held):
+                info = self.infos.get(packet.rendition)
+                if info is not None and info.kind is MediaKind.AUDIO:
+                    self.ready.set_result(Fraction(packet.pts, info.timescale))
+                    return
             return
         if not self._videos or any(n not in self._keyframes for n in self._videos):
             return

@@ -145,6 +145,10 @@ class ContinuitySection:
     #: When main publishes again while a backup input is on air: "main" switches back at
     #: main's first keyframe, "stay" keeps the backup on air (switch by API).
     backup_return: str = "main"
+    #: Held inputs decoded continuously (off the event loop, nothing encoded, one frame kept)
+    #: so that taking over needs no source keyframe: "backup" (backup inputs; a takeover lands
+    #: at the backup's next frame), "all" (every held input: a /switch too), "off".
+    warm_standby: str = "backup"
 
     def image_for(self, stream_id: str) -> str:
         """The slate picture file of ``stream_id`` ("" for the generated card)."""
@@ -265,6 +269,8 @@ class Config:
             raise ConfigError("continuity.switch_interval must be >= 0 and switch_timeout positive")
         if self.continuity.backup_return not in ("main", "stay"):
             raise ConfigError('continuity.backup_return must be "main" or "stay"')
+        if self.continuity.warm_standby not in ("backup", "all", "off"):
+            raise ConfigError('continuity.warm_standby must be "backup", "all" or "off"')
         if any("=" not in item for item in self.continuity.slate_images):
             raise ConfigError('continuity.slate_images entries are "<stream_id>=<path>"')
         if self.hooks.webhook_urls and not self.hooks.webhook_secret:

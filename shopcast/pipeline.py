@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -48,6 +49,15 @@ class StreamPipeline:
     #: ``time.monotonic()`` of the last input switch asked for (switches are rate-limited).
     last_switch: float = -math.inf
     switching: bool = False
+    #: Warm standbys of held inputs by name (``None`` while one waits for the show's ladder).
+    standby: dict[str, _Cued | None] = field(default_factory=dict)
+    #: A re-plan put off by the switch interval (a flapping format), when one is.
+    replan_timer: asyncio.TimerHandle | None = None
+    #: Format changes of the input on air: re-planned, and put off by the switch interval.
+    replans: int = 0
+    replans_deferred: int = 0
+    #: Set once a warm input that covers for a dropped one is on air (or could not be).
+    warm_cover: asyncio.Event | None = None
 
 
 class ShowSource(Protocol):
@@ -160,6 +170,7 @@ class Pipelines:
             if back and on_air is not None and on_air.backup:
                 # Main is back while the backup covers for it: main again, at its first IDR.
                 self._spawn(old, self._back_to_main(old, session))
+            self._keep_warm(old)
             return
         # Attach now, so no unit is missed while an old transcoder finishes flushing.
         reader = session.hub.add_reader("transcode")
@@ -221,6 +232,7 @@ class Pipelines:
 
         pipeline.runner = self._spawn(pipeline, run(), name=f"pipeline-{session.stream_id}")
         self._watch_gap(pipeline, session)
+        self._keep_warm(pipeline)
 
     def _spawn(
         self, pipeline: StreamPipeline, coro: Coroutine[Any, Any, None], name: str | None = None
@@ -319,6 +331,8 @@ class Pipelines:
             and pipeline.package.input == session.input
         ):
             self._session_started(session)
+        elif pipeline is not None:
+            self._keep_warm(pipeline)
 
     def _input_ended(self, session: PublishSession) -> None:
         """A named input stopped: when it fed the show, as if the main publisher had."""
@@ -340,6 +354,9 @@ class Pipelines:
             cover = self.streams.input_session(session.stream_id, MAIN_INPUT)
         if cover is None and not session.clean_end:
             cover = self._backup_for(session)
+        if cover is not None and pipeline.standby.get(cover.input) is not None:
+            # Warm: it goes on air at its next frame, before a slate would be listed.
+            pipeline.warm_cover = asyncio.Event()
         self._interrupted(pipeline, session.stream_id, session.clean_end and cover is None)
         if cover is not None:
             log.info("[%s] input %s stopped: %s takes over", *_names(session, cover))
@@ -395,10 +412,16 @@ class Pipelines:
         publisher is back or the slate window ends."""
         package = pipeline.package
         dropped = pipeline.runner
+        warm_cover = pipeline.warm_cover
         if dropped is not None:
             await _done(dropped)  # its last parts are listed before the discontinuity
         if package.renditions:
             await pipeline.slate_ready.wait()
+        if warm_cover is not None:
+            # A warm input covers from its next frame: no slate in between unless it fails
+            # (waited half a part target, so a slate still comes within one).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(warm_cover.wait(), float(self.packager.part_target) / 2)
         if pipeline.runner is not dropped or pipeline.finish_timer is None:
             return  # back already (or ended)
         if not package.start_slate():
@@ -472,31 +495,23 @@ class Pipelines:
         self, pipeline: StreamPipeline, session: PublishSession, reader: HubReader | None = None
     ) -> _Cued:
         """Run ``session``'s transcoder into a cue until an IDR at the same frame is out of
-        every rendition (``SwitchFailed`` when it does not fit or does not come)."""
-        # A late reader starts at the input's next keyframe (see StreamHub.add_reader).
-        reader = reader or session.hub.add_reader(f"transcode-{session.input}")
-        cue = SwitchCue(pipeline.package, session.input)
-        # A held input's GOP is known from its ingest: the ladder is then known at its first
-        # keyframe, and the switch happens there (not one GOP later).
-        gop = session.stats.gop
-        transcoder = LadderTranscoder(
-            reader,
-            self.ladder,
-            sink=cue,
-            name=f"{session.stream_id}/{session.input}",
-            gop_known=gop is not None and gop <= self.ladder.segment_duration + 0.05,
-            # Its audio is encoded into the show's format when it differs (mono/stereo, rate),
-            # its video onto the show's renditions whatever its size.
-            audio_like=pipeline.package.audio,
-            video_like=[
-                (name, r.info.width, r.info.height)
-                for name, r in pipeline.package.renditions.items()
-                if r.info.kind is MediaKind.VIDEO
-            ],
-        )
-        task = self._spawn(pipeline, transcoder.run(), name=f"pipeline-{session.stream_id}")
+        every rendition (``SwitchFailed`` when it does not fit or does not come). A warm
+        standby of the input goes on air instead: its cue is the next decoded frame."""
+        warm = pipeline.standby.get(session.input) if reader is None else None
+        if warm is not None and (warm.cue.ready.done() or warm.task.done()):
+            warm = None  # refused, or its input stopped: a cold cue says why
+        if warm is not None:
+            del pipeline.standby[session.input]
+            warm.transcoder.go_on_air()
+            cue, transcoder, task = warm.cue, warm.transcoder, warm.task
+        else:
+            # A late reader starts at the input's next keyframe (see StreamHub.add_reader).
+            reader = reader or session.hub.add_reader(f"transcode-{session.input}")
+            cue = SwitchCue(pipeline.package, session.input)
+            transcoder = self._input_transcoder(pipeline, session, reader, cue)
+            task = self._spawn(pipeline, transcoder.run(), name=f"pipeline-{session.stream_id}")
         publisher = session.publisher
-        if isinstance(publisher, KeyframeSource):
+        if isinstance(publisher, KeyframeSource) and warm is None:
             # WHIP: keyframes on demand (the reader's first, the one that shows the GOP, the
             # cue's) instead of waiting for the browser's own, up to the cue.
             source = publisher
@@ -525,6 +540,101 @@ class Pipelines:
             ) from None
         return cued
 
+    def _input_transcoder(
+        self,
+        pipeline: StreamPipeline,
+        session: PublishSession,
+        reader: HubReader,
+        cue: SwitchCue,
+        standby: bool = False,
+    ) -> LadderTranscoder:
+        """A transcoder of ``session`` onto the show's renditions, into ``cue``."""
+        package = pipeline.package
+        videos = [
+            (name, r.info.width, r.info.height)
+            for name, r in package.renditions.items()
+            if r.info.kind is MediaKind.VIDEO
+        ]
+        # A held input's GOP is known from its ingest: the ladder is then known at its first
+        # keyframe, and the switch happens there (not one GOP later).
+        gop = session.stats.gop
+        return LadderTranscoder(
+            reader,
+            self.ladder,
+            sink=cue,
+            name=f"{session.stream_id}/{session.input}",
+            gop_known=gop is not None and gop <= self.ladder.segment_duration + 0.05,
+            # Its audio is encoded into the show's format when it differs (mono/stereo, rate),
+            # its video onto the show's renditions whatever its size.
+            audio_like=package.audio,
+            video_like=videos,
+            standby=standby,
+            audio_only=not videos,  # an audio-only show switches at the next audio frame
+        )
+
+    # -- warm standby ----------------------------------------------------------------------
+    def warm(self, stream_id: str, input_name: str) -> bool:
+        """Whether ``input_name`` is held warm: decoded, its ladder planned, ready to go on air
+        at its next frame."""
+        pipeline = self.pipelines.get(stream_id)
+        standby = pipeline.standby.get(input_name) if pipeline is not None else None
+        return standby is not None and bool(standby.transcoder.renditions)
+
+    def _keep_warm(self, pipeline: StreamPipeline) -> None:
+        """Every held input that ``[continuity] warm_standby`` names gets a warm standby."""
+        mode = self.continuity.warm_standby
+        package = pipeline.package
+        if mode == "off" or package.ended:
+            return
+        stream_id = package.stream_id
+        held = list(self.streams.inputs.get(stream_id, {}).values())
+        main = self.streams.input_session(stream_id, MAIN_INPUT)
+        if main is not None:
+            held.append(main)
+        for session in held:
+            if (
+                session.ended
+                or session.input == package.input
+                or session.input in pipeline.standby
+                or (mode == "backup" and not session.backup)
+            ):
+                continue
+            pipeline.standby[session.input] = None
+            self._spawn(pipeline, self._warm(pipeline, session))
+
+    async def _warm(self, pipeline: StreamPipeline, session: PublishSession) -> None:
+        """Decode ``session`` continuously, off the loop, encoding nothing (one decoded frame
+        kept), until it goes on air (``_cue``) or stops publishing."""
+        package = pipeline.package
+        warm: _Cued | None = None
+        try:
+            await package.ladder_ready.wait()
+            video = any(r.info.kind is MediaKind.VIDEO for r in package.renditions.values())
+            # An audio-only show switches at the next audio frame anyway: nothing to warm.
+            if not video or session.ended or package.ended or package.input == session.input:
+                return
+            reader = session.hub.add_reader(f"standby-{session.input}")
+            cue = SwitchCue(package, session.input)
+            transcoder = self._input_transcoder(pipeline, session, reader, cue, standby=True)
+            task = self._spawn(pipeline, transcoder.run(), name=f"standby-{session.stream_id}")
+            warm = _Cued(cue, transcoder, task, Fraction(0))
+            pipeline.standby[session.input] = warm
+            log.info("[%s] input %s: warm standby", session.stream_id, session.input)
+            publisher = session.publisher
+            if isinstance(publisher, KeyframeSource):
+                # WHIP: the reader starts at a keyframe; a browser sends one when asked.
+                for _ in range(math.ceil(self.continuity.switch_timeout / _KEYFRAME_ASK)):
+                    if transcoder.renditions or task.done():
+                        break
+                    publisher.request_keyframe(force=True)
+                    await asyncio.wait({task}, timeout=_KEYFRAME_ASK)
+            await _done(task)
+        finally:
+            if pipeline.standby.get(session.input, warm) is warm:
+                pipeline.standby.pop(session.input, None)
+            if warm is not None and warm.cue.ready.done() and not warm.cue.ready.cancelled():
+                warm.cue.ready.exception()  # a refusal nobody waited for is no error
+
     def _input_reconfigured(self, session: PublishSession, change: str) -> None:
         """The input on air changed its video format mid-show (another picture size or codec):
         re-planned as a switch to itself. Its transcoder ends with the old format's last frame;
@@ -542,8 +652,21 @@ class Pipelines:
             or pipeline.transcoder.reader.hub is not session.hub
         ):
             return  # not on air: a switch to it plans its ladder from its format then
-        if pipeline.switching:
-            log.warning("[%s] %s during a switch: not re-planned", session.stream_id, change)
+        wait = pipeline.last_switch + self.continuity.switch_interval - time.monotonic()
+        if pipeline.switching or wait > 0 or pipeline.replan_timer is not None:
+            # A flapping format cannot thrash the ladder: re-plans are rate-limited like
+            # switches. Meanwhile the transcoder on air follows the new format itself (its
+            # encoded rungs scale any picture; a passthrough rung that no longer fits stops
+            # and its rendition waits), and whatever format is current then is re-planned.
+            pipeline.replans_deferred += 1
+            pipeline.transcoder.stats.faults.record(
+                "replan_deferred",
+                f"{change}: re-planned in {max(wait, 0):.1f} s (or after a switch)",
+            )
+            if pipeline.replan_timer is None:
+                pipeline.replan_timer = asyncio.get_running_loop().call_later(
+                    max(wait, 0), self._deferred_replan, pipeline, session, change
+                )
             return
         log.warning("[%s] input %s: %s: re-planning", session.stream_id, session.input, change)
         pipeline.switching = True
@@ -552,10 +675,42 @@ class Pipelines:
         pipeline.transcoder.reader.close()  # it drains up to the new configuration, then ends
         self._spawn(pipeline, self._replan(pipeline, session, reader, change))
 
+    def _deferred_replan(
+        self, pipeline: StreamPipeline, session: PublishSession, change: str
+    ) -> None:
+        """The switch interval is over: re-plan the input on air at its next keyframe (its
+        current transcoder ends just before it, the new one starts there)."""
+        pipeline.replan_timer = None
+        transcoder = pipeline.transcoder
+        package = pipeline.package
+        if (
+            package.ended
+            or package.input != session.input
+            or session.ended
+            or package.active_input == "slate"
+            or pipeline.finish_timer is not None
+            or transcoder is None
+            or transcoder.reader.hub is not session.hub
+        ):
+            return  # off air since: a switch back to it plans its ladder afresh
+        if pipeline.switching:  # a switch or re-plan under way: after it
+            pipeline.replan_timer = asyncio.get_running_loop().call_later(
+                self.continuity.switch_interval, self._deferred_replan, pipeline, session, change
+            )
+            return
+        log.warning(
+            "[%s] input %s: %s: re-planning (deferred)", session.stream_id, session.input, change
+        )
+        pipeline.switching = True
+        reader = session.hub.add_reader(f"transcode-{session.input}")
+        transcoder.reader.end_at_keyframe()
+        self._spawn(pipeline, self._replan(pipeline, session, reader, change))
+
     async def _replan(
         self, pipeline: StreamPipeline, session: PublishSession, reader: HubReader, change: str
     ) -> None:
         package = pipeline.package
+        old = pipeline.transcoder
         try:
             try:
                 cued = await self._cue(pipeline, session, reader)
@@ -574,11 +729,15 @@ class Pipelines:
                 return
             done = self._go_live(pipeline, session, cued)
             assert pipeline.transcoder is not None and done.time is not None
+            pipeline.replans += 1
             pipeline.transcoder.stats.faults.record(
                 "input_reconfigured", f"{change}: ladder re-planned at {float(done.time):.3f} s"
             )
         finally:
+            if old is not None:
+                old.reader.close()  # (one told to end at a keyframe is still attached)
             pipeline.switching = False
+            pipeline.last_switch = time.monotonic()  # re-plans count as switches
 
     def _go_live(
         self, pipeline: StreamPipeline, session: PublishSession, cued: _Cued
@@ -590,6 +749,7 @@ class Pipelines:
         if pipeline.gap_timer is not None:
             pipeline.gap_timer.cancel()
         self._watch_gap(pipeline, session)  # a media gap of the new input is a drop too
+        self._keep_warm(pipeline)  # the input that went off air, when it is to be warm
         pdt = package.program_date_time(switched)
         log.info(
             "[%s] switched to input %s at %.3f s (PDT %.3f)",
@@ -634,6 +794,9 @@ class Pipelines:
         finally:
             pipeline.switching = False
             pipeline.last_switch = time.monotonic()
+            if pipeline.warm_cover is not None:
+                pipeline.warm_cover.set()
+                pipeline.warm_cover = None
 
     def _finish(self, stream_id: str) -> asyncio.Task[None] | None:
         pipeline = self.pipelines.get(stream_id)
@@ -650,6 +813,9 @@ class Pipelines:
                 return
             pipeline.package.finish()
             log.info("[%s] stream ended: ENDLIST written", stream_id)
+            for warm in pipeline.standby.values():
+                if warm is not None:  # nothing left to cover for: stop decoding
+                    warm.transcoder.reader.close()
             # S 6.2.2: a segment leaving the playlist stays available for its own duration
             # plus the playlist's; releasing the ended show removes them all, so it waits that.
             cfg = self.packager
@@ -696,6 +862,8 @@ class Pipelines:
                 pipeline.finish_timer.cancel()
             if pipeline.gap_timer is not None:
                 pipeline.gap_timer.cancel()
+            if pipeline.replan_timer is not None:
+                pipeline.replan_timer.cancel()
             if pipeline.transcoder is not None:
                 await pipeline.transcoder.close()
             if not pipeline.package.ended:

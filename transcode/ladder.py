@@ -15,10 +15,11 @@ import asyncio
 import contextlib
 import logging
 import queue
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from fractions import Fraction
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ingest.hub import HubReader
 from ingest.media import MediaKind, MediaUnit
@@ -55,8 +56,18 @@ class LadderTranscoder:
         gop_known: bool = False,
         audio_like: RenditionInfo | None = None,
         video_like: Sequence[tuple[str, int, int]] = (),
+        standby: bool = False,
+        audio_only: bool = False,
     ) -> None:
         self.reader = reader
+        #: Feeding an audio-only show (a switch): the ladder is final at the first audio frame
+        #: and video, if any, is not decoded.
+        self.audio_only = audio_only
+        #: A warm standby decodes its source (off the loop) and plans its ladder but encodes
+        #: nothing until :meth:`go_on_air`; then every rung starts at the next frame, an IDR on
+        #: each, without waiting for a source keyframe. Its top rung is encoded, never passed
+        #: through (a source IDR cannot be had at that frame).
+        self._on_air: threading.Event | None = threading.Event() if standby else None
         #: The show's video renditions ``(name, width, height)`` to feed whatever this source's
         #: format (a switch or re-plan); () = a ladder planned from the source.
         self.video_like = tuple(video_like)
@@ -77,6 +88,7 @@ class LadderTranscoder:
         )
         self._vertical = self.config.vertical
         self._task: asyncio.Task[None] | None = None
+        self._running: asyncio.Task[Any] | None = None  # the task in ``run()``
         self._video: SourceDecoder | None = None
         # Passthrough only: video units go to the decoder on the loop once its thread handed
         # over; those arriving between the request and the hand-over wait here, in order.
@@ -104,6 +116,16 @@ class LadderTranscoder:
         self._vertical = policy
 
     @property
+    def standby(self) -> bool:
+        """A warm standby not on air yet."""
+        return self._on_air is not None and not self._on_air.is_set()
+
+    def go_on_air(self) -> None:
+        """A warm standby's rungs start encoding at the next decoded frame (an IDR on each)."""
+        if self._on_air is not None:
+            self._on_air.set()
+
+    @property
     def renditions(self) -> list[RenditionInfo]:
         """The final ladder (empty until it is known)."""
         return list(self._video_ladder or [])
@@ -122,10 +144,13 @@ class LadderTranscoder:
 
     async def close(self) -> None:
         """Stop reading, flush every encoder, deliver what they had; idempotent."""
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+        # Also ``run()`` awaited in another task: finishing beside it would end the decode
+        # thread while that task still feeds it (a put into its full queue would never return).
+        task = self._task or self._running
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         else:
             await self._finish()
         self.reader.close()
@@ -133,6 +158,7 @@ class LadderTranscoder:
     async def run(self) -> None:
         """Process the stream until the hub ends it, then flush (also when cancelled)."""
         self._bridge = SinkBridge(asyncio.get_running_loop(), self.sink)
+        self._running = asyncio.current_task()
         try:
             while (unit := await self.reader.get()) is not None:
                 self.stats.units_in += 1
@@ -152,6 +178,8 @@ class LadderTranscoder:
                     "timestamp_jump", f"{unit.kind.value} DTS {unit.dts} rebased to continue"
                 )
         if unit.kind is MediaKind.VIDEO:
+            if self.audio_only:
+                return
             if self._video is None:
                 self._video = SourceDecoder(
                     self.config,
@@ -162,6 +190,7 @@ class LadderTranscoder:
                     self._prefix,
                     self._on_video_handed_over,
                     self.video_like,
+                    self._on_air,
                 )
                 if self.gop_known:
                     self._video.passthrough.gop_ok = True  # before it sees any unit
@@ -192,7 +221,8 @@ class LadderTranscoder:
             return
         if self._audio_started is None:
             self._audio_started = audio_time
-        if audio_time - self._audio_started >= AUDIO_ONLY_AFTER and self._audio.info is not None:
+        known = self.audio_only or audio_time - self._audio_started >= AUDIO_ONLY_AFTER
+        if known and self._audio.info is not None:
             self._video_ladder = [self._audio.info]
             self.sink.on_ladder(self._video_ladder)
 

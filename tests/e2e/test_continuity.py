@@ -57,10 +57,17 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 @contextlib.asynccontextmanager
 async def serving(
-    tmp_path: Path, hook_url: str, slate_window: float, **sections: Any
+    tmp_path: Path,
+    hook_url: str,
+    slate_window: float,
+    warm_standby: str = "backup",
+    **sections: Any,
 ) -> AsyncIterator[Origin]:
     # The slate window comes from the environment, as an operator would set it.
-    env = {"SHOPCAST_CONTINUITY_SLATE_WINDOW": str(slate_window)}
+    env = {
+        "SHOPCAST_CONTINUITY_SLATE_WINDOW": str(slate_window),
+        "SHOPCAST_CONTINUITY_WARM_STANDBY": warm_standby,
+    }
     config = dataclasses.replace(
         make_config(tmp_path, LADDER),
         continuity=load_config(None, env=env).continuity,

@@ -5,7 +5,9 @@ one size then another to a real origin; every rendition keeps going, re-planned.
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
+import math
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -179,3 +181,61 @@ async def test_a_new_video_format_mid_show_is_re_planned(
     finally:
         sending.cancel()
         await publisher.close()
+
+
+async def test_a_flapping_format_is_re_planned_at_most_once_per_switch_interval(
+    origin: Origin, tmp_path: Path
+) -> None:
+    """The picture size changes every second, five times: re-plans are rate-limited like
+    switches (at most one per ``switch_interval``; the rest deferred, the latest format
+    re-planned then), and each re-plan is still aligned: on every rendition an IDR opens the
+    segment after each DISCONTINUITY, at the same PDT, on an unbroken PDT grid."""
+    small = await asyncio.to_thread(encode, tmp_path / "a.mp4", "h264", 180, 320, 2)
+    big = await asyncio.to_thread(encode, tmp_path / "b.mp4", "h264", 240, 426, 6)
+    interval = origin.server.config.continuity.switch_interval
+    assert interval >= 1.5, interval  # several changes fall inside one interval
+    publisher = RTMPPublisher("127.0.0.1", origin.server.rtmp.port, "live", await origin.key())
+    await publisher.connect()
+    # 2 s to go live, then a new size every second, the last one held for 6 s.
+    formats, seconds = [small, big, small, big, small, big], [2, 1, 1, 1, 1, 6]
+    sending = asyncio.create_task(replay(publisher, formats, seconds))
+    try:
+        names = await ready_show(origin)
+        pipeline = origin.server.pipelines.pipelines["demo"]
+        async with watching(origin, names) as watches:
+            await sending
+            settled = lambda: pipeline.replan_timer is None and not pipeline.switching  # noqa: E731
+            await until(settled, 10, "the last re-plan")
+            replans, deferred = pipeline.replans, pipeline.replans_deferred
+            print(f"re-plans: {replans}, deferred: {deferred}")
+            # 5 changes in 4 s: without the limit, 5 re-plans; with it, one per interval.
+            assert 1 <= replans <= 1 + math.ceil(4 / interval), (replans, deferred)
+            assert deferred >= 1 and replans + deferred >= 5, (replans, deferred)
+            for w in watches.values():  # each re-plan is one discontinuity, nothing else is
+                assert w.discontinuity == replans, (w.discontinuity, replans)
+            opened: dict[int, set[float]] = {}
+            for name, w in watches.items():
+                listed = timed_segments(w.text)
+                for before, after in itertools.pairwise(listed):
+                    gap = after[0] - (before[0] + before[1])
+                    assert abs(gap) < 0.05, f"{name}: PDT grid broken by {gap:.3f} s at {after}"
+                segments = {s.uri: s for s in w.segments()}
+                firsts = [s for i, s in enumerate(listed) if i and s[3] != listed[i - 1][3]]
+                for pdt, _, uri, disc in firsts:
+                    segment = segments[uri]
+                    init = await fetch(origin, name, segment.map_uri)
+                    media = await fetch(origin, name, uri)
+                    keys = keyframes(init, media)
+                    assert keys and keys[0], f"{name}: no IDR opens discontinuity {disc}"
+                    opened.setdefault(disc, set()).add(round(pdt, 2))
+            assert opened, "no re-plan listed"
+            assert all(len(pdts) == 1 for pdts in opened.values()), opened
+    finally:
+        sending.cancel()
+        await publisher.close()
+
+
+def keyframes(init: bytes, segment: bytes) -> list[bool]:
+    """Whether each decoded video frame of ``segment`` is a keyframe."""
+    with av.open(io.BytesIO(init + segment), mode="r", format="mp4") as container:
+        return [bool(f.key_frame) for f in container.decode(video=0)]

@@ -9,6 +9,7 @@ import io
 import signal
 import time
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 from benchmarks.harness.browser import CHROMIUM
 from benchmarks.harness.continuity import PlaylistWatch, decode_segment
 from benchmarks.harness.whip_client import publish as whip_publish
+from ingest.media import MediaKind
 from packager.live import LivePackage
 from shopcast.config import WhipSection
 from shopcast.web import HLS_JS
@@ -57,11 +59,13 @@ FLAT = 10.0
 
 
 async def publish(
-    origin: Origin, key: str, picture: str | None = None
+    origin: Origin, key: str, picture: str | None = None, gop: int | None = None
 ) -> asyncio.subprocess.Process:
     args = ffmpeg_publish_args(origin.rtmp_url(key), seconds=120, realtime=True)
     if picture is not None:
         args[args.index(next(a for a in args if a.startswith("testsrc2=")))] = picture
+    if gop is not None:
+        args[args.index("-g") + 1] = str(gop)
     return await start_ffmpeg(args)
 
 
@@ -147,10 +151,12 @@ async def taken_over(
     """Once input ``name`` is on air after discontinuity ``after``: the discontinuity it
     follows and whether the slate covered in between; prints the listing gaps viewers see."""
     await until(lambda: package.input == name, 15, f"{name} on air")
-    await until(lambda: len({w.discontinuity for w in watches.values()}) == 1, 5, "every rendition")
-    disc = next(iter(watches.values())).discontinuity
-    slate = disc == after + 2
-    assert disc == after + 1 or slate, (disc, after)
+    slate = package.slate_seconds > 0  # (the tests using this had no slate before)
+    disc = after + (2 if slate else 1)
+    # A warm input is on air before its first part is listed: wait for the listing.
+    await until(
+        lambda: all(w.discontinuity == disc for w in watches.values()), 5, "every rendition"
+    )
     for rendition, w in watches.items():
         gaps = [w.switch_gap(d) for d in range(after + 1, disc + 1)]
         print(f"{rendition}: listing gaps at the take-over (via the slate: {slate}): {gaps}")
@@ -303,6 +309,82 @@ async def test_switch_to_a_whip_camera(tmp_path: Path, receiver: Receiver) -> No
             await stop_ffmpeg(main)
 
 
+async def test_cold_backup_takeover_via_the_slate_keeps_the_pdt_grid(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """``warm_standby = "off"``: main killed, the slate covers until the backup's next keyframe;
+    on every rendition the PDT grid runs on part by part across both discontinuities (live →
+    slate → backup), no step of a frame anywhere."""
+    async with serving(tmp_path, receiver.url, 5.0, warm_standby="off") as origin:
+        main = await publish(origin, await origin.key())
+        status, created = await api(
+            origin, "POST", "/api/v1/streams/demo/inputs", {"name": "spare", "backup": True}
+        )
+        assert status == 201, created
+        spare = await publish(origin, created["stream_key"], SOLID)
+        try:
+            names = await ready_show(origin)
+            streams = origin.server.streams
+            await until(lambda: streams.input_session("demo", "spare") is not None, 10, "spare")
+            package = origin.server.pipelines.package("demo")
+            assert package is not None
+            async with watching(origin, names) as watches:
+                await until(lambda: all(len(w.parts) >= 3 for w in watches.values()), 20, "parts")
+                main.send_signal(signal.SIGKILL)
+                await main.wait()
+                disc, slate = await taken_over(watches, package, "spare", 0)
+                assert slate and disc == 2, (disc, slate)
+                listed = {name: w.text for name, w in watches.items()}
+                for name, text in listed.items():
+                    assert {d for *_, d in timed_parts(text)} == {0, 1, 2}, (name, text)
+                assert_pdt_grid(listed, 1 / 30)
+                await check_switch(origin, watches, disc, True, 0.0, pdt_check=False, old=False)
+        finally:
+            await stop_ffmpeg(main)
+            await stop_ffmpeg(spare)
+
+
+async def test_whip_backup_is_held_warm_and_covers_a_killed_main(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """A WHIP backup is held warm too (asked for the keyframe its standby starts at): main
+    killed, it is on air at its next frame with no slate in between, an IDR on every rendition
+    there, the PDT grid continuous part by part."""
+    whip = WhipSection(host_addresses=("127.0.0.1",))
+    async with serving(tmp_path, receiver.url, 5.0, whip=whip) as origin:
+        main = await publish(origin, await origin.key(), SOLID)
+        try:
+            status, created = await api(
+                origin, "POST", "/api/v1/streams/demo/inputs", {"name": "phone", "backup": True}
+            )
+            assert status == 201, created
+            names = await ready_show(origin)
+            package = origin.server.pipelines.package("demo")
+            assert package is not None
+            async with aiohttp.ClientSession() as http:
+                phone = await whip_publish(
+                    http, origin.http, "demo", created["stream_key"], size=(180, 320)
+                )
+                try:
+                    pipelines = origin.server.pipelines
+                    await until(lambda: pipelines.warm("demo", "phone"), 15, "the phone warm")
+                    async with watching(origin, names) as watches:
+                        await until(
+                            lambda: all(len(w.parts) >= 3 for w in watches.values()), 20, "parts"
+                        )
+                        main.send_signal(signal.SIGKILL)
+                        await main.wait()
+                        disc, slate = await taken_over(watches, package, "phone", 0)
+                        assert not slate, "the warm WHIP backup was not on air before the slate"
+                        listed = {name: w.text for name, w in watches.items()}
+                        await check_switch(origin, watches, disc, False, 0.0, pdt_check=False)
+                        assert_pdt_grid(listed, 1 / 30)
+                finally:
+                    await phone.pc.close()
+        finally:
+            await stop_ffmpeg(main)
+
+
 async def test_camera_of_another_size_switches_with_its_own_init(origin: Origin) -> None:
     """A 360×640 camera feeds the 180×320 show's ladder re-encoded: the 180p rung (passthrough of
     main) goes on under an init of its own (EXT-X-MAP), every rendition at its own size."""
@@ -408,34 +490,154 @@ async def test_camera_that_drops_falls_back_to_main(origin: Origin) -> None:
         await stop_ffmpeg(cam)
 
 
+async def watch_keyframes(origin: Origin, name: str, seen: list[float]) -> None:
+    """Append the time each video keyframe of input ``name`` reaches ingest to ``seen``."""
+    session = None
+    while session is None:
+        session = origin.server.streams.input_session("demo", name)
+        await asyncio.sleep(0.02)
+    reader = session.hub.add_reader("test-keyframes")
+    while (unit := await reader.get()) is not None:
+        if unit.kind is MediaKind.VIDEO and unit.keyframe and not unit.is_config:
+            seen.append(time.monotonic())
+
+
+async def test_warm_camera_switches_at_its_next_frame(tmp_path: Path, receiver: Receiver) -> None:
+    """``warm_standby = "all"``: a held RTMP camera is decoded ahead, so a switch lands at its
+    next frame, not its next keyframe (its source GOP is 5 s: the switch is answered and its
+    first part listed before that keyframe comes), an IDR on every rendition there; the camera
+    on air before is then held warm in turn, and the switch back lands at once too."""
+    async with serving(tmp_path, receiver.url, 5.0, warm_standby="all") as origin:
+        main = await publish(origin, await origin.key())
+        status, created = await api(
+            origin, "POST", "/api/v1/streams/demo/inputs", {"name": "closeup"}
+        )
+        assert status == 201, created
+        closeup = await publish(origin, created["stream_key"], SOLID, gop=150)
+        keyframes: list[float] = []
+        watcher = asyncio.create_task(watch_keyframes(origin, "closeup", keyframes))
+        try:
+            names = await ready_show(origin)
+            pipelines = origin.server.pipelines
+            await until(lambda: pipelines.warm("demo", "closeup"), 15, "the closeup decoded ahead")
+            async with watching(origin, names) as watches:
+                await until(lambda: all(len(w.parts) >= 3 for w in watches.values()), 20, "parts")
+                asked = time.monotonic()
+                status, body = await api(
+                    origin, "POST", "/api/v1/streams/demo/switch", {"input": "closeup"}
+                )
+                assert status == 200 and body["switched"], body
+                switched = datetime.fromisoformat(body["program_date_time"].replace("Z", "+00:00"))
+                await until(lambda: all(w.discontinuity == 1 for w in watches.values()), 5, "it")
+                assert keyframes and not [t for t in keyframes if t > asked], (
+                    "the closeup's first part came after a source keyframe of it"
+                )
+                await check_switch(origin, watches, 1, True, switched.timestamp())
+
+                # Main is held warm now: back at its next frame too.
+                await until(lambda: pipelines.warm("demo", "main"), 10, "main decoded ahead")
+                interval = origin.server.config.continuity.switch_interval
+                await asyncio.sleep(interval)
+                status, body = await api(
+                    origin, "POST", "/api/v1/streams/demo/switch", {"input": "main"}
+                )
+                assert status == 200 and body["switched"], body
+                back = datetime.fromisoformat(body["program_date_time"].replace("Z", "+00:00"))
+                await check_switch(origin, watches, 2, False, back.timestamp())
+        finally:
+            watcher.cancel()
+            await stop_ffmpeg(main)
+            await stop_ffmpeg(closeup)
+
+
+def timed_parts(text: str) -> list[tuple[float, float, str, int]]:
+    """(PDT, duration, URI, discontinuity number) of every listed part: a segment's parts run
+    from its PROGRAM-DATE-TIME on, each starting where the one before ends."""
+    out = []
+    disc, at = 0, 0.0
+    for line in text.splitlines():
+        if line.startswith("#EXT-X-DISCONTINUITY-SEQUENCE:"):
+            disc = int(line.split(":")[1])
+        elif line == "#EXT-X-DISCONTINUITY":
+            disc += 1
+        elif line.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
+            stamp = line.split(":", 1)[1].replace("Z", "+00:00")
+            at = datetime.fromisoformat(stamp).timestamp()
+        elif line.startswith("#EXT-X-PART:"):
+            fields = dict(f.split("=", 1) for f in line[12:].split(","))
+            duration = float(fields["DURATION"])
+            out.append((at, duration, fields["URI"].strip('"'), disc))
+            at += duration
+    return out
+
+
+def assert_pdt_grid(playlists: dict[str, str], frame: float, across: bool = True) -> None:
+    """In every rendition's playlist each listed part starts where the one before ends (PDT +
+    duration = next PDT within half a frame), across every DISCONTINUITY listed (``across``:
+    there must be one among the listed parts)."""
+    for name, text in playlists.items():
+        parts = timed_parts(text)
+        assert len(parts) > 1, f"{name}: too few parts listed"
+        assert not across or len({d for *_, d in parts}) > 1, f"{name}: no discontinuity listed"
+        for (pdt, duration, uri, disc), (next_pdt, _, next_uri, next_disc) in pairwise(parts):
+            step = next_pdt - (pdt + duration)
+            assert abs(step) < frame / 2, (
+                f"{name}: PDT steps {step * 1000:+.1f} ms from {uri} (discontinuity {disc}) to "
+                f"{next_uri} (discontinuity {next_disc})"
+            )
+
+
 async def test_backup_takes_over_from_a_killed_main_and_hands_back(origin: Origin) -> None:
-    """Main killed: the backup encoder takes over at its next keyframe (the slate covers until
-    then); main back: the show returns to main at main's first keyframe, no slate."""
+    """Main killed: the warm backup encoder takes over at its next frame, not waiting for its
+    next keyframe (its source GOP is 5 s: its first part is listed before that keyframe comes,
+    yet an IDR opens it on every rung), before any slate; the PDT grid runs on across the
+    takeover part by part; main back: the show returns to main at main's first keyframe."""
     main = await publish(origin, await origin.key())
     status, created = await api(
         origin, "POST", "/api/v1/streams/demo/inputs", {"name": "spare", "backup": True}
     )
     assert status == 201 and created["backup"] is True, created
-    spare = await publish(origin, created["stream_key"], SOLID)
+    spare = await publish(origin, created["stream_key"], SOLID, gop=150)
+    source_keyframes: list[float] = []  # when the backup's source keyframes reached ingest
+    watcher = asyncio.create_task(watch_keyframes(origin, "spare", source_keyframes))
     try:
         names = await ready_show(origin)
         streams = origin.server.streams
         await until(lambda: streams.input_session("demo", "spare") is not None, 10, "the backup")
         package = origin.server.pipelines.package("demo")
         assert package is not None
+        pipelines = origin.server.pipelines
+        await until(lambda: pipelines.warm("demo", "spare"), 15, "the backup decoded ahead")
         async with watching(origin, names) as watches:
             await until(lambda: all(len(w.parts) >= 3 for w in watches.values()), 20, "parts")
             main.send_signal(signal.SIGKILL)
+            killed = time.monotonic()
             await main.wait()
             disc, slate = await taken_over(watches, package, "spare", 0)
-            await check_switch(origin, watches, disc, True, 0.0, pdt_check=False, old=not slate)
+            assert not slate, "the warm backup was not on air before the slate"
+            assert source_keyframes and not [t for t in source_keyframes if t > killed], (
+                "the backup's first part came after a source keyframe of it: no warm takeover"
+            )
+            listed = {name: w.text for name, w in watches.items()}
+            await check_switch(origin, watches, disc, True, 0.0, pdt_check=False)
+            assert_pdt_grid(listed, 1 / 30)
             _, stream = await api(origin, "GET", "/api/v1/streams/demo")
             assert stream["active_input"] == "spare", stream
 
             main = await publish(origin, await origin.key())
             await until(lambda: package.input == "main", 20, "main back on air")
             await check_switch(origin, watches, disc + 1, False, 0.0, pdt_check=False)
+        # Held again, the backup is decoded ahead again; once main ends the show on purpose
+        # (a clean unpublish: ENDLIST after the reconnect window), it no longer is.
+        await until(lambda: pipelines.warm("demo", "spare"), 15, "the backup warm again")
+        main.send_signal(signal.SIGINT)
+        await main.wait()
+        await until(lambda: package.ended, 15, "ENDLIST")
+        standby = pipelines.pipelines["demo"].standby
+        await until(lambda: not standby, 10, "the standby stopped with the show")
+        assert streams.input_session("demo", "spare") is not None  # still publishing
     finally:
+        watcher.cancel()
         await stop_ffmpeg(main)
         await stop_ffmpeg(spare)
 

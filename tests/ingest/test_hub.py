@@ -67,3 +67,23 @@ async def test_get_waits_for_publish() -> None:
     assert not task.done()
     hub.publish(video(0, key=True))
     assert (await asyncio.wait_for(task, 1)).dts == 0
+
+
+async def test_reader_ended_at_a_keyframe_meets_one_attached_now() -> None:
+    """The old reader ends just before the next keyframe; a reader attached at the same moment
+    starts with it: together they carry every unit once."""
+    hub = StreamHub("s")
+    hub.publish(config())
+    old = hub.add_reader("old")
+    for i in range(5):
+        hub.publish(video(i, key=i == 0))
+    new = hub.add_reader("new")
+    old.end_at_keyframe()
+    for i in range(5, 12):
+        hub.publish(video(i, key=i == 8))
+    got_old = [u.dts // 33 for u in [u async for u in old] if not u.is_config]
+    old.close()
+    hub.end()
+    got_new = [u.dts // 33 for u in [u async for u in new] if not u.is_config]
+    assert got_old == list(range(8)) and got_new == list(range(8, 12))
+    assert old not in list(hub.readers)

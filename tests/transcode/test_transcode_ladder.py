@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import logging
@@ -26,9 +27,10 @@ from benchmarks.harness.mediakit import (
     transcode,
     units_from_file,
 )
+from ingest.hub import StreamHub
 from ingest.media import MediaKind, MediaUnit
 from transcode.ladder import LadderTranscoder
-from transcode.output import VIDEO_TIMESCALE, EncodedPacket
+from transcode.output import VIDEO_TIMESCALE, EncodedPacket, QueueSink
 from transcode.policy import Rung, VerticalMode, VerticalPolicy
 
 FRAME = VIDEO_TIMESCALE // 30  # one 30 fps frame in 90 kHz ticks
@@ -394,3 +396,69 @@ async def test_close_while_live_flushes_every_encoder(sources: SourceCache) -> N
     await transcoder.close()  # the hub never ended
     assert sink.ended.is_set()
     assert len(sink.drain("180p")) == 60
+
+
+async def test_warm_standby_encodes_nothing_then_every_rung_cuts_an_idr_at_the_next_frame(
+    sources: SourceCache,
+) -> None:
+    """A warm standby decodes (and plans) but sends no video until it goes on air; then every
+    rung, the passthrough candidate's size included, starts at the same frame with an IDR,
+    though that frame is no source keyframe, and cuts the next IDR one GOP later."""
+    units = units_from_file(sources.make(size="270x480", duration=6.0, gop=150))
+    hub = StreamHub("test", default_queue_size=1_000_000)
+    sink = QueueSink()
+    transcoder = LadderTranscoder(
+        hub.add_reader("standby"), small_config(passthrough=True), sink, standby=True
+    )
+    await transcoder.start()
+    source = media(units, MediaKind.VIDEO)
+    # Mid-GOP: frame 75 of a 150-frame source GOP.
+    split = units.index(source[75])
+    for unit in units[:split]:
+        hub.publish(unit)
+    seen = -1
+    while transcoder.stats.frames_decoded != seen:  # settled: all published so far decoded
+        seen = transcoder.stats.frames_decoded
+        await asyncio.sleep(0.3)
+    assert seen >= 70 and transcoder.standby
+    ladder = await asyncio.wait_for(sink.ladder, 10)
+    videos = [i.name for i in ladder if i.kind is MediaKind.VIDEO]
+    assert videos == ["270p", "180p"]
+    assert not any(i.passthrough for i in ladder if i.kind is MediaKind.VIDEO)
+    assert all(not sink.drain(name) for name in videos), "video encoded while warm"
+    transcoder.go_on_air()
+    assert not transcoder.standby
+    for unit in units[split:]:
+        hub.publish(unit)
+    hub.end()
+    await asyncio.wait_for(transcoder.wait(), 300)
+    await transcoder.close()
+    source_keys = {u.pts * 90 for u in source if u.keyframe}
+    firsts = set()
+    for name in videos:
+        packets = sink.drain(name)
+        assert packets and packets[0].keyframe, name
+        firsts.add(packets[0].pts)
+        assert idr_pts(packets)[:2] == [packets[0].pts, packets[0].pts + 60 * FRAME], name
+        assert len(decode_video(sink.infos[name], packets)) == len(packets)
+    [first] = firsts  # the same frame on every rung
+    assert first not in source_keys and first >= 75 * FRAME, (first, sorted(source_keys))
+
+
+async def test_close_beside_a_running_run_ends_it_without_stranding_a_put(
+    sources: SourceCache,
+) -> None:
+    """``close()`` while ``run()`` is awaited in another task (as the pipelines do) with a
+    backlog queued: the running task ends too, rather than feeding a finished decode thread
+    until a put into its full queue waits for ever."""
+    units = units_from_file(sources.make(size="360x640", duration=6.0))
+    hub = StreamHub("test", default_queue_size=1_000_000)
+    sink = QueueSink()
+    transcoder = LadderTranscoder(hub.add_reader("transcode"), small_config(), sink)
+    running = asyncio.create_task(transcoder.run())
+    for unit in units:  # the whole backlog at once, the publisher still on
+        hub.publish(unit)
+    await asyncio.wait_for(sink.ladder, 60)
+    await transcoder.close()
+    await asyncio.wait_for(asyncio.wait({running}), 60)  # (a generous bound: liveness)
+    assert running.done()

@@ -81,8 +81,14 @@ class SourceDecoder:
         prefix: str,
         on_handed_over: Callable[[], None] = lambda: None,
         video_like: Sequence[tuple[str, int, int]] = (),
+        on_air: threading.Event | None = None,
     ) -> None:
         self.config = config
+        #: A warm standby's: frames are decoded and picked but reach no rung until it is set;
+        #: then every rung starts at the next picked frame, an IDR on each (see ``_dispatch``).
+        self._on_air = on_air
+        #: The slot the IDR grid counts from (a warm standby's first slot on air).
+        self._gop_origin = 0
         #: The show's video renditions this source must feed (see ``plan_onto``); () = its own.
         self._video_like = tuple(video_like)
         self._vertical = vertical
@@ -107,6 +113,13 @@ class SourceDecoder:
         self._waiting_rungs: list[RungEncoder] = []
         self._active_rungs: list[RungEncoder] = []
         self.passthrough = PassthroughRung(config, bridge, stats, prefix)
+        if on_air is not None:
+            # A source IDR cannot be had at the takeover frame, so a warm standby encodes every
+            # rung, the passthrough rendition's too: each cuts an IDR at that same frame. (Not
+            # the slate on the passthrough rendition until the source's IDR: that rendition
+            # would switch twice, at other frames than the rest, and its discontinuities would
+            # no longer line up with the other renditions' for players switching renditions.)
+            self.passthrough.reject()
         self._ladder_sent = False
         self._source_size: tuple[int, int] = (0, 0)
         self._previous: av.VideoFrame | None = None
@@ -339,7 +352,7 @@ class SourceDecoder:
         if self.passthrough.state == "active":
             # Cut where the passthrough rung cuts, so all renditions switch at the same PTS.
             return source_keyframe
-        return slot % self.gop == 0
+        return (slot - self._gop_origin) % self.gop == 0
 
     def _dispatch(
         self,
@@ -349,6 +362,13 @@ class SourceDecoder:
         idr: bool,
         source_ticks: int | None = None,
     ) -> None:
+        if self._on_air is not None and not self._active_rungs:
+            if not self._on_air.is_set():
+                return  # warm: only the newest frame is kept (``_previous``)
+            # On air from this frame: every rung starts here with an IDR, and the GOP grid
+            # counts from it (the next IDR one GOP later, as after a cold start).
+            self._gop_origin = slot
+            idr = True
         if self._waiting_rungs and (idr or not self._active_rungs):
             # A rung starts on an IDR slot so its first GOP lines up with the others.
             self._active_rungs += self._waiting_rungs
