@@ -173,7 +173,6 @@ class Replayer:
 
     async def send(self) -> None:
         """Every due message of every publisher, then sleep until the next one is due."""
-        assert self.recording is not None or not self.replayed
         while not self._stopped:
             now = time.monotonic()
             if self._heap and self._heap[0][0] <= now:
@@ -247,8 +246,10 @@ class Replayer:
 async def main(args: argparse.Namespace) -> None:
     keys = Path(args.keys).read_text().split()
     replayer = Replayer(args.host, args.port, args.app, keys, Path(args.source))
-    last = await replayer.connect_all(args.ramp, args.timeout)
+    # Sending starts with the first publisher: a publisher left silent after its publish
+    # would be dropped by the origin's gap_timeout while the others still connect.
     sender = asyncio.ensure_future(replayer.send())
+    last = await replayer.connect_all(args.ramp, args.timeout)
     print(f"live {len(replayer.replayed)} {len(replayer.failures)} {last:.3f}", flush=True)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
