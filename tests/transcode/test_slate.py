@@ -3,10 +3,10 @@ one IDR and P frames, a configured image is decoded with PyAV, silence decodes t
 
 from __future__ import annotations
 
-from fractions import Fraction
 import dataclasses
 import os
 import threading
+from fractions import Fraction
 from pathlib import Path
 
 import av
