@@ -404,7 +404,12 @@ def held_search(
         todo = [b for b in running if count in STEPS or b in references]
         todo = todo[n % len(todo) :] + todo[: n % len(todo)] if todo else []
         for build in todo:
-            step = replay_step(build, mode, count, source, folder / f"{build.name}-{count}")
+            try:
+                step = replay_step(build, mode, count, source, folder / f"{build.name}-{count}")
+            except (AssertionError, OSError, ValueError, aiohttp.ClientError) as exc:
+                # Past its limit an origin may not even answer; that is the step's verdict.
+                step = {"build": build.name, "mode": mode, "publishers": count}
+                step["verdict"] = f"setup failed: {str(exc)[:160]}"
             steps[build.name].append(step)
             print_line(f"{mode} {build.name} {count}: {json.dumps(step)}")
             if step["verdict"] != "ok":
@@ -487,6 +492,7 @@ def summarize(
 
 
 @pytest.mark.skipif(FFMPEG is None, reason="Debian ffmpeg CLI not installed")
+@pytest.mark.timeout(3600)  # every build's steps up to 1,000 publishers: half an hour or more
 @pytest.mark.parametrize("mode", ["packaging", "ingest"])
 def test_bench_publishers_per_core_replayed(
     benchmark: Any, recorded_flv: Path, tmp_path: Path, capsys: Any, mode: str
@@ -502,7 +508,7 @@ def test_bench_publishers_per_core_replayed(
         held_search, args=(BUILDS, mode, recorded_flv, tmp_path, say), rounds=1, iterations=1
     )
     first = steps["this"][0]
-    assert first["connected"] == first["publishers"], f"publishers did not go live: {first}"
+    assert first.get("connected") == first["publishers"], f"publishers did not go live: {first}"
     summarize(benchmark, mode, steps, say)
 
 
@@ -511,6 +517,7 @@ CPU_ROUNDS = 1 if SMOKE else 3
 
 
 @pytest.mark.skipif(FFMPEG is None, reason="Debian ffmpeg CLI not installed")
+@pytest.mark.timeout(1800)
 def test_bench_passthrough_cpu_per_publisher(
     benchmark: Any, recorded_flv: Path, tmp_path: Path, capsys: Any
 ) -> None:
