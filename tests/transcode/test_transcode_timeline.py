@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.media import MILLISECONDS, MediaKind, MediaUnit
@@ -133,7 +133,7 @@ TIMEBASES = [MILLISECONDS, Fraction(1, 90_000), Fraction(1, 48_000), Fraction(2,
 EDGES = [-3_000, -1, 0, 1, 33, 4_999, 5_000, 5_001, 240_000, 240_001, 450_000, 450_001]
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
         st.tuples(
@@ -172,7 +172,7 @@ def reference_stamp(clock: SampleClock, time: Fraction, samples: Fraction | int)
     return math.floor(pts)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
         st.tuples(
