@@ -27,7 +27,10 @@ class ReaderStats:
 
 
 class HubReader:
-    """A reader's bounded queue; ``await get()`` gives units in order, ``None`` at the end."""
+    """A reader's bounded queue; ``await get()`` gives units in order, ``None`` at the end.
+
+    One consumer per reader (one task awaits ``get``).
+    """
 
     def __init__(self, hub: StreamHub, name: str, maxsize: int) -> None:
         self.hub = hub
@@ -35,7 +38,10 @@ class HubReader:
         self.maxsize = maxsize
         self.stats = ReaderStats()
         self._queue: collections.deque[MediaUnit] = collections.deque()
-        self._wakeup: asyncio.Event = asyncio.Event()
+        # The consumer's wake-up while its queue is empty: a bare future, made only when it
+        # waits (an asyncio.Event per unit cost ~8 % of the loop in its loop lookups).
+        self._waiter: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._await_keyframe = False
         self._end_at_keyframe = False
@@ -65,11 +71,18 @@ class HubReader:
                 )
             return
         self._queue.append(unit)
-        self._wakeup.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():  # not cancelled with its consumer
+                waiter.set_result(None)
 
     def _end(self) -> None:
         self._closed = True
-        self._wakeup.set()
+        self._wake()
 
     def get_nowait(self) -> MediaUnit | None:
         """Next queued unit, or ``None`` if the queue is empty."""
@@ -83,8 +96,10 @@ class HubReader:
         while not self._queue:
             if self._closed:
                 return None
-            self._wakeup.clear()
-            await self._wakeup.wait()
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._waiter = self._loop.create_future()
+            await self._waiter
         self.stats.delivered += 1
         return self._queue.popleft()
 

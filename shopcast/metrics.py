@@ -11,8 +11,10 @@ names from the code and the ladder config; HTTP routes are templates, not paths.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import contextlib
+import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 
@@ -27,7 +29,12 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from ingest.sessions import LiveStreams
@@ -187,6 +194,44 @@ class RecorderCollector(Collector):
         yield from (written, segments, failures, depth)
 
 
+class PacketHistogram(Collector):
+    """A histogram by (stream, rendition) for a figure of every packet (the encoder lag): an
+    observation is a bucket search and two list increments on the event loop, no lock and no
+    child lookup; the series are built at scrape. (prometheus_client's locked ``observe`` was
+    ≈ 4 % of the loop at 100 passthrough publishers.) Exported like a ``Histogram``."""
+
+    def __init__(self, name: str, documentation: str, buckets: Iterable[float]) -> None:
+        self.name, self.documentation = name, documentation
+        self.bounds = tuple(buckets)
+        #: Per series: a count per bucket (the last one +Inf), then the sum.
+        self._series: dict[tuple[str, str], list[float]] = {}
+
+    def observe(self, stream: str, rendition: str, value: float) -> bool:
+        """Count ``value``; True when it starts the series."""
+        series = self._series.get((stream, rendition))
+        new = series is None
+        if series is None:
+            series = self._series[stream, rendition] = [0.0] * (len(self.bounds) + 2)
+        series[bisect.bisect_left(self.bounds, value)] += 1  # le: value <= bound
+        series[-1] += value
+        return new
+
+    def remove(self, stream: str, rendition: str) -> None:
+        self._series.pop((stream, rendition), None)
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(
+            self.name, self.documentation, labels=["stream", "rendition"]
+        )
+        bounds = [repr(float(b)) for b in self.bounds] + ["+Inf"]  # as prometheus_client
+        for (stream, rendition), series in sorted(list(self._series.items())):
+            counts = list(itertools.accumulate(series[:-1]))
+            family.add_metric(
+                [stream, rendition], list(zip(bounds, counts, strict=True)), series[-1]
+            )
+        yield family
+
+
 class ShopcastMetrics:
     """The origin's metrics: listener of the packager and the tag service, HTTP middleware,
     and the ``/metrics`` handler. One per server (tests run several in one process)."""
@@ -196,13 +241,12 @@ class ShopcastMetrics:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         reg = self.registry
-        self.encoder_lag = Histogram(
+        self.encoder_lag = PacketHistogram(
             "shopcast_encoder_lag_seconds",
             "Ingest arrival of a source frame to its packet out of the encoder",
-            ["stream", "rendition"],
-            buckets=LAG_BUCKETS,
-            registry=reg,
+            LAG_BUCKETS,
         )
+        reg.register(self.encoder_lag)
         self.part_lateness = Histogram(
             "shopcast_part_publish_lateness_seconds",
             "Ingest arrival of a part's last frame to the part listed in the playlist",
@@ -260,8 +304,6 @@ class ShopcastMetrics:
             "Streams this origin stopped because another origin took their lease (fenced out)",
             registry=reg,
         )
-        # Children looked up once per (stream, rendition): on_packet runs for every packet.
-        self._lag: dict[tuple[str, str], Histogram] = {}
         #: Renditions with series, per stream: what forget_stream() removes.
         self._renditions: collections.defaultdict[str, set[str]] = collections.defaultdict(set)
         #: Awaited before each scrape (e.g. the stream list is read from the store then).
@@ -281,11 +323,8 @@ class ShopcastMetrics:
 
     # -- PackageListener ---------------------------------------------------------------
     def packet(self, stream: str, rendition: str, lag_seconds: float) -> None:
-        child = self._lag.get((stream, rendition))
-        if child is None:
-            child = self._lag[stream, rendition] = self.encoder_lag.labels(stream, rendition)
+        if self.encoder_lag.observe(stream, rendition, lag_seconds):
             self._renditions[stream].add(rendition)
-        child.observe(lag_seconds)
 
     def part(
         self, stream: str, rendition: str, lateness_seconds: float, ends_segment: bool
@@ -301,8 +340,8 @@ class ShopcastMetrics:
         """Drop an ended show's per-rendition series (a platform's ended streams would
         otherwise each keep theirs); a new show of the stream starts them from zero."""
         for rendition in self._renditions.pop(stream, ()):
-            self._lag.pop((stream, rendition), None)
-            for family in (self.encoder_lag, self.part_lateness, self.parts, self.segments):
+            self.encoder_lag.remove(stream, rendition)
+            for family in (self.part_lateness, self.parts, self.segments):
                 with contextlib.suppress(KeyError):
                     family.remove(stream, rendition)
 

@@ -23,7 +23,7 @@ from shopcast.config import ContinuitySection
 from shopcast.store import DatabaseUnavailable
 from transcode.ladder import LadderTranscoder
 from transcode.policy import LadderConfig
-from transcode.slate import SlateClip, SlateError, encode_slate, load_slate_image
+from transcode.slate import SlateCache, SlateClip, SlateError
 
 log = logging.getLogger(__name__)
 #: Seconds between keyframe requests to a WHIP input while a switch to it waits for its cue.
@@ -145,6 +145,8 @@ class Pipelines:
         self.on_released: list[Callable[[str], None]] = []
         self.recordings = recordings
         self.ladder = ladder
+        #: Slates by what their bits depend on: alike shows share one encode.
+        self.slates = SlateCache(ladder)
         self.packager = packager
         self.listener = listener  # told of every stream's packaging events (metrics)
         self.pipelines: dict[str, StreamPipeline] = {}
@@ -278,12 +280,11 @@ class Pipelines:
             renditions = [(r.name, r.info, r.audio) for r in package.renditions.values()]
 
             def encode() -> dict[str, SlateClip]:
-                picture = load_slate_image(image) if image else None
                 clips = {}
                 for name, info, audio in renditions:
                     video = info if info.kind is MediaKind.VIDEO else None
                     lead_audio = audio if video is not None else info
-                    clips[name] = encode_slate(picture, video, lead_audio, self.ladder)
+                    clips[name] = self.slates.get(image, video, lead_audio)
                 return clips
 
             started = time.perf_counter()
@@ -307,9 +308,18 @@ class Pipelines:
         gap = self.continuity.gap_timeout
         loop = asyncio.get_running_loop()
 
-        def check() -> None:
+        def arm(deferred: bool) -> None:
+            pipeline.gap_timer = loop.call_later(gap / 4, check, loop.time() + gap / 4, deferred)
+
+        def check(due: float, deferred: bool) -> None:
             pipeline.gap_timer = None
             if session.ended:
+                return
+            if loop.time() - due > gap / 4 and not deferred:
+                # The loop itself was held up (start-up work on its core, a long callback):
+                # timers run before sockets are read, so the media may be waiting unread.
+                # Look again once the loop has read them (one deferral, then as usual).
+                arm(deferred=True)
                 return
             last = session.last_media
             if last is not None and time.time() - last >= gap:
@@ -318,9 +328,9 @@ class Pipelines:
                 self.streams.end(session, reason)
                 session.publisher.kick(reason)
                 return
-            pipeline.gap_timer = loop.call_later(gap / 4, check)
+            arm(deferred=False)
 
-        pipeline.gap_timer = loop.call_later(gap / 4, check)
+        arm(deferred=False)
 
     def _input_started(self, session: PublishSession) -> None:
         """A named input publishes: held, unless it fed the show and dropped (it resumes)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -134,10 +135,18 @@ class SinkBridge:
     def __init__(self, loop: asyncio.AbstractEventLoop, sink: TranscodeSink) -> None:
         self.loop = loop
         self.sink = sink
+        #: Made on the loop's thread (the transcoder's task): calls from it need no wake-up.
+        self._loop_thread = threading.get_ident()
 
     def call(self, function: Callable[..., object], *args: object) -> None:
         """Run ``function(*args)`` on the loop; silently dropped once the loop is closed."""
         if self.loop.is_closed():
+            return
+        if threading.get_ident() == self._loop_thread:
+            # Passthrough and audio after the hand-over run on the loop itself: a plain
+            # call_soon keeps the call order (behind what the threads posted) without the
+            # thread-safe path's lock and wake-up per packet.
+            self.loop.call_soon(function, *args)
             return
         with contextlib.suppress(RuntimeError):  # the loop closed since the check
             self.loop.call_soon_threadsafe(function, *args)

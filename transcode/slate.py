@@ -8,6 +8,10 @@ packets, so a stream on slate costs no encoding and nothing per viewer.
 
 from __future__ import annotations
 
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -239,3 +243,65 @@ def encode_slate(
     )
     audio_info, silence, samples = encode_silence(audio) if audio is not None else (None, b"", 0)
     return SlateClip(video_info, packets, loop_ticks, audio_info, silence, samples)
+
+
+def _video_key(info: RenditionInfo | None) -> Hashable:
+    """What a video slate's bits depend on (not the live source's own avcC)."""
+    if info is None:
+        return None
+    return (info.name, info.width, info.height, info.fps, info.bitrate, _profile(info.codec_string))
+
+
+def _audio_key(info: RenditionInfo | None) -> Hashable:
+    """What the silent frame depends on: its rate and channel count."""
+    if info is None:
+        return None
+    return (info.name, info.sample_rate or info.timescale, info.channels, info.extradata)
+
+
+class SlateCache:
+    """Slates already encoded for one ladder, by what their bits depend on (the image and the
+    rendition's shape): shows whose renditions look alike share one encode, so a storm of 500
+    publishers encodes one slate per distinct rendition, not 500 (each one x264 GOP, on the
+    same cores as the event loop). Thread-safe; blocking on a miss (run it off the loop)."""
+
+    def __init__(self, config: LadderConfig, size: int = 64) -> None:
+        self.config = config
+        self.size = size
+        self.encoded = 0  # encodes done (misses), for tests and logs
+        self._clips: OrderedDict[Hashable, SlateClip] = OrderedDict()
+        self._encoding: dict[Hashable, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _cached(self, key: Hashable) -> SlateClip | None:
+        with self._guard:
+            clip = self._clips.get(key)
+            if clip is not None:
+                self._clips.move_to_end(key)
+            return clip
+
+    def get(
+        self, image: str, video: RenditionInfo | None, audio: RenditionInfo | None
+    ) -> SlateClip:
+        """The slate of one rendition for the slate ``image`` ("" for the card)."""
+        # A replaced image file (same path) is a new key: its modification time is in it.
+        stamp = os.stat(image).st_mtime_ns if image and os.path.exists(image) else 0
+        key = (image, stamp, _video_key(video), _audio_key(audio))
+        clip = self._cached(key)
+        if clip is not None:
+            return clip
+        with self._guard:
+            turn = self._encoding.setdefault(key, threading.Lock())
+        with turn:  # one encode per key; the others wait for it
+            clip = self._cached(key)
+            if clip is not None:
+                return clip
+            picture = load_slate_image(image) if image else None
+            clip = encode_slate(picture, video, audio, self.config)
+            with self._guard:
+                self._clips[key] = clip
+                self.encoded += 1
+                while len(self._clips) > self.size:
+                    self._clips.popitem(last=False)
+                self._encoding.pop(key, None)
+        return clip

@@ -22,7 +22,9 @@ def round_half_up(value: Fraction) -> int:
 
 def to_ticks(seconds: Fraction, timescale: int = VIDEO_TIMESCALE) -> int:
     """Seconds as ticks of ``timescale`` (halves up)."""
-    return round_half_up(seconds * timescale)
+    # round_half_up(seconds * timescale) on the integers: no Fraction built (per packet).
+    n, d = seconds.numerator, seconds.denominator
+    return (n * timescale * 2 + d) // (d * 2)
 
 
 @dataclass(slots=True)
@@ -30,6 +32,12 @@ class _TrackState:
     last_raw: Fraction | None = None
     offset: Fraction = Fraction(0)
     step: Fraction = Fraction(1, 30)
+    # The same in integer ticks of 1/den s (the track's timebase), kept by StreamTimeline's
+    # fast path; 0 when not in use. last_raw and step are stale while it is.
+    den: int = 0
+    last_n: int = 0
+    step_n: int = 0  # 0: ``step`` is current
+    base: Fraction = Fraction(0)  # offset - origin
 
 
 @dataclass(slots=True)
@@ -69,6 +77,32 @@ class StreamTimeline:
         return source + track.offset - self.origin
 
     def place(self, unit: MediaUnit) -> RepairedTime:
+        timebase = unit.timebase
+        track = self._tracks.get(unit.kind)
+        if track is not None and track.den == timebase.denominator and timebase.numerator == 1:
+            # Fast path (every unit but a track's first and its jumps): the same exact times,
+            # from integer ticks; Fraction arithmetic was a quarter of the event loop.
+            den, gap = track.den, self.max_gap
+            delta = unit.dts - track.last_n
+            if delta >= 0 and delta * gap.denominator <= gap.numerator * den:
+                if delta > 0:
+                    track.step_n = delta
+                track.last_n = unit.dts
+                bn, bd = track.base.numerator, track.base.denominator
+                return RepairedTime(
+                    Fraction(unit.pts * bd + bn * den, den * bd),
+                    Fraction(unit.dts * bd + bn * den, den * bd),
+                    False,
+                )
+        if track is not None and track.den:
+            track.last_raw = Fraction(track.last_n, track.den)
+            if track.step_n:
+                track.step = Fraction(track.step_n, track.den)
+            track.den = 0
+        return self._place(unit)
+
+    def _place(self, unit: MediaUnit) -> RepairedTime:
+        """The reference: Fraction arithmetic throughout; leaves the fast path's state set."""
         raw_dts = unit.dts * unit.timebase
         raw_pts = unit.pts * unit.timebase
         if self.origin is None:
@@ -90,6 +124,9 @@ class StreamTimeline:
                 track.step = delta
         track.last_raw = raw_dts
         base = track.offset - self.origin
+        if unit.timebase.numerator == 1:
+            track.den, track.last_n, track.step_n = unit.timebase.denominator, unit.dts, 0
+            track.base = base
         return RepairedTime(raw_pts + base, raw_dts + base, jumped)
 
 
@@ -143,16 +180,23 @@ class SampleClock:
 
     rate: int
     tolerance: int = 2048
-    next: Fraction | None = None
+    next: Fraction | int | None = None
     resyncs: int = 0
 
     def stamp(self, time: Fraction, samples: Fraction | int) -> int:
         """Timestamp (in samples at ``rate``) of a frame starting at ``time`` seconds."""
+        current = self.next
+        if type(current) is int and type(samples) is int:
+            # Whole samples (AAC's 1024): the same decisions on integers, per frame.
+            n, d = time.numerator * self.rate, time.denominator
+            if abs(n - current * d) <= self.tolerance * d:
+                self.next = current + samples
+                return current
         expected = time * self.rate
         if self.next is None or abs(expected - self.next) > self.tolerance:
             if self.next is not None:
                 self.resyncs += 1
-            self.next = Fraction(round_half_up(expected))
-        pts = self.next
-        self.next += samples
-        return math.floor(pts)
+            self.next = round_half_up(expected)
+        start: Fraction | int = self.next
+        self.next = start + samples
+        return math.floor(start)

@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import struct
 import subprocess
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from benchmarks.harness.rtmp_replayer import FlvTag, flv_tags
 from ingest.rtmp import amf0
 from ingest.rtmp.client import RTMPPublisher
 
@@ -35,28 +33,6 @@ from .test_tags_api import (
 
 pytestmark = [pytest.mark.e2e, requires_ffmpeg]
 SECONDS = 8
-
-
-@dataclass(frozen=True)
-class FlvTag:
-    type_id: int  # 8 audio, 9 video, 18 script data
-    timestamp: int  # ms
-    payload: bytes
-
-
-def flv_tags(data: bytes) -> Iterator[FlvTag]:
-    """FLV (spec v10.1 E.2-E.4): header, then [prev size u32][tag header 11 B][payload]..."""
-    assert data[:3] == b"FLV"
-    (offset,) = struct.unpack_from(">I", data, 5)
-    pos = offset + 4  # PreviousTagSize0
-    while pos + 11 <= len(data):
-        type_id = data[pos] & 0x1F
-        size = int.from_bytes(data[pos + 1 : pos + 4], "big")
-        ts = int.from_bytes(data[pos + 4 : pos + 7], "big") | data[pos + 7] << 24
-        payload = data[pos + 11 : pos + 11 + size]
-        assert len(payload) == size, "truncated FLV"
-        yield FlvTag(type_id, ts, payload)
-        pos += 11 + size + 4
 
 
 @pytest.fixture(scope="module")

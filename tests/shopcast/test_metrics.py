@@ -386,3 +386,31 @@ def test_promtool_accepts_the_exposition() -> None:
         [PROMTOOL, "check", "metrics"], input=text, capture_output=True, timeout=30
     )
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+
+
+def test_packet_histogram_exports_what_a_prometheus_histogram_would() -> None:
+    """The per-packet histogram (plain counts, built at scrape) against prometheus_client's own
+    Histogram fed the same values: the same bucket, count and sum lines."""
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from shopcast.metrics import LAG_BUCKETS, PacketHistogram
+
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    batched = PacketHistogram("x_lag_seconds", "lag", LAG_BUCKETS)
+    ours.register(batched)
+    reference = Histogram(
+        "x_lag_seconds", "lag", ["stream", "rendition"], buckets=LAG_BUCKETS, registry=theirs
+    )
+    values = [0.0, 0.01, 0.0100001, 0.3, 0.5, 2.5, 10.0, 11.0, 0.07]
+    for n, v in enumerate(values):
+        rendition = "180p" if n % 3 else "audio"
+        assert batched.observe("s", rendition, v) == (n in (0, 1))
+        reference.labels("s", rendition).observe(v)
+
+    def lines(registry: CollectorRegistry) -> list[str]:
+        text = generate_latest(registry).decode()
+        return sorted(line for line in text.splitlines() if "_created" not in line)
+
+    assert lines(ours) == lines(theirs)
+    batched.remove("s", "audio")
+    assert 'rendition="audio"' not in generate_latest(ours).decode()

@@ -3,6 +3,9 @@ one IDR and P frames, a configured image is decoded with PyAV, silence decodes t
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import threading
 from fractions import Fraction
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from ingest.media import MediaKind
 from transcode.output import RenditionInfo
 from transcode.policy import LadderConfig, RungPlan
 from transcode.slate import (
+    SlateCache,
     SlateError,
     encode_silence,
     encode_slate,
@@ -130,3 +134,46 @@ def test_silence_decodes_to_silence() -> None:
     for _ in range(3):
         out += [f.to_ndarray() for f in decoder.decode(av.Packet(frame))]
     assert out and max(float(np.abs(a).max()) for a in out) < 1e-4
+
+
+def test_slate_cache_encodes_alike_renditions_once(tmp_path: Path) -> None:
+    """Shows whose renditions look alike share one encode (a storm encodes one slate, not N);
+    another size, another image or a replaced image file is another encode."""
+    cache = SlateCache(CONFIG)
+    info = rung_info()
+    # Another show's source: same shape, its own avcC (the live source's, not the slate's).
+    other_source = dataclasses.replace(info, extradata=info.extradata + b"\x00")
+    results = []
+    threads = [
+        threading.Thread(target=lambda i=i: results.append(cache.get("", i, AUDIO)))
+        for i in (info, other_source, info, other_source)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert cache.encoded == 1 and len({id(clip) for clip in results}) == 1
+    assert results[0].video_info is not None
+    assert results[0].video_info.extradata == info.extradata  # still the rung's own init
+    cache.get("", rung_info(width=144, height=256), AUDIO)
+    assert cache.encoded == 2
+    path = tmp_path / "slate.png"
+    png = av.CodecContext.create("png", "w")
+    png.width, png.height, png.pix_fmt = 16, 16, "rgb24"
+    [packet] = png.encode(av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), "rgb24"))
+    path.write_bytes(bytes(packet))
+    cache.get(str(path), info, AUDIO)
+    cache.get(str(path), info, AUDIO)
+    assert cache.encoded == 3
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    cache.get(str(path), info, AUDIO)
+    assert cache.encoded == 4
+
+
+def test_slate_cache_is_bounded() -> None:
+    cache = SlateCache(CONFIG, size=2)
+    for width in (144, 180, 216):
+        cache.get("", None, dataclasses.replace(AUDIO, name=f"a{width}"))
+    cache.get("", None, dataclasses.replace(AUDIO, name="a144"))  # evicted: encoded again
+    assert cache.encoded == 4

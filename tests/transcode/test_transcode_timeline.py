@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from ingest.media import MILLISECONDS, MediaKind, MediaUnit
-from transcode.timeline import FrameSlotPicker, SampleClock, StreamTimeline, round_half_up
+from transcode.timeline import (
+    FrameSlotPicker,
+    RepairedTime,
+    SampleClock,
+    StreamTimeline,
+    round_half_up,
+    to_ticks,
+)
 
 
 def unit(kind: MediaKind, ms: int, pts: int | None = None) -> MediaUnit:
@@ -106,3 +117,86 @@ def test_rtmp_32_bit_wrap_continues_the_timeline() -> None:
         last = timeline.place(unit(MediaKind.VIDEO, ms))
     after = timeline.place(unit(MediaKind.VIDEO, 16))
     assert after.jumped and after.pts == last.pts + Fraction(33, 1000)
+
+
+class ReferenceTimeline(StreamTimeline):
+    """Fraction arithmetic for every unit: what the integer fast path must equal."""
+
+    def place(self, unit: MediaUnit) -> RepairedTime:
+        return self._place(unit)
+
+
+TIMEBASES = [MILLISECONDS, Fraction(1, 90_000), Fraction(1, 48_000), Fraction(2, 90_000)]
+
+
+#: DTS steps: small, on and around the 5 s gap in each timebase (ms, 90 kHz, 48 kHz), back.
+EDGES = [-3_000, -1, 0, 1, 33, 4_999, 5_000, 5_001, 240_000, 240_001, 450_000, 450_001]
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([MediaKind.VIDEO, MediaKind.AUDIO]),
+            st.one_of(st.sampled_from(EDGES), st.integers(-3_000, 3_000)),
+            st.integers(0, 200),  # PTS - DTS
+            st.integers(0, 9),  # now and then another timebase
+        ),
+        min_size=1,
+        max_size=80,
+    ),
+    st.integers(0, 2**33),
+)
+def test_timeline_fast_path_equals_the_fraction_reference(
+    steps: list[tuple[MediaKind, int, int, int]], start: int
+) -> None:
+    fast, reference = StreamTimeline(), ReferenceTimeline()
+    dts = {MediaKind.VIDEO: start, MediaKind.AUDIO: start}
+    for kind, step, cts, pick in steps:
+        dts[kind] = max(0, dts[kind] + step)
+        timebase = TIMEBASES[pick] if pick < len(TIMEBASES) else MILLISECONDS
+        u = MediaUnit(kind, "h264", dts[kind] + cts, dts[kind], timebase, False, b"", 0.0)
+        assert fast.place(u) == reference.place(u)
+    assert fast.jumps == reference.jumps
+
+
+def reference_stamp(clock: SampleClock, time: Fraction, samples: Fraction | int) -> int:
+    """SampleClock.stamp in Fractions throughout (before its integer fast path)."""
+    expected = time * clock.rate
+    if clock.next is None or abs(expected - clock.next) > clock.tolerance:
+        if clock.next is not None:
+            clock.resyncs += 1
+        clock.next = Fraction(round_half_up(expected))
+    pts = clock.next
+    clock.next += samples
+    return math.floor(pts)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([0, 0, 0, 2_047, 2_048, 2_049, -2_048, -2_049, 5_000]),
+            st.integers(-2, 2),  # and a fraction of a sample
+            st.sampled_from([1024, 960]),
+        ),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_sample_clock_fast_path_equals_the_fraction_reference(
+    frames: list[tuple[int, int, int]],
+) -> None:
+    """Frames on the count, off by the tolerance (2048 samples) or just past it, or between."""
+    fast, reference = SampleClock(48_000), SampleClock(48_000)
+    on_count = 0
+    for off, fraction, samples in frames:
+        time = Fraction(on_count + off, 48_000) + Fraction(fraction, 90_000)
+        assert fast.stamp(time, samples) == reference_stamp(reference, time, samples)
+        on_count = int(reference.next or 0)
+    assert fast.resyncs == reference.resyncs
+
+
+@given(st.fractions(-(10**6), 10**6), st.sampled_from([1000, 48_000, 90_000]))
+def test_to_ticks_is_round_half_up_of_the_product(seconds: Fraction, timescale: int) -> None:
+    assert to_ticks(seconds, timescale) == round_half_up(seconds * timescale)
