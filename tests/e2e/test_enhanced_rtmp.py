@@ -1,5 +1,6 @@
-"""Enhanced RTMP end to end: HEVC (``hvc1``) and AV1 (``av01``) published with the project's RTMP
-client role (Debian's ffmpeg 5.1 cannot send E-RTMP), decoded into the H.264 ladder, played."""
+"""Enhanced RTMP end to end: HEVC (``hvc1``), AV1 (``av01``) and VP9 (``vp09``) published with the
+project's RTMP client role (Debian's ffmpeg 5.1 cannot send E-RTMP), decoded into the H.264
+ladder, played."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from benchmarks.harness.mediakit import SourceCache, units_from_file
 from benchmarks.harness.whip_client import fetch_and_decode
+from ingest.codecs import Vp9Config
 from ingest.media import MediaKind, MediaUnit
 from ingest.rtmp import flv
 from ingest.rtmp.client import RTMPPublisher
@@ -34,13 +36,19 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> SourceCache:
 
 
 async def send_paced(publisher: RTMPPublisher, fourcc: bytes, units: Sequence[MediaUnit]) -> int:
-    """Send configs, then every unit at its dts in real time; returns the video frames sent."""
+    """Send configs, then every unit at its dts in real time; returns the video frames sent.
+    A VP9 stream's vpcC (MP4 keeps it as fields, not extradata) is written from its first
+    keyframe, as an encoder would."""
     start = time.monotonic()
     frames = 0
     for unit in units:
         if unit.kind is MediaKind.VIDEO:
             if unit.is_config:
-                body = flv.ex_video_sequence_start_body(fourcc, unit.payload)
+                config = unit.payload
+                if fourcc == b"vp09" and not config:
+                    first = next(u for u in units if u.keyframe and not u.is_config)
+                    config = Vp9Config.from_keyframe(first.payload).to_bytes()
+                body = flv.ex_video_sequence_start_body(fourcc, config)
             else:
                 cts = unit.pts - unit.dts if fourcc == b"hvc1" else 0
                 body = flv.ex_video_frame_body(fourcc, unit.payload, unit.keyframe, cts)
@@ -57,8 +65,8 @@ async def send_paced(publisher: RTMPPublisher, fourcc: bytes, units: Sequence[Me
 
 @pytest.mark.parametrize(
     ("vcodec", "fourcc", "codec"),
-    [("libx265", b"hvc1", "hevc"), ("libsvtav1", b"av01", "av1")],
-    ids=["hevc", "av1"],
+    [("libx265", b"hvc1", "hevc"), ("libsvtav1", b"av01", "av1"), ("libvpx-vp9", b"vp09", "vp9")],
+    ids=["hevc", "av1", "vp9"],
 )
 async def test_enhanced_rtmp_publish_goes_live_with_an_h264_ladder(
     origin: Origin, sources: SourceCache, vcodec: str, fourcc: bytes, codec: str
@@ -107,10 +115,13 @@ async def test_enhanced_rtmp_publish_goes_live_with_an_h264_ladder(
 REENCODE = {
     b"av01": ["libsvtav1", "-preset", "12", "-g", "30"],
     b"hvc1": ["libx265", "-preset", "ultrafast", "-x265-params", "keyint=30:log-level=error"],
+    b"vp09": ["libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-g", "30", "-b:v", "1M"],
 }
 
 
-@pytest.mark.parametrize(("fourcc", "codec"), [(b"av01", "av1"), (b"hvc1", "hevc")])
+@pytest.mark.parametrize(
+    ("fourcc", "codec"), [(b"av01", "av1"), (b"hvc1", "hevc"), (b"vp09", "vp9")]
+)
 async def test_tags_land_on_the_tagged_frame(
     origin: Origin, tmp_path: Path, fourcc: bytes, codec: str
 ) -> None:

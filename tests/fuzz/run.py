@@ -52,7 +52,8 @@ def fuzz_one(name: str, runs: int, findings: Path, log: Path, nice: int) -> dict
         if proc.returncode != 0:
             restarts += 1
             if not found or executed == 0:  # not a finding we could keep: stop, say why
-                found.append("exit %d: %s" % (proc.returncode, b"".join(tail[-5:]).decode()))
+                why = b"".join(tail[-5:]).decode(errors="replace")
+                found.append(f"exit {proc.returncode}: {why}")
                 break
     return {
         "target": name,

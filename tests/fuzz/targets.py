@@ -21,7 +21,14 @@ from pathlib import Path
 from yarl import URL
 
 from cdn_edge.paths import BadTarget, byte_range, parse_target
-from ingest.codecs import Av1Config, AvcConfig, BitstreamError, HevcConfig
+from ingest.codecs import (
+    Av1Config,
+    AvcConfig,
+    BitstreamError,
+    HevcConfig,
+    Vp9Config,
+    parse_keyframe_header,
+)
 from ingest.media import MediaKind, MediaUnit
 from ingest.mpegts import NEED_DATA as TS_NEED_DATA
 from ingest.mpegts import TSDemuxer
@@ -45,7 +52,8 @@ TESTS = Path(__file__).resolve().parents[1]
 INGEST_VECTORS = TESTS / "ingest" / "vectors"
 CODEC_VECTORS = TESTS / "ingest" / "codecs" / "vectors"
 REGRESSIONS = Path(__file__).resolve().parent / "regressions"
-_NUMBERS = re.compile(r"\d+")
+#: Numbers and quoted peer text in a refusal: cut, so each kind of refusal is one outcome.
+_NUMBERS = re.compile(r"\d+|'[^']*'|\"[^\"]*\"")
 
 
 @dataclass(frozen=True)
@@ -230,8 +238,30 @@ def _av1cs() -> list[bytes]:
     return [bytes.fromhex(v["av1c"]) for v in records.values()]
 
 
+@functools.cache
+def _vp9_vectors() -> list[dict[str, str]]:
+    return list(json.loads((CODEC_VECTORS / "vp9_configs.json").read_text()).values())
+
+
 def _video_configs() -> list[tuple[bytes, bytes]]:
-    return [(b"hvc1", _hvcc()), (b"av01", _av1cs()[0])]
+    vpcc = bytes.fromhex(_vp9_vectors()[0]["vpcc"])
+    return [(b"hvc1", _hvcc()), (b"av01", _av1cs()[0]), (b"vp09", vpcc)]
+
+
+def run_vp9(data: bytes) -> str:
+    """vpcC when the first byte is even, else a keyframe's uncompressed header."""
+    if not data:
+        return "empty"
+    if data[0] & 1:
+        return _record(parse_keyframe_header, data[1:])
+    return _record(Vp9Config.parse, data[1:])
+
+
+def vp9_seeds() -> list[bytes]:
+    vectors = _vp9_vectors()
+    return [b"\x00" + bytes.fromhex(v["vpcc"]) for v in vectors] + [
+        b"\x01" + bytes.fromhex(v["keyframe_head"]) for v in vectors
+    ]
 
 
 # --- MPEG-TS (SRT's payload) ---
@@ -380,6 +410,7 @@ TARGETS: dict[str, Target] = {
         Target("avcc", functools.partial(_record, AvcConfig.parse), lambda: [_avcc()], 1024),
         Target("hvcc", functools.partial(_record, HevcConfig.parse), lambda: [_hvcc()], 1024),
         Target("av1c", functools.partial(_record, Av1Config.parse), _av1cs, 1024),
+        Target("vp9_vpcc_keyframe", run_vp9, vp9_seeds, 256),
         Target("mpegts", run_ts, ts_seeds, 188 * 64),
         Target("edge_request", run_edge_request, edge_seeds, 1024),
         Target("origin_query", run_origin_query, origin_seeds, 1024),
