@@ -9,10 +9,12 @@ import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
+from benchmarks.harness.browser import CHROMIUM
 from benchmarks.harness.mediakit import SourceCache, units_from_file
 from benchmarks.harness.whip_client import fetch_and_decode
 from ingest.codecs import Vp9Config
@@ -20,9 +22,11 @@ from ingest.media import MediaKind, MediaUnit
 from ingest.rtmp import flv
 from ingest.rtmp.client import RTMPPublisher
 from ingest.rtmp.connection import MSG_AUDIO, MSG_VIDEO
+from shopcast.web import HLS_JS
 
 from . import barcode
 from .conftest import API_TOKEN, FFMPEG, Origin, requires_ffmpeg, run_ffmpeg
+from .test_hls_playback import assert_advancing
 from .test_posters_clips import decode_jpeg
 
 pytestmark = [pytest.mark.e2e, requires_ffmpeg]
@@ -168,6 +172,39 @@ async def test_tags_land_on_the_tagged_frame(
                     assert r.status == 200, await r.text()
                     thumb = decode_jpeg(await r.read())
                 assert barcode.read(thumb) == frame, (url, frame)
+    finally:
+        sending.cancel()
+        await publisher.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed")
+@pytest.mark.skipif(not HLS_JS.exists(), reason="hls.js not vendored (make install)")
+@pytest.mark.parametrize(
+    ("vcodec", "fourcc"),
+    [("libx265", b"hvc1"), ("libsvtav1", b"av01"), ("libvpx-vp9", b"vp09")],
+    ids=["hevc", "av1", "vp9"],
+)
+async def test_hlsjs_plays_the_ladder_of_an_enhanced_publish(
+    origin: Origin, sources: SourceCache, browser: Any, vcodec: str, fourcc: bytes
+) -> None:
+    """hls.js in headless Chromium plays the H.264 ladder an HEVC/AV1/VP9 publish becomes:
+    playback starts, currentTime advances, no fatal hls.js error."""
+    units = units_from_file(sources.make(size="180x320", duration=25.0, gop=30, vcodec=vcodec))
+    publisher = RTMPPublisher(
+        "127.0.0.1", origin.server.rtmp.port, "live", await origin.key(), fourcc_list=OBS_FOURCCS
+    )
+    await publisher.connect()
+    sending = asyncio.ensure_future(send_paced(publisher, fourcc, units))
+    try:
+        page = await browser.new_page()
+        await page.goto(f"{origin.http}/demo/demo")
+        await page.wait_for_function(
+            "document.getElementById('video').currentTime > 0.5", timeout=30_000
+        )
+        codecs = await page.evaluate("hls.levels.map(l => l.videoCodec || '')")
+        assert codecs and all(c.startswith("avc1.") for c in codecs), codecs  # the ladder
+        await assert_advancing(page, 6)
+        assert not sending.done(), "the publish ended before playback was checked"
     finally:
         sending.cancel()
         await publisher.close()
