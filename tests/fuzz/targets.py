@@ -36,6 +36,7 @@ from ingest.rtmp import amf0, flv
 from ingest.rtmp.chunk_py import ChunkStreamReader as PyChunkStreamReader
 from ingest.rtmp.errors import ChunkStreamError, RTMPProtocolError
 from ingest.rtmp.handshake import HandshakeError, ServerHandshake
+from ingest.srt.streamid import StreamIdError, parse_stream_id
 from packager import access
 from packager.blocking import MAX_DIGITS, BadReloadRequest, parse_reload
 from tests.edge.test_paths_fuzz import live_state
@@ -52,8 +53,8 @@ TESTS = Path(__file__).resolve().parents[1]
 INGEST_VECTORS = TESTS / "ingest" / "vectors"
 CODEC_VECTORS = TESTS / "ingest" / "codecs" / "vectors"
 REGRESSIONS = Path(__file__).resolve().parent / "regressions"
-#: Numbers and quoted peer text in a refusal: cut, so each kind of refusal is one outcome.
-_NUMBERS = re.compile(r"\d+|'[^']*'|\"[^\"]*\"")
+#: Numbers and quoted peer text in a refusal are cut, so each kind of refusal is one outcome.
+_NUMBERS, _QUOTE = re.compile(r"\d+"), re.compile("['\"]")
 
 
 @dataclass(frozen=True)
@@ -72,9 +73,14 @@ class Target:
 # --- RTMP: handshake, chunk stream (both twins), the whole session (AMF0, FLV, E-RTMP) ---
 
 
+def kind(text: str) -> str:
+    """Text cut to its kind: numbers masked, nothing from the first quote on (peer text)."""
+    return _QUOTE.split(_NUMBERS.sub("#", text), maxsplit=1)[0][:80]
+
+
 def outcome(exc: BaseException) -> str:
-    """A refusal's kind for the fuzzer's feedback: its class and message with numbers cut."""
-    return f"{type(exc).__name__}:{_NUMBERS.sub('#', str(exc))[:120]}"
+    """A refusal's kind for the fuzzer's feedback: its class and message without peer text."""
+    return f"{type(exc).__name__}:{kind(str(exc))}"
 
 
 def run_handshake(data: bytes) -> str:
@@ -150,9 +156,7 @@ def run_session(reader_cls: type, data: bytes) -> str:
     pieces = [body[i : i + step] for i in range(0, len(body), step)]
     events = rtmp_fuzz.pump(reader_cls, [handshake(), *pieces])
     kinds = {type(e).__name__ if not isinstance(e, MediaUnit) else e.codec for e in events}
-    closed = [
-        _NUMBERS.sub("#", str(e))[:120] for e in events if type(e).__name__ == "ConnectionClosed"
-    ]
+    closed = [kind(str(e)) for e in events if type(e).__name__ == "ConnectionClosed"]
     return f"{sorted(kinds)} {closed}"
 
 
@@ -278,6 +282,24 @@ def ts_seeds() -> list[bytes]:
         b"\x2e" + (INGEST_VECTORS / name).read_bytes()[: 188 * 60]
         for name in ("ts_h264_aac.ts", "ts_hevc_aac.ts", "ts_h264_wrap.ts")
     ]
+
+
+# --- SRT: the stream id a caller sends ---
+
+
+def run_srt_stream_id(data: bytes) -> str:
+    """The caller's stream id: a publish request, or the refusal with its peer text cut short."""
+    try:
+        request = parse_stream_id(data)
+    except StreamIdError as exc:
+        assert len(str(exc)) < 200, exc
+        return outcome(exc)
+    assert request.key, request
+    return f"stream id given={request.stream_id is not None}"
+
+
+def srt_seeds() -> list[bytes]:
+    return [b"#!::r=demo,m=publish,k=secret-key", b"publish:secret-key", b"#!::m=publish,k=x,u=y"]
 
 
 # --- HTTP: the edge's request targets and Range, the origin's _HLS_* and token ---
@@ -412,6 +434,7 @@ TARGETS: dict[str, Target] = {
         Target("av1c", functools.partial(_record, Av1Config.parse), _av1cs, 1024),
         Target("vp9_vpcc_keyframe", run_vp9, vp9_seeds, 256),
         Target("mpegts", run_ts, ts_seeds, 188 * 64),
+        Target("srt_stream_id", run_srt_stream_id, srt_seeds, 1024),
         Target("edge_request", run_edge_request, edge_seeds, 1024),
         Target("origin_query", run_origin_query, origin_seeds, 1024),
         Target("whip_sdp", run_whip_sdp, whip_seeds, 4096),
