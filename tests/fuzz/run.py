@@ -27,7 +27,7 @@ def fuzz_one(name: str, runs: int, findings: Path, log: Path, nice: int) -> dict
     while done < runs and restarts < 50:
         cmd = [
             "nice", "-n", str(nice), sys.executable, "-m", "tests.fuzz.atheris_target", name,
-            f"-runs={runs - done}", "-timeout=10", "-rss_limit_mb=1536", "-malloc_limit_mb=512",
+            f"-runs={runs - done}", "-timeout=10", "-rss_limit_mb=512", "-malloc_limit_mb=512",
             f"-artifact_prefix={findings}/{name}-", f"-seed={restarts + 1}", "-print_final_stats=1",
         ]  # fmt: skip
         start = time.monotonic()
