@@ -138,7 +138,7 @@ def _erpmp_publish(fourcc: bytes, config: bytes) -> bytes:
 def session_seeds() -> list[bytes]:
     """Recorded OBS/ffmpeg publishes (after their handshake) and our E-RTMP publishes."""
     seeds = [
-        vector(name)[0][HANDSHAKE_BYTES : HANDSHAKE_BYTES + 6000]
+        vector(name)[0][HANDSHAKE_BYTES : HANDSHAKE_BYTES + 3000]
         for name in ("publish_plain", "publish_audio_only", "publish_chunk60000")
     ]
     seeds += [_erpmp_publish(fourcc, config) for fourcc, config in _video_configs()]
@@ -418,13 +418,13 @@ TARGETS: dict[str, Target] = {
             "rtmp_session_py",
             functools.partial(run_session, PyChunkStreamReader),
             session_seeds,
-            6000,
+            3000,
         ),
         Target(
             "rtmp_session_c",
             functools.partial(run_session, CChunkStreamReader),
             session_seeds,
-            6000,
+            3000,
             needs_native=True,
         ),
         Target("rtmp_amf0", run_amf0, amf0_seeds, 2048),
