@@ -8,7 +8,7 @@ APT_PACKAGES := ffmpeg chromium prometheus nginx srt-tools postgresql haproxy
 # Headers the native build links against (optional: without them SRT is reported unavailable).
 BUILD_APT_PACKAGES := libsrt-openssl-dev
 
-.PHONY: run test fuzz lint bench system-deps install native clean
+.PHONY: run test fuzz fuzz-hypothesis lint bench system-deps install native clean
 
 $(STAMP): requirements.txt requirements-dev.txt setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,11 +54,20 @@ test: install system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 	SHOPCAST_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/ingest
 
-# Every hypothesis suite (network parsers: RTMP handshake/chunk/AMF0/FLV/E-RTMP, MPEG-TS, codec
-# records, WHIP SDP, edge targets, _HLS_* directives, playlists, tags), FUZZ_SCALE times its
-# `make test` examples, both twins; not part of `make test`.
+# Every parser that reads network input (tests/fuzz/targets.py: RTMP handshake/chunk/session with
+# AMF0, FLV and E-RTMP, codec records, MPEG-TS, edge and origin HTTP, WHIP SDP; both twins) under
+# atheris, FUZZ_RUNS inputs each, niced; not part of `make test`. Findings: build/fuzz/findings.
+FUZZ_RUNS ?= 1000000
+FUZZ_STAMP := $(VENV)/.fuzz-installed
+$(FUZZ_STAMP): requirements-fuzz.txt $(STAMP)
+	$(BIN)/pip install -q -r requirements-fuzz.txt
+	touch $@
+fuzz: install $(FUZZ_STAMP)
+	$(BIN)/python -m tests.fuzz.run --runs $(FUZZ_RUNS)
+
+# The hypothesis suites at FUZZ_SCALE times their `make test` examples, both twins.
 FUZZ_SCALE ?= 20
-fuzz: install
+fuzz-hypothesis: install
 	SHOPCAST_FUZZ_SCALE=$(FUZZ_SCALE) $(BIN)/python -m pytest -q -p no:cacheprovider tests --hypothesis-show-statistics
 	SHOPCAST_FUZZ_SCALE=$(FUZZ_SCALE) SHOPCAST_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/ingest --hypothesis-show-statistics
 

@@ -82,7 +82,8 @@ def parse_target(raw: str) -> Target:
             value = values.get(name)
             if value is None:
                 continue
-            valid = value in _SKIP_VALUES if name == "_HLS_skip" else value.isdigit()
+            digits = value.isascii() and value.isdigit()  # "²" is a digit int() refuses
+            valid = value in _SKIP_VALUES if name == "_HLS_skip" else digits
             if not valid or len(value) > 19:
                 raise BadTarget(400, f"{name} must be a decimal integer")
             params.append((name, value))

@@ -20,8 +20,10 @@ from ingest.codecs import (
     Av1Config,
     BitstreamError,
     HevcConfig,
+    Vp9Config,
     parse_audio_specific_config,
     parse_avcc,
+    parse_keyframe_header,
 )
 from ingest.hub import StreamHub
 from ingest.media import MILLISECONDS, MediaKind, MediaUnit
@@ -122,6 +124,8 @@ class IngestStats:
             pts_ms = unit.rescale(unit.pts, MILLISECONDS)
             if self.newest_pts_ms is None or pts_ms > self.newest_pts_ms:
                 self.newest_pts_ms = pts_ms
+            if unit.keyframe and self.width is None and unit.codec == "vp9":
+                self._vp9_size(unit.payload)
             if unit.keyframe:
                 if self._last_key_ms is not None and pts_ms > self._last_key_ms:
                     self._key_spacing.append(pts_ms - self._last_key_ms)
@@ -154,6 +158,14 @@ class IngestStats:
                 return
             self.width, self.height = av1c.sequence.width, av1c.sequence.height
             return
+        if unit.codec == "vp9":
+            try:
+                Vp9Config.parse(unit.payload)
+            except BitstreamError as exc:
+                log.warning("unreadable vpcC: %s", exc)
+            # vpcC has no frame size: the next keyframe's header gives it.
+            self.width = self.height = None
+            return
         if unit.codec != "h264":
             return
         try:
@@ -164,6 +176,14 @@ class IngestStats:
         if avcc.sps_info is not None:
             self.width = avcc.sps_info.width
             self.height = avcc.sps_info.height
+
+    def _vp9_size(self, frame: bytes) -> None:
+        try:
+            header = parse_keyframe_header(frame)
+        except BitstreamError as exc:
+            log.warning("unreadable VP9 keyframe header: %s", exc)
+            return
+        self.width, self.height = header.width, header.height
 
     def _describe_audio(self, unit: MediaUnit) -> None:
         if unit.codec != "aac":

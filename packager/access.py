@@ -40,7 +40,9 @@ def verify(secret: str, path: str, token: str | None, now: float) -> str | None:
         path = f"/vod/{replay.group(1)}/"
     match = _HLS_PREFIX.match(path)
     expires_text, _, signature = token.partition(".")
-    if match is None or not expires_text.isdigit() or len(expires_text) > 12:
+    # isascii: str.isdigit() also holds for digits int() refuses, such as "²" (a fuzz finding).
+    digits = expires_text.isascii() and expires_text.isdigit()
+    if match is None or not digits or len(expires_text) > 12:
         return "malformed playback token"
     expected = _signature(secret, match.group(1), int(expires_text))
     if not hmac.compare_digest(expected.encode(), signature.encode()):

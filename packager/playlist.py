@@ -384,7 +384,7 @@ def parse_variants(text: str) -> list[tuple[str, int]]:
     for line in text.splitlines():
         if line.startswith("#EXT-X-STREAM-INF:"):
             value = tag_attributes(line).get("BANDWIDTH", "0")
-            if not value.isdigit():
+            if not (value.isascii() and value.isdigit()):  # "²" is a digit int() refuses
                 raise PlaylistSyntaxError(f"BANDWIDTH is not a number in {shown(line)}")
             bandwidth = int(value)
         elif line and not line.startswith("#") and bandwidth is not None:

@@ -28,7 +28,7 @@ _STANDARD_RATES: tuple[Fraction, ...] = tuple(
 
 #: Codecs the transcoder decodes; only H.264 can be passed through (outputs are H.264).
 #: VP8 (from WHIP) has no configuration record: its config unit's payload is empty.
-DECODABLE_VIDEO = frozenset({"h264", "hevc", "av1", "vp8"})
+DECODABLE_VIDEO = frozenset({"h264", "hevc", "av1", "vp8", "vp9"})
 
 
 class LadderConfigError(ValueError):

@@ -88,6 +88,9 @@ class SourceCache:
             cmd += ["-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0"]
         elif vcodec == "libsvtav1":
             cmd += ["-preset", "12", "-g", str(gop), "-svtav1-params", f"keyint={gop}"]
+        elif vcodec == "libvpx-vp9":
+            cmd += ["-deadline", "realtime", "-cpu-used", "8", "-g", str(gop)]
+            cmd += ["-keyint_min", str(gop), "-b:v", "300k"]
         else:
             cmd += [
                 "-preset",
@@ -107,6 +110,7 @@ _CODEC_NAMES = {
     "h264": "h264",
     "hevc": "hevc",
     "libdav1d": "av1",
+    "vp9": "vp9",
     "aac": "aac",
     "mp3": "mp3",
     "mp3float": "mp3",

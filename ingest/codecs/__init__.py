@@ -1,4 +1,4 @@
-"""Codec knowledge in one place: H.264 SPS/avcC, HEVC SPS/hvcC, AV1 av1C, AAC
+"""Codec knowledge in one place: H.264 SPS/avcC, HEVC SPS/hvcC, AV1 av1C, VP9 vpcC, AAC
 AudioSpecificConfig and ADTS, Annex B ↔ AVCC.
 
 The bottom of the import graph (it imports nothing from shopcast's packages): ingest,
@@ -38,6 +38,7 @@ from ingest.codecs.hevc import (
     annexb_to_hevc_sample,
     parse_hevc_sps,
 )
+from ingest.codecs.vp9 import Vp9Config, Vp9Error, Vp9FrameHeader, parse_keyframe_header
 
 __all__ = [
     "AAC_SAMPLE_RATES",
@@ -59,6 +60,9 @@ __all__ = [
     "HevcConfig",
     "HevcError",
     "HevcSPS",
+    "Vp9Config",
+    "Vp9Error",
+    "Vp9FrameHeader",
     "adts_frame_length",
     "annexb_from_nals",
     "annexb_to_avcc",
@@ -72,6 +76,7 @@ __all__ = [
     "parse_audio_specific_config",
     "parse_avcc",
     "parse_hevc_sps",
+    "parse_keyframe_header",
     "parse_sps",
     "unescape_rbsp",
 ]

@@ -299,7 +299,8 @@ def avc_video_body(frame: bytes, keyframe: bool, cts: int = 0) -> bytes:
 
 
 def ex_video_sequence_start_body(fourcc: bytes, config: bytes) -> bytes:
-    """Enhanced RTMP SequenceStart (``hvc1``: HEVCDecoderConfigurationRecord, ``av01``: av1C)."""
+    """Enhanced RTMP SequenceStart (``hvc1``: HEVCDecoderConfigurationRecord, ``av01``: av1C,
+    ``vp09``: vpcC)."""
     if fourcc not in VIDEO_FOURCC:
         raise ValueError(f"video FourCC {_fourcc_name(fourcc)} is not one we read")
     return bytes((0x80 | VIDEO_KEYFRAME << 4 | PT_SEQUENCE_START,)) + fourcc + config

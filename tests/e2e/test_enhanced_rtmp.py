@@ -1,5 +1,6 @@
-"""Enhanced RTMP end to end: HEVC (``hvc1``) and AV1 (``av01``) published with the project's RTMP
-client role (Debian's ffmpeg 5.1 cannot send E-RTMP), decoded into the H.264 ladder, played."""
+"""Enhanced RTMP end to end: HEVC (``hvc1``), AV1 (``av01``) and VP9 (``vp09``) published with the
+project's RTMP client role (Debian's ffmpeg 5.1 cannot send E-RTMP), decoded into the H.264
+ladder, played."""
 
 from __future__ import annotations
 
@@ -8,19 +9,24 @@ import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
+from benchmarks.harness.browser import CHROMIUM
 from benchmarks.harness.mediakit import SourceCache, units_from_file
 from benchmarks.harness.whip_client import fetch_and_decode
+from ingest.codecs import Vp9Config
 from ingest.media import MediaKind, MediaUnit
 from ingest.rtmp import flv
 from ingest.rtmp.client import RTMPPublisher
 from ingest.rtmp.connection import MSG_AUDIO, MSG_VIDEO
+from shopcast.web import HLS_JS
 
 from . import barcode
 from .conftest import API_TOKEN, FFMPEG, Origin, requires_ffmpeg, run_ffmpeg
+from .test_hls_playback import assert_advancing
 from .test_posters_clips import decode_jpeg
 
 pytestmark = [pytest.mark.e2e, requires_ffmpeg]
@@ -34,13 +40,19 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> SourceCache:
 
 
 async def send_paced(publisher: RTMPPublisher, fourcc: bytes, units: Sequence[MediaUnit]) -> int:
-    """Send configs, then every unit at its dts in real time; returns the video frames sent."""
+    """Send configs, then every unit at its dts in real time; returns the video frames sent.
+    A VP9 stream's vpcC (MP4 keeps it as fields, not extradata) is written from its first
+    keyframe, as an encoder would."""
     start = time.monotonic()
     frames = 0
     for unit in units:
         if unit.kind is MediaKind.VIDEO:
             if unit.is_config:
-                body = flv.ex_video_sequence_start_body(fourcc, unit.payload)
+                config = unit.payload
+                if fourcc == b"vp09" and not config:
+                    first = next(u for u in units if u.keyframe and not u.is_config)
+                    config = Vp9Config.from_keyframe(first.payload).to_bytes()
+                body = flv.ex_video_sequence_start_body(fourcc, config)
             else:
                 cts = unit.pts - unit.dts if fourcc == b"hvc1" else 0
                 body = flv.ex_video_frame_body(fourcc, unit.payload, unit.keyframe, cts)
@@ -57,8 +69,8 @@ async def send_paced(publisher: RTMPPublisher, fourcc: bytes, units: Sequence[Me
 
 @pytest.mark.parametrize(
     ("vcodec", "fourcc", "codec"),
-    [("libx265", b"hvc1", "hevc"), ("libsvtav1", b"av01", "av1")],
-    ids=["hevc", "av1"],
+    [("libx265", b"hvc1", "hevc"), ("libsvtav1", b"av01", "av1"), ("libvpx-vp9", b"vp09", "vp9")],
+    ids=["hevc", "av1", "vp9"],
 )
 async def test_enhanced_rtmp_publish_goes_live_with_an_h264_ladder(
     origin: Origin, sources: SourceCache, vcodec: str, fourcc: bytes, codec: str
@@ -107,10 +119,13 @@ async def test_enhanced_rtmp_publish_goes_live_with_an_h264_ladder(
 REENCODE = {
     b"av01": ["libsvtav1", "-preset", "12", "-g", "30"],
     b"hvc1": ["libx265", "-preset", "ultrafast", "-x265-params", "keyint=30:log-level=error"],
+    b"vp09": ["libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-g", "30", "-b:v", "1M"],
 }
 
 
-@pytest.mark.parametrize(("fourcc", "codec"), [(b"av01", "av1"), (b"hvc1", "hevc")])
+@pytest.mark.parametrize(
+    ("fourcc", "codec"), [(b"av01", "av1"), (b"hvc1", "hevc"), (b"vp09", "vp9")]
+)
 async def test_tags_land_on_the_tagged_frame(
     origin: Origin, tmp_path: Path, fourcc: bytes, codec: str
 ) -> None:
@@ -157,6 +172,39 @@ async def test_tags_land_on_the_tagged_frame(
                     assert r.status == 200, await r.text()
                     thumb = decode_jpeg(await r.read())
                 assert barcode.read(thumb) == frame, (url, frame)
+    finally:
+        sending.cancel()
+        await publisher.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed")
+@pytest.mark.skipif(not HLS_JS.exists(), reason="hls.js not vendored (make install)")
+@pytest.mark.parametrize(
+    ("vcodec", "fourcc"),
+    [("libx265", b"hvc1"), ("libsvtav1", b"av01"), ("libvpx-vp9", b"vp09")],
+    ids=["hevc", "av1", "vp9"],
+)
+async def test_hlsjs_plays_the_ladder_of_an_enhanced_publish(
+    origin: Origin, sources: SourceCache, browser: Any, vcodec: str, fourcc: bytes
+) -> None:
+    """hls.js in headless Chromium plays the H.264 ladder an HEVC/AV1/VP9 publish becomes:
+    playback starts, currentTime advances, no fatal hls.js error."""
+    units = units_from_file(sources.make(size="180x320", duration=25.0, gop=30, vcodec=vcodec))
+    publisher = RTMPPublisher(
+        "127.0.0.1", origin.server.rtmp.port, "live", await origin.key(), fourcc_list=OBS_FOURCCS
+    )
+    await publisher.connect()
+    sending = asyncio.ensure_future(send_paced(publisher, fourcc, units))
+    try:
+        page = await browser.new_page()
+        await page.goto(f"{origin.http}/demo/demo")
+        await page.wait_for_function(
+            "document.getElementById('video').currentTime > 0.5", timeout=30_000
+        )
+        codecs = await page.evaluate("hls.levels.map(l => l.videoCodec || '')")
+        assert codecs and all(c.startswith("avc1.") for c in codecs), codecs  # the ladder
+        await assert_advancing(page, 6)
+        assert not sending.done(), "the publish ended before playback was checked"
     finally:
         sending.cancel()
         await publisher.close()

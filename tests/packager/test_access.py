@@ -25,3 +25,12 @@ def test_a_recordings_token_opens_its_replay_page_data() -> None:
     }
     for name, (path, presented) in refused.items():
         assert access.verify(SECRET, path, presented, 1000) is not None, name
+
+
+def test_a_non_ascii_digit_in_the_expiry_is_malformed_not_a_crash() -> None:
+    """Fuzz finding: "²" passes str.isdigit() but not int(); it raised ValueError (a 500)."""
+    signature = access.mint(SECRET, "demo", 2000).partition(".")[2]
+    for expiry in ("2²00", "٢٠٠٠"):  # superscript two; Arabic-Indic digits
+        token = f"{expiry}.{signature}"
+        why = access.verify(SECRET, "/hls/demo/index.m3u8", token, 1000)
+        assert why == "malformed playback token", expiry

@@ -29,18 +29,22 @@ SEED = (Path(__file__).parent.parent / "vectors" / "ts_h264_aac.ts").read_bytes(
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def run(pieces: list[bytes]) -> None:
+def run(pieces: list[bytes]) -> str:
+    """Feed pieces; only events or MPEGTSError come out. Returns what happened (event kinds)."""
     demuxer = TSDemuxer(LIMITS, clock=lambda: 0.0)
+    kinds: set[str] = set()
     try:
         for piece in [*pieces, b""]:
             demuxer.receive_data(piece)
             while (event := demuxer.next_event()) is not NEED_DATA:
                 if isinstance(event, StreamEnded):
-                    return
+                    return f"{sorted(kinds)} ended"
                 assert isinstance(event, EVENTS), event
                 assert demuxer.buffered - len(piece) <= MEMORY_BOUND
-    except MPEGTSError:
-        pass
+                kinds.add(event.codec if isinstance(event, MediaUnit) else type(event).__name__)
+    except MPEGTSError as exc:
+        return f"{sorted(kinds)} {type(exc).__name__}"
+    return str(sorted(kinds))
 
 
 @SETTINGS

@@ -49,6 +49,10 @@ def test_cut_and_shown() -> None:
     assert len(cut(long)) == SHOWN and cut(long).endswith("…")
     assert len(cut(long, 5)) == 5
     assert shown("a\nb\x00" * 100).count("\n") == 0  # one log line, whatever the peer sent
+    # Escapes count too (fuzz finding: repr of repr of backslashes made a 404-character reason).
+    for peer in ("\x00" * 40, "\\" * 300, repr("\\" * 300), "\x00" * 47 + "é"):
+        assert len(shown(peer)) <= SHOWN + 2, peer
+        assert len(shown(peer, 200)) <= 202, peer
 
 
 # -- the core, under Hypothesis ---------------------------------------------------------------
