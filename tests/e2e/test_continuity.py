@@ -356,8 +356,9 @@ async def test_whip_delete_is_clean_and_silent_tracks_are_a_drop(
 async def test_hlsjs_plays_through_the_slate(
     tmp_path: Path, receiver: Receiver, browser: Any
 ) -> None:
-    async with serving(tmp_path, receiver.url, slate_window=30) as origin:
-        await play_through_slate(origin, browser, seconds=10)
+    # The 30 s of slate, inside a window long enough that the show does not end meanwhile.
+    async with serving(tmp_path, receiver.url, slate_window=60) as origin:
+        await play_through_slate(origin, browser, seconds=30)
 
 
 async def advancing(page: Any, seconds: float) -> None:
