@@ -61,12 +61,14 @@ async def serving(
     hook_url: str,
     slate_window: float,
     warm_standby: str = "backup",
+    backup_return: str = "main",
     **sections: Any,
 ) -> AsyncIterator[Origin]:
-    # The slate window comes from the environment, as an operator would set it.
+    # The continuity settings come from the environment, as an operator would set them.
     env = {
         "SHOPCAST_CONTINUITY_SLATE_WINDOW": str(slate_window),
         "SHOPCAST_CONTINUITY_WARM_STANDBY": warm_standby,
+        "SHOPCAST_CONTINUITY_BACKUP_RETURN": backup_return,
     }
     config = dataclasses.replace(
         make_config(tmp_path, LADDER),

@@ -642,6 +642,39 @@ async def test_backup_takes_over_from_a_killed_main_and_hands_back(origin: Origi
         await stop_ffmpeg(spare)
 
 
+async def test_backup_stays_on_air_when_told_to(tmp_path: Path, receiver: Receiver) -> None:
+    """``backup_return = "stay"``: main killed, the backup takes over; main publishing again
+    does not take the show back until someone switches to it."""
+    async with serving(tmp_path, receiver.url, 5.0, backup_return="stay") as origin:
+        main = await publish(origin, await origin.key())
+        status, created = await api(
+            origin, "POST", "/api/v1/streams/demo/inputs", {"name": "spare", "backup": True}
+        )
+        assert status == 201, created
+        spare = await publish(origin, created["stream_key"], SOLID)
+        try:
+            await ready_show(origin)
+            streams = origin.server.streams
+            await until(lambda: streams.input_session("demo", "spare") is not None, 10, "spare")
+            package = origin.server.pipelines.package("demo")
+            assert package is not None
+            main.send_signal(signal.SIGKILL)
+            await main.wait()
+            await until(lambda: package.input == "spare", 15, "the backup on air")
+            main = await publish(origin, await origin.key())
+            await until(lambda: streams.input_session("demo", "main") is not None, 10, "main back")
+            await asyncio.sleep(8)  # with "main", the show is back on main well within this
+            assert package.input == "spare", package.input
+            status, body = await api(
+                origin, "POST", "/api/v1/streams/demo/switch", {"input": "main"}
+            )
+            assert status == 200, body
+            await until(lambda: package.input == "main", 15, "main on air after the switch")
+        finally:
+            await stop_ffmpeg(main)
+            await stop_ffmpeg(spare)
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed")
 @pytest.mark.skipif(not HLS_JS.exists(), reason="hls.js not installed (npm install)")
 async def test_hlsjs_plays_through_three_switches(origin: Origin, browser: Any) -> None:
