@@ -64,9 +64,16 @@ INGEST_ORIGIN = ROOT / "benchmarks/harness/ingest_origin.py"
 TOKEN = "bench-publishers-token"
 SIZE, FPS, VIDEO_RATE = "360x640", 30, "600k"
 SOURCE_SECONDS = 3 if SMOKE else 10
-STEPS = (2,) if SMOKE else (50, 100, 200, 300, 500, 750, 1000)
+#: Held-search steps; ``SHOPCAST_BENCH_PUBLISHER_STEPS="300,400,500"`` runs chosen ones only.
+STEPS = tuple(
+    int(n)
+    for n in os.environ.get(
+        "SHOPCAST_BENCH_PUBLISHER_STEPS",
+        "2" if SMOKE else "50,100,200,300,400,500,750,1000,1300",
+    ).split(",")
+)
 #: Below the first step for the references, which may not hold 50 (an older tree, pure Python).
-LOW_STEPS = () if SMOKE else (10, 25)
+LOW_STEPS = () if SMOKE or "SHOPCAST_BENCH_PUBLISHER_STEPS" in os.environ else (10, 25)
 STEP_SECONDS = 2.0 if SMOKE else 15.0
 WARM_UP = 1.5 if SMOKE else 4.0
 CONNECTS_PER_SECOND = 100.0
