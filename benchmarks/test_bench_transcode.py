@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import functools
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -39,7 +40,8 @@ FFMPEG = shutil.which("ffmpeg")
 SMOKE = os.environ.get("SHOPCAST_BENCH_SMOKE") == "1"  # tests/benchmarks: tiny sizes
 pytestmark = pytest.mark.skipif(FFMPEG is None, reason="Debian ffmpeg CLI not installed")
 
-SECONDS = 3 if SMOKE else 5
+#: Source length and rounds; SHOPCAST_BENCH_TRANSCODE_SECONDS / _ROUNDS shrink them for iterating.
+SECONDS = int(os.environ.get("SHOPCAST_BENCH_TRANSCODE_SECONDS", 3 if SMOKE else 5))
 FPS = 30
 LADDER = (Rung.named("720p", "3000k"), Rung.named("540p", "2000k"), Rung.named("360p", "730k"))
 #: shopcast's production setting (x264 threads = auto); SHOPCAST_BENCH_X264_THREADS measures
@@ -120,13 +122,23 @@ def video_only(units: Sequence[MediaUnit]) -> list[MediaUnit]:
 
 #: The ffmpeg CLI's x264 thread settings tried each round; it is judged at its fastest one.
 FFMPEG_THREADS = (0, 1)
-ROUNDS = 1 if SMOKE else 5
+ROUNDS = int(os.environ.get("SHOPCAST_BENCH_TRANSCODE_ROUNDS", 1 if SMOKE else 5))
 
 
-def timed(function: Callable[[], object]) -> float:
+def cpu_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(function: Callable[[], object], cpu: list[float], who: int) -> float:
+    """Wall seconds of ``function``; its CPU seconds (``who``: this process or its children)
+    are appended to ``cpu``: on a shared machine CPU per frame is the figure load does not skew."""
+    cpu_before = cpu_seconds(who)
     started = time.perf_counter()
     function()
-    return time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    cpu.append(cpu_seconds(who) - cpu_before)
+    return elapsed
 
 
 def test_bench_ladder_vs_ffmpeg_cli(benchmark: Any, sources: Sources) -> None:
@@ -142,6 +154,8 @@ def test_bench_ladder_vs_ffmpeg_cli(benchmark: Any, sources: Sources) -> None:
     }
     shopcast_times: list[float] = []
     cli_times: dict[int, list[float]] = {t: [] for t in FFMPEG_THREADS}
+    shopcast_cpu: list[float] = []
+    cli_cpu: dict[int, list[float]] = {t: [] for t in FFMPEG_THREADS}
     sinks: list[QueueSink] = []
 
     def shopcast_run() -> None:
@@ -153,10 +167,10 @@ def test_bench_ladder_vs_ffmpeg_cli(benchmark: Any, sources: Sources) -> None:
             order: list[int | None] = [None, *FFMPEG_THREADS]
             for side in order if index % 2 == 0 else order[::-1]:
                 if side is None:
-                    shopcast_times.append(timed(shopcast_run))
+                    shopcast_times.append(timed(shopcast_run, shopcast_cpu, resource.RUSAGE_SELF))
                 else:
                     cli_run = functools.partial(subprocess.run, commands[side], check=True)
-                    cli_times[side].append(timed(cli_run))
+                    cli_times[side].append(timed(cli_run, cli_cpu[side], resource.RUSAGE_CHILDREN))
 
     benchmark.pedantic(rounds, rounds=1, iterations=1)
 
@@ -174,6 +188,10 @@ def test_bench_ladder_vs_ffmpeg_cli(benchmark: Any, sources: Sources) -> None:
     best = min(FFMPEG_THREADS, key=lambda t: statistics.median(cli_times[t]))
     ratios = sorted(c / s for c, s in zip(cli_times[best], shopcast_times, strict=True))
     median = statistics.median(ratios)
+    cpu_ms = {
+        "shopcast": statistics.median(shopcast_cpu) / frames * 1000,
+        **{f"cli{t}": statistics.median(v) / frames * 1000 for t, v in cli_cpu.items()},
+    }
     benchmark.extra_info.update(
         rounds=ROUNDS,
         shopcast_threads=CONFIG.encoder_threads,
@@ -183,6 +201,7 @@ def test_bench_ladder_vs_ffmpeg_cli(benchmark: Any, sources: Sources) -> None:
         speedup=median,
         speedup_min=ratios[0],
         speedup_max=ratios[-1],
+        cpu_ms_per_frame=cpu_ms,
         load_average=os.getloadavg()[0],
     )
     cli = ", ".join(
@@ -192,7 +211,9 @@ def test_bench_ladder_vs_ffmpeg_cli(benchmark: Any, sources: Sources) -> None:
         f"\n{ROUNDS} interleaved rounds: shopcast (threads={CONFIG.encoder_threads}) "
         f"{frames / statistics.median(shopcast_times):.1f} fps; ffmpeg CLI {cli}; "
         f"ratio vs the CLI's best (threads={best}) median {median:.2f}x "
-        f"({ratios[0]:.2f}-{ratios[-1]:.2f}x); load average {os.getloadavg()[0]:.2f}"
+        f"({ratios[0]:.2f}-{ratios[-1]:.2f}x); load average {os.getloadavg()[0]:.2f}\n"
+        "CPU ms per source frame (median): "
+        + ", ".join(f"{side} {ms:.2f}" for side, ms in cpu_ms.items())
     )
 
 
