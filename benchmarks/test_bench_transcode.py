@@ -3,10 +3,12 @@ capacity. Speeds are reported, never asserted; only the outputs' correctness is.
 
 1. The same 5 s 1080×1920 H.264 source through the same 3-rung ladder (720p/540p/360p,
    libx264 veryfast + zerolatency, same bitrates, maxrate, bufsize, GOP and scaler), with
-   shopcast's production setting (decode thread + one scale+encode thread per rung, x264
-   threads = auto) and with Debian's ffmpeg CLI (``split=3`` + three libx264 outputs to
-   ``-f null``) at each of its thread settings, 5 interleaved rounds; the ratio is against the
-   CLI's fastest setting, median with min–max. Both as fast as they can.
+   shopcast's production setting (decode thread + one scale+encode thread per rung, lower rungs
+   scaled from the top rung's picture, x264 threads = auto) and with Debian's ffmpeg CLI
+   (``split`` + three libx264 outputs to ``-f null``) at each of its settings (x264 threads
+   auto or 1; each rung scaled from the source or, like shopcast, from the top rung), 5
+   interleaved rounds; the ratio is against the CLI's fastest setting, median with min–max.
+   Both as fast as they can; CPU per frame of each side is reported too.
 2. How many real-time 1080p30 sources the machine transcodes at once with encoder lag
    (ingest arrival → packet delivered on the loop) p99 < 100 ms, searching 1, 2, …
 """
@@ -44,13 +46,15 @@ pytestmark = pytest.mark.skipif(FFMPEG is None, reason="Debian ffmpeg CLI not in
 SECONDS = int(os.environ.get("SHOPCAST_BENCH_TRANSCODE_SECONDS", 3 if SMOKE else 5))
 FPS = 30
 LADDER = (Rung.named("720p", "3000k"), Rung.named("540p", "2000k"), Rung.named("360p", "730k"))
-#: shopcast's production setting (x264 threads = auto); SHOPCAST_BENCH_X264_THREADS measures
-#: another one as a lever (e.g. 1: one x264 thread per rung instead of sliced threads).
+#: shopcast's production setting; SHOPCAST_BENCH_X264_THREADS (e.g. 1: one x264 thread per rung
+#: instead of sliced threads) and SHOPCAST_BENCH_CASCADE=0 (every rung scaled from the source)
+#: measure another one as a lever.
 CONFIG = LadderConfig(
     rungs=LADDER,
     preset="veryfast",
     passthrough=False,
     encoder_threads=int(os.environ.get("SHOPCAST_BENCH_X264_THREADS", "0")),
+    cascade_scaling=os.environ.get("SHOPCAST_BENCH_CASCADE", "1") != "0",
 )
 LAG_BUDGET = 0.100
 
@@ -82,12 +86,18 @@ def ffmpeg_ladder_command(source: Path, config: LadderConfig) -> list[str]:
     """The ffmpeg CLI doing what LadderTranscoder does, with identical encoder options."""
     assert FFMPEG is not None
     labels = [f"o{i}" for i in range(len(config.rungs))]
-    graph = f"[0:v]split={len(labels)}" + "".join(f"[s{i}]" for i in range(len(labels)))
-    for i, rung in enumerate(config.rungs):
-        graph += (
-            f";[s{i}]scale={rung.width}:{rung.height}:flags={config.scale_flags},"
-            f"format=yuv420p,setsar=1[{labels[i]}]"
-        )
+    scale = [
+        f"scale={rung.width}:{rung.height}:flags={config.scale_flags},format=yuv420p,setsar=1"
+        for rung in config.rungs
+    ]
+    if config.cascade_scaling:
+        # As shopcast does then: the top rung from the source, the others from its picture.
+        graph = f"[0:v]{scale[0]},split={len(labels)}[{labels[0]}]"
+        graph += "".join(f"[s{i}]" for i in range(1, len(labels)))
+        graph += "".join(f";[s{i}]{scale[i]}[{labels[i]}]" for i in range(1, len(labels)))
+    else:
+        graph = f"[0:v]split={len(labels)}" + "".join(f"[s{i}]" for i in range(len(labels)))
+        graph += "".join(f";[s{i}]{scale[i]}[{labels[i]}]" for i in range(len(labels)))
     gop = round(config.segment_duration * FPS)
     cmd = [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostats", "-y", "-i", str(source)]
     cmd += ["-filter_complex", graph]
@@ -120,9 +130,15 @@ def video_only(units: Sequence[MediaUnit]) -> list[MediaUnit]:
     return [u for u in units if u.kind is MediaKind.VIDEO]
 
 
-#: The ffmpeg CLI's x264 thread settings tried each round; it is judged at its fastest one.
-FFMPEG_THREADS = (0, 1)
+#: The ffmpeg CLI's settings tried each round, judged at its fastest: x264 threads (auto, 1) ×
+#: scale graph (each rung from the source; the lower rungs from the top rung's picture).
+CLI_SETTINGS = tuple((threads, cascade) for threads in (0, 1) for cascade in (False, True))
 ROUNDS = int(os.environ.get("SHOPCAST_BENCH_TRANSCODE_ROUNDS", 1 if SMOKE else 5))
+
+
+def cli_label(setting: tuple[int, bool]) -> str:
+    threads, cascade = setting
+    return f"threads={threads} {'cascade' if cascade else 'direct'}"
 
 
 def cpu_seconds(who: int) -> float:
@@ -142,20 +158,23 @@ def timed(function: Callable[[], object], cpu: list[float], who: int) -> float:
 
 
 def test_bench_ladder_vs_ffmpeg_cli(benchmark: Any, sources: Sources) -> None:
-    """shopcast's production setting (``CONFIG``, x264 threads = auto) against the ffmpeg CLI at
-    whichever thread setting is fastest for it here, in interleaved rounds (shopcast, CLI auto,
-    CLI 1, shopcast, …) so a load spike from the shared machine lands on both sides."""
+    """shopcast's production setting (``CONFIG``) against the ffmpeg CLI at whichever of its
+    settings is fastest here, in interleaved rounds (shopcast, each CLI setting, then the reverse
+    order, …) so a load spike from the shared machine lands on both sides."""
     source = sources.get(bframes=2)
     units = video_only(units_from_file(source))
     frames = SECONDS * FPS
     commands = {
-        t: ffmpeg_ladder_command(source, dataclasses.replace(CONFIG, encoder_threads=t))
-        for t in FFMPEG_THREADS
+        setting: ffmpeg_ladder_command(
+            source,
+            dataclasses.replace(CONFIG, encoder_threads=setting[0], cascade_scaling=setting[1]),
+        )
+        for setting in CLI_SETTINGS
     }
     shopcast_times: list[float] = []
-    cli_times: dict[int, list[float]] = {t: [] for t in FFMPEG_THREADS}
+    cli_times: dict[tuple[int, bool], list[float]] = {s: [] for s in CLI_SETTINGS}
     shopcast_cpu: list[float] = []
-    cli_cpu: dict[int, list[float]] = {t: [] for t in FFMPEG_THREADS}
+    cli_cpu: dict[tuple[int, bool], list[float]] = {s: [] for s in CLI_SETTINGS}
     sinks: list[QueueSink] = []
 
     def shopcast_run() -> None:
@@ -164,7 +183,7 @@ def test_bench_ladder_vs_ffmpeg_cli(benchmark: Any, sources: Sources) -> None:
     def rounds() -> None:
         for index in range(ROUNDS):
             # Alternate who goes first so neither side always gets the cooler CPU.
-            order: list[int | None] = [None, *FFMPEG_THREADS]
+            order: list[tuple[int, bool] | None] = [None, *CLI_SETTINGS]
             for side in order if index % 2 == 0 else order[::-1]:
                 if side is None:
                     shopcast_times.append(timed(shopcast_run, shopcast_cpu, resource.RUSAGE_SELF))
@@ -185,19 +204,23 @@ def test_bench_ladder_vs_ffmpeg_cli(benchmark: Any, sources: Sources) -> None:
         assert len(idrs) == 1 and next(iter(idrs))[1:] == tuple(
             range(every, SECONDS * 90_000, every)
         )
-    best = min(FFMPEG_THREADS, key=lambda t: statistics.median(cli_times[t]))
+    best = min(CLI_SETTINGS, key=lambda s: statistics.median(cli_times[s]))
     ratios = sorted(c / s for c, s in zip(cli_times[best], shopcast_times, strict=True))
     median = statistics.median(ratios)
     cpu_ms = {
         "shopcast": statistics.median(shopcast_cpu) / frames * 1000,
-        **{f"cli{t}": statistics.median(v) / frames * 1000 for t, v in cli_cpu.items()},
+        **{f"CLI {cli_label(s)}": statistics.median(v) / frames * 1000 for s, v in cli_cpu.items()},
     }
+    setting = (
+        f"threads={CONFIG.encoder_threads} "
+        f"{'cascade' if CONFIG.cascade_scaling else 'direct'} {CONFIG.scale_flags}"
+    )
     benchmark.extra_info.update(
         rounds=ROUNDS,
-        shopcast_threads=CONFIG.encoder_threads,
-        ffmpeg_best_threads=best,
+        shopcast_setting=setting,
+        ffmpeg_best=cli_label(best),
         shopcast_fps=frames / statistics.median(shopcast_times),
-        ffmpeg_fps={t: frames / statistics.median(cli_times[t]) for t in FFMPEG_THREADS},
+        ffmpeg_fps={cli_label(s): frames / statistics.median(v) for s, v in cli_times.items()},
         speedup=median,
         speedup_min=ratios[0],
         speedup_max=ratios[-1],
@@ -205,12 +228,12 @@ def test_bench_ladder_vs_ffmpeg_cli(benchmark: Any, sources: Sources) -> None:
         load_average=os.getloadavg()[0],
     )
     cli = ", ".join(
-        f"threads={t} {frames / statistics.median(v):.1f} fps" for t, v in cli_times.items()
+        f"{cli_label(s)} {frames / statistics.median(v):.1f} fps" for s, v in cli_times.items()
     )
     print(
-        f"\n{ROUNDS} interleaved rounds: shopcast (threads={CONFIG.encoder_threads}) "
+        f"\n{ROUNDS} interleaved rounds: shopcast ({setting}) "
         f"{frames / statistics.median(shopcast_times):.1f} fps; ffmpeg CLI {cli}; "
-        f"ratio vs the CLI's best (threads={best}) median {median:.2f}x "
+        f"ratio vs the CLI's best ({cli_label(best)}) median {median:.2f}x "
         f"({ratios[0]:.2f}-{ratios[-1]:.2f}x); load average {os.getloadavg()[0]:.2f}\n"
         "CPU ms per source frame (median): "
         + ", ".join(f"{side} {ms:.2f}" for side, ms in cpu_ms.items())

@@ -125,6 +125,11 @@ class LadderConfig:
     audio_bitrate: int = 128_000
     #: swscale algorithm (same names as the ffmpeg ``scale`` filter's ``flags``).
     scale_flags: str = "bicubic"
+    #: Lower rungs scale from the top encoded rung's picture (same aspect) instead of the
+    #: source: the 1080→720 pass is made once (measured 3.66 → 2.83 ms per 1080×1920 frame for
+    #: 720p/540p/360p; PSNR against a lanczos scale from the source ≥ 54 dB, 0.5–3.5 dB below
+    #: bicubic from the source).
+    cascade_scaling: bool = True
     #: x264 threads per rung; 0 = x264's choice (sliced threads under zerolatency).
     encoder_threads: int = 0
     #: Capped VBR: maxrate = bitrate × this; VBV buffer holds this many seconds of maxrate.
@@ -161,6 +166,7 @@ class LadderConfig:
             "focus",
             "audio_bitrate",
             "scale_flags",
+            "cascade_scaling",
             "encoder_threads",
             "maxrate_factor",
             "bufsize_seconds",
@@ -179,8 +185,9 @@ class LadderConfig:
                 kwargs[key] = float(section[key])
         if "max_fps" in section:
             kwargs["max_fps"] = Fraction(str(section["max_fps"])).limit_denominator(1001)
-        if "passthrough" in section:
-            kwargs["passthrough"] = bool(section["passthrough"])
+        for key in ("passthrough", "cascade_scaling"):
+            if key in section:
+                kwargs[key] = bool(section[key])
         if "encoder_threads" in section:
             kwargs["encoder_threads"] = int(section["encoder_threads"])
         if "audio_bitrate" in section:

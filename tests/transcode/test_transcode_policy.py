@@ -212,13 +212,14 @@ def test_config_from_toml_section() -> None:
             "segment_duration": 1,
             "max_fps": 60,
             "passthrough": False,
+            "cascade_scaling": False,
             "vertical": "pad",
             "focus": 0.25,
             "rungs": [{"name": "720p", "bitrate": "2500k"}, "360p:600k"],
         }
     )
     assert config.preset == "faster" and config.segment_duration == 1.0
-    assert config.max_fps == 60 and not config.passthrough
+    assert config.max_fps == 60 and not config.passthrough and not config.cascade_scaling
     assert config.vertical == VerticalPolicy(VerticalMode.PAD, 0.25)
     assert [(r.name, r.bitrate, r.profile) for r in config.rungs] == [
         ("720p", 2_500_000, "high"),

@@ -304,6 +304,32 @@ class SourceDecoder:
             )
             self.rungs[plan.name] = rung
             self._waiting_rungs.append(rung)
+        self._link_cascade()
+
+    def _link_cascade(self) -> None:
+        """Waiting rungs scale from the largest waiting rung of their aspect, when smaller.
+
+        Only among rungs that start together: a child must get its parent's every frame from
+        its own first one, so rungs already running keep scaling from the source.
+        """
+        if not self.config.cascade_scaling:
+            return
+        by_size = sorted(self._waiting_rungs, key=lambda r: r.plan.width, reverse=True)
+        for index, rung in enumerate(by_size):
+            if rung.parent is not None:  # linked when it was planned
+                continue
+            parent = next(
+                (
+                    p
+                    for p in by_size[:index]
+                    if p.parent is None
+                    and p.plan.width * rung.plan.height == p.plan.height * rung.plan.width
+                    and p.plan.width > rung.plan.width
+                ),
+                None,
+            )
+            if parent is not None:
+                parent.add_child(rung)
 
     def _check_passthrough(self) -> None:
         """Re-plan when the passthrough check fails; announce the ladder once it is final."""
@@ -376,7 +402,8 @@ class SourceDecoder:
             idr = True
         item = PickedFrame(frame, slot, arrival, idr, source_ticks)
         for rung in self._active_rungs:
-            rung.submit(item)
+            if rung.parent is None:  # the others get their parent's picture
+                rung.submit(item)
 
     def end_of_stream(self) -> None:
         """Flush everything (on the thread, or on the loop once handed over)."""
@@ -394,6 +421,7 @@ class SourceDecoder:
                 self._ladder_sent = True
                 self._bridge.call(self._on_ladder, [r.info for r in self.rungs.values()])
             for rung in self.rungs.values():
-                rung.finish()
+                if rung.parent is None:  # a parent ends its children after its last frame
+                    rung.finish()
             for rung in self.rungs.values():
                 rung.join()

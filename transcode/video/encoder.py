@@ -6,7 +6,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
@@ -70,7 +70,12 @@ def open_h264_encoder(
 
 
 class RungEncoder:
-    """One rung's worker thread: shape each picked frame, encode it, emit AVCC packets."""
+    """One rung's worker thread: shape each picked frame, encode it, emit AVCC packets.
+
+    A rung may scale from a larger rung's picture instead of the source's (``add_child``): the
+    parent hands its shaped frame on before encoding it, and ends its children after its own
+    last frame. Only root rungs (no parent) are fed and finished by the decoder.
+    """
 
     def __init__(
         self,
@@ -105,6 +110,9 @@ class RungEncoder:
             fps=fps,
         )
         self.shaper = FrameShaper(plan.width, plan.height, config.scale_flags)
+        #: The rung whose shaped frames this one scales from (None: from the decoded source).
+        self.parent: RungEncoder | None = None
+        self._children: list[RungEncoder] = []
         self._announced = False
         self._arrivals: dict[int, float] = {}
         self._source_ticks: dict[int, int] = {}
@@ -113,6 +121,11 @@ class RungEncoder:
             target=self._run, name=f"transcode-{plan.name}", daemon=True
         )
         self._thread.start()
+
+    def add_child(self, child: RungEncoder) -> None:
+        """``child`` scales from this rung's picture from now on (before the first frame)."""
+        child.parent = self
+        self._children.append(child)
 
     def submit(self, item: PickedFrame) -> None:
         """Queue a frame; blocks while the rung is ``_RUNG_QUEUE`` frames behind."""
@@ -134,6 +147,8 @@ class RungEncoder:
                 self._encode(item)
             except Exception as exc:  # keep consuming: the decoder must never block on us
                 self._faults.record("encoder_error", f"{self.plan.name}: {exc!r}")
+        for child in self._children:  # after every frame handed on to them
+            child.finish()
         try:
             for packet in self._encoder.encode(None):
                 self._emit(packet)
@@ -147,6 +162,10 @@ class RungEncoder:
         # Decoded frames keep their source picture type, and libx264 obeys it: reset all but
         # the IDR slots, which are forced so that every rung cuts at the same PTS.
         frame.pict_type = PictureType.I if item.idr else PictureType.NONE
+        # Handed on once this thread is done writing to the frame: from here on the children's
+        # scalers and our encoder only read it (no copy, no race).
+        for child in self._children:
+            child.submit(replace(item, frame=frame))
         self._arrivals[item.slot] = item.arrival
         if item.source_ticks is not None:
             self._source_ticks[item.slot] = item.source_ticks
