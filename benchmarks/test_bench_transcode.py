@@ -195,15 +195,15 @@ def test_bench_ladder_vs_ffmpeg_cli(benchmark: Any, sources: Sources) -> None:
 
     for sink in sinks:
         idrs = set()
+        last = 0
         for rung in LADDER:
             packets = sink.drain(rung.name)
             assert abs(len(packets) - frames) <= 2
             idrs.add(tuple(p.pts for p in packets if p.keyframe))
+            last = packets[-1].pts
         # B-frame source: the first picture lands a reorder delay after the origin (first DTS).
         every = round(CONFIG.segment_duration * 90_000)
-        assert len(idrs) == 1 and next(iter(idrs))[1:] == tuple(
-            range(every, SECONDS * 90_000, every)
-        )
+        assert len(idrs) == 1 and next(iter(idrs))[1:] == tuple(range(every, last + 1, every))
     best = min(CLI_SETTINGS, key=lambda s: statistics.median(cli_times[s]))
     ratios = sorted(c / s for c, s in zip(cli_times[best], shopcast_times, strict=True))
     median = statistics.median(ratios)
@@ -211,6 +211,11 @@ def test_bench_ladder_vs_ffmpeg_cli(benchmark: Any, sources: Sources) -> None:
         "shopcast": statistics.median(shopcast_cpu) / frames * 1000,
         **{f"CLI {cli_label(s)}": statistics.median(v) / frames * 1000 for s, v in cli_cpu.items()},
     }
+    # Load-robust efficiency: the CLI setting using the least CPU per frame against ours (a
+    # starved process does not accrue CPU time, so this ratio holds on a shared machine).
+    cpu_ratio = min(statistics.median(v) for v in cli_cpu.values()) / statistics.median(
+        shopcast_cpu
+    )
     setting = (
         f"threads={CONFIG.encoder_threads} "
         f"{'cascade' if CONFIG.cascade_scaling else 'direct'} {CONFIG.scale_flags}"
@@ -225,6 +230,7 @@ def test_bench_ladder_vs_ffmpeg_cli(benchmark: Any, sources: Sources) -> None:
         speedup_min=ratios[0],
         speedup_max=ratios[-1],
         cpu_ms_per_frame=cpu_ms,
+        cpu_ratio=cpu_ratio,
         load_average=os.getloadavg()[0],
     )
     cli = ", ".join(
@@ -237,6 +243,7 @@ def test_bench_ladder_vs_ffmpeg_cli(benchmark: Any, sources: Sources) -> None:
         f"({ratios[0]:.2f}-{ratios[-1]:.2f}x); load average {os.getloadavg()[0]:.2f}\n"
         "CPU ms per source frame (median): "
         + ", ".join(f"{side} {ms:.2f}" for side, ms in cpu_ms.items())
+        + f"; the CLI's least / shopcast's {cpu_ratio:.3f}x"
     )
 
 
