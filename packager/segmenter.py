@@ -129,11 +129,15 @@ class PartCutter:
             samples.append(Sample(max(nxt - p.dts, 1), p.payload, p.keyframe, p.pts - p.dts))
         runs = [TrackRun(self.lead.track_id, lead[0].dts + self._lead_offset, samples)]
         if self.audio is not None:
-            # Audio whose time falls before the part's end rides in this part.
-            limit = Fraction(end_dts, self.lead.timescale)
+            # Audio whose time falls before the part's end rides in this part:
+            # dts / audio timescale < end_dts / lead timescale, cross-multiplied (exact, no
+            # Fraction per audio packet).
+            limit = end_dts * self.audio.timescale
+            lead_ts = self.lead.timescale
+            queued = self._audio
             taken = []
-            while self._audio and Fraction(self._audio[0].dts, self.audio.timescale) < limit:
-                taken.append(self._audio.popleft())
+            while queued and queued[0].dts * lead_ts < limit:
+                taken.append(queued.popleft())
             if taken:
                 runs.append(
                     TrackRun(
