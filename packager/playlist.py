@@ -48,10 +48,30 @@ class Segment:
     #: Its init segment when not the playlist's ``init_uri`` (S 4.4.4.5: EXT-X-MAP).
     map_uri: str | None = None
     complete: bool = False
+    # The sum of the parts counted so far (the list, how many, their sum, the last one counted):
+    # parts are only appended, and the playlist, the window and delta updates ask for every
+    # segment's duration on every change.
+    _summed: tuple[list[Part], int, Fraction, Part | None] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def duration(self) -> Fraction:
-        return sum((p.duration for p in self.parts), Fraction(0))
+        """Its parts' durations added up (only the parts appended since the last call)."""
+        parts = self.parts
+        summed = self._summed
+        if (
+            summed is None
+            or summed[0] is not parts
+            or summed[1] > len(parts)
+            or (summed[1] and parts[summed[1] - 1] is not summed[3])
+        ):
+            summed = (parts, 0, Fraction(0), None)  # first call, or the list was replaced or cut
+        _, counted, total, _last = summed
+        if counted != len(parts):
+            total = sum((p.duration for p in parts[counted:]), total)
+            self._summed = (parts, len(parts), total, parts[-1])
+        return total
 
 
 @dataclass(frozen=True)

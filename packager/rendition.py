@@ -83,6 +83,7 @@ class RenditionOutput:
         self._cache_version = -1
         self._segment_parts: list[bytes] = []
         self._bytes_in_segments: list[tuple[int, Fraction]] = []  # (bytes, seconds) per segment
+        self._parts_dropped_until = -1  # msn up to which part files were dropped (see _prune)
         # A show continued from another origin starts after a discontinuity, numbered above
         # the previous owner's (see ShowTimeline.first_discontinuity_sequence).
         self.state.discontinuity_sequence = show.first_discontinuity_sequence
@@ -206,8 +207,12 @@ class RenditionOutput:
         # servable for 3 more, then drop them (the segment carries the same bytes).
         horizon = Fraction(6 * st.target_duration)
         age = Fraction(0)
+        dropped_until = self._parts_dropped_until
         for seg in reversed(st.segments):
             if age > horizon:
+                if seg.msn <= dropped_until:
+                    break  # its part files, and every older segment's, are gone already
+                self._parts_dropped_until = max(self._parts_dropped_until, seg.msn)
                 for p in seg.parts:
                     self.files.pop(p.uri, None)
             age += seg.duration
