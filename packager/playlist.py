@@ -33,6 +33,32 @@ class Part:
     duration: Fraction  # seconds
     independent: bool
     uri: str
+    # Its tag line and the fields it was made from: a listed part never changes, and every
+    # render of the playlist (one per change while anyone watches) lists it again.
+    _line: tuple[Fraction, bool, str, str] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    @property
+    def line(self) -> str:
+        """Its ``#EXT-X-PART`` tag (S 4.4.4.9); INDEPENDENT=YES when it starts with an IDR."""
+        cached = self._line
+        if (
+            cached is None
+            or cached[0] is not self.duration
+            or cached[1] is not self.independent
+            or cached[2] is not self.uri
+        ):
+            attrs = f'DURATION={_dec(self.duration)},URI="{self.uri}"'
+            if self.independent:
+                attrs += ",INDEPENDENT=YES"
+            cached = self._line = (
+                self.duration,
+                self.independent,
+                self.uri,
+                f"#EXT-X-PART:{attrs}",
+            )
+        return cached[3]
 
 
 @dataclass
@@ -54,6 +80,30 @@ class Segment:
     _summed: tuple[list[Part], int, Fraction, Part | None] | None = field(
         default=None, init=False, repr=False, compare=False
     )
+
+    # Its PROGRAM-DATE-TIME and EXTINF lines, each with the value it was made from.
+    _pdt_line: tuple[float, str] | None = field(default=None, init=False, repr=False, compare=False)
+    _extinf_line: tuple[Fraction, str] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    @property
+    def pdt_line(self) -> str:
+        """``#EXT-X-PROGRAM-DATE-TIME`` of its first frame (A 8.4), formatted once."""
+        cached = self._pdt_line
+        if cached is None or cached[0] is not self.program_date_time:
+            text = f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(self.program_date_time)}"
+            cached = self._pdt_line = (self.program_date_time, text)
+        return cached[1]
+
+    @property
+    def extinf_line(self) -> str:
+        """``#EXTINF`` with its duration (S 4.4.4.1), formatted once per duration."""
+        duration = self.duration
+        cached = self._extinf_line
+        if cached is None or cached[0] is not duration:
+            cached = self._extinf_line = (duration, f"#EXTINF:{_dec(duration)},")
+        return cached[1]
 
     @property
     def duration(self) -> Fraction:
@@ -191,16 +241,12 @@ def render_media_playlist(
             current_map = seg.map_uri
             lines.append(f'#EXT-X-MAP:URI="{current_map or state.init_uri}"')
         # A 8.4: PROGRAM-DATE-TIME on every segment, ahead of its parts.
-        lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(seg.program_date_time)}")
+        lines.append(seg.pdt_line)
         if seg.msn >= parts_from:
             # S 3.2: parts come before the EXTINF of their parent segment.
-            for part in seg.parts:
-                attrs = f'DURATION={_dec(part.duration)},URI="{part.uri}"'
-                if part.independent:
-                    attrs += ",INDEPENDENT=YES"
-                lines.append(f"#EXT-X-PART:{attrs}")
+            lines.extend([part.line for part in seg.parts])
         if seg.complete:
-            lines.append(f"#EXTINF:{_dec(seg.duration)},")
+            lines.append(seg.extinf_line)
             lines.append(seg.uri)
     if state.ended:
         lines.append("#EXT-X-ENDLIST")
