@@ -189,7 +189,7 @@ class LivePackage:
             self.playlists_ready.set()
         if part.ends_segment and segments and self.sink is not None:
             done = segments[-1]
-            self.sink.segment_completed(rendition.name, done, rendition.files[done.uri])
+            self.sink.segment_completed(rendition.name, done, rendition.files.chunks(done.uri))
         if part.ends_segment and segments:
             self.tag_placer.prune(
                 segments[0].program_date_time, float(rendition.state.can_skip_until)
