@@ -1,8 +1,11 @@
 # cython: language_level=3
-"""Compiled twin of :func:`packager.fmp4.fragment_py` (ISO/IEC 14496-12 §8.8, ISO/IEC 23000-19).
+"""Compiled twins of :func:`packager.fmp4.fragment_py` and :func:`packager.fmp4.part_fragment_py`
+(ISO/IEC 14496-12 §8.8, ISO/IEC 23000-19).
 
-Same bytes and the same exception types as the reference; both pass
-``tests/packager/test_fmp4_twin.py``. Pick one through :data:`packager.fmp4.fragment`.
+Same bytes and the same exception types as the references; both pass
+``tests/packager/test_fmp4_twin.py``. Pick one through :data:`packager.fmp4.fragment` and
+:data:`packager.fmp4.part_fragment`; ``part_fragment`` reads a part's packets directly, so the
+cutter makes no ``Sample`` per packet.
 
 One pass reads every sample into a C table (taking a reference to its payload), every size follows
 from that table, then the output ``bytes`` is allocated once and written in place: box headers and
@@ -21,7 +24,7 @@ from libc.string cimport memcpy
 
 import struct
 
-__all__ = ["fragment"]
+__all__ = ["fragment", "part_fragment"]
 
 cdef extern from "Python.h":
     long long PyLong_AsLongLongAndOverflow(object v, int* overflow) except? -1
@@ -234,10 +237,60 @@ cdef inline char* put_full_box(
 # -- the fragment ----------------------------------------------------------------------------------
 
 
+cdef bytes write_fragment(
+    uint32_t seq, Row* rows, Run* heads, Py_ssize_t nruns, Py_ssize_t filled,
+    Py_ssize_t payload, object emsgs,
+):
+    """The chunk's bytes from filled rows and runs: sizes first, one allocation, then in place."""
+    cdef list blobs
+    cdef Py_ssize_t i, k, moof_size, emsg_size = 0, size, offset
+    cdef Row* row
+    cdef Run* head
+    cdef bytes out
+    cdef char* p
+    moof_size = 8 + MFHD_SIZE + nruns * TRAF_FIXED + filled * TRUN_ROW
+    # data_offset is relative to the moof (default-base-is-moof) and a signed 32-bit field.
+    signed_field(moof_size + 8 + payload - heads[nruns - 1].payload, 0, 0x7FFFFFFF, ">i")
+    u32_field(8 + payload)
+    blobs = [as_bytes(e.to_bytes()) for e in emsgs]
+    for blob in blobs:
+        emsg_size += PyBytes_GET_SIZE(blob)
+
+    out = PyBytes_FromStringAndSize(NULL, emsg_size + moof_size + 8 + payload)
+    p = PyBytes_AS_STRING(out)
+    for blob in blobs:
+        size = PyBytes_GET_SIZE(blob)
+        memcpy(p, PyBytes_AS_STRING(blob), size)
+        p += size
+    p = put_box(p, <uint32_t>moof_size, b"moof")
+    p = put32(put_full_box(p, MFHD_SIZE, b"mfhd", 0, 0), seq)
+    offset = moof_size + 8
+    for i in range(nruns):
+        head = &heads[i]
+        p = put_box(p, <uint32_t>(TRAF_FIXED + head.count * TRUN_ROW), b"traf")
+        p = put_full_box(p, 16, b"tfhd", 0, TFHD_DEFAULT_BASE_IS_MOOF)
+        p = put32(p, head.track_id)
+        p = put64(put_full_box(p, 20, b"tfdt", 1, 0), head.base_dts)
+        # version 1: signed composition offsets (B-frames before their reference).
+        p = put_full_box(p, <uint32_t>(20 + head.count * TRUN_ROW), b"trun", 1, TRUN_FLAGS)
+        p = put32(put32(p, <uint32_t>head.count), <uint32_t>offset)
+        for k in range(head.first, head.first + head.count):
+            row = &rows[k]
+            p = put32(p, row.duration)
+            p = put32(p, <uint32_t>row.size)
+            p = put32(p, row.flags)
+            p = put32(p, <uint32_t>row.cto)
+            offset += row.size
+    p = put_box(p, <uint32_t>(8 + payload), b"mdat")
+    for k in range(filled):
+        memcpy(p, rows[k].bytes, rows[k].size)
+        p += rows[k].size
+    return out
+
+
 def fragment(sequence_number, runs, emsgs=()):
     """One CMAF chunk: ``emsg`` boxes, then ``moof`` + ``mdat`` holding every run's samples."""
     cdef list tracks = []  # (run, samples) for every run with samples
-    cdef list blobs
     cdef Row stack_rows[STACK_SAMPLES]
     cdef Run stack_runs[STACK_RUNS]
     cdef Row* rows = stack_rows
@@ -245,11 +298,9 @@ def fragment(sequence_number, runs, emsgs=()):
     cdef Row* row
     cdef Run* head
     cdef Py_ssize_t nruns, nrows = 0, filled = 0, i, j, k
-    cdef Py_ssize_t moof_size, payload = 0, emsg_size = 0, size, offset
+    cdef Py_ssize_t payload = 0
     cdef uint32_t seq
     cdef object samples
-    cdef bytes out
-    cdef char* p
 
     for r in runs:
         samples = r.samples
@@ -284,45 +335,7 @@ def fragment(sequence_number, runs, emsgs=()):
                 payload += row.size
             head.count = filled - head.first
             head.payload = payload - head.payload
-
-        moof_size = 8 + MFHD_SIZE + nruns * TRAF_FIXED + filled * TRUN_ROW
-        # data_offset is relative to the moof (default-base-is-moof) and a signed 32-bit field.
-        signed_field(moof_size + 8 + payload - heads[nruns - 1].payload, 0, 0x7FFFFFFF, ">i")
-        u32_field(8 + payload)
-        blobs = [as_bytes(e.to_bytes()) for e in emsgs]
-        for blob in blobs:
-            emsg_size += PyBytes_GET_SIZE(blob)
-
-        out = PyBytes_FromStringAndSize(NULL, emsg_size + moof_size + 8 + payload)
-        p = PyBytes_AS_STRING(out)
-        for blob in blobs:
-            size = PyBytes_GET_SIZE(blob)
-            memcpy(p, PyBytes_AS_STRING(blob), size)
-            p += size
-        p = put_box(p, <uint32_t>moof_size, b"moof")
-        p = put32(put_full_box(p, MFHD_SIZE, b"mfhd", 0, 0), seq)
-        offset = moof_size + 8
-        for i in range(nruns):
-            head = &heads[i]
-            p = put_box(p, <uint32_t>(TRAF_FIXED + head.count * TRUN_ROW), b"traf")
-            p = put_full_box(p, 16, b"tfhd", 0, TFHD_DEFAULT_BASE_IS_MOOF)
-            p = put32(p, head.track_id)
-            p = put64(put_full_box(p, 20, b"tfdt", 1, 0), head.base_dts)
-            # version 1: signed composition offsets (B-frames before their reference).
-            p = put_full_box(p, <uint32_t>(20 + head.count * TRUN_ROW), b"trun", 1, TRUN_FLAGS)
-            p = put32(put32(p, <uint32_t>head.count), <uint32_t>offset)
-            for k in range(head.first, head.first + head.count):
-                row = &rows[k]
-                p = put32(p, row.duration)
-                p = put32(p, <uint32_t>row.size)
-                p = put32(p, row.flags)
-                p = put32(p, <uint32_t>row.cto)
-                offset += row.size
-        p = put_box(p, <uint32_t>(8 + payload), b"mdat")
-        for k in range(filled):
-            memcpy(p, rows[k].bytes, rows[k].size)
-            p += rows[k].size
-        return out
+        return write_fragment(seq, rows, heads, nruns, filled, payload, emsgs)
     finally:
         if rows is not NULL:
             for k in range(filled):
@@ -331,3 +344,72 @@ def fragment(sequence_number, runs, emsgs=()):
                 PyMem_Free(rows)
         if heads is not stack_runs and heads is not NULL:
             PyMem_Free(heads)
+
+
+def part_fragment(
+    sequence_number, lead_track_id, lead_offset, lead, end_dts, audio_track_id, audio_offset,
+    audio, emsgs=(),
+):
+    """One part's CMAF chunk straight from its packets (see ``packager.fmp4.part_fragment_py``)."""
+    cdef tuple leads = tuple(lead), audios = tuple(audio)  # immutable while Python code runs
+    cdef Py_ssize_t nl = len(leads), na = len(audios), nrows = nl + na
+    cdef Row stack_rows[STACK_SAMPLES]
+    cdef Run heads[2]
+    cdef Row* rows = stack_rows
+    cdef Row* row
+    cdef Run* head
+    cdef Py_ssize_t nruns = 0, filled = 0, i, k
+    cdef Py_ssize_t payload = 0
+    cdef uint32_t seq
+    cdef object p, dts, duration
+    # The reference's order: run heads (their attributes and sums) before any sample is read.
+    lead_base = leads[0].dts + lead_offset if nl else None
+    audio_base = audios[0].dts + audio_offset if na else None
+    if nrows == 0:
+        raise ValueError("a fragment needs at least one sample")
+    seq = u32_field(sequence_number)
+    try:
+        if nrows > STACK_SAMPLES:
+            rows = <Row*>PyMem_Malloc(nrows * sizeof(Row))
+            if rows is NULL:
+                raise MemoryError()
+        if nl:
+            head = &heads[nruns]
+            nruns += 1
+            head.track_id = u32_field(lead_track_id)
+            head.base_dts = u64_field(lead_base)
+            head.first = filled
+            for i in range(nl):
+                p = leads[i]
+                dts = p.dts
+                # A lead sample lasts until the next one's decode time (at least one tick).
+                duration = (leads[i + 1].dts if i + 1 < nl else end_dts) - dts
+                if duration < 1:
+                    duration = 1
+                row = &rows[filled]
+                fill_row(row, duration, p.payload, p.keyframe, p.pts - dts)
+                filled += 1
+                payload += row.size
+            head.count = filled
+            head.payload = payload
+        if na:
+            head = &heads[nruns]
+            nruns += 1
+            head.track_id = u32_field(audio_track_id)
+            head.base_dts = u64_field(audio_base)
+            head.first = filled
+            for i in range(na):
+                p = audios[i]
+                row = &rows[filled]
+                fill_row(row, p.duration, p.payload, True, 0)
+                filled += 1
+                payload += row.size
+            head.count = filled - head.first
+            head.payload = payload - (heads[0].payload if nruns == 2 else 0)
+        return write_fragment(seq, rows, heads, nruns, filled, payload, emsgs)
+    finally:
+        if rows is not NULL:
+            for k in range(filled):
+                Py_XDECREF(rows[k].data)
+            if rows is not stack_rows:
+                PyMem_Free(rows)

@@ -4,9 +4,10 @@ Init segments: ``ftyp`` + ``moov`` with zero-sample tracks and ``mvex``/``trex``
 "fMP4 / CMAF"). Fragments: optional ``emsg`` boxes, then one ``moof`` + ``mdat`` CMAF chunk with
 a ``traf`` per track (``tfhd`` default-base-is-moof, ``tfdt``, ``trun``).
 
-:func:`fragment_py` is the pure-Python reference; ``native/fmp4_writer.pyx`` is its compiled twin
-(same bytes, same exceptions; both pass ``tests/packager/test_fmp4_twin.py``). :func:`fragment` is
-the twin unless it is not built or ``SHOPCAST_NO_EXTENSIONS`` is set; :data:`NATIVE` says which.
+:func:`fragment_py` and :func:`part_fragment_py` are the pure-Python references;
+``native/fmp4_writer.pyx`` holds their compiled twins (same bytes, same exceptions; both pass
+``tests/packager/test_fmp4_twin.py``). :func:`fragment` and :func:`part_fragment` are the twins
+unless they are not built or ``SHOPCAST_NO_EXTENSIONS`` is set; :data:`NATIVE` says which.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 _MATRIX = struct.pack(">9I", 0x00010000, 0, 0, 0, 0x00010000, 0, 0, 0, 0x40000000)
 
@@ -297,6 +299,49 @@ def fragment_py(
     return b"".join(e.to_bytes() for e in emsgs) + moof + mdat
 
 
+class Packet(Protocol):
+    """What :func:`part_fragment` reads of a packet (``transcode.output.EncodedPacket``)."""
+
+    @property
+    def pts(self) -> int: ...
+    @property
+    def dts(self) -> int: ...
+    @property
+    def duration(self) -> int: ...
+    @property
+    def keyframe(self) -> bool: ...
+    @property
+    def payload(self) -> bytes: ...
+
+
+def part_fragment_py(
+    sequence_number: int,
+    lead_track_id: int,
+    lead_offset: int,
+    lead: Sequence[Packet],
+    end_dts: int,
+    audio_track_id: int,
+    audio_offset: int,
+    audio: Sequence[Packet],
+    emsgs: Sequence[Emsg] = (),
+) -> bytes:
+    """One part's CMAF chunk straight from its packets: each lead sample lasts until the next
+    one's ``dts`` (the last until ``end_dts``; at least one tick), audio samples keep their
+    durations and are all sync samples; each ``tfdt`` is its track's first ``dts`` plus offset."""
+    runs = []
+    if lead:
+        ends = [*(p.dts for p in lead[1:]), end_dts]
+        samples = [
+            Sample(max(nxt - p.dts, 1), p.payload, p.keyframe, p.pts - p.dts)
+            for p, nxt in zip(lead, ends, strict=True)
+        ]
+        runs.append(TrackRun(lead_track_id, lead[0].dts + lead_offset, samples))
+    if audio:
+        sync = [Sample(a.duration, a.payload, True) for a in audio]
+        runs.append(TrackRun(audio_track_id, audio[0].dts + audio_offset, sync))
+    return fragment_py(sequence_number, runs, emsgs)
+
+
 def fragment_timing(data: bytes, track_id: int) -> tuple[int, int] | None:
     """(first ``tfdt``, summed sample durations) of ``track_id`` over every ``moof`` in a
     segment, in the track's timescale; ``None`` when the bytes hold no such run or are damaged
@@ -350,12 +395,15 @@ def _fragment_timing(data: bytes, track_id: int) -> tuple[int, int] | None:
 
 
 fragment = fragment_py
+part_fragment = part_fragment_py
 NATIVE = False
 if not os.environ.get("SHOPCAST_NO_EXTENSIONS"):
     try:
         from native.fmp4_writer import fragment as _native_fragment
+        from native.fmp4_writer import part_fragment as _native_part_fragment
     except ImportError:
         pass
     else:
         fragment = _native_fragment
+        part_fragment = _native_part_fragment
         NATIVE = True

@@ -162,7 +162,7 @@ class LivePackage:
             part = rendition.push(packet)
             if part is not None:
                 self._published(rendition, part)
-            self.show.media_until(Fraction(packet.dts + packet.duration, rendition.info.timescale))
+            self.show.media_until_ticks(packet.dts + packet.duration, rendition.info.timescale)
         elif self.audio is not None and packet.rendition == self.audio.name:
             for r in self.renditions.values():
                 r.push_audio(packet)
@@ -189,7 +189,7 @@ class LivePackage:
             self.playlists_ready.set()
         if part.ends_segment and segments and self.sink is not None:
             done = segments[-1]
-            self.sink.segment_completed(rendition.name, done, rendition.files[done.uri])
+            self.sink.segment_completed(rendition.name, done, rendition.files.chunks(done.uri))
         if part.ends_segment and segments:
             self.tag_placer.prune(
                 segments[0].program_date_time, float(rendition.state.can_skip_until)
@@ -337,7 +337,7 @@ class LivePackage:
                 part = r.push(packet)
                 if part is not None:
                     self._published(r, part)
-                self.show.media_until(Fraction(packet.dts + packet.duration, r.lead.timescale))
+                self.show.media_until_ticks(packet.dts + packet.duration, r.lead.timescale)
 
     def stop_slate(self) -> float:
         """End the slate: its last part is listed; the next source follows a discontinuity.

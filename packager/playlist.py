@@ -33,6 +33,32 @@ class Part:
     duration: Fraction  # seconds
     independent: bool
     uri: str
+    # Its tag line and the fields it was made from: a listed part never changes, and every
+    # render of the playlist (one per change while anyone watches) lists it again.
+    _line: tuple[Fraction, bool, str, str] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    @property
+    def line(self) -> str:
+        """Its ``#EXT-X-PART`` tag (S 4.4.4.9); INDEPENDENT=YES when it starts with an IDR."""
+        cached = self._line
+        if (
+            cached is None
+            or cached[0] is not self.duration
+            or cached[1] is not self.independent
+            or cached[2] is not self.uri
+        ):
+            attrs = f'DURATION={_dec(self.duration)},URI="{self.uri}"'
+            if self.independent:
+                attrs += ",INDEPENDENT=YES"
+            cached = self._line = (
+                self.duration,
+                self.independent,
+                self.uri,
+                f"#EXT-X-PART:{attrs}",
+            )
+        return cached[3]
 
 
 @dataclass
@@ -48,10 +74,54 @@ class Segment:
     #: Its init segment when not the playlist's ``init_uri`` (S 4.4.4.5: EXT-X-MAP).
     map_uri: str | None = None
     complete: bool = False
+    # The sum of the parts counted so far (the list, how many, their sum, the last one counted):
+    # parts are only appended, and the playlist, the window and delta updates ask for every
+    # segment's duration on every change.
+    _summed: tuple[list[Part], int, Fraction, Part | None] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    # Its PROGRAM-DATE-TIME and EXTINF lines, each with the value it was made from.
+    _pdt_line: tuple[float, str] | None = field(default=None, init=False, repr=False, compare=False)
+    _extinf_line: tuple[Fraction, str] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    @property
+    def pdt_line(self) -> str:
+        """``#EXT-X-PROGRAM-DATE-TIME`` of its first frame (A 8.4), formatted once."""
+        cached = self._pdt_line
+        if cached is None or cached[0] is not self.program_date_time:
+            text = f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(self.program_date_time)}"
+            cached = self._pdt_line = (self.program_date_time, text)
+        return cached[1]
+
+    @property
+    def extinf_line(self) -> str:
+        """``#EXTINF`` with its duration (S 4.4.4.1), formatted once per duration."""
+        duration = self.duration
+        cached = self._extinf_line
+        if cached is None or cached[0] is not duration:
+            cached = self._extinf_line = (duration, f"#EXTINF:{_dec(duration)},")
+        return cached[1]
 
     @property
     def duration(self) -> Fraction:
-        return sum((p.duration for p in self.parts), Fraction(0))
+        """Its parts' durations added up (only the parts appended since the last call)."""
+        parts = self.parts
+        summed = self._summed
+        if (
+            summed is None
+            or summed[0] is not parts
+            or summed[1] > len(parts)
+            or (summed[1] and parts[summed[1] - 1] is not summed[3])
+        ):
+            summed = (parts, 0, Fraction(0), None)  # first call, or the list was replaced or cut
+        _, counted, total, _last = summed
+        if counted != len(parts):
+            total = sum((p.duration for p in parts[counted:]), total)
+            self._summed = (parts, len(parts), total, parts[-1])
+        return total
 
 
 @dataclass(frozen=True)
@@ -171,16 +241,12 @@ def render_media_playlist(
             current_map = seg.map_uri
             lines.append(f'#EXT-X-MAP:URI="{current_map or state.init_uri}"')
         # A 8.4: PROGRAM-DATE-TIME on every segment, ahead of its parts.
-        lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(seg.program_date_time)}")
+        lines.append(seg.pdt_line)
         if seg.msn >= parts_from:
             # S 3.2: parts come before the EXTINF of their parent segment.
-            for part in seg.parts:
-                attrs = f'DURATION={_dec(part.duration)},URI="{part.uri}"'
-                if part.independent:
-                    attrs += ",INDEPENDENT=YES"
-                lines.append(f"#EXT-X-PART:{attrs}")
+            lines.extend([part.line for part in seg.parts])
         if seg.complete:
-            lines.append(f"#EXTINF:{_dec(seg.duration)},")
+            lines.append(seg.extinf_line)
             lines.append(seg.uri)
     if state.ended:
         lines.append("#EXT-X-ENDLIST")

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from packager.fmp4 import fragment_timing
 from packager.playlist import Segment, Variant
-from packager.stores import RecordingStore, StoreUnavailable
+from packager.stores import Blob, RecordingStore, StoreUnavailable, blob_size
 from packager.vod import Manifest, RenditionRecord, SegmentRecord
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,9 @@ class SegmentSink(Protocol):
     ) -> None:
         """A rendition's init segment exists (its track layout never changes afterwards)."""
 
-    def segment_completed(self, rendition: str, segment: Segment, data: bytes) -> None:
-        """``segment`` of ``rendition`` is complete; ``data`` is its bytes (all its parts)."""
+    def segment_completed(self, rendition: str, segment: Segment, data: Blob) -> None:
+        """``segment`` of ``rendition`` is complete; ``data`` is its bytes (its parts' bytes in
+        order, as they were cut: the store writes them without joining them)."""
 
     def init_added(self, rendition: str, uri: str, init: bytes) -> None:
         """Another init of ``rendition`` (a slate's), named by segments' ``map_uri``."""
@@ -82,7 +83,7 @@ class RecorderStats:
 @dataclass(frozen=True)
 class _Put:
     key: str
-    data: bytes
+    data: Blob
     content_type: str
     rendition: str | None = None  # set for a segment: its manifest entry follows the bytes
     entry: SegmentRecord | None = None
@@ -149,13 +150,13 @@ class Recording:
             self.started = True
             self.recorder.recording_started(self)
 
-    def segment_completed(self, rendition: str, segment: Segment, data: bytes) -> None:
+    def segment_completed(self, rendition: str, segment: Segment, data: Blob) -> None:
         entry = SegmentRecord(
             msn=segment.msn,
             duration=round(float(segment.duration), 6),
             program_date_time=round(segment.program_date_time, 6),
             discontinuity=segment.discontinuity or rendition in self._gap,
-            bytes=len(data),
+            bytes=blob_size(data),
             start=round(float(segment.start), 6),
             map=segment.map_uri,
         )
@@ -207,7 +208,7 @@ class Recording:
                     self._dirty = True
                     if put.entry.discontinuity:  # its date cannot be told from the bytes alone
                         self._manifest_due = 0.0
-                stats.bytes[self.stream_id] += len(put.data)
+                stats.bytes[self.stream_id] += blob_size(put.data)
                 # Taken, but the store behind is failing (S3 down: the bytes wait in its spool).
                 if self.degraded is None and (problem := store.health().last_error):
                     self._degrade(f"{store.name} store: {problem}")

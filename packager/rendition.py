@@ -4,7 +4,7 @@ memory, and its media playlist."""
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, MutableMapping
 from fractions import Fraction
 from typing import Protocol
 
@@ -46,6 +46,58 @@ class StreamView(Protocol):
         """IDs of ranges recently dropped (S 4.4.5.2: RECENTLY-REMOVED-DATERANGES)."""
 
 
+class RenditionFiles(MutableMapping[str, bytes]):
+    """A rendition's servable files by name: its inits, parts and segments.
+
+    A segment is kept as its parts' bytes and joined on its first read: low-latency players
+    fetch parts, so most segments are never read whole, and the recorder writes the parts one
+    after another (a join was a fifth of the packager's time at 150 publishers).
+    """
+
+    def __init__(self) -> None:
+        self._files: dict[str, bytes] = {}
+        self._unjoined: dict[str, tuple[bytes, ...]] = {}
+
+    def add_unjoined(self, name: str, parts: tuple[bytes, ...]) -> None:
+        """``name`` is the concatenation of ``parts`` (joined when first read)."""
+        self._files.pop(name, None)
+        self._unjoined[name] = parts
+
+    def chunks(self, name: str) -> tuple[bytes, ...]:
+        """``name``'s bytes as the buffers they are held in (joined or not); KeyError if none."""
+        data = self._files.get(name)
+        return (data,) if data is not None else self._unjoined[name]
+
+    def discard(self, name: str) -> None:
+        """Forget ``name`` if it is held (never joins it)."""
+        self._files.pop(name, None)
+        self._unjoined.pop(name, None)
+
+    def __getitem__(self, name: str) -> bytes:
+        data = self._files.get(name)
+        if data is None:
+            data = self._files[name] = b"".join(self._unjoined.pop(name))
+        return data
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._files or name in self._unjoined
+
+    def __setitem__(self, name: str, data: bytes) -> None:
+        self._unjoined.pop(name, None)
+        self._files[name] = data
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self:
+            raise KeyError(name)
+        self.discard(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self._files, *self._unjoined])  # a copy: reading joins (moves) entries
+
+    def __len__(self) -> int:
+        return len(self._files) + len(self._unjoined)
+
+
 class RenditionOutput:
     """One rendition's live playlist, its parts and segments, and the requests waiting on them."""
 
@@ -77,12 +129,14 @@ class RenditionOutput:
             [info.codec_string] + ([audio.codec_string] if audio is not None else [])
         )
         # The rendition's init segment: made once, here.
-        self.files: dict[str, bytes] = {self.state.init_uri: init_segment(tracks)}
+        self.files = RenditionFiles()
+        self.files[self.state.init_uri] = init_segment(tracks)
         self.changes = ChangeSignal()
         self._cache: dict[tuple[str | None, int], str] = {}
         self._cache_version = -1
         self._segment_parts: list[bytes] = []
         self._bytes_in_segments: list[tuple[int, Fraction]] = []  # (bytes, seconds) per segment
+        self._parts_dropped_until = -1  # msn up to which part files were dropped (see _prune)
         # A show continued from another origin starts after a discontinuity, numbered above
         # the previous owner's (see ShowTimeline.first_discontinuity_sequence).
         self.state.discontinuity_sequence = show.first_discontinuity_sequence
@@ -185,9 +239,9 @@ class RenditionOutput:
     def _complete_segment(self, seg: Segment) -> None:
         """The segment's last part is published: the segment file exists from here on."""
         seg.complete = True
-        data = b"".join(self._segment_parts)  # a segment is exactly its parts' bytes
-        self.files[seg.uri] = data
-        self._bytes_in_segments.append((len(data), seg.duration))
+        parts = tuple(self._segment_parts)  # a segment is exactly its parts' bytes
+        self.files.add_unjoined(seg.uri, parts)
+        self._bytes_in_segments.append((sum(map(len, parts)), seg.duration))
         del self._bytes_in_segments[: -self.config.window_segments]
         self._prune()
 
@@ -195,9 +249,9 @@ class RenditionOutput:
         st = self.state
         excess = len([s for s in st.segments if s.complete]) - self.config.window_segments
         for seg in st.segments[: max(excess, 0)]:
-            self.files.pop(seg.uri, None)
+            self.files.discard(seg.uri)
             for p in seg.parts:
-                self.files.pop(p.uri, None)
+                self.files.discard(p.uri)
             if seg.discontinuity:
                 st.discontinuity_sequence += 1
         if excess > 0:
@@ -206,10 +260,14 @@ class RenditionOutput:
         # servable for 3 more, then drop them (the segment carries the same bytes).
         horizon = Fraction(6 * st.target_duration)
         age = Fraction(0)
+        dropped_until = self._parts_dropped_until
         for seg in reversed(st.segments):
             if age > horizon:
+                if seg.msn <= dropped_until:
+                    break  # its part files, and every older segment's, are gone already
+                self._parts_dropped_until = max(self._parts_dropped_until, seg.msn)
                 for p in seg.parts:
-                    self.files.pop(p.uri, None)
+                    self.files.discard(p.uri)
             age += seg.duration
 
     # -- waiting -----------------------------------------------------------------------

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
-from packager.fmp4 import Emsg, Sample, TrackRun, fragment
+from packager.fmp4 import Emsg, part_fragment
 from transcode.output import EncodedPacket
 
 VIDEO_TRACK_ID = 1
@@ -123,31 +123,34 @@ class PartCutter:
     def _cut(self, end_dts: int, ends_segment: bool) -> CutPart:
         lead = self._part
         self._part = []
-        samples = []
-        for i, p in enumerate(lead):
-            nxt = lead[i + 1].dts if i + 1 < len(lead) else end_dts
-            samples.append(Sample(max(nxt - p.dts, 1), p.payload, p.keyframe, p.pts - p.dts))
-        runs = [TrackRun(self.lead.track_id, lead[0].dts + self._lead_offset, samples)]
+        taken: list[EncodedPacket] = []
         if self.audio is not None:
-            # Audio whose time falls before the part's end rides in this part.
-            limit = Fraction(end_dts, self.lead.timescale)
-            taken = []
-            while self._audio and Fraction(self._audio[0].dts, self.audio.timescale) < limit:
-                taken.append(self._audio.popleft())
-            if taken:
-                runs.append(
-                    TrackRun(
-                        self.audio.track_id,
-                        taken[0].dts + self._audio_offset,
-                        [Sample(a.duration, a.payload, True) for a in taken],
-                    )
-                )
+            # Audio whose time falls before the part's end rides in this part:
+            # dts / audio timescale < end_dts / lead timescale, cross-multiplied (exact, no
+            # Fraction per audio packet).
+            limit = end_dts * self.audio.timescale
+            lead_ts = self.lead.timescale
+            queued = self._audio
+            while queued and queued[0].dts * lead_ts < limit:
+                taken.append(queued.popleft())
         self._sequence += 1
         emsgs = self._tag_boxes(lead)
         first = lead[0]
         starts_segment, self._part_starts_segment = self._part_starts_segment, False
         return CutPart(
-            data=fragment(self._sequence, runs, emsgs),
+            # One call per part: samples are read from the packets themselves (no Sample or
+            # TrackRun objects per packet), the chunk written into one allocation.
+            data=part_fragment(
+                self._sequence,
+                self.lead.track_id,
+                self._lead_offset,
+                lead,
+                end_dts,
+                AUDIO_TRACK_ID if self.audio is None else self.audio.track_id,
+                self._audio_offset,
+                taken,
+                emsgs,
+            ),
             start=first.dts + self._lead_offset,
             duration=end_dts - first.dts,
             independent=first.keyframe,

@@ -67,6 +67,9 @@ class ShowTimeline:
         self.frame_rate: Fraction | None = None
         self._epoch: float | None = None  # wall clock of packaged time 0
         self._session_end = self.offset
+        #: The current session's media end per timescale, in integer ticks (``media_until_ticks``),
+        #: folded into ``_session_end`` when the offset moves.
+        self._tick_ends: dict[int, int] = {}
 
     @property
     def continued(self) -> bool:
@@ -112,6 +115,22 @@ class ShowTimeline:
         """The current session's media reaches ``session_time`` (its end, not its start)."""
         self._session_end = max(self._session_end, self.offset + session_time)
 
+    def media_until_ticks(self, ticks: int, timescale: int) -> None:
+        """``media_until(Fraction(ticks, timescale))`` on integers: called per packet, so no
+        Fraction is built until the offset moves."""
+        ends = self._tick_ends
+        end = ends.get(timescale)
+        if end is None or ticks > end:
+            ends[timescale] = ticks
+
+    @property
+    def session_end(self) -> Fraction:
+        """Packaged time up to which the current session's media reaches."""
+        for timescale, ticks in self._tick_ends.items():
+            self._session_end = max(self._session_end, self.offset + Fraction(ticks, timescale))
+        self._tick_ends.clear()
+        return self._session_end
+
     def on_grid(self, seconds: Fraction) -> Fraction:
         """``seconds`` snapped to the video frame grid.
 
@@ -135,7 +154,7 @@ class ShowTimeline:
     def continue_after_reconnect(self) -> Fraction:
         """A publisher came back: its media starts a segment after the last one; new offset."""
         # On the frame grid, so grid-snapped times stay consistent across the discontinuity.
-        self.offset = self.on_grid(self._session_end + self.segment_duration)
+        self.offset = self.on_grid(self.session_end + self.segment_duration)
         self._epoch = None
         return self.offset
 
@@ -143,7 +162,7 @@ class ShowTimeline:
         """The slate follows the last media at once, on the same wall clock: the PDT grid and
         timestamps go on where the media stopped (on the next frame-grid time)."""
         fps = self.frame_rate
-        end = self._session_end
+        end = self.session_end
         self.offset = Fraction(math.ceil(end * fps)) / fps if fps else end
         return self.offset
 
@@ -151,5 +170,5 @@ class ShowTimeline:
         """Another input takes over with its frame at ``start`` (its session time): that frame
         follows the last media at once on the same wall clock, so the PDT grid has no gap."""
         # Rounded, not ceiled: a passthrough rung's millisecond times sit a hair off the grid.
-        self.offset = self.on_grid(self._session_end) - start
+        self.offset = self.on_grid(self.session_end) - start
         return self.offset

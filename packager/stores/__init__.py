@@ -18,6 +18,16 @@ from ingest.shown import shown
 _KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}){0,3}")
 
 
+#: What a store writes under a key: bytes, or a file's bytes as buffers in order (a segment's
+#: parts, written one after another and never joined in memory).
+Blob = bytes | tuple[bytes, ...]
+
+
+def blob_size(data: Blob) -> int:
+    """How many bytes ``data`` writes."""
+    return len(data) if isinstance(data, bytes) else sum(map(len, data))
+
+
 def check_key(key: str) -> str:
     """``key`` if it is a store key the recorder could have made, else ``ValueError``."""
     if not _KEY.fullmatch(key) or ".." in key:
@@ -48,7 +58,7 @@ class RecordingStore(Protocol):
     async def close(self) -> None:
         """Flush what is pending (bounded wait), then release connections."""
 
-    async def put(self, key: str, data: bytes, content_type: str) -> None: ...
+    async def put(self, key: str, data: Blob, content_type: str) -> None: ...
 
     async def get(self, key: str) -> bytes | None:
         """The object's bytes, or None when there is no such key."""

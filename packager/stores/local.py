@@ -9,7 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
-from packager.stores import StoreHealth, StoreUnavailable, check_key
+from packager.stores import Blob, StoreHealth, StoreUnavailable, check_key
 
 _TEMP_PREFIX = "."  # temp files are hidden: list() never shows a half-written object
 _REASONS = {
@@ -58,19 +58,22 @@ class FileStore:
         self._last_error = str(exc)
         return exc
 
-    async def put(self, key: str, data: bytes, content_type: str) -> None:
+    async def put(self, key: str, data: Blob, content_type: str) -> None:
         path = self._path(key)
         try:
             await asyncio.to_thread(self._write, path, data)
         except OSError as exc:
             raise self._fail(_unavailable(exc, f"writing {key}")) from exc
 
-    def _write(self, path: Path, data: bytes) -> None:
+    def _write(self, path: Path, data: Blob) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name(f"{_TEMP_PREFIX}{path.name}.{os.getpid()}.tmp")
         try:
             with open(temp, "wb") as fh:
-                fh.write(data)
+                if isinstance(data, bytes):
+                    fh.write(data)
+                else:
+                    fh.writelines(data)
                 if self.fsync:
                     os.fsync(fh.fileno())
             os.replace(temp, path)

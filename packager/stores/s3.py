@@ -22,7 +22,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from ingest.shown import shown
-from packager.stores import StoreHealth, StoreSettings, StoreUnavailable, check_key
+from packager.stores import Blob, StoreHealth, StoreSettings, StoreUnavailable, check_key
 from packager.stores.local import FileStore
 
 if TYPE_CHECKING:
@@ -255,7 +255,7 @@ class S3Store:
         )
 
     # -- RecordingStore ----------------------------------------------------------------------
-    async def put(self, key: str, data: bytes, content_type: str) -> None:
+    async def put(self, key: str, data: Blob, content_type: str) -> None:
         """Spool ``data`` (atomic write in a thread) and queue its upload; returns before it."""
         check_key(key)
         if not self._accepting:

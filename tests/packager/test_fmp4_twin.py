@@ -1,7 +1,8 @@
 """The fMP4 fragment writer: every case runs on the reference and the Cython twin.
 
 The ``write`` fixture yields ``py-writer`` (:func:`packager.fmp4.fragment_py`) and ``c-writer``
-(``native.fmp4_writer.fragment``); cases that compare the two call both directly.
+(``native.fmp4_writer.fragment``), ``write_part`` the same for a part written straight from
+packets (:func:`packager.fmp4.part_fragment_py`); cases that compare the two call both directly.
 """
 
 from __future__ import annotations
@@ -29,15 +30,18 @@ from packager.fmp4 import (
     TrackRun,
     fragment_py,
     init_segment,
+    part_fragment_py,
 )
+from transcode.output import EncodedPacket
 
 from .boxes import find, iter_boxes, trafs
 from .media import FRAME_TICKS, encode_audio, encode_video
 
 try:
     from native.fmp4_writer import fragment as fragment_c
+    from native.fmp4_writer import part_fragment as part_fragment_c
 except ImportError as exc:  # extension not built: the c-writer cases are skipped
-    fragment_c = None
+    fragment_c = part_fragment_c = None
     _NATIVE_MISSING = f"native.fmp4_writer not importable ({exc}); run `make native`"
 else:
     _NATIVE_MISSING = ""
@@ -329,16 +333,137 @@ def test_random_runs_parse(
     check_parses(write(seq, runs, emsgs), runs, emsgs)
 
 
+# -- a part straight from packets ------------------------------------------------------------------
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(part_fragment_py, id="py-writer"),
+        pytest.param(part_fragment_c, id="c-writer", marks=needs_native),
+    ],
+)
+def write_part(request: pytest.FixtureRequest) -> Writer:
+    """Each writer of a part from packets: the pure-Python reference and the Cython twin."""
+    return request.param  # type: ignore[no-any-return]
+
+
+def packet(dts: int, pts: int, duration: int, keyframe: bool, size: int) -> EncodedPacket:
+    return EncodedPacket("v", pts, dts, duration, keyframe, bytes([dts % 256]) * size, 0.0)
+
+
+def part_runs(lead: list[EncodedPacket], end: int, audio: list[EncodedPacket]) -> list[TrackRun]:
+    """The runs the part's definition makes of its packets, spelled out sample by sample."""
+    ends = [p.dts for p in lead[1:]] + [end]
+    return [
+        TrackRun(
+            1,
+            lead[0].dts + 900,
+            [
+                Sample(max(e - p.dts, 1), p.payload, p.keyframe, p.pts - p.dts)
+                for p, e in zip(lead, ends, strict=True)
+            ],
+        ),
+        TrackRun(2, audio[0].dts + 480, [Sample(a.duration, a.payload, True) for a in audio]),
+    ]
+
+
+PARTS = {
+    "ordinary": ([packet(3000 * i, 3000 * i + 6000, 3000, i == 0, 50) for i in range(10)], 30_000),
+    # Millisecond source timestamps: uneven gaps, the last sample up to the part's end.
+    "uneven": ([packet(d, d, 2970, d == 0, 9) for d in (0, 2970, 6030, 9000)], 12_100),
+    # A repeated dts (a sample with no time of its own) lasts one tick; B-frames' negative cto.
+    "repeated-dts": ([packet(0, 3000, 3000, True, 4), packet(0, -3000, 3000, False, 4)], 6000),
+    "many": ([packet(10 * i, 10 * i, 10, i % 30 == 0, 3) for i in range(150)], 1500),
+}
+
+
+@pytest.mark.parametrize("case", PARTS.values(), ids=PARTS.keys())
+def test_part_from_packets(write_part: Writer, case: tuple[list[EncodedPacket], int]) -> None:
+    lead, end = case
+    audio = [packet(1024 * i + 7, 1024 * i + 7, 1024, False, 20) for i in range(len(lead) + 3)]
+    emsgs = [Emsg(90000, 6000, 1, b"ID3\x04" + bytes(12))]
+    data = write_part(5, 1, 900, lead, end, 2, 480, audio, emsgs)
+    assert data == fragment_py(5, part_runs(lead, end, audio), emsgs)
+    video_only = write_part(6, 1, 900, lead, end, 2, 480, [])
+    assert video_only == fragment_py(6, part_runs(lead, end, audio)[:1])
+    audio_only = write_part(7, 2, 0, [], 0, 2, 480, tuple(audio))
+    assert audio_only == fragment_py(7, part_runs(lead, end, audio)[1:])
+
+
+def test_part_without_packets(write_part: Writer) -> None:
+    with pytest.raises(ValueError, match="a fragment needs at least one sample"):
+        write_part(1, 1, 0, [], 0, 2, 0, ())
+
+
+PART_ERRORS = {
+    "gap-2^32": (([packet(0, 0, 1, True, 1)], 2**32), struct.error),
+    "cto-2^31": (([packet(0, 2**31, 1, True, 1)], 1), struct.error),
+    "negative-base": (([packet(-901, -901, 1, True, 1)], 0), struct.error),
+}
+
+
+@pytest.mark.parametrize("case", PART_ERRORS.values(), ids=PART_ERRORS.keys())
+def test_part_invalid_fields(write_part: Writer, case: tuple[tuple[Any, int], type]) -> None:
+    (lead, end), error = case
+    with pytest.raises(error) as reference:
+        part_fragment_py(1, 1, 900, lead, end, 2, 0, [])
+    with pytest.raises(error) as raised:
+        write_part(1, 1, 900, lead, end, 2, 0, [])
+    assert str(raised.value) == str(reference.value)
+
+
+def test_part_packet_without_payload(write_part: Writer) -> None:
+    class NoPayload:
+        pts = dts = 0
+        duration, keyframe = 1, True
+
+    with pytest.raises(AttributeError, match="payload"):
+        write_part(1, 1, 0, [NoPayload()], 1, 2, 0, [])
+
+
+packets_st = st.lists(
+    st.builds(
+        packet,
+        dts=st.integers(0, 2**20),
+        pts=st.integers(0, 2**20),
+        duration=st.integers(1, 5000),
+        keyframe=st.booleans(),
+        size=st.integers(0, 30),
+    ),
+    max_size=80,
+).map(lambda ps: sorted(ps, key=lambda p: p.dts))
+
+
+@needs_native
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seq=u32, lead=packets_st, extra=st.integers(0, 5000), audio=packets_st, emsgs=emsgs_st)
+def test_random_parts_identical(
+    seq: int, lead: list[EncodedPacket], extra: int, audio: list[EncodedPacket], emsgs: list[Emsg]
+) -> None:
+    assert part_fragment_c is not None
+    end = (lead[-1].dts if lead else 0) + extra
+    args = (seq, 1, 90, lead, end, 2, 3, audio, emsgs)
+    if not lead and not audio:
+        for writer in (part_fragment_py, part_fragment_c):
+            with pytest.raises(ValueError):
+                writer(*args)
+        return
+    assert part_fragment_c(*args) == part_fragment_py(*args)
+
+
 # -- selection -------------------------------------------------------------------------------------
 
 
 def test_selected_writer() -> None:
     if os.environ.get("SHOPCAST_NO_EXTENSIONS"):
         assert fmp4.fragment is fragment_py
+        assert fmp4.part_fragment is part_fragment_py
         assert not fmp4.NATIVE
         return
     module = importlib.import_module("native.fmp4_writer")  # raises if the build is broken
     assert fmp4.fragment is module.fragment
+    assert fmp4.part_fragment is module.part_fragment
     assert fmp4.NATIVE
 
 

@@ -40,7 +40,7 @@ async def test_file_store_keys_atomicity_and_delete(tmp_path: Path) -> None:
     store = FileStore(tmp_path / "rec")
     await store.start()
     await store.put("r1/360p/init.mp4", b"init", "video/mp4")
-    await store.put("r1/360p/7.m4s", b"seg", "video/iso.segment")
+    await store.put("r1/360p/7.m4s", (b"s", b"", b"eg"), "video/iso.segment")  # its parts
     await store.put("r2/manifest.json", b"{}", "application/json")
     (tmp_path / "rec" / "r1" / "360p" / ".8.m4s.123.tmp").write_bytes(b"half")  # a crash's
     assert await store.list("r1/") == ["r1/360p/7.m4s", "r1/360p/init.mp4"]
