@@ -40,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +78,12 @@ LOW_STEPS = () if SMOKE or "SHOPCAST_BENCH_PUBLISHER_STEPS" in os.environ else (
 STEP_SECONDS = 2.0 if SMOKE else 15.0
 WARM_UP = 1.5 if SMOKE else 4.0
 CONNECTS_PER_SECOND = 100.0
-PART_TARGET = 1 / 3  # shopcast.toml's part_target
+#: Every build packages at this part target (shopcast.toml's unless ``SHOPCAST_BENCH_PART_TARGET``),
+#: so an older tree with another default is compared like with like.
+PART_TARGET = float(
+    os.environ.get("SHOPCAST_BENCH_PART_TARGET")
+    or tomllib.loads(CONFIG.read_text())["packager"]["part_target"]
+)
 ORIGIN_CORE, GENERATOR_CORE = "0", "1"
 BASELINE_TREE = os.environ.get("SHOPCAST_BENCH_BASELINE_TREE")
 COMPARE_PUBLISHERS = 2 if SMOKE else 8
@@ -134,6 +140,7 @@ def origin_process(
         SHOPCAST_TRANSCODE_RUNGS="",  # no encoded rungs: LadderConfig accepts it with passthrough
         SHOPCAST_TRANSCODE_PASSTHROUGH="true",
         SHOPCAST_LOG_LEVEL="WARNING",
+        SHOPCAST_PACKAGER_PART_TARGET=str(PART_TARGET),
     )
     env = srv.env
     env.update(env_extra or {})

@@ -27,6 +27,7 @@ import shutil
 import statistics
 import subprocess
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ IDLE = 1.0 if SMOKE else 2.0
 #: Short, so a show's recording closes soon after its publisher leaves.
 RECONNECT_WINDOW = 1.0
 SETTLE = 2.0
-PART_TARGET = 1 / 3  # shopcast.toml's part_target
+PART_TARGET = float(tomllib.loads(CONFIG.read_text())["packager"]["part_target"])
 TICK = os.sysconf("SC_CLK_TCK")
 #: (origin core, publisher core) on a machine with two or more; ``SHOPCAST_BENCH_PIN=0`` unpins.
 PIN = (0, 1) if (os.cpu_count() or 1) >= 2 and os.environ.get("SHOPCAST_BENCH_PIN") != "0" else None

@@ -116,8 +116,8 @@ class SrtSection:
 
 @dataclass(frozen=True)
 class PackagerSection:
-    #: LL-HLS part duration in seconds (0.2–1.0); 1/3 s = 10 frames at 30 fps.
-    part_target: float = 1 / 3
+    #: LL-HLS part duration in seconds (0.2–1.0); 0.21 s = 6 frames at 30 fps (sub-second players).
+    part_target: float = 0.21
     #: Segments kept in each media playlist (the live window held in memory).
     window_segments: int = 10
     #: A publisher back within this many seconds continues the same playlists.
