@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ingest.media import MediaUnit
-from ingest.rtmp import amf0, flv
+from ingest.rtmp import amf0, flv, tags
 from ingest.rtmp.chunk import ChunkMessage, ChunkStreamReader, ChunkWriter
 from ingest.rtmp.errors import RTMPProtocolError
 from ingest.rtmp.events import (
@@ -304,7 +304,7 @@ class RTMPServerConnection:
         what = "audio message" if type_id == MSG_AUDIO else "video message"
         self._require_publishing(stream_id, what)
         dts = self._timestamps.unwrap(timestamp)
-        parse = flv.parse_audio if type_id == MSG_AUDIO else flv.parse_video
+        parse = tags.parse_audio if type_id == MSG_AUDIO else tags.parse_video
         try:
             unit = parse(payload, dts, self._arrival)
         except flv.UnsupportedMediaError as exc:
