@@ -145,6 +145,7 @@ class RTMPServerConnection:
         )
         self._writer = ChunkWriter()
         self._inbox = bytearray()
+        self._reader_drained = False  # the reader's last next_message() returned None
         self._events: deque[Event | MediaUnit] = deque()
         self._out = bytearray()
         self._eof = False
@@ -232,15 +233,19 @@ class RTMPServerConnection:
                 HandshakeComplete(self._handshake.client_version, self._handshake.digest)
             )
             return True
-        msg = self._reader.next_message()
+        # Once the reader said it needs bytes, asking it again before feeding is wasted.
+        msg = None if self._reader_drained else self._reader.next_message()
         if msg is None:
             if not self._inbox:
+                self._reader_drained = True
                 return False
             self._reader.feed(bytes(self._inbox))
             self._inbox.clear()
             msg = self._reader.next_message()
             if msg is None:
+                self._reader_drained = True
                 return False
+        self._reader_drained = False
         self._dispatch(msg)
         if len(self._out) > self.limits.max_output:
             raise RTMPProtocolError(
@@ -252,6 +257,9 @@ class RTMPServerConnection:
 
     def _dispatch(self, msg: ChunkMessage) -> None:
         t = msg.type_id
+        if t in (MSG_VIDEO, MSG_AUDIO):  # nearly every message: tested first
+            self._media(t, msg.stream_id, msg.timestamp, msg.payload)
+            return
         if t in (MSG_SET_CHUNK_SIZE, MSG_ABORT):
             return  # applied by the chunk reader (§5.4.1, §5.4.2)
         if t == MSG_ACK:
@@ -262,8 +270,6 @@ class RTMPServerConnection:
             pass  # §5.4.5: limits what we send; we send almost nothing
         elif t == MSG_USER_CONTROL:
             self._user_control(msg.payload)
-        elif t in (MSG_AUDIO, MSG_VIDEO):
-            self._media(msg.type_id, msg.stream_id, msg.timestamp, msg.payload)
         elif t in (MSG_COMMAND_AMF0, MSG_COMMAND_AMF3):
             self._command(
                 msg, _strip_amf3_prefix(msg.payload) if t == MSG_COMMAND_AMF3 else msg.payload
@@ -301,12 +307,20 @@ class RTMPServerConnection:
             )
 
     def _media(self, type_id: int, stream_id: int, timestamp: int, payload: bytes) -> None:
-        what = "audio message" if type_id == MSG_AUDIO else "video message"
-        self._require_publishing(stream_id, what)
+        publishing = self.publishing
+        if (
+            self.state is not State.PUBLISHING
+            or publishing is None
+            or stream_id != publishing.message_stream_id
+        ):
+            what = "audio message" if type_id == MSG_AUDIO else "video message"
+            self._require_publishing(stream_id, what)
         dts = self._timestamps.unwrap(timestamp)
-        parse = tags.parse_audio if type_id == MSG_AUDIO else tags.parse_video
         try:
-            unit = parse(payload, dts, self._arrival)
+            if type_id == MSG_VIDEO:
+                unit = tags.parse_video(payload, dts, self._arrival)
+            else:
+                unit = tags.parse_audio(payload, dts, self._arrival)
         except flv.UnsupportedMediaError as exc:
             self._status(stream_id, "error", "NetStream.Publish.Rejected", str(exc))
             raise
@@ -538,6 +552,8 @@ class RTMPServerConnection:
 
     def data_to_send(self) -> bytes:
         """Drain the bytes to write to the peer."""
+        if not self._out:  # asked after every read; mostly there is nothing
+            return b""
         out = bytes(self._out)
         self._out.clear()
         return out
