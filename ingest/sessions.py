@@ -116,12 +116,15 @@ class IngestStats:
                 self.audio_codec = unit.codec
                 self._describe_audio(unit)
             return
-        self.bytes_received += len(unit.payload)
+        size = len(unit.payload)
+        self.bytes_received += size
+        # RTMP units count milliseconds already: no Fraction arithmetic for them.
+        in_ms = unit.timebase is MILLISECONDS
         if unit.kind is MediaKind.VIDEO:
             self.video_frames += 1
             self.video_codec = self.video_codec or unit.codec
-            dts_ms = unit.rescale(unit.dts, MILLISECONDS)
-            pts_ms = unit.rescale(unit.pts, MILLISECONDS)
+            dts_ms = unit.dts if in_ms else unit.rescale(unit.dts, MILLISECONDS)
+            pts_ms = unit.pts if in_ms else unit.rescale(unit.pts, MILLISECONDS)
             if self.newest_pts_ms is None or pts_ms > self.newest_pts_ms:
                 self.newest_pts_ms = pts_ms
             if unit.keyframe and self.width is None and unit.codec == "vp9":
@@ -135,10 +138,12 @@ class IngestStats:
             self.audio_codec = self.audio_codec or unit.codec
             dts_ms = -1
             if self.video_codec is None:  # audio-only: tags land on audio frames
-                self.newest_pts_ms = unit.rescale(unit.pts, MILLISECONDS)
+                self.newest_pts_ms = unit.pts if in_ms else unit.rescale(unit.pts, MILLISECONDS)
         win = self._window
-        win.append((unit.arrival, len(unit.payload), dts_ms))
-        while win and win[0][0] < unit.arrival - _RATE_WINDOW:
+        arrival = unit.arrival
+        win.append((arrival, size, dts_ms))
+        oldest = arrival - _RATE_WINDOW
+        while win[0][0] < oldest:  # never empties: the unit just added is not older
             win.popleft()
 
     def _describe_video(self, unit: MediaUnit) -> None:
@@ -258,12 +263,15 @@ class PublishSession:
         self.last_media: float | None = None
 
     def write(self, unit: MediaUnit) -> None:
+        if not unit.is_config:  # nearly every unit: no configuration bookkeeping
+            self.stats.add(unit)
+            self.last_media = unit.arrival
+            self.hub.publish(unit)
+            return
         before = (self.stats.video_codec, self.stats.width, self.stats.height)
         self.stats.add(unit)
-        if not unit.is_config:
-            self.last_media = unit.arrival
         self.hub.publish(unit)
-        if unit.is_config and unit.kind is MediaKind.VIDEO:
+        if unit.kind is MediaKind.VIDEO:
             config, self._video_config = self._video_config, (unit.codec, unit.payload)
             if config is not None and config != self._video_config:
                 # Told after the hub has it: a reader attached now starts with the new one.
