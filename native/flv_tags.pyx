@@ -17,7 +17,7 @@ from dataclasses import fields
 from ingest.media import MILLISECONDS, MediaKind, MediaUnit
 from ingest.rtmp import flv
 
-__all__ = ["parse_audio", "parse_video"]
+__all__ = ["TimestampUnwrapper", "parse_audio", "parse_video"]
 
 cdef extern from "Python.h":
     object type_alloc "PyType_GenericAlloc" (PyTypeObject* type, Py_ssize_t nitems)
@@ -128,3 +128,26 @@ def parse_audio(payload, dts, arrival):
         if d[1] == AAC_SEQUENCE_HEADER:
             return new_unit(AUDIO, AAC, ms, ms, True, tail(payload, 2), arrival, True)
     return py_parse_audio(payload, dts, arrival)
+
+
+cdef class TimestampUnwrapper:
+    """Compiled twin of :class:`ingest.rtmp.flv.TimestampUnwrapper`: 32-bit RTMP millisecond
+    timestamps (they wrap) extended into a 64-bit clock; steps under 2^31 ms are followed."""
+
+    cdef long long _value
+    cdef long long _last  # -1 until the first timestamp
+
+    def __init__(self):
+        self._value = 0
+        self._last = -1
+
+    def unwrap(self, raw):
+        cdef long long r = raw & 0xFFFFFFFF
+        cdef long long step
+        if self._last < 0:
+            self._value = r
+        else:
+            step = (r - self._last) & 0xFFFFFFFF
+            self._value += step - (1LL << 32) if step >= (1LL << 31) else step
+        self._last = r
+        return self._value

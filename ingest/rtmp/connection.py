@@ -150,13 +150,15 @@ class RTMPServerConnection:
         self._out = bytearray()
         self._eof = False
         self._error: RTMPProtocolError | None = None
+        # An error met after units were read in the same step: raised once they are taken.
+        self._late_error: RTMPProtocolError | None = None
         self._pending: ConnectRequested | PublishRequested | None = None
         self._streams: set[int] = set()
         self._next_stream_id = 1
         self._streams_created = 0
         self._ack_window = 0  # 0 until we announced a window in accept_connect()
         self._acked_at = 0
-        self._timestamps = flv.TimestampUnwrapper()
+        self._timestamps = tags.TimestampUnwrapper()
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -193,6 +195,10 @@ class RTMPServerConnection:
         After an error, reply bytes queued before it (e.g. an onStatus refusal) are still in
         ``data_to_send()``; send them, then close.
         """
+        if self._late_error is not None:
+            if self._events:
+                return self._events.popleft()
+            self._error, self._late_error = self._late_error, None
         if self._error is not None:
             self.state = State.CLOSED
             raise self._error
@@ -204,8 +210,13 @@ class RTMPServerConnection:
             try:
                 progressed = self._step()
             except RTMPProtocolError as exc:
-                self._error = exc
                 self.state = State.CLOSED
+                if self._events:
+                    # Units read before the error in the same step go out first, as they did
+                    # when each step read one message.
+                    self._late_error = exc
+                    return self._events.popleft()
+                self._error = exc
                 raise
             if not progressed:
                 return self._at_rest()
@@ -233,6 +244,9 @@ class RTMPServerConnection:
                 HandshakeComplete(self._handshake.client_version, self._handshake.digest)
             )
             return True
+        publishing = self.publishing
+        if self.state is State.PUBLISHING and publishing is not None:
+            return self._step_publishing(publishing)
         # Once the reader said it needs bytes, asking it again before feeding is wasted.
         msg = None if self._reader_drained else self._reader.next_message()
         if msg is None:
@@ -247,6 +261,49 @@ class RTMPServerConnection:
                 return False
         self._reader_drained = False
         self._dispatch(msg)
+        if len(self._out) > self.limits.max_output:
+            raise RTMPProtocolError(
+                f"more than {self.limits.max_output} reply bytes pending; the peer floods requests"
+            )
+        return True
+
+    def _step_publishing(self, publishing: PublishRequested) -> bool:
+        """While publishing: every media message the buffered bytes complete becomes a unit in
+        one reader call (the compiled reader parses chunks and FLV tags and builds units in C);
+        the first other message goes through :meth:`_dispatch`."""
+        queued = len(self._events)
+        stream_id = publishing.message_stream_id
+        reader = self._reader
+        msg = None
+        try:
+            if not self._reader_drained:
+                msg = reader.read_media(
+                    stream_id, self._events.append, self._timestamps.unwrap,
+                    tags.parse_video, tags.parse_audio, self._arrival,
+                )  # fmt: skip
+            if msg is None and self._inbox:
+                reader.feed(bytes(self._inbox))
+                self._inbox.clear()
+                msg = reader.read_media(
+                    stream_id, self._events.append, self._timestamps.unwrap,
+                    tags.parse_video, tags.parse_audio, self._arrival,
+                )  # fmt: skip
+        except flv.UnsupportedMediaError as exc:
+            self._status(stream_id, "error", "NetStream.Publish.Rejected", str(exc))
+            raise
+        if msg is None:
+            self._reader_drained = True
+            return len(self._events) > queued
+        self._reader_drained = False
+        mark = len(self._events)
+        try:
+            self._dispatch(msg)
+        except RTMPProtocolError:
+            # What the failing message itself yielded (an aggregate's first sub-messages) goes
+            # with it, as when each step read one message; the units before it still go out.
+            while len(self._events) > mark:
+                self._events.pop()
+            raise
         if len(self._out) > self.limits.max_output:
             raise RTMPProtocolError(
                 f"more than {self.limits.max_output} reply bytes pending; the peer floods requests"

@@ -233,6 +233,14 @@ def test_twins_agree(head: bytes, rest: bytes, is_video: bool, dts: int) -> None
     assert type(ours) is type(_outcome(getattr(py_tags, name), payload, dts))
 
 
+@pytest.mark.skipif(c_tags is None, reason="native.flv_tags not built")
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.one_of(st.integers(0, 0xFFFFFFFF), st.integers(-(1 << 70), 1 << 70))))
+def test_unwrapper_twins_agree(raws: list[int]) -> None:
+    ours, reference = c_tags.TimestampUnwrapper(), TimestampUnwrapper()
+    assert [ours.unwrap(r) for r in raws] == [reference.unwrap(r) for r in raws]
+
+
 # -- the writers (client role, demo publisher): what they write, the parsers read back ---------
 
 
@@ -294,5 +302,5 @@ def test_native_twin_is_built_unless_disabled() -> None:
         return
     module = importlib.import_module("native.flv_tags")  # raises if the build is broken
     assert (tags.parse_video, tags.parse_audio) == (module.parse_video, module.parse_audio)
-    assert tags.NATIVE
+    assert tags.NATIVE and tags.TimestampUnwrapper is module.TimestampUnwrapper
     assert module._fast_unit()  # units built in C: MediaUnit's slots are the ones it fills
