@@ -207,6 +207,8 @@ class RTMPServerConnection:
                 return self._events.popleft()
             if self.state is State.CLOSED or self._pending is not None:
                 return self._at_rest()
+            if self._reader_drained and not self._inbox:
+                return self._at_rest()  # nothing to parse: the end of every read
             try:
                 progressed = self._step()
             except RTMPProtocolError as exc:
