@@ -9,7 +9,7 @@ runs both.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.object cimport PyObject_GenericSetAttr, PyTypeObject
+from cpython.object cimport PyTypeObject
 from libc.stdint cimport int32_t, uint8_t
 
 from dataclasses import fields
@@ -21,6 +21,17 @@ __all__ = ["TimestampUnwrapper", "parse_audio", "parse_video"]
 
 cdef extern from "Python.h":
     object type_alloc "PyType_GenericAlloc" (PyTypeObject* type, Py_ssize_t nitems)
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef* d_member
+
+cdef extern from "structmember.h":
+    ctypedef struct PyMemberDef:
+        int type
+        int flags
+    int T_OBJECT_EX
+    int READONLY
+    # What a slot's descriptor does on assignment, without finding the descriptor first.
+    int PyMember_SetOne(char* addr, PyMemberDef* member, object value) except -1
 
 cdef enum:
     VIDEO_KEYFRAME = 1
@@ -40,14 +51,32 @@ cdef object H264 = "h264"
 cdef object AAC = "aac"
 cdef object py_parse_video = flv.parse_video
 cdef object py_parse_audio = flv.parse_audio
-# The slots in field order; filled through the generic setter (the class's own __setattr__
-# refuses: it is frozen). If MediaUnit ever gains a field or a __dict__, call it instead.
+# The slots in field order; filled the way their descriptors fill them (the class's own
+# __setattr__ refuses: it is frozen). If MediaUnit ever gains a field, a __dict__ or slots of
+# another kind, the class is called instead.
 cdef tuple FIELDS = (
     "kind", "codec", "pts", "dts", "timebase", "keyframe", "payload", "arrival", "is_config"
 )
 cdef bint FAST_UNIT = (
     tuple(f.name for f in fields(MediaUnit)) == FIELDS and MediaUnit.__dictoffset__ == 0
 )
+cdef PyMemberDef* SLOTS[9]  # the slots' members, in FIELDS order (used when FAST_UNIT)
+
+
+cdef bint _find_slots() except -1:
+    cdef PyMemberDef* member
+    for i, name in enumerate(FIELDS):
+        descr = MediaUnit.__dict__.get(name)
+        if type(descr).__name__ != "member_descriptor":
+            return False
+        member = (<PyMemberDescrObject*>descr).d_member
+        if member.type != T_OBJECT_EX or member.flags & READONLY:
+            return False
+        SLOTS[i] = member
+    return True
+
+
+FAST_UNIT = FAST_UNIT and _find_slots()
 
 
 def _fast_unit():
@@ -62,15 +91,16 @@ cdef object new_unit(
     if not FAST_UNIT:
         return UnitType(kind, codec, pts, dts, TIMEBASE, keyframe, payload, arrival, is_config)
     unit = type_alloc(<PyTypeObject*>UnitType, 0)
-    PyObject_GenericSetAttr(unit, "kind", kind)
-    PyObject_GenericSetAttr(unit, "codec", codec)
-    PyObject_GenericSetAttr(unit, "pts", pts)
-    PyObject_GenericSetAttr(unit, "dts", dts)
-    PyObject_GenericSetAttr(unit, "timebase", TIMEBASE)
-    PyObject_GenericSetAttr(unit, "keyframe", keyframe)
-    PyObject_GenericSetAttr(unit, "payload", payload)
-    PyObject_GenericSetAttr(unit, "arrival", arrival)
-    PyObject_GenericSetAttr(unit, "is_config", is_config)
+    cdef char* addr = <char*><void*>unit
+    PyMember_SetOne(addr, SLOTS[0], kind)
+    PyMember_SetOne(addr, SLOTS[1], codec)
+    PyMember_SetOne(addr, SLOTS[2], pts)
+    PyMember_SetOne(addr, SLOTS[3], dts)
+    PyMember_SetOne(addr, SLOTS[4], TIMEBASE)
+    PyMember_SetOne(addr, SLOTS[5], keyframe)
+    PyMember_SetOne(addr, SLOTS[6], payload)
+    PyMember_SetOne(addr, SLOTS[7], arrival)
+    PyMember_SetOne(addr, SLOTS[8], is_config)
     return unit
 
 
