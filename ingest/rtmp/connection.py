@@ -178,12 +178,22 @@ class RTMPServerConnection:
         self._arrival = self._clock()
         if self.state is State.CLOSED or self._error is not None:
             return
-        if len(self._inbox) + len(data) > self.limits.max_buffered:
+        if self.state is State.PUBLISHING and self._reader_drained and not self._inbox:
+            # The common read: straight to the chunk reader (which keeps a bytes object as it
+            # is), not copied into the inbox and out again. Its own bound applies.
+            try:
+                self._reader.feed(data)
+            except RTMPProtocolError as exc:
+                self._error = exc
+                return
+            self._reader_drained = False
+        elif len(self._inbox) + len(data) > self.limits.max_buffered:
             self._error = RTMPProtocolError(
                 f"more than {self.limits.max_buffered} received bytes wait unparsed"
             )
             return
-        self._inbox += data
+        else:
+            self._inbox += data
         # §5.4.3: acknowledge once the peer has sent a window's worth since our last ack
         if self._ack_window and self.bytes_received - self._acked_at >= self._ack_window:
             self._acked_at = self.bytes_received

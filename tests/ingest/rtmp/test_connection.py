@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from ingest.media import MediaKind, MediaUnit
-from ingest.rtmp import amf0
+from ingest.rtmp import amf0, flv
 from ingest.rtmp.connection import RTMPLimits, RTMPServerConnection, State, split_stream_name
 from ingest.rtmp.errors import RTMPProtocolError
 from ingest.rtmp.events import (
@@ -476,6 +476,22 @@ def test_unparsed_input_is_bounded() -> None:
     conn.receive_data(bytes(6000))
     with pytest.raises(RTMPProtocolError, match="more than 10000 received bytes wait unparsed"):
         conn.next_event()
+
+
+def test_unparsed_input_is_bounded_while_publishing() -> None:
+    # Publishing reads go straight to the chunk reader; its bound holds them.
+    conn = new_connection(RTMPLimits(max_buffered=10_000))
+    client = Client()
+    conn.receive_data(handshake() + client.connect() + client.publish_preamble() + client.publish())
+    drain(conn)
+    assert state(conn) is State.PUBLISHING
+    start = client.media(9, flv.avc_video_body(bytes(20_000), True), 0)[:6000]
+    conn.receive_data(start)  # the start of a message longer than the bound
+    assert drain(conn) == []
+    for _ in range(3):
+        conn.receive_data(bytes(6000))  # never parsed: no event while a message is unfinished
+    with pytest.raises(RTMPProtocolError, match="more than 10000"):
+        drain(conn)
 
 
 def test_reply_flood_is_bounded() -> None:
