@@ -1,11 +1,12 @@
 # cython: language_level=3
-"""Compiled twin of :func:`ingest.rtmp.flv.parse_video` and :func:`ingest.rtmp.flv.parse_audio`.
+"""Compiled twins of :func:`ingest.rtmp.flv.parse_video`, :func:`ingest.rtmp.flv.parse_audio`
+and :class:`ingest.rtmp.flv.TimestampUnwrapper`.
 
 The bodies nearly every publisher sends (legacy AVC sequence header and NAL units, AAC
 AudioSpecificConfig and raw frames) are read in C and their :class:`ingest.media.MediaUnit` is
 built without the Python ``__init__``; every other body, including every malformed one, goes to
 the pure-Python reference, so units and refusals are the same. ``tests/ingest/rtmp/test_flv.py``
-runs both.
+runs both. ``ingest.rtmp.tags`` selects them.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
