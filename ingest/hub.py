@@ -132,10 +132,16 @@ class HubReader:
         return self
 
     async def __anext__(self) -> MediaUnit:
-        unit = await self.get()
-        if unit is None:
-            raise StopAsyncIteration
-        return unit
+        # get()'s body, not a call to it: one coroutine per unit instead of two.
+        while not self._queue:
+            if self._closed:
+                raise StopAsyncIteration
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._waiter = self._loop.create_future()
+            await self._waiter
+        self.stats.delivered += 1
+        return self._queue.popleft()
 
     def close(self) -> None:
         """Detach from the hub."""
