@@ -49,7 +49,10 @@ class HubReader:
     def _offer(self, unit: MediaUnit) -> None:
         if self._closed:
             return
-        if unit.kind is MediaKind.VIDEO and not unit.is_config:
+        # Both flags are off in steady state: the keyframe gate costs one test per unit then.
+        if (self._await_keyframe or self._end_at_keyframe) and (
+            unit.kind is MediaKind.VIDEO and not unit.is_config
+        ):
             if self._end_at_keyframe and unit.keyframe:
                 self._end()  # a reader attached now starts at this very unit
                 return
@@ -57,7 +60,8 @@ class HubReader:
                 self.stats.dropped += 1
                 return
             self._await_keyframe = False
-        if len(self._queue) >= self.maxsize and not unit.is_config:
+        queue = self._queue
+        if len(queue) >= self.maxsize and not unit.is_config:
             self.stats.dropped += 1
             if unit.kind is MediaKind.VIDEO:
                 # A lost frame breaks the decode chain until the next IDR.
@@ -70,8 +74,14 @@ class HubReader:
                     self.stats.dropped,
                 )
             return
-        self._queue.append(unit)
-        self._wake()
+        queue.append(unit)
+        # The consumer waits only while its queue is empty: one wake-up per batch of units
+        # offered before it runs again, however many there are.
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():  # not cancelled with its consumer
+                waiter.set_result(None)
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -103,14 +113,35 @@ class HubReader:
         self.stats.delivered += 1
         return self._queue.popleft()
 
+    async def get_batch(self) -> list[MediaUnit]:
+        """Wait for units and take every queued one (in order); ``[]`` once the hub has ended
+        and the queue is drained. One wake-up and one call for all that arrived meanwhile."""
+        while not self._queue:
+            if self._closed:
+                return []
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._waiter = self._loop.create_future()
+            await self._waiter
+        units = list(self._queue)
+        self._queue.clear()
+        self.stats.delivered += len(units)
+        return units
+
     def __aiter__(self) -> HubReader:
         return self
 
     async def __anext__(self) -> MediaUnit:
-        unit = await self.get()
-        if unit is None:
-            raise StopAsyncIteration
-        return unit
+        # get()'s body, not a call to it: one coroutine per unit instead of two.
+        while not self._queue:
+            if self._closed:
+                raise StopAsyncIteration
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._waiter = self._loop.create_future()
+            await self._waiter
+        self.stats.delivered += 1
+        return self._queue.popleft()
 
     def close(self) -> None:
         """Detach from the hub."""

@@ -31,6 +31,7 @@ from ingest.media import MILLISECONDS, MediaKind, MediaUnit
 log = logging.getLogger(__name__)
 
 _RATE_WINDOW = 5.0  # seconds of arrivals behind the bitrate and fps figures
+_RATE_SLOT = 0.25  # the window is kept in slots this long (it spans up to one slot more)
 #: Admissions (key lookup + ``on_publish`` hook) in flight at once; more wait their turn, so a
 #: connect storm does not become a storm of store queries and hook requests.
 ADMISSIONS_IN_FLIGHT = 32
@@ -82,6 +83,25 @@ class KeyframeSource(Protocol):
     def request_keyframe(self, *, force: bool = False) -> None: ...
 
 
+class _RateSlot:
+    """The units that arrived within one slot of the rate window."""
+
+    __slots__ = (
+        "bytes",
+        "first_arrival",
+        "first_dts",
+        "frames",
+        "last_arrival",
+        "last_dts",
+        "units",
+    )
+
+    def __init__(self, arrival: float) -> None:
+        self.first_arrival = self.last_arrival = arrival
+        self.units = self.bytes = self.frames = 0
+        self.first_dts = self.last_dts = 0  # video dts (ms) of the slot's first and last frame
+
+
 @dataclass
 class IngestStats:
     """Running figures of one publish session, for the status API and metrics."""
@@ -98,9 +118,8 @@ class IngestStats:
     audio_frames: int = 0
     bytes_received: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
-    _window: collections.deque[tuple[float, int, int]] = field(
-        default_factory=collections.deque, repr=False
-    )  # (arrival, payload bytes, video dts in ms or -1)
+    #: The rate window in slots of _RATE_SLOT seconds of arrivals (oldest first).
+    _slots: collections.deque[_RateSlot] = field(default_factory=collections.deque, repr=False)
     _last_key_ms: int | None = field(default=None, repr=False)
     #: Spacing (ms) of the latest video keyframes.
     _key_spacing: collections.deque[int] = field(
@@ -116,12 +135,15 @@ class IngestStats:
                 self.audio_codec = unit.codec
                 self._describe_audio(unit)
             return
-        self.bytes_received += len(unit.payload)
+        size = len(unit.payload)
+        self.bytes_received += size
+        # RTMP units count milliseconds already: no Fraction arithmetic for them.
+        in_ms = unit.timebase is MILLISECONDS
         if unit.kind is MediaKind.VIDEO:
             self.video_frames += 1
             self.video_codec = self.video_codec or unit.codec
-            dts_ms = unit.rescale(unit.dts, MILLISECONDS)
-            pts_ms = unit.rescale(unit.pts, MILLISECONDS)
+            dts_ms = unit.dts if in_ms else unit.rescale(unit.dts, MILLISECONDS)
+            pts_ms = unit.pts if in_ms else unit.rescale(unit.pts, MILLISECONDS)
             if self.newest_pts_ms is None or pts_ms > self.newest_pts_ms:
                 self.newest_pts_ms = pts_ms
             if unit.keyframe and self.width is None and unit.codec == "vp9":
@@ -135,11 +157,25 @@ class IngestStats:
             self.audio_codec = self.audio_codec or unit.codec
             dts_ms = -1
             if self.video_codec is None:  # audio-only: tags land on audio frames
-                self.newest_pts_ms = unit.rescale(unit.pts, MILLISECONDS)
-        win = self._window
-        win.append((unit.arrival, len(unit.payload), dts_ms))
-        while win and win[0][0] < unit.arrival - _RATE_WINDOW:
-            win.popleft()
+                self.newest_pts_ms = unit.pts if in_ms else unit.rescale(unit.pts, MILLISECONDS)
+        # Counted into the current slot: no per-unit record to allocate, keep and trim.
+        arrival = unit.arrival
+        slots = self._slots
+        slot = slots[-1] if slots else None
+        if slot is None or not slot.first_arrival <= arrival < slot.first_arrival + _RATE_SLOT:
+            slot = _RateSlot(arrival)
+            slots.append(slot)
+            oldest = arrival - _RATE_WINDOW
+            while slots[0].last_arrival < oldest:  # never empties: the new slot is not older
+                slots.popleft()
+        slot.last_arrival = arrival
+        slot.units += 1
+        slot.bytes += size
+        if dts_ms >= 0:
+            if not slot.frames:
+                slot.first_dts = dts_ms
+            slot.frames += 1
+            slot.last_dts = dts_ms
 
     def _describe_video(self, unit: MediaUnit) -> None:
         if unit.codec == "hevc":
@@ -205,11 +241,11 @@ class IngestStats:
     @property
     def bitrate(self) -> int:
         """Ingest bits per second over the last few seconds of arrivals."""
-        win = self._window
-        if len(win) < 2:
+        slots = self._slots
+        if sum(slot.units for slot in slots) < 2:
             return 0
-        span = win[-1][0] - win[0][0]
-        return int(sum(n for _, n, _ in win) * 8 / span) if span > 0 else 0
+        span = slots[-1].last_arrival - slots[0].first_arrival
+        return int(sum(slot.bytes for slot in slots) * 8 / span) if span > 0 else 0
 
     @property
     def gop(self) -> float | None:
@@ -222,10 +258,11 @@ class IngestStats:
     @property
     def fps(self) -> float | None:
         """Video frames per second from the stream's own timestamps (not arrival jitter)."""
-        dts = [d for _, _, d in self._window if d >= 0]
-        if len(dts) < 2 or dts[-1] <= dts[0]:
+        video = [slot for slot in self._slots if slot.frames]
+        frames = sum(slot.frames for slot in video)
+        if frames < 2 or video[-1].last_dts <= video[0].first_dts:
             return None
-        return round((len(dts) - 1) * 1000 / (dts[-1] - dts[0]), 2)
+        return round((frames - 1) * 1000 / (video[-1].last_dts - video[0].first_dts), 2)
 
 
 class PublishSession:
@@ -258,12 +295,15 @@ class PublishSession:
         self.last_media: float | None = None
 
     def write(self, unit: MediaUnit) -> None:
+        if not unit.is_config:  # nearly every unit: no configuration bookkeeping
+            self.stats.add(unit)
+            self.last_media = unit.arrival
+            self.hub.publish(unit)
+            return
         before = (self.stats.video_codec, self.stats.width, self.stats.height)
         self.stats.add(unit)
-        if not unit.is_config:
-            self.last_media = unit.arrival
         self.hub.publish(unit)
-        if unit.is_config and unit.kind is MediaKind.VIDEO:
+        if unit.kind is MediaKind.VIDEO:
             config, self._video_config = self._video_config, (unit.codec, unit.payload)
             if config is not None and config != self._video_config:
                 # Told after the hub has it: a reader attached now starts with the new one.

@@ -41,6 +41,8 @@ cdef enum:
     EXTENDED_TIMESTAMP = 0xFFFFFF  # §5.3.1.3
     MSG_SET_CHUNK_SIZE = 1
     MSG_ABORT = 2
+    MSG_AUDIO = 8
+    MSG_VIDEO = 9
     SMALL_CSIDS = 320  # csids of 1- and 2-byte basic headers (2..319) index a table directly
     GROW_FROM = 4096  # first payload allocation when the full length may not be reserved
 
@@ -445,6 +447,32 @@ cdef class ChunkStreamReader:
 
     def next_message(self):
         """Return the next complete message, or ``None`` when more bytes are needed."""
+        if not self._advance():
+            return None
+        return self._complete(self._done)
+
+    def read_media(self, stream_id, append, unwrap, parse_video, parse_audio, arrival):
+        """Read messages: each audio (8) or video (9) message on message stream ``stream_id``
+        becomes ``parse_audio``/``parse_video(payload, unwrap(timestamp), arrival)``, given to
+        ``append`` unless ``None``; return the first other message, or ``None`` when more
+        bytes are needed. A publisher's media costs one call per read this way."""
+        cdef uint32_t sid = stream_id
+        cdef ChunkStream* st
+        cdef object payload
+        while self._advance():
+            st = self._done
+            if (st.type_id != MSG_AUDIO and st.type_id != MSG_VIDEO) or st.stream_id != sid:
+                return self._complete(st)
+            payload = self._take_payload(st)
+            unit = (parse_video if st.type_id == MSG_VIDEO else parse_audio)(
+                payload, unwrap(st.timestamp), arrival
+            )
+            if unit is not None:
+                append(unit)
+        return None
+
+    cdef bint _advance(self) except -1:
+        """Parse until a message completes (True, ``_done`` set) or more bytes are needed."""
         cdef Py_ssize_t held_len
         cdef bint done = False
         while True:
@@ -468,11 +496,10 @@ cdef class ChunkStreamReader:
             else:
                 break
         self._drained()
-        if not done:
-            return None
-        return self._complete(self._done)
+        return done
 
-    cdef object _complete(self, ChunkStream* st):
+    cdef object _take_payload(self, ChunkStream* st):
+        """The completed message's payload, handed over (its buffer is forgotten)."""
         cdef object payload
         if st.payload is NULL:
             payload = b""
@@ -482,6 +509,10 @@ cdef class ChunkStreamReader:
             self._reserved -= st.capacity
         st.filled = 0
         st.capacity = 0
+        return payload
+
+    cdef object _complete(self, ChunkStream* st):
+        cdef object payload = self._take_payload(st)
         msg = new_message(self._done_csid, st.type_id, st.stream_id, st.timestamp, payload)
         if st.type_id == MSG_SET_CHUNK_SIZE or st.type_id == MSG_ABORT:
             self._control(st.type_id, payload)

@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
+from ingest.media import MediaUnit
 from ingest.rtmp.errors import ChunkStreamError
 from ingest.rtmp.limits import (
     MAX_BUFFERED,
@@ -21,6 +23,10 @@ DEFAULT_CHUNK_SIZE = 128  # §5.4.1: until Set Chunk Size, chunks carry at most 
 EXTENDED_TIMESTAMP = 0xFFFFFF  # §5.3.1.3: timestamp field value that announces a 4-byte extension
 MSG_SET_CHUNK_SIZE = 1
 MSG_ABORT = 2
+MSG_AUDIO = 8
+MSG_VIDEO = 9
+#: An FLV tag body parser: (body, dts in ms, arrival) → unit or ``None`` (see ingest.rtmp.flv).
+ParseTag = Callable[[bytes, int, float], MediaUnit | None]
 _HEADER_SIZE = (11, 7, 3, 0)  # message header length by chunk type (fmt) 0..3, §5.3.1.2
 _COMPACT_AT = 1 << 16
 
@@ -200,6 +206,28 @@ class ChunkStreamReader:
             self._compact()
             return msg
         self._compact()
+        return None
+
+    def read_media(
+        self,
+        stream_id: int,
+        append: Callable[[MediaUnit], object],
+        unwrap: Callable[[int], int],
+        parse_video: ParseTag,
+        parse_audio: ParseTag,
+        arrival: float,
+    ) -> ChunkMessage | None:
+        """Read messages: each audio (8) or video (9) message on message stream ``stream_id``
+        becomes ``parse_audio``/``parse_video(payload, unwrap(timestamp), arrival)``, given to
+        ``append`` unless ``None``; return the first other message, or ``None`` when more
+        bytes are needed. A publisher's media costs one call per read this way."""
+        while (msg := self.next_message()) is not None:
+            if msg.type_id not in (MSG_AUDIO, MSG_VIDEO) or msg.stream_id != stream_id:
+                return msg
+            parse = parse_video if msg.type_id == MSG_VIDEO else parse_audio
+            unit = parse(msg.payload, unwrap(msg.timestamp), arrival)
+            if unit is not None:
+                append(unit)
         return None
 
     def _control(self, msg: ChunkMessage) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ingest.media import MediaUnit
-from ingest.rtmp import amf0, flv
+from ingest.rtmp import amf0, flv, tags
 from ingest.rtmp.chunk import ChunkMessage, ChunkStreamReader, ChunkWriter
 from ingest.rtmp.errors import RTMPProtocolError
 from ingest.rtmp.events import (
@@ -145,17 +145,20 @@ class RTMPServerConnection:
         )
         self._writer = ChunkWriter()
         self._inbox = bytearray()
+        self._reader_drained = False  # the reader's last next_message() returned None
         self._events: deque[Event | MediaUnit] = deque()
         self._out = bytearray()
         self._eof = False
         self._error: RTMPProtocolError | None = None
+        # An error met after units were read in the same step: raised once they are taken.
+        self._late_error: RTMPProtocolError | None = None
         self._pending: ConnectRequested | PublishRequested | None = None
         self._streams: set[int] = set()
         self._next_stream_id = 1
         self._streams_created = 0
         self._ack_window = 0  # 0 until we announced a window in accept_connect()
         self._acked_at = 0
-        self._timestamps = flv.TimestampUnwrapper()
+        self._timestamps = tags.TimestampUnwrapper()
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -175,12 +178,22 @@ class RTMPServerConnection:
         self._arrival = self._clock()
         if self.state is State.CLOSED or self._error is not None:
             return
-        if len(self._inbox) + len(data) > self.limits.max_buffered:
+        if self.state is State.PUBLISHING and self._reader_drained and not self._inbox:
+            # The common read: straight to the chunk reader (which keeps a bytes object as it
+            # is), not copied into the inbox and out again. Its own bound applies.
+            try:
+                self._reader.feed(data)
+            except RTMPProtocolError as exc:
+                self._error = exc
+                return
+            self._reader_drained = False
+        elif len(self._inbox) + len(data) > self.limits.max_buffered:
             self._error = RTMPProtocolError(
                 f"more than {self.limits.max_buffered} received bytes wait unparsed"
             )
             return
-        self._inbox += data
+        else:
+            self._inbox += data
         # §5.4.3: acknowledge once the peer has sent a window's worth since our last ack
         if self._ack_window and self.bytes_received - self._acked_at >= self._ack_window:
             self._acked_at = self.bytes_received
@@ -192,6 +205,10 @@ class RTMPServerConnection:
         After an error, reply bytes queued before it (e.g. an onStatus refusal) are still in
         ``data_to_send()``; send them, then close.
         """
+        if self._late_error is not None:
+            if self._events:
+                return self._events.popleft()
+            self._error, self._late_error = self._late_error, None
         if self._error is not None:
             self.state = State.CLOSED
             raise self._error
@@ -200,11 +217,18 @@ class RTMPServerConnection:
                 return self._events.popleft()
             if self.state is State.CLOSED or self._pending is not None:
                 return self._at_rest()
+            if self._reader_drained and not self._inbox:
+                return self._at_rest()  # nothing to parse: the end of every read
             try:
                 progressed = self._step()
             except RTMPProtocolError as exc:
-                self._error = exc
                 self.state = State.CLOSED
+                if self._events:
+                    # Units read before the error in the same step go out first, as they did
+                    # when each step read one message.
+                    self._late_error = exc
+                    return self._events.popleft()
+                self._error = exc
                 raise
             if not progressed:
                 return self._at_rest()
@@ -232,16 +256,66 @@ class RTMPServerConnection:
                 HandshakeComplete(self._handshake.client_version, self._handshake.digest)
             )
             return True
-        msg = self._reader.next_message()
+        publishing = self.publishing
+        if self.state is State.PUBLISHING and publishing is not None:
+            return self._step_publishing(publishing)
+        # Once the reader said it needs bytes, asking it again before feeding is wasted.
+        msg = None if self._reader_drained else self._reader.next_message()
         if msg is None:
             if not self._inbox:
+                self._reader_drained = True
                 return False
             self._reader.feed(bytes(self._inbox))
             self._inbox.clear()
             msg = self._reader.next_message()
             if msg is None:
+                self._reader_drained = True
                 return False
+        self._reader_drained = False
         self._dispatch(msg)
+        if len(self._out) > self.limits.max_output:
+            raise RTMPProtocolError(
+                f"more than {self.limits.max_output} reply bytes pending; the peer floods requests"
+            )
+        return True
+
+    def _step_publishing(self, publishing: PublishRequested) -> bool:
+        """While publishing: every media message the buffered bytes complete becomes a unit in
+        one reader call (the compiled reader parses chunks and FLV tags and builds units in C);
+        the first other message goes through :meth:`_dispatch`."""
+        queued = len(self._events)
+        stream_id = publishing.message_stream_id
+        reader = self._reader
+        msg = None
+        try:
+            if not self._reader_drained:
+                msg = reader.read_media(
+                    stream_id, self._events.append, self._timestamps.unwrap,
+                    tags.parse_video, tags.parse_audio, self._arrival,
+                )  # fmt: skip
+            if msg is None and self._inbox:
+                reader.feed(bytes(self._inbox))
+                self._inbox.clear()
+                msg = reader.read_media(
+                    stream_id, self._events.append, self._timestamps.unwrap,
+                    tags.parse_video, tags.parse_audio, self._arrival,
+                )  # fmt: skip
+        except flv.UnsupportedMediaError as exc:
+            self._status(stream_id, "error", "NetStream.Publish.Rejected", str(exc))
+            raise
+        if msg is None:
+            self._reader_drained = True
+            return len(self._events) > queued
+        self._reader_drained = False
+        mark = len(self._events)
+        try:
+            self._dispatch(msg)
+        except RTMPProtocolError:
+            # What the failing message itself yielded (an aggregate's first sub-messages) goes
+            # with it, as when each step read one message; the units before it still go out.
+            while len(self._events) > mark:
+                self._events.pop()
+            raise
         if len(self._out) > self.limits.max_output:
             raise RTMPProtocolError(
                 f"more than {self.limits.max_output} reply bytes pending; the peer floods requests"
@@ -252,6 +326,9 @@ class RTMPServerConnection:
 
     def _dispatch(self, msg: ChunkMessage) -> None:
         t = msg.type_id
+        if t in (MSG_VIDEO, MSG_AUDIO):  # nearly every message: tested first
+            self._media(t, msg.stream_id, msg.timestamp, msg.payload)
+            return
         if t in (MSG_SET_CHUNK_SIZE, MSG_ABORT):
             return  # applied by the chunk reader (§5.4.1, §5.4.2)
         if t == MSG_ACK:
@@ -262,8 +339,6 @@ class RTMPServerConnection:
             pass  # §5.4.5: limits what we send; we send almost nothing
         elif t == MSG_USER_CONTROL:
             self._user_control(msg.payload)
-        elif t in (MSG_AUDIO, MSG_VIDEO):
-            self._media(msg.type_id, msg.stream_id, msg.timestamp, msg.payload)
         elif t in (MSG_COMMAND_AMF0, MSG_COMMAND_AMF3):
             self._command(
                 msg, _strip_amf3_prefix(msg.payload) if t == MSG_COMMAND_AMF3 else msg.payload
@@ -301,12 +376,20 @@ class RTMPServerConnection:
             )
 
     def _media(self, type_id: int, stream_id: int, timestamp: int, payload: bytes) -> None:
-        what = "audio message" if type_id == MSG_AUDIO else "video message"
-        self._require_publishing(stream_id, what)
+        publishing = self.publishing
+        if (
+            self.state is not State.PUBLISHING
+            or publishing is None
+            or stream_id != publishing.message_stream_id
+        ):
+            what = "audio message" if type_id == MSG_AUDIO else "video message"
+            self._require_publishing(stream_id, what)
         dts = self._timestamps.unwrap(timestamp)
-        parse = flv.parse_audio if type_id == MSG_AUDIO else flv.parse_video
         try:
-            unit = parse(payload, dts, self._arrival)
+            if type_id == MSG_VIDEO:
+                unit = tags.parse_video(payload, dts, self._arrival)
+            else:
+                unit = tags.parse_audio(payload, dts, self._arrival)
         except flv.UnsupportedMediaError as exc:
             self._status(stream_id, "error", "NetStream.Publish.Rejected", str(exc))
             raise
@@ -538,6 +621,8 @@ class RTMPServerConnection:
 
     def data_to_send(self) -> bytes:
         """Drain the bytes to write to the peer."""
+        if not self._out:  # asked after every read; mostly there is nothing
+            return b""
         out = bytes(self._out)
         self._out.clear()
         return out

@@ -75,6 +75,7 @@ class RTMPPublisherProtocol(asyncio.Protocol):
         self._idle_timer: asyncio.TimerHandle | None = None
         self._published = False
         self._admitting: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- asyncio callbacks -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -84,7 +85,7 @@ class RTMPPublisherProtocol(asyncio.Protocol):
         self.peer = f"{host}:{port}"
         self.log.extra["conn"] = f"{self.log.extra['conn']} {self.peer}"  # type: ignore[index]
         self.server.connections.add(self)
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         self._last_data = loop.time()
         settings = self.server.settings
         self._publish_timer = loop.call_later(settings.handshake_timeout, self._check_published)
@@ -92,7 +93,12 @@ class RTMPPublisherProtocol(asyncio.Protocol):
         self.log.debug("connected")
 
     def data_received(self, data: bytes) -> None:
-        self._last_data = asyncio.get_running_loop().time()
+        # The loop is kept: asyncio.get_running_loop() makes a getpid() system call each
+        # time, and this runs once per socket read.
+        loop = self._loop
+        if loop is None:
+            self._loop = loop = asyncio.get_running_loop()
+        self._last_data = loop.time()
         try:
             self.conn.receive_data(data)
             self._pump()

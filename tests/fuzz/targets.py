@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 from yarl import URL
 
@@ -48,6 +49,10 @@ try:
     from native.chunk_reader import ChunkStreamReader as CChunkStreamReader
 except ImportError:  # extension not built (or SHOPCAST_NO_EXTENSIONS): the c twins are skipped
     CChunkStreamReader = None
+try:
+    from native import flv_tags as c_tags
+except ImportError:  # not built: the native targets are skipped
+    c_tags = None
 
 TESTS = Path(__file__).resolve().parents[1]
 INGEST_VECTORS = TESTS / "ingest" / "vectors"
@@ -181,11 +186,11 @@ def amf0_seeds() -> list[bytes]:
     ]
 
 
-def run_flv(data: bytes) -> str:
+def run_flv(parsers: Any, data: bytes) -> str:
     """A tag body: the first byte says video or audio. A unit's codec is one we named."""
     if not data:
         return "empty"
-    parse = flv.parse_video if data[0] & 1 else flv.parse_audio
+    parse = parsers.parse_video if data[0] & 1 else parsers.parse_audio
     try:
         unit = parse(data[1:], 1000, 0.0)
     except RTMPProtocolError as exc:
@@ -428,7 +433,8 @@ TARGETS: dict[str, Target] = {
             needs_native=True,
         ),
         Target("rtmp_amf0", run_amf0, amf0_seeds, 2048),
-        Target("flv_tag", run_flv, flv_seeds, 2048),
+        Target("flv_tag", functools.partial(run_flv, flv), flv_seeds, 2048),
+        Target("flv_tag_c", functools.partial(run_flv, c_tags), flv_seeds, 2048, needs_native=True),
         Target("avcc", functools.partial(_record, AvcConfig.parse), lambda: [_avcc()], 1024),
         Target("hvcc", functools.partial(_record, HevcConfig.parse), lambda: [_hvcc()], 1024),
         Target("av1c", functools.partial(_record, Av1Config.parse), _av1cs, 1024),

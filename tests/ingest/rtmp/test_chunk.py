@@ -15,6 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ingest.media import MediaUnit
+from ingest.rtmp import flv
 from ingest.rtmp.chunk_py import (
     DEFAULT_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
@@ -689,3 +691,79 @@ def test_native_rejects_chunk_size_below_1() -> None:
         reader.chunk_size = 0
     reader.chunk_size = 1
     assert reader.chunk_size == 1
+
+
+# -- read_media: a publisher's media in one call per read -----------------------------------------
+
+
+def _media_stream() -> tuple[bytes, list[tuple[str, object]]]:
+    """Chunk bytes of a mixed publish and what read_media must make of them, in order."""
+    w = ChunkWriter()
+    out = bytearray()
+    expected: list[tuple[str, object]] = []
+
+    def send(type_id: int, stream_id: int, ts: int, body: bytes, csid: int = 6) -> None:
+        out.extend(w.write(csid, type_id, stream_id, ts, body))
+
+    send(9, 1, 0, flv.avc_sequence_header_body(b"\x01avcc"))
+    expected.append(("unit", (0, True, b"\x01avcc")))
+    send(9, 1, 33, flv.avc_video_body(b"k" * 300, True, 66))  # cut into 128-byte chunks
+    expected.append(("unit", (33, False, b"k" * 300)))
+    send(8, 1, 40, flv.aac_audio_body(b"aac"), csid=4)
+    expected.append(("unit", (40, False, b"aac")))
+    send(9, 1, 50, b"\x17\x02\x00\x00\x00")  # end of sequence: no unit
+    send(1, 0, 0, (1000).to_bytes(4, "big"), csid=2)  # Set Chunk Size: returned, and applied
+    expected.append(("message", (1, 0)))
+    w.chunk_size = 1000
+    send(18, 1, 60, b"\x02\x00\x0aonMetaData", csid=4)  # data: returned
+    expected.append(("message", (18, 1)))
+    send(9, 2, 70, flv.avc_video_body(b"x", False))  # another message stream: returned
+    expected.append(("message", (9, 2)))
+    send(9, 1, 0xFFFFFFF0, flv.avc_video_body(b"wrap" * 100, False))  # one chunk now
+    expected.append(("unit", (-16, False, b"wrap" * 100)))  # 66 ms back from 50, unwrapped
+    return bytes(out), expected
+
+
+def _read_media(cls: type, pieces: Iterable[bytes]) -> list[tuple[str, object]]:
+    reader = cls()
+    unwrapper = flv.TimestampUnwrapper()
+    got: list[tuple[str, object]] = []
+
+    def append(unit: MediaUnit) -> None:
+        got.append(("unit", (unit.dts, unit.is_config, unit.payload)))
+
+    for piece in pieces:
+        reader.feed(piece)
+        while True:
+            msg = reader.read_media(
+                1, append, unwrapper.unwrap, flv.parse_video, flv.parse_audio, 2.5
+            )
+            if msg is None:
+                break
+            got.append(("message", (msg.type_id, msg.stream_id)))
+    assert reader.buffered == 0
+    return got
+
+
+@pytest.mark.parametrize("cut", ["whole", "random", "bytes"])
+def test_read_media_units_and_other_messages_in_order(chunk_reader_cls: type, cut: str) -> None:
+    data, expected = _media_stream()
+    pieces = {
+        "whole": [data],
+        "random": random_splits(data, random.Random(7)),
+        "bytes": one_byte_at_a_time(data),
+    }[cut]
+    assert _read_media(chunk_reader_cls, pieces) == expected
+    # A message read_media returns has had its control effect: the reader reads on at 1000.
+    reader = chunk_reader_cls()
+    reader.feed(data)
+    while reader.read_media(1, [].append, int, flv.parse_video, flv.parse_audio, 0.0):
+        pass
+    assert reader.chunk_size == 1000
+
+
+def test_read_media_passes_parser_errors_on(chunk_reader_cls: type) -> None:
+    reader = chunk_reader_cls()
+    reader.feed(ChunkWriter().write(6, 9, 1, 0, b"\x14\x00"))  # On2 VP6
+    with pytest.raises(flv.UnsupportedMediaError, match="On2 VP6"):
+        reader.read_media(1, [].append, int, flv.parse_video, flv.parse_audio, 0.0)

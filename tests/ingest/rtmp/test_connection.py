@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from ingest.media import MediaKind, MediaUnit
-from ingest.rtmp import amf0
+from ingest.rtmp import amf0, flv
 from ingest.rtmp.connection import RTMPLimits, RTMPServerConnection, State, split_stream_name
 from ingest.rtmp.errors import RTMPProtocolError
 from ingest.rtmp.events import (
@@ -280,6 +280,32 @@ def test_unsupported_codec_is_refused_with_onstatus() -> None:
     assert info["code"] == "NetStream.Publish.Rejected" and "On2 VP6" in info["description"]
 
 
+def test_units_read_with_a_refused_message_go_out_before_the_refusal() -> None:
+    # One read: two good units, a data message, another unit, then a codec we refuse. The
+    # units are read in one reader call; each is still delivered before the error is raised.
+    conn, client, _ = publishing()
+    replies = Replies()
+    replies.read(conn.data_to_send())
+    conn.receive_data(
+        client.media(9, b"\x17\x01\x00\x00\x00nal", 40)
+        + client.media(8, b"\xaf\x01aac", 41)
+        + client.data("onCuePoint", {"name": "x"}, timestamp=42)
+        + client.media(8, b"\xaf\x01aa2", 43)
+        + client.media(9, b"\x14\x00", 44)
+    )
+    first, second, data, third = (conn.next_event() for _ in range(4))
+    assert isinstance(first, MediaUnit) and (first.dts, first.payload) == (40, b"nal")
+    assert isinstance(second, MediaUnit) and (second.dts, second.payload) == (41, b"aac")
+    assert isinstance(data, DataMessage) and (data.name, data.timestamp) == ("onCuePoint", 42)
+    assert isinstance(third, MediaUnit) and third.dts == 43
+    for _ in range(2):  # raised, and again when asked again
+        with pytest.raises(UnsupportedMediaError, match="On2 VP6"):
+            conn.next_event()
+    assert state(conn) is State.CLOSED
+    info = replies.read(conn.data_to_send())[-1][2][3]
+    assert info["code"] == "NetStream.Publish.Rejected"
+
+
 def test_ping_window_ack_and_peer_bandwidth() -> None:
     conn, client, _ = publishing()
     replies = Replies()
@@ -450,6 +476,22 @@ def test_unparsed_input_is_bounded() -> None:
     conn.receive_data(bytes(6000))
     with pytest.raises(RTMPProtocolError, match="more than 10000 received bytes wait unparsed"):
         conn.next_event()
+
+
+def test_unparsed_input_is_bounded_while_publishing() -> None:
+    # Publishing reads go straight to the chunk reader; its bound holds them.
+    conn = new_connection(RTMPLimits(max_buffered=10_000))
+    client = Client()
+    conn.receive_data(handshake() + client.connect() + client.publish_preamble() + client.publish())
+    drain(conn)
+    assert state(conn) is State.PUBLISHING
+    start = client.media(9, flv.avc_video_body(bytes(20_000), True), 0)[:6000]
+    conn.receive_data(start)  # the start of a message longer than the bound
+    assert drain(conn) == []
+    for _ in range(3):
+        conn.receive_data(bytes(6000))  # never parsed: no event while a message is unfinished
+    with pytest.raises(RTMPProtocolError, match="more than 10000"):
+        drain(conn)
 
 
 def test_reply_flood_is_bounded() -> None:
