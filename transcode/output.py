@@ -54,11 +54,13 @@ class RenditionInfo:
     encoder_delay: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EncodedPacket:
     """One access unit of a rendition: ``payload`` is AVCC (4-byte lengths) or a raw AAC frame.
 
-    ``arrival`` is the ingest wall-clock time of the source frame it was made from.
+    ``arrival`` is the ingest wall-clock time of the source frame it was made from. A value:
+    nothing changes a packet once made. (Not ``frozen``: a frozen dataclass sets each field
+    through ``object.__setattr__``, 1.5 µs a packet against 0.3 µs, one made per media unit.)
     """
 
     rendition: str

@@ -179,14 +179,15 @@ class PassthroughRung:
         if self._stats.rendition(self._info.name).count_out(len(unit.payload), unit.arrival):
             self._bridge.rendition(self._info)
         self._last_duration = duration or self._last_duration
-        self._bridge.packet(
-            EncodedPacket(
-                rendition=self._info.name,
-                pts=to_ticks(at.pts),
-                dts=to_ticks(at.dts),
-                duration=duration,
-                keyframe=unit.keyframe,
-                payload=unit.payload,
-                arrival=unit.arrival,
-            )
+        # Positional (rendition, pts, dts, duration, keyframe, payload, arrival): keywords
+        # cost a third of the packet's making, one per unit.
+        packet = EncodedPacket(
+            self._info.name,
+            to_ticks(at.pts),
+            to_ticks(at.dts),
+            duration,
+            unit.keyframe,
+            unit.payload,
+            unit.arrival,
         )
+        self._bridge.packet(packet)
