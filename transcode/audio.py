@@ -284,7 +284,7 @@ class AudioTrack:
             self.transcoder.submit(unit, at)
             return
         assert self._clock is not None
-        pts = self._clock.stamp(at.pts, self._frame_length)
+        pts = self._clock.stamp_ratio(at.pts_n, at.den, self._frame_length)
         if pts < 0:
             return
         if self._stats.rendition(self.info.name).count_out(len(unit.payload), unit.arrival):

@@ -212,7 +212,8 @@ class LadderTranscoder:
             self._audio.configure(unit)
         elif at is not None:
             self._audio.offer(unit, at)
-            self._maybe_audio_only(at.dts)
+            if self._video is None and self._video_ladder is None:
+                self._maybe_audio_only(at.dts)
 
     def _maybe_audio_only(self, audio_time: Fraction) -> None:
         """An audio-only source: once a second of audio came with no video at all, the ladder
