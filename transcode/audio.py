@@ -22,7 +22,7 @@ from ingest.codecs import AacConfig, BitstreamError, parse_audio_specific_config
 from ingest.media import MediaKind, MediaUnit
 from transcode.output import EncodedPacket, RenditionInfo, SinkBridge
 from transcode.policy import LadderConfig
-from transcode.stats import TranscodeStats
+from transcode.stats import RenditionStats, TranscodeStats
 from transcode.timeline import RepairedTime, SampleClock
 
 log = logging.getLogger(__name__)
@@ -209,6 +209,7 @@ class AudioTrack:
         self._frame_length = 1024
         self._asc = b""
         self.transcoder: AudioTranscoder | None = None
+        self._counter: RenditionStats | None = None  # the rendition's, once it emits
 
     def configure(self, unit: MediaUnit) -> None:
         """A codec configuration unit; the first one decides passthrough vs transcode."""
@@ -287,7 +288,10 @@ class AudioTrack:
         pts = self._clock.stamp_ratio(at.pts_n, at.den, self._frame_length)
         if pts < 0:
             return
-        if self._stats.rendition(self.info.name).count_out(len(unit.payload), unit.arrival):
+        counter = self._counter
+        if counter is None:  # held from the first packet on: no lookup per packet
+            counter = self._counter = self._stats.rendition(self.info.name)
+        if counter.count_out(len(unit.payload), unit.arrival):
             self._bridge.rendition(self.info)
         # Positional: keywords cost a third of the packet's making (one per unit).
         packet = EncodedPacket(

@@ -9,7 +9,7 @@ from ingest.codecs import AvcConfig, BitstreamError
 from ingest.media import MediaKind, MediaUnit
 from transcode.output import VIDEO_TIMESCALE, EncodedPacket, RenditionInfo, SinkBridge
 from transcode.policy import LadderConfig, RungPlan
-from transcode.stats import TranscodeStats
+from transcode.stats import RenditionStats, TranscodeStats
 from transcode.timeline import RepairedTime
 
 #: A keyframe this much later than one segment still counts as "one segment apart".
@@ -39,6 +39,7 @@ class PassthroughRung:
         self._enabled = config.passthrough
         self._bridge = bridge
         self._stats = stats
+        self._counter: RenditionStats | None = None  # the rendition's, once it emits
         self._faults = stats.faults
         self._prefix = prefix
         self._info: RenditionInfo | None = None
@@ -169,17 +170,21 @@ class PassthroughRung:
         dts = at.dts_ticks()
         last = self._last
         if last is not None:
-            self._emit(*last, duration=dts - last[2])
+            self._emit(last[0], last[1], last[2], dts - last[2])
         self._last = (unit, at.pts_ticks(), dts)
 
     def _flush_last(self) -> None:
         if self._last is not None:
-            self._emit(*self._last, duration=self._last_duration)
+            unit, pts, dts = self._last
+            self._emit(unit, pts, dts, self._last_duration)
             self._last = None
 
     def _emit(self, unit: MediaUnit, pts: int, dts: int, duration: int) -> None:
         assert self._info is not None
-        if self._stats.rendition(self._info.name).count_out(len(unit.payload), unit.arrival):
+        counter = self._counter
+        if counter is None:  # held from the first packet on: no lookup per packet
+            counter = self._counter = self._stats.rendition(self._info.name)
+        if counter.count_out(len(unit.payload), unit.arrival):
             self._bridge.rendition(self._info)
         self._last_duration = duration or self._last_duration
         # Positional (rendition, pts, dts, duration, keyframe, payload, arrival): keywords
