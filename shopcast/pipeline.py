@@ -41,7 +41,8 @@ class StreamPipeline:
     recording: Recording | None = None  # the show's recording, when it is recorded
     #: Set once every rendition's slate is encoded (or could not be).
     slate_ready: asyncio.Event = field(default_factory=asyncio.Event)
-    gap_timer: asyncio.TimerHandle | None = None
+    #: The session whose media gaps drop it (see ``Pipelines._watch_gap``), while watched.
+    gap_session: PublishSession | None = None
     #: The current session's task (transcoder run, after the previous one's end is listed).
     runner: asyncio.Task[None] | None = None
     #: After ENDLIST: when the ended stream's pipeline is let go (see ``Pipelines._release``).
@@ -150,6 +151,9 @@ class Pipelines:
         self.packager = packager
         self.listener = listener  # told of every stream's packaging events (metrics)
         self.pipelines: dict[str, StreamPipeline] = {}
+        #: Pipelines whose session's media gaps are watched, and the one timer that checks.
+        self._gap_watched: dict[str, StreamPipeline] = {}
+        self._gap_timer: asyncio.TimerHandle | None = None
         streams.on_session_start.append(self._session_started)
         streams.on_session_end.append(self._session_ended)
         streams.on_input_start.append(self._input_started)
@@ -304,33 +308,48 @@ class Pipelines:
             pipeline.slate_ready.set()
 
     def _watch_gap(self, pipeline: StreamPipeline, session: PublishSession) -> None:
-        """A connected publisher that sends no media for ``gap_timeout`` has dropped."""
-        gap = self.continuity.gap_timeout
+        """A connected publisher that sends no media for ``gap_timeout`` has dropped.
+
+        One timer checks every watched session's last media time each ``gap_timeout / 4``
+        (a timer per stream, re-armed that often, was 2 % of the loop at 300 publishers).
+        """
+        pipeline.gap_session = session
+        self._gap_watched[session.stream_id] = pipeline
+        if self._gap_timer is None:
+            self._arm_gap_check(deferred=False)
+
+    def _arm_gap_check(self, deferred: bool) -> None:
         loop = asyncio.get_running_loop()
+        every = self.continuity.gap_timeout / 4
+        self._gap_timer = loop.call_later(every, self._check_gaps, loop.time() + every, deferred)
 
-        def arm(deferred: bool) -> None:
-            pipeline.gap_timer = loop.call_later(gap / 4, check, loop.time() + gap / 4, deferred)
-
-        def check(due: float, deferred: bool) -> None:
-            pipeline.gap_timer = None
-            if session.ended:
-                return
-            if loop.time() - due > gap / 4 and not deferred:
-                # The loop itself was held up (start-up work on its core, a long callback):
-                # timers run before sockets are read, so the media may be waiting unread.
-                # Look again once the loop has read them (one deferral, then as usual).
-                arm(deferred=True)
-                return
-            last = session.last_media
-            if last is not None and time.time() - last >= gap:
-                reason = f"no media for {gap:g} s"
-                log.warning("[%s] %s: publisher dropped", session.stream_id, reason)
-                self.streams.end(session, reason)
-                session.publisher.kick(reason)
-                return
-            arm(deferred=False)
-
-        arm(deferred=False)
+    def _check_gaps(self, due: float, deferred: bool) -> None:
+        self._gap_timer = None
+        gap = self.continuity.gap_timeout
+        if asyncio.get_running_loop().time() - due > gap / 4 and not deferred:
+            # The loop itself was held up (start-up work on its core, a long callback):
+            # timers run before sockets are read, so the media may be waiting unread.
+            # Look again once the loop has read them (one deferral, then as usual).
+            self._arm_gap_check(deferred=True)
+            return
+        now = time.time()
+        for stream_id, pipeline in list(self._gap_watched.items()):
+            session = pipeline.gap_session
+            if session is not None and not session.ended:
+                last = session.last_media
+                if last is None or now - last < gap:
+                    continue
+            if self._gap_watched.get(stream_id) is pipeline:  # not re-watched meanwhile
+                del self._gap_watched[stream_id]
+            if session is None or session.ended:
+                continue
+            pipeline.gap_session = None
+            reason = f"no media for {gap:g} s"
+            log.warning("[%s] %s: publisher dropped", session.stream_id, reason)
+            self.streams.end(session, reason)
+            session.publisher.kick(reason)
+        if self._gap_watched:
+            self._arm_gap_check(deferred=False)
 
     def _input_started(self, session: PublishSession) -> None:
         """A named input publishes: held, unless it fed the show and dropped (it resumes)."""
@@ -354,9 +373,7 @@ class Pipelines:
             return
         if pipeline.package.input != session.input or pipeline.switching:
             return  # a held input stopped (or another takes over now): the show goes on
-        if pipeline.gap_timer is not None:
-            pipeline.gap_timer.cancel()
-            pipeline.gap_timer = None
+        pipeline.gap_session = None
         # A camera that stops while main publishes, or an input dropping while a backup
         # publishes: the other input takes over at its next keyframe (the slate covers meanwhile).
         cover = None
@@ -756,8 +773,6 @@ class Pipelines:
         package = pipeline.package
         switched = cued.cue.take_over(cued.start)
         pipeline.transcoder, pipeline.runner = cued.transcoder, cued.task
-        if pipeline.gap_timer is not None:
-            pipeline.gap_timer.cancel()
         self._watch_gap(pipeline, session)  # a media gap of the new input is a drop too
         self._keep_warm(pipeline)  # the input that went off air, when it is to be warm
         pdt = package.program_date_time(switched)
@@ -865,13 +880,16 @@ class Pipelines:
 
     async def close(self) -> None:
         """Stop every transcoder (flushing it) and end every playlist."""
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
+            self._gap_timer = None
+        self._gap_watched.clear()
         for stream_id, pipeline in self.pipelines.items():
             if pipeline.release_timer is not None:
                 pipeline.release_timer.cancel()
             if pipeline.finish_timer is not None:
                 pipeline.finish_timer.cancel()
-            if pipeline.gap_timer is not None:
-                pipeline.gap_timer.cancel()
+            pipeline.gap_session = None
             if pipeline.replan_timer is not None:
                 pipeline.replan_timer.cancel()
             if pipeline.transcoder is not None:

@@ -22,7 +22,7 @@ from ingest.codecs import AacConfig, BitstreamError, parse_audio_specific_config
 from ingest.media import MediaKind, MediaUnit
 from transcode.output import EncodedPacket, RenditionInfo, SinkBridge
 from transcode.policy import LadderConfig
-from transcode.stats import TranscodeStats
+from transcode.stats import RenditionStats, TranscodeStats
 from transcode.timeline import RepairedTime, SampleClock
 
 log = logging.getLogger(__name__)
@@ -209,6 +209,7 @@ class AudioTrack:
         self._frame_length = 1024
         self._asc = b""
         self.transcoder: AudioTranscoder | None = None
+        self._counter: RenditionStats | None = None  # the rendition's, once it emits
 
     def configure(self, unit: MediaUnit) -> None:
         """A codec configuration unit; the first one decides passthrough vs transcode."""
@@ -284,22 +285,19 @@ class AudioTrack:
             self.transcoder.submit(unit, at)
             return
         assert self._clock is not None
-        pts = self._clock.stamp(at.pts, self._frame_length)
+        pts = self._clock.stamp_ratio(at.pts_n, at.den, self._frame_length)
         if pts < 0:
             return
-        if self._stats.rendition(self.info.name).count_out(len(unit.payload), unit.arrival):
+        counter = self._counter
+        if counter is None:  # held from the first packet on: no lookup per packet
+            counter = self._counter = self._stats.rendition(self.info.name)
+        if counter.count_out(len(unit.payload), unit.arrival):
             self._bridge.rendition(self.info)
-        self._bridge.packet(
-            EncodedPacket(
-                rendition=self.info.name,
-                pts=pts,
-                dts=pts,
-                duration=self._frame_length,
-                keyframe=True,
-                payload=unit.payload,
-                arrival=unit.arrival,
-            )
+        # Positional: keywords cost a third of the packet's making (one per unit).
+        packet = EncodedPacket(
+            self.info.name, pts, pts, self._frame_length, True, unit.payload, unit.arrival
         )
+        self._bridge.packet(packet)
 
     def finish(self) -> None:
         if self.transcoder is not None:

@@ -29,7 +29,7 @@ from transcode.policy import LadderConfig, VerticalPolicy
 from transcode.stats import FaultLog, TranscodeStats
 from transcode.timeline import RepairedTime, StreamTimeline
 from transcode.video import SourceDecoder
-from transcode.video.decoder import HAND_OVER
+from transcode.video.decoder import HAND_OVER, _HandOver, _VideoItem
 
 log = logging.getLogger(__name__)
 
@@ -159,16 +159,27 @@ class LadderTranscoder:
         """Process the stream until the hub ends it, then flush (also when cancelled)."""
         self._bridge = SinkBridge(asyncio.get_running_loop(), self.sink)
         self._running = asyncio.current_task()
+        reader, stats, route = self.reader, self.stats, self._route
         try:
-            while (unit := await self.reader.get()) is not None:
-                self.stats.units_in += 1
-                await self._route(unit)
+            while (unit := await reader.get()) is not None:
+                stats.units_in += 1
+                full = route(unit)
+                if full is not None:
+                    # The decode thread's queue is full: wait for room (back-pressure), with
+                    # the loop free meanwhile; the next unit only after this one.
+                    assert self._video is not None
+                    await asyncio.to_thread(self._video.input.put, full)
         finally:
             await self._finish()
 
     # --- routing -------------------------------------------------------------------------
 
-    async def _route(self, unit: MediaUnit) -> None:
+    def _route(self, unit: MediaUnit) -> _VideoItem | _HandOver | None:
+        """Route one unit; returns what the decode thread's full queue could not take.
+
+        Not a coroutine: almost every unit is routed without waiting (a coroutine per unit
+        was measurable per passthrough publisher); the caller awaits the rare full queue.
+        """
         assert self._bridge is not None
         at = None
         if not unit.is_config:
@@ -179,7 +190,7 @@ class LadderTranscoder:
                 )
         if unit.kind is MediaKind.VIDEO:
             if self.audio_only:
-                return
+                return None
             if self._video is None:
                 self._video = SourceDecoder(
                     self.config,
@@ -199,20 +210,23 @@ class LadderTranscoder:
             elif self._hand_over_asked:
                 self._waiting_video.append((unit, at))
             elif not self._video.decoding:
-                # Nothing decodes any more: no need for a thread hop per unit.
+                # Nothing decodes any more: no need for a thread hop per unit. (The unit waits
+                # for the hand-over, which the thread runs only once this put is done.)
                 self._hand_over_asked = True
-                await _put(self._video.input, HAND_OVER)
                 self._waiting_video.append((unit, at))
+                return _put_nowait(self._video.input, HAND_OVER)
             else:
-                await _put(self._video.input, (unit, at))
-            return
+                return _put_nowait(self._video.input, (unit, at))
+            return None
         if self._audio is None:
             self._audio = AudioTrack(self.config, self._bridge, self.stats, self.audio_like)
         if unit.is_config:
             self._audio.configure(unit)
         elif at is not None:
             self._audio.offer(unit, at)
-            self._maybe_audio_only(at.dts)
+            if self._video is None and self._video_ladder is None:
+                self._maybe_audio_only(at.dts)
+        return None
 
     def _maybe_audio_only(self, audio_time: Fraction) -> None:
         """An audio-only source: once a second of audio came with no video at all, the ladder
@@ -280,3 +294,13 @@ async def _put(target: queue.Queue[_T], item: _T) -> None:
         target.put_nowait(item)
     except queue.Full:
         await asyncio.to_thread(target.put, item)
+
+
+def _put_nowait(target: queue.Queue[_T], item: _T) -> _T | None:
+    """Put an item (not None) into a worker's bounded queue if it has room; else the item
+    back, for the caller to wait with."""
+    try:
+        target.put_nowait(item)
+    except queue.Full:
+        return item
+    return None

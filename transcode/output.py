@@ -54,11 +54,13 @@ class RenditionInfo:
     encoder_delay: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EncodedPacket:
     """One access unit of a rendition: ``payload`` is AVCC (4-byte lengths) or a raw AAC frame.
 
-    ``arrival`` is the ingest wall-clock time of the source frame it was made from.
+    ``arrival`` is the ingest wall-clock time of the source frame it was made from. A value:
+    nothing changes a packet once made. (Not ``frozen``: a frozen dataclass sets each field
+    through ``object.__setattr__``, 1.5 µs a packet against 0.3 µs, one made per media unit.)
     """
 
     rendition: str
@@ -143,10 +145,16 @@ class SinkBridge:
         if self.loop.is_closed():
             return
         if threading.get_ident() == self._loop_thread:
-            # Passthrough and audio after the hand-over run on the loop itself: a plain
-            # call_soon keeps the call order (behind what the threads posted) without the
-            # thread-safe path's lock and wake-up per packet.
-            self.loop.call_soon(function, *args)
+            # Passthrough and audio after the hand-over run on the loop itself: called at once
+            # (a call_soon per packet was a loop callback per unit). The order per rendition
+            # holds: a rendition's earlier calls from a thread were queued before the loop
+            # took it over (the decoder's hand-over is itself such a call).
+            try:
+                function(*args)
+            except Exception as exc:  # the sink's fault, not the transcoder's: log, go on
+                self.loop.call_exception_handler(
+                    {"message": f"Exception in transcoder sink call {function!r}", "exception": exc}
+                )
             return
         with contextlib.suppress(RuntimeError):  # the loop closed since the check
             self.loop.call_soon_threadsafe(function, *args)

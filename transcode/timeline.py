@@ -38,15 +38,63 @@ class _TrackState:
     last_n: int = 0
     step_n: int = 0  # 0: ``step`` is current
     base: Fraction = Fraction(0)  # offset - origin
+    # ``base`` as integers, and ``max_gap`` in ticks (rounded down: deltas are whole ticks).
+    base_n: int = 0
+    base_d: int = 1
+    max_delta: int = 0
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class RepairedTime:
-    """A unit's time on the output timeline: seconds since the stream's origin."""
+    """A unit's time on the output timeline: seconds since the stream's origin.
 
-    pts: Fraction
-    dts: Fraction
+    Kept exact as integers over one denominator (``pts_n / den``, ``dts_n / den``, not
+    reduced): the ``Fraction`` of each is made only when asked for, the ticks without one.
+    """
+
+    pts_n: int
+    dts_n: int
+    den: int  # > 0
     jumped: bool
+
+    @classmethod
+    def of(cls, pts: Fraction, dts: Fraction, jumped: bool) -> RepairedTime:
+        return cls(
+            pts.numerator * dts.denominator,
+            dts.numerator * pts.denominator,
+            pts.denominator * dts.denominator,
+            jumped,
+        )
+
+    @property
+    def pts(self) -> Fraction:
+        return Fraction(self.pts_n, self.den)
+
+    @property
+    def dts(self) -> Fraction:
+        return Fraction(self.dts_n, self.den)
+
+    def pts_ticks(self, timescale: int = VIDEO_TIMESCALE) -> int:
+        """``to_ticks(self.pts, timescale)`` without the Fraction (halves up)."""
+        return (self.pts_n * timescale * 2 + self.den) // (self.den * 2)
+
+    def dts_ticks(self, timescale: int = VIDEO_TIMESCALE) -> int:
+        """``to_ticks(self.dts, timescale)`` without the Fraction (halves up)."""
+        return (self.dts_n * timescale * 2 + self.den) // (self.den * 2)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RepairedTime):
+            return NotImplemented
+        return (
+            self.pts_n * other.den == other.pts_n * self.den
+            and self.dts_n * other.den == other.dts_n * self.den
+            and self.jumped == other.jumped
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # as the mutable dataclass it was
+
+    def __repr__(self) -> str:
+        return f"RepairedTime(pts={self.pts!r}, dts={self.dts!r}, jumped={self.jumped})"
 
 
 @dataclass(slots=True)
@@ -60,7 +108,7 @@ class StreamTimeline:
     reuses the same shift, so a publisher's clock reset moves audio and video together.
     """
 
-    max_gap: Fraction = Fraction(5)
+    max_gap: Fraction = Fraction(5)  # read when a track starts (or restarts) its fast path
     origin: Fraction | None = None
     jumps: int = 0
     _tracks: dict[MediaKind, _TrackState] = field(default_factory=dict)
@@ -81,19 +129,17 @@ class StreamTimeline:
         track = self._tracks.get(unit.kind)
         if track is not None and track.den == timebase.denominator and timebase.numerator == 1:
             # Fast path (every unit but a track's first and its jumps): the same exact times,
-            # from integer ticks; Fraction arithmetic was a quarter of the event loop.
-            den, gap = track.den, self.max_gap
-            delta = unit.dts - track.last_n
-            if delta >= 0 and delta * gap.denominator <= gap.numerator * den:
+            # from integer ticks, no Fraction made; Fraction arithmetic was a quarter of the
+            # event loop.
+            dts = unit.dts
+            delta = dts - track.last_n
+            if 0 <= delta <= track.max_delta:
                 if delta > 0:
                     track.step_n = delta
-                track.last_n = unit.dts
-                bn, bd = track.base.numerator, track.base.denominator
-                return RepairedTime(
-                    Fraction(unit.pts * bd + bn * den, den * bd),
-                    Fraction(unit.dts * bd + bn * den, den * bd),
-                    False,
-                )
+                track.last_n = dts
+                bd = track.base_d
+                shift = track.base_n * track.den
+                return RepairedTime(unit.pts * bd + shift, dts * bd + shift, track.den * bd, False)
         if track is not None and track.den:
             track.last_raw = Fraction(track.last_n, track.den)
             if track.step_n:
@@ -125,9 +171,12 @@ class StreamTimeline:
         track.last_raw = raw_dts
         base = track.offset - self.origin
         if unit.timebase.numerator == 1:
-            track.den, track.last_n, track.step_n = unit.timebase.denominator, unit.dts, 0
-            track.base = base
-        return RepairedTime(raw_pts + base, raw_dts + base, jumped)
+            den = unit.timebase.denominator
+            track.den, track.last_n, track.step_n = den, unit.dts, 0
+            track.base, track.base_n, track.base_d = base, base.numerator, base.denominator
+            # delta / den <= max_gap, for whole ticks: delta <= floor(max_gap * den).
+            track.max_delta = self.max_gap.numerator * den // self.max_gap.denominator
+        return RepairedTime.of(raw_pts + base, raw_dts + base, jumped)
 
 
 @dataclass(slots=True)
@@ -185,14 +234,18 @@ class SampleClock:
 
     def stamp(self, time: Fraction, samples: Fraction | int) -> int:
         """Timestamp (in samples at ``rate``) of a frame starting at ``time`` seconds."""
+        return self.stamp_ratio(time.numerator, time.denominator, samples)
+
+    def stamp_ratio(self, num: int, den: int, samples: Fraction | int) -> int:
+        """:meth:`stamp` of a frame starting at ``num / den`` seconds (``den`` > 0)."""
         current = self.next
         if type(current) is int and type(samples) is int:
             # Whole samples (AAC's 1024): the same decisions on integers, per frame.
-            n, d = time.numerator * self.rate, time.denominator
-            if abs(n - current * d) <= self.tolerance * d:
+            n = num * self.rate
+            if abs(n - current * den) <= self.tolerance * den:
                 self.next = current + samples
                 return current
-        expected = time * self.rate
+        expected = Fraction(num * self.rate, den)
         if self.next is None or abs(expected - self.next) > self.tolerance:
             if self.next is not None:
                 self.resyncs += 1

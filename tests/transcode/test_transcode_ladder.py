@@ -353,6 +353,48 @@ async def test_passthrough_only_ladder_stops_decoding_once_final(
     assert not run.transcoder.stats.faults.counts
 
 
+class FailingOnce(QueueSink):
+    """A sink whose ``on_packet`` fails for one packet of each rendition in ``fail``."""
+
+    def __init__(self, fail: dict[str, int]) -> None:
+        super().__init__()
+        self.fail = dict(fail)  # rendition → index of the packet that fails
+        self.seen: dict[str, int] = {}
+
+    def on_packet(self, packet: EncodedPacket) -> None:
+        index = self.seen[packet.rendition] = self.seen.get(packet.rendition, -1) + 1
+        if self.fail.get(packet.rendition) == index:
+            raise RuntimeError(f"sink failed at {packet.rendition} {index}")
+        super().on_packet(packet)
+
+
+async def test_a_sink_failure_on_the_loop_is_reported_and_routing_goes_on(
+    sources: SourceCache,
+) -> None:
+    """Passthrough packets reach the sink at once on the loop (no call_soon): a sink's
+    exception still goes to the loop's exception handler, and the stream goes on."""
+    units = units_from_file(sources.make(size="270x480", duration=6.0))
+    loop = asyncio.get_running_loop()
+    errors: list[BaseException] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context["exception"]))
+    try:
+        hub = StreamHub("failing", default_queue_size=1_000_000)
+        sink = FailingOnce({"audio": 5, "270p": 150})  # 270p: after the hand-over (frame 120)
+        transcoder = LadderTranscoder(
+            hub.add_reader("transcode"), small_config(rungs=(), passthrough=True), sink
+        )
+        await transcoder.start()
+        for unit in units:
+            hub.publish(unit)
+        hub.end()
+        await asyncio.wait_for(transcoder.wait(), 60)
+    finally:
+        loop.set_exception_handler(None)
+    assert sorted(str(e) for e in errors) == ["sink failed at 270p 150", "sink failed at audio 5"]
+    assert len(sink.drain("270p")) == 180 - 1
+    assert len(sink.drain("audio")) == sink.seen["audio"]  # every other one, in order
+
+
 async def test_passthrough_refused_for_long_gops_falls_back_to_encoding(
     sources: SourceCache,
 ) -> None:

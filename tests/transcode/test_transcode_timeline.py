@@ -192,7 +192,9 @@ def test_sample_clock_fast_path_equals_the_fraction_reference(
     on_count = 0
     for off, fraction, samples in frames:
         time = Fraction(on_count + off, 48_000) + Fraction(fraction, 90_000)
-        assert fast.stamp(time, samples) == reference_stamp(reference, time, samples)
+        # As the transcoder asks: the time as an unreduced ratio (see RepairedTime).
+        stamped = fast.stamp_ratio(time.numerator * 7, time.denominator * 7, samples)
+        assert stamped == reference_stamp(reference, time, samples)
         on_count = int(reference.next or 0)
     assert fast.resyncs == reference.resyncs
 
@@ -200,3 +202,21 @@ def test_sample_clock_fast_path_equals_the_fraction_reference(
 @given(st.fractions(-(10**6), 10**6), st.sampled_from([1000, 48_000, 90_000]))
 def test_to_ticks_is_round_half_up_of_the_product(seconds: Fraction, timescale: int) -> None:
     assert to_ticks(seconds, timescale) == round_half_up(seconds * timescale)
+
+
+@given(
+    st.fractions(-(10**6), 10**6),
+    st.fractions(-(10**6), 10**6),
+    st.integers(1, 1000),
+    st.sampled_from([1000, 48_000, 90_000]),
+)
+def test_repaired_time_ticks_and_equality_are_those_of_its_fractions(
+    pts: Fraction, dts: Fraction, scale: int, timescale: int
+) -> None:
+    """Kept as unreduced integers: the same ticks and the same value as the Fractions."""
+    time = RepairedTime.of(pts, dts, False)
+    unreduced = RepairedTime(time.pts_n * scale, time.dts_n * scale, time.den * scale, False)
+    assert (unreduced.pts, unreduced.dts) == (pts, dts)
+    assert unreduced.pts_ticks(timescale) == to_ticks(pts, timescale)
+    assert unreduced.dts_ticks(timescale) == to_ticks(dts, timescale)
+    assert unreduced == time and unreduced != RepairedTime.of(pts, dts, True)
