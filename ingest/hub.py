@@ -113,21 +113,6 @@ class HubReader:
         self.stats.delivered += 1
         return self._queue.popleft()
 
-    async def get_batch(self) -> list[MediaUnit]:
-        """Wait for units and take every queued one (in order); ``[]`` once the hub has ended
-        and the queue is drained. One wake-up and one call for all that arrived meanwhile."""
-        while not self._queue:
-            if self._closed:
-                return []
-            if self._loop is None:
-                self._loop = asyncio.get_running_loop()
-            self._waiter = self._loop.create_future()
-            await self._waiter
-        units = list(self._queue)
-        self._queue.clear()
-        self.stats.delivered += len(units)
-        return units
-
     def __aiter__(self) -> HubReader:
         return self
 

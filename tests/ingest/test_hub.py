@@ -87,21 +87,3 @@ async def test_reader_ended_at_a_keyframe_meets_one_attached_now() -> None:
     got_new = [u.dts // 33 for u in [u async for u in new] if not u.is_config]
     assert got_old == list(range(8)) and got_new == list(range(8, 12))
     assert old not in list(hub.readers)
-
-
-async def test_get_batch_takes_all_queued_once_woken_and_ends_empty() -> None:
-    hub = StreamHub("s")
-    reader = hub.add_reader("batch", maxsize=4)
-    waiting = asyncio.ensure_future(reader.get_batch())
-    await asyncio.sleep(0)
-    assert not waiting.done()  # nothing queued: it waits
-    units = [video(i, key=i == 0) for i in range(6)]
-    for u in units:
-        hub.publish(u)  # the publisher never waits; two beyond the bound are dropped
-    assert await waiting == units[:4]
-    assert (reader.stats.delivered, reader.stats.dropped, reader.queued) == (4, 2, 0)
-    hub.publish(video(6))  # not a keyframe after a drop: skipped
-    hub.publish(video(7, key=True))
-    hub.end()
-    assert [u.dts // 33 for u in await reader.get_batch()] == [7]
-    assert await reader.get_batch() == []
