@@ -72,6 +72,8 @@ class ShopcastServer:
                 app=ing.rtmp_app,
                 handshake_timeout=ing.handshake_timeout,
                 idle_timeout=ing.idle_timeout,
+                read_pacing=ing.read_pacing,
+                read_pacing_publishers=ing.read_pacing_publishers,
                 limits=RTMPLimits(
                     max_message_size=ing.max_message_size,
                     max_chunk_size=ing.max_chunk_size,

@@ -91,6 +91,15 @@ def test_max_publishers_from_env_and_checked() -> None:
         load_config(None, {"SHOPCAST_INGEST_MAX_PUBLISHERS": "0"})
 
 
+def test_read_pacing_from_env_and_checked() -> None:
+    ingest = load_config(None, {"SHOPCAST_INGEST_READ_PACING": "0"}).ingest
+    assert (ingest.read_pacing, ingest.read_pacing_publishers) == (0.0, 64)
+    with pytest.raises(ConfigError, match=r"ingest\.read_pacing must be 0 \(off\) to 0\.5"):
+        load_config(None, {"SHOPCAST_INGEST_READ_PACING": "2"})
+    with pytest.raises(ConfigError, match=r"ingest\.read_pacing_publishers must be at least 1"):
+        load_config(None, {"SHOPCAST_INGEST_READ_PACING_PUBLISHERS": "0"})
+
+
 def test_srt_section_from_env() -> None:
     srt = load_config(None, {"SHOPCAST_SRT_ENABLED": "off", "SHOPCAST_SRT_LATENCY": "400"}).srt
     assert (srt.enabled, srt.latency, srt.port) == (False, 400, 9000)
