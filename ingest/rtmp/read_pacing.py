@@ -23,9 +23,11 @@ log = logging.getLogger(__name__)
 MIN_MARK = 1024
 #: The mark never asks for more than this (the kernel caps it at half the receive buffer).
 MAX_MARK = 64 * 1024
-#: The mark is this share of the bytes an interval brings, so reads come about once per interval
-#: and the timer's fallback is the exception.
-MARK_SHARE = 0.75
+#: The mark is this share of the bytes a typical interval brings, so reads come about once per
+#: interval and the timer's fallback is the exception.
+MARK_SHARE = 0.8
+#: Intervals without a read before the mark is lowered (a slower stream, or a last small message).
+QUIET_INTERVALS = 2
 #: Weight of the newest interval in the byte-rate average.
 RATE_WEIGHT = 0.25
 
@@ -41,12 +43,13 @@ class PacedConnection(Protocol):
 class _Mark:
     """One connection's pacing state."""
 
-    __slots__ = ("mark", "rate", "sock")
+    __slots__ = ("mark", "misses", "rate", "sock")
 
     def __init__(self, sock: Any) -> None:
         self.sock = sock
         self.mark = 1  # the kernel's default: wake on any byte
-        self.rate = 0.0  # bytes per interval, averaged
+        self.rate = 0.0  # bytes of a typical interval, averaged
+        self.misses = 0  # intervals in a row without a read
 
 
 class ReadPacer:
@@ -128,15 +131,20 @@ class ReadPacer:
         else:
             return
         for conn, state in list(marks.items()):
-            got = conn.rx_bytes
             if conn.rx_reads == 0:
-                state.rate *= 1.0 - RATE_WEIGHT
-                if state.mark > 1:  # nothing read for a whole interval: let what waits in
+                state.misses += 1
+                # A whole interval or two unread: a slower stream, or a last small message.
+                if state.misses >= QUIET_INTERVALS and state.mark > 1:
+                    state.rate *= 0.5
                     self._set(conn, state, 1)
                 continue
+            got = conn.rx_bytes / (state.misses + 1)  # per interval, unread ones included
             conn.rx_bytes = conn.rx_reads = 0
+            state.misses = 0
+            rate = state.rate
+            # Keyframes come in bursts: they may not lift the typical interval's bytes much.
             rate = state.rate = (
-                got if state.rate == 0.0 else state.rate + RATE_WEIGHT * (got - state.rate)
+                got if rate == 0.0 else rate + RATE_WEIGHT * (min(got, 1.5 * rate) - rate)
             )
             mark = min(int(rate * MARK_SHARE), MAX_MARK)
             if mark < MIN_MARK:
