@@ -12,6 +12,7 @@ import os
 import queue
 import shutil
 import threading
+import time
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,8 +30,11 @@ _REASONS = {
 }
 
 
-#: Writes one commit takes at most (each holds a file descriptor until its commit).
-MAX_COMMIT = 64
+#: Writes one commit takes at most.
+MAX_COMMIT = 256
+#: Seconds a commit waits for more writes while puts come in together: fewer, larger syncs
+#: (a put then takes this much longer; recordings queue their segments meanwhile).
+COMMIT_GATHER = 0.05
 #: Seconds the writer thread waits for work before it ends (a put starts it again).
 WRITER_IDLE = 10.0
 
@@ -91,6 +95,7 @@ class FileStore:
         self._writes: queue.SimpleQueue[_Write] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._writer_lock = threading.Lock()
+        self._pid = os.getpid()
 
     async def start(self) -> None:
         try:
@@ -126,8 +131,14 @@ class FileStore:
         except OSError as exc:
             raise self._fail(_unavailable(exc, f"writing {key}")) from exc
 
-    def _next_commit(self) -> list[_Write] | None:
-        """The writes waiting now (at least one), or None once idle for WRITER_IDLE seconds."""
+    @property
+    def writer_running(self) -> bool:
+        """The writer thread is up (it ends after WRITER_IDLE seconds without a put)."""
+        return self._writer is not None
+
+    def _next_commit(self, gather: bool) -> list[_Write] | None:
+        """The writes waiting (at least one), or None once idle for WRITER_IDLE seconds. With
+        ``gather`` (puts are coming in together), more are let in for COMMIT_GATHER seconds."""
         try:
             first = self._writes.get(timeout=WRITER_IDLE)
         except queue.Empty:
@@ -136,6 +147,8 @@ class FileStore:
                     self._writer = None
                     return None
             first = self._writes.get()
+        if gather:
+            time.sleep(COMMIT_GATHER)
         batch = [first]
         while len(batch) < MAX_COMMIT:
             try:
@@ -145,37 +158,43 @@ class FileStore:
         return batch
 
     def _write_all(self) -> None:
-        while (batch := self._next_commit()) is not None:
+        gather = False
+        while (batch := self._next_commit(gather)) is not None:
             self._commit(batch)
+            gather = len(batch) > 1
 
     def _commit(self, batch: list[_Write]) -> None:
         """Write every file of ``batch``, make them durable together, then give them their names."""
         results: list[tuple[_Write, OSError | None]] = []
-        staged: list[tuple[_Write, Path, int]] = []
+        staged: list[tuple[_Write, str]] = []
         for write in batch:
             try:
-                staged.append((write, *self._stage(write.path, write.data)))
+                staged.append((write, self._stage(write.path, write.data)))
             except OSError as exc:
                 results.append((write, exc))
         synced: OSError | None = None
-        # One file system (the root's) holds them all: one syncfs makes every one durable.
-        if self.fsync and staged and _syncfs is not None and _syncfs(staged[0][2]) != 0:
-            code = ctypes.get_errno()
-            synced = OSError(code, os.strerror(code))
-        for write, temp, fd in staged:
+        if staged and self.fsync and _syncfs is not None:
+            # One file system (the root's) holds them all: one syncfs makes every one durable
+            # (each flush of a virtual disk is a costly exit to its host).
+            try:
+                root = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    if _syncfs(root) != 0:
+                        code = ctypes.get_errno()
+                        synced = OSError(code, os.strerror(code))
+                finally:
+                    os.close(root)
+            except OSError as exc:
+                synced = exc
+        for write, temp in staged:
             try:
                 if synced is not None:
                     raise synced
-                if self.fsync and _syncfs is None:
-                    os.fsync(fd)
-                os.close(fd)
-                fd = -1
                 os.replace(temp, write.path)
                 results.append((write, None))
             except OSError as exc:
-                if fd >= 0:
-                    os.close(fd)
-                temp.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
                 results.append((write, exc))
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Write, OSError | None]]] = {}
         for write, error in results:
@@ -185,22 +204,34 @@ class FileStore:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle, settled)
 
-    def _stage(self, path: Path, data: Blob) -> tuple[Path, int]:
-        """``data`` in a hidden temp file beside ``path``; returns it and its open descriptor."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f"{_TEMP_PREFIX}{path.name}.{os.getpid()}.tmp")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    def _stage(self, path: Path, data: Blob) -> str:
+        """``data`` in a hidden temp file beside ``path`` (fsync'd here only without syncfs)."""
+        temp = f"{path.parent}/{_TEMP_PREFIX}{path.name}.{self._pid}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
         try:
-            with open(fd, "wb", closefd=False) as fh:
-                if isinstance(data, bytes):
-                    fh.write(data)
-                else:
-                    fh.writelines(data)
+            fd = os.open(temp, flags, 0o644)
+        except FileNotFoundError:  # a new recording's directory (few system calls otherwise)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(temp, flags, 0o644)
+        try:
+            parts = [data] if isinstance(data, bytes) else [p for p in data if p]
+            if len(parts) > 512:  # writev takes at most IOV_MAX (1024 on Linux) pieces
+                parts = [b"".join(parts)]
+            written = os.writev(fd, parts) if parts else 0
+            total = sum(map(len, parts))
+            if written < total:  # a short write (rare): the rest in plain writes
+                rest = memoryview(b"".join(parts))[written:]
+                while rest:
+                    rest = rest[os.write(fd, rest) :]
+            if self.fsync and _syncfs is None:
+                os.fsync(fd)
         except BaseException:
             os.close(fd)
-            temp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
             raise
-        return temp, fd
+        os.close(fd)
+        return temp
 
     async def get(self, key: str) -> bytes | None:
         path = self._path(key)

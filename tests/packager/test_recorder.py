@@ -12,6 +12,7 @@ import pytest
 from packager.live import LivePackage, PackagerConfig
 from packager.recorder import MANIFEST, Recorder, Recording
 from packager.stores import StoreUnavailable
+from packager.stores import local
 from packager.stores.local import FileStore
 from packager.tags import Tag
 from packager.vod import Manifest, render_vod_media_playlist, tags_in
@@ -52,6 +53,35 @@ async def test_file_store_keys_atomicity_and_delete(tmp_path: Path) -> None:
     assert await store.delete_prefix("r1/") == 2
     assert not (tmp_path / "rec" / "r1").exists()
     assert await store.list("") == ["r2/manifest.json"]
+
+
+async def test_file_store_commits_concurrent_puts_together_and_fails_only_the_bad_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local, "WRITER_IDLE", 0.2)
+    store = FileStore(tmp_path / "rec")
+    await store.start()
+    (tmp_path / "rec" / "blocked").write_bytes(b"")  # a file where a directory should be
+    keys = [f"r/{n % 7}/{n}.m4s" for n in range(150)]  # more than one commit's worth
+    bad = "blocked/1.m4s"
+    results = await asyncio.gather(
+        *(store.put(k, (k.encode(), b"|seg"), "video/iso.segment") for k in [*keys, bad]),
+        return_exceptions=True,
+    )
+    assert results[:-1] == [None] * len(keys)
+    assert isinstance(results[-1], StoreUnavailable) and "Not a directory" in str(results[-1])
+    assert await store.list("r/") == sorted(keys)  # no temp file left beside them
+    assert [await store.get(k) for k in keys[:3]] == [f"{k}|seg".encode() for k in keys[:3]]
+    assert store.health().failed == 1
+    # Idle, the writer thread ends; the next put starts another.
+    for _ in range(100):
+        if not store.writer_running:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the writer thread outlived its idle time")
+    await store.put("r/late.m4s", b"late", "video/iso.segment")
+    assert await store.get("r/late.m4s") == b"late"
 
 
 async def test_store_failure_has_its_reason(tmp_path: Path) -> None:
