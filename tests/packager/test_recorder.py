@@ -11,8 +11,7 @@ import pytest
 
 from packager.live import LivePackage, PackagerConfig
 from packager.recorder import MANIFEST, Recorder, Recording
-from packager.stores import StoreUnavailable
-from packager.stores import local
+from packager.stores import StoreUnavailable, local
 from packager.stores.local import FileStore
 from packager.tags import Tag
 from packager.vod import Manifest, render_vod_media_playlist, tags_in
