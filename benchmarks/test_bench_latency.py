@@ -4,6 +4,9 @@ Player play at.
 Both publish a 360×640 30 fps testsrc2 + sine stream with Debian ffmpeg in real time (``-re``)
 to an in-process origin with the e2e tests' small ladder (360p passthrough + 180p encoded).
 Figures go to ``extra_info`` and a printed table; the goals are printed verdicts, never asserts.
+``SHOPCAST_BENCH_READ_PACING_PUBLISHERS=1`` reads the one publisher as a busy origin would (read
+pacing on, which otherwise starts at 64 live publishers): what pacing costs a viewer;
+``SHOPCAST_BENCH_READ_PACING`` sets its interval.
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ CHROMIUM = shutil.which("chromium")
 HAS_PLAYWRIGHT = importlib.util.find_spec("playwright") is not None
 SMOKE = os.environ.get("SHOPCAST_BENCH_SMOKE") == "1"  # tests/benchmarks: tiny sizes
 SOURCE_SIZE = "360x640"
+#: ``[ingest] read_pacing_publishers`` for the origin (unset: the default).
+PACING_FROM = os.environ.get("SHOPCAST_BENCH_READ_PACING_PUBLISHERS")
+#: ``[ingest] read_pacing`` (unset: the default).
+PACING = os.environ.get("SHOPCAST_BENCH_READ_PACING")
 FPS = 30
 
 
@@ -54,6 +61,13 @@ def last_frame_of_each_part(latencies: Sequence[float]) -> list[float]:
 @asynccontextmanager
 async def running_origin(tmp_path: Path, part_target: float | None = None) -> AsyncIterator[Origin]:
     config = make_config(tmp_path)
+    if PACING_FROM or PACING:
+        ingest = dataclasses.replace(
+            config.ingest,
+            read_pacing_publishers=int(PACING_FROM or config.ingest.read_pacing_publishers),
+            read_pacing=float(PACING or config.ingest.read_pacing),
+        )
+        config = dataclasses.replace(config, ingest=ingest)
     if part_target is not None:
         packager = dataclasses.replace(config.packager, part_target=part_target)
         config = dataclasses.replace(config, packager=packager)

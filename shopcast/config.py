@@ -63,8 +63,8 @@ class IngestSection:
     #: Live publishers (every protocol) plus those being admitted; more are refused at once.
     max_publishers: int = 1000
     #: Seconds between reads of one RTMP publisher's socket once ``read_pacing_publishers`` are
-    #: live (fewer wake-ups per message; adds at most about twice it to a frame's way in); 0: off.
-    read_pacing: float = 0.05
+    #: live (fewer wake-ups per message; adds at most ~3x it to a frame's way in); 0: off.
+    read_pacing: float = 0.04
     read_pacing_publishers: int = 64
 
 

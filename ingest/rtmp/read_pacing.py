@@ -4,8 +4,8 @@ A phone or OBS writes one RTMP message per frame, and every message then costs o
 one ``read()`` and one ``data_received`` call, more than parsing it. Once enough publishers are
 live for that to matter, the kernel is asked to wake us only when about one pacing interval's worth
 of a publisher's bytes has arrived; one shared timer lowers the mark again for any publisher that
-had no read during the last interval, so a slowing or quiet one (audio only, a last
-``deleteStream``) is read at most about two intervals late. End of stream and resets wake the
+had no read during the last two intervals, so a slowing or quiet one (audio only, a last
+``deleteStream``) is read at most about three intervals late. End of stream and resets wake the
 reader whatever the mark (Linux ``tcp_poll``), and lowering the mark wakes it if bytes wait
 (``tcp_set_rcvlowat``).
 """
@@ -55,7 +55,7 @@ class _Mark:
 class ReadPacer:
     """One timer for every publisher of one server; pacing is on while ``min_publishers`` are live.
 
-    ``interval`` bounds the latency it adds (at most about twice it, about half of it on average).
+    ``interval`` bounds the latency it adds (at most about three times it, about half of it on average).
     """
 
     def __init__(self, interval: float, min_publishers: int) -> None:

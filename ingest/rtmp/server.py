@@ -52,8 +52,8 @@ class RTMPServerSettings:
     limits: RTMPLimits = field(default_factory=RTMPLimits)
     #: Once this many publishers are live, each one's socket is read about once per
     #: ``read_pacing`` seconds instead of once per message (see ingest/rtmp/read_pacing.py);
-    #: it adds at most about twice that to a frame's way in. 0 turns pacing off.
-    read_pacing: float = 0.05
+    #: it adds at most about three times that to a frame's way in. 0 turns pacing off.
+    read_pacing: float = 0.04
     read_pacing_publishers: int = 64
 
 
