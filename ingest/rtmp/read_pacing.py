@@ -55,7 +55,7 @@ class _Mark:
 class ReadPacer:
     """One timer for every publisher of one server; pacing is on while ``min_publishers`` are live.
 
-    ``interval`` bounds the latency it adds (at most about three times it, about half of it on average).
+    ``interval`` bounds the latency it adds: at most about three times it, half of it on average.
     """
 
     def __init__(self, interval: float, min_publishers: int) -> None:
