@@ -36,6 +36,9 @@ from ingest.rtmp.client import RTMPPublisher
 
 MSG_AUDIO, MSG_VIDEO = 8, 9
 TICK = 0.005  # the sender sleeps at most this long between looks at the heap
+#: ... and at least this long: with hundreds of publishers the next message is always microseconds
+#: away, and sleeping only until then polled a full core. The send lag it adds is reported.
+MIN_SLEEP = 0.001
 
 
 @dataclass(frozen=True)
@@ -185,7 +188,7 @@ class Replayer:
                     continue
                 heapq.heappush(self._heap, (self._send_due(r, now), n))
             wait = self._heap[0][0] - time.monotonic() if self._heap else TICK
-            await asyncio.sleep(min(max(wait, 0.0), TICK))
+            await asyncio.sleep(min(max(wait, MIN_SLEEP), TICK))
 
     def _send_due(self, r: Replayed, now: float) -> float:
         """Write ``r``'s messages due by ``now`` in one write; the next one's due time."""
