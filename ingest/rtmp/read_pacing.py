@@ -62,7 +62,6 @@ class ReadPacer:
         self.interval = interval
         self.min_publishers = max(1, min_publishers)
         self.active = False
-        self.marks_set = 0  # SO_RCVLOWAT changes made (each one a system call)
         self._marks: dict[PacedConnection, _Mark] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -108,7 +107,6 @@ class ReadPacer:
             self._marks.pop(conn, None)
             return
         state.mark = mark
-        self.marks_set += 1
 
     def _tick(self) -> None:
         assert self._loop is not None

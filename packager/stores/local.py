@@ -59,7 +59,6 @@ class _Write:
     path: Path
     data: Blob
     future: asyncio.Future[None]
-    loop: asyncio.AbstractEventLoop
 
 
 def _settle(results: list[tuple[_Write, OSError | None]]) -> None:
@@ -117,10 +116,9 @@ class FileStore:
 
     async def put(self, key: str, data: Blob, content_type: str) -> None:
         path = self._path(key)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         with self._writer_lock:
-            self._writes.put(_Write(path, data, future, loop))
+            self._writes.put(_Write(path, data, future))
             if self._writer is None:
                 self._writer = threading.Thread(
                     target=self._write_all, name="shopcast-file-store", daemon=True
@@ -198,7 +196,7 @@ class FileStore:
                 results.append((write, exc))
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Write, OSError | None]]] = {}
         for write, error in results:
-            by_loop.setdefault(write.loop, []).append((write, error))
+            by_loop.setdefault(write.future.get_loop(), []).append((write, error))
         for loop, settled in by_loop.items():
             # A closed loop: nobody waits for these any more.
             with contextlib.suppress(RuntimeError):
